@@ -1,0 +1,163 @@
+"""The small vocabulary gradient rules speak: emit an ONNX node, make a constant, ask a shape.
+
+Rules never touch protobufs directly. Everything they emit lands in one flat node list that the
+walker appends to the forward graph, so the gradient graph stays a plain ONNX model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+Dim = int | str | None
+Shape = tuple[Dim, ...] | None
+
+
+@dataclass
+class Node:
+    """A read-only view of a forward node: its tensors by name and its attributes decoded."""
+
+    op_type: str
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict
+    domain: str = ""
+
+    @classmethod
+    def from_proto(cls, proto: onnx.NodeProto) -> Node:
+        attrs = {}
+        for a in proto.attribute:
+            value = helper.get_attribute_value(a)
+            if isinstance(value, bytes):
+                value = value.decode()
+            attrs[a.name] = value
+        return cls(proto.op_type, proto.name, list(proto.input), list(proto.output), attrs,
+                   proto.domain)
+
+    def attr(self, name: str, default=None):
+        return self.attrs.get(name, default)
+
+    def input(self, i: int) -> str | None:
+        """The i-th input, or None when it is absent or given as the empty name."""
+        return self.inputs[i] if i < len(self.inputs) and self.inputs[i] else None
+
+
+@dataclass
+class GraphBuilder:
+    """Collects emitted nodes and initializers; answers shape questions from shape inference."""
+
+    opset: int
+    value_info: dict[str, tuple[int, Shape]]
+    float_type: int = onnx.TensorProto.FLOAT
+    differentiable: set[str] = field(default_factory=set)
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
+    nodes: list[onnx.NodeProto] = field(default_factory=list)
+    initializers: list[onnx.TensorProto] = field(default_factory=list)
+    _count: int = 0
+
+    # --- naming and emission -------------------------------------------------------------
+    def fresh(self, hint: str) -> str:
+        self._count += 1
+        return f"onnxpath_grad/{hint}_{self._count}"
+
+    def op(self, op_type: str, *inputs: str | None, outputs: int = 1, domain: str = "",
+           out_name: str | None = None, **attrs) -> str | list[str]:
+        """Emit one node; return its output name (or names when `outputs` > 1)."""
+        names = [out_name or self.fresh(op_type)] if outputs == 1 else \
+            [self.fresh(op_type) for _ in range(outputs)]
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        node = helper.make_node(op_type, [i or "" for i in inputs], names,
+                                name=self.fresh(op_type + "_node"), domain=domain, **attrs)
+        self.nodes.append(node)
+        return names[0] if outputs == 1 else names
+
+    def const(self, value, dtype=None) -> str:
+        """A constant initializer; floats default to the graph's float type."""
+        array = np.asarray(value)
+        if dtype is None:
+            float_np = helper.tensor_dtype_to_np_dtype(self.float_type)
+            dtype = float_np if array.dtype.kind == "f" else array.dtype
+        array = array.astype(dtype)
+        name = self.fresh("const")
+        self.initializers.append(numpy_helper.from_array(array, name))
+        self.constants[name] = array
+        return name
+
+    def ints(self, values: Sequence[int]) -> str:
+        return self.const(np.asarray(list(values), dtype=np.int64))
+
+    def scalar(self, value: float) -> str:
+        return self.const(np.asarray(value, dtype=helper.tensor_dtype_to_np_dtype(self.float_type)))
+
+    # --- questions rules ask ---------------------------------------------------------------
+    def needs(self, name: str | None) -> bool:
+        """Whether the gradient with respect to this tensor is wanted at all."""
+        return bool(name) and name in self.differentiable
+
+    def shape(self, name: str) -> Shape:
+        info = self.value_info.get(name)
+        return None if info is None else info[1]
+
+    def rank(self, name: str) -> int:
+        shape = self.shape(name)
+        if shape is None:
+            raise ValueError(f"rank of tensor '{name}' is unknown after shape inference")
+        return len(shape)
+
+    def static_shape(self, name: str, start: int = 0) -> tuple[int, ...]:
+        """Dims `start:` of a tensor, which must be known numbers (the batch may stay symbolic)."""
+        shape = self.shape(name)
+        if shape is None or not all(isinstance(d, int) for d in shape[start:]):
+            raise ValueError(f"shape of tensor '{name}' is not static: {shape}")
+        return tuple(shape[start:])
+
+    def constant_value(self, name: str | None) -> np.ndarray | None:
+        """The value of an initializer or Constant output, when the graph fixes it."""
+        return None if not name else self.constants.get(name)
+
+    # --- common compositions ---------------------------------------------------------------
+    def shape_of(self, name: str) -> str:
+        return self.op("Shape", name)
+
+    def reduce_sum(self, x: str, axes: Sequence[int], keepdims: bool = True) -> str:
+        if not axes:
+            return x
+        return self.op("ReduceSum", x, self.ints(axes), keepdims=int(keepdims))
+
+    def reduce(self, op_type: str, x: str, axes: Sequence[int], keepdims: bool = True) -> str:
+        """ReduceMean/ReduceMax/...: axes moved from attribute to input at opset 18."""
+        if op_type == "ReduceSum" or self.opset >= 18:
+            return self.op(op_type, x, self.ints(axes), keepdims=int(keepdims))
+        return self.op(op_type, x, axes=list(axes), keepdims=int(keepdims))
+
+    def reshape_like(self, x: str, like: str) -> str:
+        return self.op("Reshape", x, self.shape_of(like))
+
+    def zeros_like(self, like: str) -> str:
+        zero = onnx.helper.make_tensor("value", self.float_type, [1], [0.0])
+        return self.op("ConstantOfShape", self.shape_of(like), value=zero)
+
+    def unbroadcast(self, grad: str, target: str, result: str) -> str:
+        """Sum a gradient shaped like the broadcast `result` back to the shape of `target`."""
+        return self.sum_to(grad, self.shape(result), self.shape(target), target)
+
+    def sum_to(self, grad: str, r_shape: Shape, t_shape: Shape, target: str) -> str:
+        """Sum `grad` (shaped `r_shape`) over broadcast axes to `t_shape`, shaped like `target`."""
+        if t_shape is None or r_shape is None:
+            raise ValueError(f"cannot unbroadcast to '{target}': shape unknown")
+        if tuple(t_shape) == tuple(r_shape) and all(d is not None for d in t_shape):
+            return grad
+        lead = len(r_shape) - len(t_shape)
+        axes = list(range(lead))
+        for i, d in enumerate(t_shape):
+            if d == 1 and r_shape[lead + i] != 1:
+                axes.append(lead + i)
+        summed = self.reduce_sum(grad, axes, keepdims=True)
+        if lead == 0:
+            return summed
+        return self.reshape_like(summed, target)

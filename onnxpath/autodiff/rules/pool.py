@@ -1,0 +1,73 @@
+"""Pooling. MaxPool routes gradients through its argmax indices; average pools are linear."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from ..builder import GraphBuilder, Node
+from . import rule
+from .conv import transposed_window, window_geometry
+
+
+def _scatter_to_argmax(b: GraphBuilder, g: str, indices: str, x: str) -> str:
+    # Indices are flat positions in the whole input tensor (batch and channel included).
+    flat = b.ints([-1])
+    zero = onnx.helper.make_tensor("value", b.float_type, [1], [0.0])
+    zeros = b.op("ConstantOfShape", b.op("Shape", b.op("Reshape", x, flat)), value=zero)
+    summed = b.op("ScatterElements", zeros, b.op("Reshape", indices, flat),
+                  b.op("Reshape", g, flat), axis=0, reduction="add")
+    return b.reshape_like(summed, x)
+
+
+@rule("MaxPool")
+def max_pool(node: Node, dy, b: GraphBuilder):
+    if node.attr("storage_order", 0) != 0:
+        raise NotImplementedError("MaxPool with storage_order=1")
+    if len(node.outputs) > 1 and node.outputs[1]:
+        indices = node.outputs[1]
+    else:
+        _, indices = b.op("MaxPool", node.inputs[0], outputs=2, **node.attrs)
+    return [_scatter_to_argmax(b, dy[0], indices, node.inputs[0])]
+
+
+@rule("GlobalMaxPool")
+def global_max_pool(node: Node, dy, b: GraphBuilder):
+    # An equality mask would count every tied maximum (all-zero post-ReLU maps tie everywhere),
+    # so take MaxPool's single argmax instead, as the forward kernels do.
+    spatial = list(b.static_shape(node.inputs[0], 2))
+    _, indices = b.op("MaxPool", node.inputs[0], outputs=2, kernel_shape=spatial)
+    return [_scatter_to_argmax(b, dy[0], indices, node.inputs[0])]
+
+
+@rule("AveragePool")
+def average_pool(node: Node, dy, b: GraphBuilder):
+    x, y = node.inputs[0], node.outputs[0]
+    x_spatial, y_spatial = b.static_shape(x, 2), b.static_shape(y, 2)
+    channels = b.static_shape(x, 1)[0]
+    kernel = list(node.attr("kernel_shape"))
+    strides, dilations, pads = window_geometry(node, list(x_spatial), kernel)
+    n = len(kernel)
+    # ceil_mode windows may overhang the padded input: widen the end pads to host them.
+    overhang = [max(0, (y_spatial[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1
+                    - (x_spatial[i] + pads[i] + pads[n + i])) for i in range(n)]
+    hosted = pads[:n] + [pads[n + i] + overhang[i] for i in range(n)]
+    # Each window's divisor is whatever the forward op used (pads counted or not): recover it as
+    # AveragePool(ones) / (in-bounds count). Both depend on constants only and fold away.
+    ones_x = b.const(np.ones((1, 1, *x_spatial)))
+    forward_attrs = {k: v for k, v in node.attrs.items() if k != "auto_pad"}
+    forward_attrs["pads"] = pads
+    mean_of_ones = b.op("AveragePool", ones_x, **forward_attrs)
+    in_bounds = b.op("Conv", ones_x, b.const(np.ones((1, 1, *kernel))), strides=strides,
+                     dilations=dilations, pads=hosted)
+    weight = b.op("Div", mean_of_ones, in_bounds)
+    kernel_ones = b.const(np.ones((channels, 1, *kernel)))
+    return [transposed_window(b, b.op("Mul", dy[0], weight), kernel_ones, x, y, kernel, strides,
+                              dilations, hosted, group=channels)]
+
+
+@rule("GlobalAveragePool")
+def global_average_pool(node: Node, dy, b: GraphBuilder):
+    x = node.inputs[0]
+    area = int(np.prod(b.static_shape(x, 2)))
+    return [b.op("Expand", b.op("Div", dy[0], b.scalar(float(area))), b.shape_of(x))]

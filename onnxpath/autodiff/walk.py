@@ -1,0 +1,153 @@
+"""Reverse-mode walk over an ONNX graph: visit only the nodes between `wrt` and `of`, in reverse
+topological order, sum the adjoints that meet, and emit only the gradients asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import onnx
+from onnx import helper
+
+from ..errors import ModelError, UnsupportedOpError
+from .builder import GraphBuilder, Node
+from .rules import RULES, Rule
+
+FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+               onnx.TensorProto.BFLOAT16}
+
+SEED = "onnxpath_seed"
+
+
+def grad_name(wrt: str) -> str:
+    return f"onnxpath_grad/{wrt}"
+
+
+def value_infos(model: onnx.ModelProto) -> dict[str, tuple[int, tuple | None]]:
+    """Element type and shape (ints, symbolic names or None) of every typed tensor."""
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    graph = inferred.graph
+    infos: dict[str, tuple[int, tuple | None]] = {}
+    for vi in [*graph.input, *graph.value_info, *graph.output]:
+        t = vi.type.tensor_type
+        shape = None
+        if t.HasField("shape"):
+            shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                          for d in t.shape.dim)
+        infos[vi.name] = (t.elem_type, shape)
+    for init in graph.initializer:
+        infos[init.name] = (init.data_type, tuple(init.dims))
+    return infos
+
+
+def _constants(graph: onnx.GraphProto) -> dict:
+    values = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            values[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
+    return values
+
+
+def _forward_reach(nodes: Sequence[Node], wrt: Sequence[str], infos) -> set[str]:
+    reached = set(wrt)
+    for node in nodes:
+        if any(i in reached for i in node.inputs if i):
+            reached.update(o for o in node.outputs
+                           if o and infos.get(o, (onnx.TensorProto.FLOAT,))[0] in FLOAT_TYPES)
+    return reached
+
+
+def _backward_reach(nodes: Sequence[Node], of: str) -> set[str]:
+    needed = {of}
+    for node in reversed(nodes):
+        if any(o in needed for o in node.outputs):
+            needed.update(i for i in node.inputs if i)
+    return needed
+
+
+def gradient_graph(model: onnx.ModelProto, of: str, wrt: Sequence[str],
+                   overrides: Mapping[str, Rule] | None = None,
+                   extra_outputs: Sequence[str] = ()) -> onnx.ModelProto:
+    """Append the gradient of `sum(seed * of)` with respect to each `wrt` tensor to `model`.
+
+    The result takes the model's inputs plus `onnxpath_seed` (shaped like `of`) and returns
+    `of`, then `onnxpath_grad/<name>` for each `wrt`, then `extra_outputs`. Weight gradients are
+    never emitted: only tensors that depend on a `wrt` tensor carry adjoints.
+    """
+    graph = model.graph
+    table = {**RULES, **(overrides or {})}
+    infos = value_infos(model)
+    if of not in infos:
+        raise ModelError(f"tensor '{of}' is not in the model")
+    nodes = [Node.from_proto(n) for n in graph.node]
+    reach = _forward_reach(nodes, wrt, infos)
+    needed = _backward_reach(nodes, of)
+    active = [n for n in nodes
+              if any(i in reach for i in n.inputs if i) and any(o in needed for o in n.outputs)]
+    missing = [(n.op_type, n.name or n.outputs[0]) for n in active
+               if n.op_type not in table or n.domain not in ("", "ai.onnx")]
+    if missing:
+        raise UnsupportedOpError(missing)
+
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    float_type = infos[of][0]
+    b = GraphBuilder(opset=opset, value_info=infos, float_type=float_type,
+                     differentiable=reach & needed, constants=_constants(graph))
+    adjoints: dict[str, list[str]] = {of: [SEED]}
+
+    def total(name: str) -> str | None:
+        parts = adjoints.get(name)
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else b.op("Sum", *parts)
+
+    for node in reversed(active):
+        dy = [total(o) if o else None for o in node.outputs]
+        if all(g is None for g in dy):
+            continue
+        try:
+            grads = table[node.op_type](node, dy, b)
+        except (ValueError, NotImplementedError) as err:
+            raise ModelError(f"cannot differentiate {node.op_type} node '{node.name}': {err}") \
+                from err
+        for name, g in zip(node.inputs, grads, strict=False):
+            if g is not None and b.needs(name):
+                adjoints.setdefault(name, []).append(g)
+
+    outputs = [helper.make_tensor_value_info(of, float_type, infos[of][1])]
+    for name in wrt:
+        g = total(name)
+        if g is None:  # not connected to the output: its gradient is exactly zero
+            g = b.zeros_like(name)
+        b.op("Identity", g, out_name=grad_name(name))
+        outputs.append(helper.make_tensor_value_info(grad_name(name), float_type,
+                                                     infos.get(name, (0, None))[1]))
+    for name in extra_outputs:
+        elem, shape = infos.get(name, (float_type, None))
+        outputs.append(helper.make_tensor_value_info(name, elem, shape))
+
+    seed = helper.make_tensor_value_info(SEED, float_type, infos[of][1])
+    new_graph = helper.make_graph(
+        [*graph.node, *b.nodes], graph.name + "_grad", [*graph.input, seed], outputs,
+        initializer=[*graph.initializer, *b.initializers])
+    result = helper.make_model(new_graph, opset_imports=model.opset_import,
+                               ir_version=model.ir_version)
+    return prune_unused(result)
+
+
+def prune_unused(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop nodes and initializers no output needs (weight-gradient branches among them)."""
+    graph = model.graph
+    needed = {o.name for o in graph.output}
+    kept = []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output):
+            kept.append(node)
+            needed.update(i for i in node.input if i)
+    kept.reverse()
+    del graph.node[:]
+    graph.node.extend(kept)
+    inits = [i for i in graph.initializer if i.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    return model

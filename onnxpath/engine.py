@@ -51,6 +51,19 @@ class GradientEngine:
     def input_name(self) -> str:
         return self.info.input_name
 
+    @property
+    def num_classes(self) -> int:
+        shape = value_infos(self.info.proto).get(self.info.logits, (0, None))[1]
+        if not shape or not isinstance(shape[-1], int):
+            raise ValueError(f"the class dimension of '{self.info.logits}' is not static")
+        return shape[-1]
+
+    def seed(self, targets) -> np.ndarray:
+        """The one-hot seed that selects each example's target logit."""
+        if not hasattr(self, "_classes"):
+            self._classes = self.num_classes
+        return one_hot(targets, self._classes)
+
     def _session(self, model: onnx.ModelProto):
         return make_session(model, self.device, self.threads)
 

@@ -1,0 +1,48 @@
+"""Attribution methods: plain functions over one gradient engine, registered by name.
+
+A method takes the engine, a batch `x` (N, *input) in the model's input space, the target class
+per example, and keyword-only options; it returns an `Attribution` whose maps have the shape of
+`x`. The CLI offers exactly the registered names, and passes each method only the options its
+signature declares.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Attribution:
+    maps: np.ndarray  # (N, *input shape), float32, raw and signed unless the method says so
+    extras: list[dict] = field(default_factory=list)  # per example: method-specific facts
+
+    def __post_init__(self):
+        self.maps = np.asarray(self.maps, dtype=np.float32)
+        if not self.extras:
+            self.extras = [{} for _ in range(len(self.maps))]
+
+
+Method = Callable[..., Attribution]
+METHODS: dict[str, Method] = {}
+
+
+def method(name: str) -> Callable[[Method], Method]:
+    def register(fn: Method) -> Method:
+        METHODS[name] = fn
+        return fn
+
+    return register
+
+
+def options_for(fn: Method, options: dict) -> dict:
+    """The subset of `options` that `fn` accepts as keyword-only parameters."""
+    params = inspect.signature(fn).parameters
+    return {k: v for k, v in options.items()
+            if k in params and params[k].kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+from . import gradient  # noqa: E402,F401  (importing a method module registers it)

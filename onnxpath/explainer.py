@@ -1,0 +1,124 @@
+"""The public entry point: `Explainer(path).attribute(x, method=..., target=...)`."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .engine import GradientEngine
+from .errors import InputError, UsageError
+from .methods import METHODS, Attribution, options_for
+from .model import ModelInfo, data_inputs, declared_shape, load_model, normalise
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@dataclass
+class Explanation:
+    """One method's result for a batch: raw maps plus what the prediction was."""
+
+    method: str
+    maps: np.ndarray  # (N, *input shape)
+    targets: np.ndarray  # (N,) class indices
+    logits: np.ndarray  # (N,) target logit
+    probs: np.ndarray  # (N,) target softmax probability
+    extras: list[dict] = field(default_factory=list)
+    time_ms: float = 0.0
+
+
+class Explainer:
+    """Explains one ONNX model. Engines (and their sessions) are built once per input shape."""
+
+    def __init__(self, model: str | os.PathLike | onnx.ModelProto, device: str = "cpu",
+                 threads: int | None = None, keep_probabilities: bool = False):
+        self.path = None if isinstance(model, onnx.ModelProto) else Path(model)
+        self.proto = model if isinstance(model, onnx.ModelProto) else load_model(model)
+        self.device = device
+        self.threads = threads
+        self.keep_probabilities = keep_probabilities
+        inputs = data_inputs(self.proto)
+        self.input_name = inputs[0].name if inputs else None
+        self.input_shape = declared_shape(inputs[0]) if inputs else ()
+        self.input_dtype = inputs[0].type.tensor_type.elem_type if inputs else None
+        self._engines: dict[tuple, GradientEngine] = {}
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the model insists on, or None when its batch dim is dynamic."""
+        first = self.input_shape[0] if self.input_shape else None
+        return first if isinstance(first, int) else None
+
+    def engine(self, shape: tuple[int, ...]) -> GradientEngine:
+        key = tuple(shape[1:])
+        if key not in self._engines:
+            proto = onnx.ModelProto()
+            proto.CopyFrom(self.proto)
+            info: ModelInfo = normalise(proto, tuple(shape), self.keep_probabilities)
+            info.path = self.path
+            self._engines[key] = GradientEngine(info, self.device, self.threads)
+        return self._engines[key]
+
+    def as_batch(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        rank = len(self.input_shape)
+        if x.ndim == rank - 1:
+            x = x[None]
+        if x.ndim != rank:
+            raise InputError(f"input has shape {x.shape}; the model expects "
+                             f"{tuple(d if isinstance(d, int) else '?' for d in self.input_shape)}")
+        for got, want in zip(x.shape[1:], self.input_shape[1:], strict=True):
+            if isinstance(want, int) and got != want:
+                raise InputError(f"input has shape {x.shape[1:]} per example; the model expects "
+                                 f"{tuple(self.input_shape[1:])}")
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Logits (the differentiated tensor) for a batch or a single example."""
+        x = self.as_batch(x)
+        return self._per_batch(x, lambda part: self.engine(part.shape).logits(part))
+
+    def _per_batch(self, x: np.ndarray, fn):
+        step = self.fixed_batch or len(x)
+        parts = [fn(x[i:i + step]) for i in range(0, len(x), step)]
+        return np.concatenate(parts) if isinstance(parts[0], np.ndarray) else parts
+
+    def attribute(self, x: np.ndarray, method: str = "gradient",
+                  target: int | list[int] | np.ndarray | None = None, **options) -> Explanation:
+        """Attribute the target logit (default: the argmax) of each example in `x`."""
+        if method not in METHODS:
+            raise UsageError(f"unknown method '{method}'; choose from {', '.join(METHODS)}")
+        x = self.as_batch(x)
+        start = time.perf_counter()
+        logits = self.predict(x)
+        if target is None:
+            targets = logits.argmax(axis=1)
+        else:
+            targets = np.broadcast_to(np.asarray(target, dtype=np.int64), (len(x),)).copy()
+            if targets.min() < 0 or targets.max() >= logits.shape[1]:
+                raise UsageError(f"target {target} is out of range: the model has "
+                                 f"{logits.shape[1]} classes")
+        fn = METHODS[method]
+        kwargs = options_for(fn, options)
+
+        def run(part_and_targets):
+            part, part_targets = part_and_targets
+            return fn(self.engine(part.shape), part, part_targets, **kwargs)
+
+        step = self.fixed_batch or len(x)
+        results: list[Attribution] = [run((x[i:i + step], targets[i:i + step]))
+                                      for i in range(0, len(x), step)]
+        maps = np.concatenate([r.maps for r in results])
+        extras = [e for r in results for e in r.extras]
+        rows = np.arange(len(x))
+        probs = softmax(logits.astype(np.float64))[rows, targets]
+        elapsed = (time.perf_counter() - start) * 1000
+        return Explanation(method, maps, targets, logits[rows, targets], probs, extras, elapsed)

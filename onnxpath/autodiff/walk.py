@@ -23,9 +23,32 @@ def grad_name(wrt: str) -> str:
     return f"onnxpath_grad/{wrt}"
 
 
+SMALL_CONSTANT = 4096  # elements; larger initializers are weights, irrelevant to shape inference
+
+
+def _weightless(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy for shape inference: big initializers become typed inputs, so no weight bytes are
+    serialised (that dominated the build time of ResNet-50-sized models)."""
+    graph = model.graph
+    light = helper.make_graph(
+        list(graph.node), graph.name, list(graph.input), list(graph.output),
+        initializer=[i for i in graph.initializer if _numel(i) <= SMALL_CONSTANT],
+        value_info=list(graph.value_info))
+    light.input.extend(helper.make_tensor_value_info(i.name, i.data_type, list(i.dims))
+                       for i in graph.initializer if _numel(i) > SMALL_CONSTANT)
+    return helper.make_model(light, opset_imports=model.opset_import, ir_version=model.ir_version)
+
+
+def _numel(tensor: onnx.TensorProto) -> int:
+    n = 1
+    for d in tensor.dims:
+        n *= d
+    return n
+
+
 def value_infos(model: onnx.ModelProto) -> dict[str, tuple[int, tuple | None]]:
     """Element type and shape (ints, symbolic names or None) of every typed tensor."""
-    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    inferred = onnx.shape_inference.infer_shapes(_weightless(model), data_prop=True)
     graph = inferred.graph
     infos: dict[str, tuple[int, tuple | None]] = {}
     for vi in [*graph.input, *graph.value_info, *graph.output]:
@@ -40,12 +63,21 @@ def value_infos(model: onnx.ModelProto) -> dict[str, tuple[int, tuple | None]]:
     return infos
 
 
-def _constants(graph: onnx.GraphProto) -> dict:
-    values = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            values[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
-    return values
+class _Constants(dict):
+    """Initializer and Constant values, converted to numpy only when a rule asks."""
+
+    def __init__(self, graph: onnx.GraphProto):
+        super().__init__()
+        self._protos = {init.name: init for init in graph.initializer}
+        for node in graph.node:
+            if node.op_type == "Constant" and node.attribute and \
+                    node.attribute[0].name == "value":
+                self._protos[node.output[0]] = node.attribute[0].t
+
+    def get(self, name, default=None):
+        if name not in self and name in self._protos:
+            self[name] = onnx.numpy_helper.to_array(self._protos[name])
+        return super().get(name, default)
 
 
 def _forward_reach(nodes: Sequence[Node], wrt: Sequence[str], infos) -> set[str]:
@@ -92,7 +124,7 @@ def gradient_graph(model: onnx.ModelProto, of: str, wrt: Sequence[str],
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     float_type = infos[of][0]
     b = GraphBuilder(opset=opset, value_info=infos, float_type=float_type,
-                     differentiable=reach & needed, constants=_constants(graph))
+                     differentiable=reach & needed, constants=_Constants(graph))
     adjoints: dict[str, list[str]] = {of: [SEED]}
 
     def total(name: str) -> str | None:

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from .autodiff import missing_rules
 from .engine import GradientEngine
-from .errors import InputError, UsageError
+from .errors import InputError, UnsupportedOpError, UsageError
 from .methods import METHODS, Attribution, options_for
-from .model import ModelInfo, data_inputs, declared_shape, load_model, normalise
+from .model import ModelInfo, data_inputs, declared_shape, find_logits, load_model, normalise
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -50,6 +51,13 @@ class Explainer:
         self.input_shape = declared_shape(inputs[0]) if inputs else ()
         self.input_dtype = inputs[0].type.tensor_type.elem_type if inputs else None
         self._engines: dict[tuple, GradientEngine] = {}
+
+    def check_differentiable(self) -> None:
+        """Refuse, before any input is read, a model whose logits path lacks gradient rules."""
+        logits, _ = find_logits(self.proto, self.keep_probabilities)
+        missing = missing_rules(self.proto, logits, [self.input_name])
+        if missing:
+            raise UnsupportedOpError(missing)
 
     @property
     def fixed_batch(self) -> int | None:

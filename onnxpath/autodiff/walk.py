@@ -97,6 +97,27 @@ def _backward_reach(nodes: Sequence[Node], of: str) -> set[str]:
     return needed
 
 
+def _active_nodes(nodes: Sequence[Node], of: str, wrt: Sequence[str], infos) -> list[Node]:
+    reach = _forward_reach(nodes, wrt, infos)
+    needed = _backward_reach(nodes, of)
+    return [n for n in nodes
+            if any(i in reach for i in n.inputs if i) and any(o in needed for o in n.outputs)]
+
+
+def missing_rules(model: onnx.ModelProto, of: str, wrt: Sequence[str],
+                  overrides: Mapping[str, Rule] | None = None) -> list[tuple[str, str]]:
+    """(op type, node name) of every node between `wrt` and `of` that has no gradient rule.
+    Cheap (types only, no weights touched), so commands can refuse a model before any input."""
+    table = {**RULES, **(overrides or {})}
+    nodes = [Node.from_proto(n) for n in model.graph.node]
+    return _without_rule(_active_nodes(nodes, of, wrt, value_infos(model)), table)
+
+
+def _without_rule(nodes: Sequence[Node], table: Mapping[str, Rule]) -> list[tuple[str, str]]:
+    return [(n.op_type, n.name or n.outputs[0]) for n in nodes
+            if n.op_type not in table or n.domain not in ("", "ai.onnx")]
+
+
 def gradient_graph(model: onnx.ModelProto, of: str, wrt: Sequence[str],
                    overrides: Mapping[str, Rule] | None = None,
                    extra_outputs: Sequence[str] = ()) -> onnx.ModelProto:
@@ -112,14 +133,12 @@ def gradient_graph(model: onnx.ModelProto, of: str, wrt: Sequence[str],
     if of not in infos:
         raise ModelError(f"tensor '{of}' is not in the model")
     nodes = [Node.from_proto(n) for n in graph.node]
-    reach = _forward_reach(nodes, wrt, infos)
-    needed = _backward_reach(nodes, of)
-    active = [n for n in nodes
-              if any(i in reach for i in n.inputs if i) and any(o in needed for o in n.outputs)]
-    missing = [(n.op_type, n.name or n.outputs[0]) for n in active
-               if n.op_type not in table or n.domain not in ("", "ai.onnx")]
+    active = _active_nodes(nodes, of, wrt, infos)
+    missing = _without_rule(active, table)
     if missing:
         raise UnsupportedOpError(missing)
+    reach = _forward_reach(nodes, wrt, infos)
+    needed = _backward_reach(nodes, of)
 
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     float_type = infos[of][0]

@@ -97,6 +97,8 @@ def attribute(
     if reduce not in REDUCTIONS:
         raise UsageError(f"unknown --reduce '{reduce}'; choose from {', '.join(REDUCTIONS)}")
     explainer = Explainer(model, device=device, threads=threads)
+    if any(METHODS[m].needs_gradients for m in methods):
+        explainer.check_differentiable()
     label_names = read_labels(labels) if labels else model_labels(explainer.proto)
     target_index = resolve_target(target, label_names)
     prep = build_preprocess(explainer, preset, parse_size(size), parse_floats(mean, "--mean"),

@@ -30,8 +30,12 @@ Method = Callable[..., Attribution]
 METHODS: dict[str, Method] = {}
 
 
-def method(name: str) -> Callable[[Method], Method]:
+def method(name: str, needs_gradients: bool = True) -> Callable[[Method], Method]:
+    """Register `fn` under `name`. Forward-only methods (`needs_gradients=False`) also serve
+    models whose ops lack gradient rules."""
+
     def register(fn: Method) -> Method:
+        fn.needs_gradients = needs_gradients
         METHODS[name] = fn
         return fn
 

@@ -1,0 +1,8 @@
+"""onnxpath: feature attribution for ONNX models as deployed."""
+
+from .explainer import Explainer, Explanation
+from .methods import METHODS
+from .model import load_model
+
+__version__ = "0.1.0"
+__all__ = ["METHODS", "Explainer", "Explanation", "load_model", "__version__"]

@@ -41,15 +41,19 @@ def matmul(node: Node, dy, b: GraphBuilder):
     # Promote 1-D operands to matrices as numpy does, differentiate, then reshape back.
     a, w = node.inputs
     a_shape, w_shape = list(b.shape(a)), list(b.shape(w))
-    g = dy[0]
-    g_shape = list(b.shape(node.outputs[0]))
+    g, g_shape = dy[0], list(b.shape(node.outputs[0]))
     a2, w2 = a, w
+    inserted = []  # axes of the promoted product that the 1-D operands dropped from the output
     if len(a_shape) == 1:
         a2, a_shape = b.op("Unsqueeze", a, b.ints([0])), [1, *a_shape]
-        g, g_shape = b.op("Unsqueeze", g, b.ints([-2])), [*g_shape[:-1], 1, g_shape[-1]]
+        inserted.append(-2)
     if len(w_shape) == 1:
         w2, w_shape = b.op("Unsqueeze", w, b.ints([1])), [*w_shape, 1]
-        g, g_shape = b.op("Unsqueeze", g, b.ints([-1])), [*g_shape, 1]
+        inserted.append(-1)
+    if inserted:
+        g = b.op("Unsqueeze", g, b.ints(inserted))
+        for axis in sorted(inserted):
+            g_shape.insert(len(g_shape) + 1 + axis, 1)
     ga = gw = None
     if b.needs(a):
         full = b.op("MatMul", g, _swap_last(b, w2, len(w_shape)))

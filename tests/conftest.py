@@ -1,0 +1,26 @@
+"""Shared test plumbing: tags oracle checks with the running test for the error summary."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import oracle
+
+
+@pytest.fixture(autouse=True)
+def _name_oracle_checks(request):
+    oracle.CURRENT_TEST = request.node.nodeid
+    yield
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Worst max relative error per test module (one module per op family)."""
+    if not oracle.RECORD:
+        return
+    worst: dict[str, float] = {}
+    for test, error in oracle.RECORD:
+        family = test.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
+        worst[family] = max(worst.get(family, 0.0), error)
+    terminalreporter.section("worst gradient max relative error per family")
+    for family, error in sorted(worst.items()):
+        terminalreporter.write_line(f"{family:32s} {error:.2e}")

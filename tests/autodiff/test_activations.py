@@ -1,0 +1,49 @@
+"""Pointwise activations and Softmax against torch in float64."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.oracle import check_node, randn
+
+X = randn(2, 3, 4, 5)
+WIDE = 4 * randn(2, 3, 4, 5, seed=3)  # crosses ReLU6's upper bound
+
+
+def scalar(value: float) -> np.ndarray:
+    return np.asarray(value, dtype=np.float32)
+
+
+POINTWISE = [
+    ("relu", "Relu", {}, {}, F.relu),
+    ("leaky_relu_default", "LeakyRelu", {}, {}, lambda x: F.leaky_relu(x, 0.01)),
+    ("leaky_relu_0.2", "LeakyRelu", {"alpha": 0.2}, {}, lambda x: F.leaky_relu(x, 0.2)),
+    ("sigmoid", "Sigmoid", {}, {}, torch.sigmoid),
+    ("tanh", "Tanh", {}, {}, torch.tanh),
+    ("relu6", "Clip", {}, {"lo": scalar(0.0), "hi": scalar(6.0)},
+     lambda x, lo, hi: F.hardtanh(x, 0.0, 6.0)),
+    ("clip_min_only", "Clip", {}, {"lo": scalar(0.5), "hi": None},
+     lambda x, lo, hi: torch.clamp(x, min=0.5)),
+    ("clip_max_only", "Clip", {}, {"lo": None, "hi": scalar(1.0)},
+     lambda x, lo, hi: torch.clamp(x, max=1.0)),
+    ("clip_no_bounds", "Clip", {}, {}, lambda x: x * 1.0),
+]
+
+
+@pytest.mark.parametrize("op_type,attrs,bounds,reference", [p[1:] for p in POINTWISE],
+                         ids=[p[0] for p in POINTWISE])
+def test_pointwise(op_type, attrs, bounds, reference):
+    check_node(op_type, {"x": WIDE, **bounds}, reference, attrs, constants=list(bounds))
+
+
+@pytest.mark.parametrize("shape,axis", [((2, 3, 4, 5), 1), ((2, 3, 4, 5), -1), ((2, 3, 4, 5), 0),
+                                        ((2, 3, 4, 5), 2), ((2, 7), None)],
+                         ids=["rank4_axis1", "rank4_last", "rank4_axis0", "rank4_axis2",
+                              "rank2_default"])
+def test_softmax(shape, axis):
+    attrs = {} if axis is None else {"axis": axis}
+    dim = -1 if axis is None else axis
+    check_node("Softmax", {"x": randn(*shape)}, lambda x: torch.softmax(x, dim), attrs)

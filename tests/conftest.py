@@ -14,12 +14,15 @@ def _name_oracle_checks(request):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Worst max relative error per test module (one module per op family)."""
+    """Worst max relative error per test module (one module per op family), and per model for
+    the architecture tests."""
     if not oracle.RECORD:
         return
     worst: dict[str, float] = {}
     for test, error in oracle.RECORD:
         family = test.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
+        if family.startswith("test_architectures") and "[" in test:
+            family += "[" + test.split("[", 1)[1]
         worst[family] = max(worst.get(family, 0.0), error)
     terminalreporter.section("worst gradient max relative error per family")
     for family, error in sorted(worst.items()):

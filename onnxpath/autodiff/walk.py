@@ -100,8 +100,12 @@ def _backward_reach(nodes: Sequence[Node], of: str) -> set[str]:
 def _active_nodes(nodes: Sequence[Node], of: str, wrt: Sequence[str], infos) -> list[Node]:
     reach = _forward_reach(nodes, wrt, infos)
     needed = _backward_reach(nodes, of)
+    # A node is differentiated only when a float output of it both depends on `wrt` and reaches
+    # `of`. Shape, ArgMax, Equal, NonZero... take reached inputs but give ints or bools: their
+    # outputs never carry an adjoint, so they need no rule.
     return [n for n in nodes
-            if any(i in reach for i in n.inputs if i) and any(o in needed for o in n.outputs)]
+            if any(i in reach for i in n.inputs if i)
+            and any(o in reach and o in needed for o in n.outputs if o)]
 
 
 def missing_rules(model: onnx.ModelProto, of: str, wrt: Sequence[str],

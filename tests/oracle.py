@@ -121,6 +121,7 @@ def graph_model(nodes: Sequence[onnx.NodeProto], inputs: dict[str, np.ndarray],
                 output: str = "y") -> onnx.ModelProto:
     """A model over `nodes`: float arrays not in `constants` become graph inputs, the rest
     initializers (weights, shapes, indices)."""
+    assert output not in inputs, f"an input may not be named like the output '{output}'"
     graph_inputs, initializers = [], []
     for name, value in inputs.items():
         if value is None:

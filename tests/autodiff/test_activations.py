@@ -30,6 +30,15 @@ POINTWISE = [
     ("clip_max_only", "Clip", {}, {"lo": None, "hi": scalar(1.0)},
      lambda x, lo, hi: torch.clamp(x, max=1.0)),
     ("clip_no_bounds", "Clip", {}, {}, lambda x: x * 1.0),
+    ("softplus", "Softplus", {}, {}, F.softplus),
+    ("elu_default", "Elu", {}, {}, F.elu),
+    ("elu_0.5", "Elu", {"alpha": 0.5}, {}, lambda x: F.elu(x, 0.5)),
+    ("hard_sigmoid_default", "HardSigmoid", {}, {}, lambda x: torch.clamp(0.2 * x + 0.5, 0, 1)),
+    ("hard_sigmoid_torch", "HardSigmoid", {"alpha": 1 / 6}, {}, F.hardsigmoid),
+    ("hard_swish", "HardSwish", {}, {}, F.hardswish),
+    ("erf", "Erf", {}, {}, torch.erf),
+    ("prelu_channel_slope", "PRelu", {}, {"slope": randn(3, 1, 1, seed=5)},
+     lambda x, s: torch.where(x > 0, x, s * x)),
 ]
 
 
@@ -47,3 +56,20 @@ def test_softmax(shape, axis):
     attrs = {} if axis is None else {"axis": axis}
     dim = -1 if axis is None else axis
     check_node("Softmax", {"x": randn(*shape)}, lambda x: torch.softmax(x, dim), attrs)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_opset20(approximate):
+    check_node("Gelu", {"x": WIDE}, lambda x: F.gelu(x, approximate=approximate),
+               {"approximate": approximate}, opset=20)
+
+
+def test_prelu_slope_gradient():
+    """A slope fed as a graph input gets its own (broadcast-summed) gradient too."""
+    check_node("PRelu", {"x": X, "slope": randn(3, 1, 1, seed=5)},
+               lambda x, s: torch.where(x > 0, x, s * x))
+
+
+@pytest.mark.parametrize("axis", [1, -1, 0])
+def test_log_softmax(axis):
+    check_node("LogSoftmax", {"x": X}, lambda x: torch.log_softmax(x, axis), {"axis": axis})

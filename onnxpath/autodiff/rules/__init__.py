@@ -32,8 +32,11 @@ from . import (  # noqa: E402,F401
     activations,
     conv,
     elementwise,
+    index,
     linalg,
     norm,
     pool,
+    reduce,
+    resize,
     shape,
 )

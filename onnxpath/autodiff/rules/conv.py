@@ -78,3 +78,41 @@ def conv(node: Node, dy, b: GraphBuilder):
     gx = transposed_window(b, dy[0], w, x, node.outputs[0], kernel, strides, dilations, pads,
                            group)
     return [gx, None, None]
+
+
+def transpose_pads(node: Node, x_spatial, kernel, strides, dilations) -> list[int]:
+    """ConvTranspose's effective [begin..., end...] pads, from output_shape or auto_pad when
+    given (ONNX Runtime then ignores `pads`), as the ONNX spec derives them."""
+    n = len(kernel)
+    output_padding = list(node.attr("output_padding", [0] * n))
+    auto_pad = node.attr("auto_pad", "NOTSET")
+    target = node.attr("output_shape")
+    if target is None and auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        target = [x * s for x, s in zip(x_spatial, strides, strict=True)]
+    if target is None:
+        return [0] * (2 * n) if auto_pad == "VALID" else list(node.attr("pads", [0] * (2 * n)))
+    target = list(target)[-n:]
+    total = [strides[i] * (x_spatial[i] - 1) + output_padding[i] + (kernel[i] - 1) * dilations[i]
+             + 1 - target[i] for i in range(n)]
+    if auto_pad == "SAME_UPPER":
+        return [t // 2 for t in total] + [t - t // 2 for t in total]
+    return [t - t // 2 for t in total] + [t // 2 for t in total]
+
+
+@rule("ConvTranspose")
+def conv_transpose(node: Node, dy, b: GraphBuilder):
+    # The adjoint of a transposed convolution is the convolution with the same weights and
+    # pads; output_padding only added rows that no input reaches.
+    x, w = node.inputs[0], node.inputs[1]
+    if b.needs(w) or b.needs(node.input(2)):
+        raise NotImplementedError("gradients with respect to ConvTranspose weights")
+    kernel = list(b.static_shape(w)[2:])
+    n = len(kernel)
+    strides = list(node.attr("strides", [1] * n))
+    dilations = list(node.attr("dilations", [1] * n))
+    pads = transpose_pads(node, list(b.static_shape(x, 2)), kernel, strides, dilations)
+    if min(pads) < 0:
+        raise NotImplementedError("ConvTranspose whose output_shape exceeds its natural size")
+    gx = b.op("Conv", dy[0], w, strides=strides, dilations=dilations, pads=pads,
+              group=node.attr("group", 1))
+    return [gx, None, None]

@@ -131,3 +131,54 @@ def test_auto_pad_through_normalise():
     _, expected = torch_gradient(Same(), x, seed)
     _, grad = onnx_gradient(model, x, seed)
     assert relative_error(grad, expected) <= 1e-4
+
+
+def torch_conv_transpose(attrs: dict):
+    """The natural-size transposed conv, output_padding zeros appended, then the pads cropped:
+    pads may be asymmetric here, unlike torch's own `padding`."""
+    def reference(x, w, bias=None):
+        n = w.dim() - 2
+        conv = {1: F.conv_transpose1d, 2: F.conv_transpose2d}[n]
+        full = conv(x, w, None, stride=attrs.get("strides", 1), groups=attrs.get("group", 1),
+                    dilation=attrs.get("dilations", 1))
+        extra = attrs.get("output_padding", [0] * n)
+        full = F.pad(full, [p for i in reversed(range(n)) for p in (0, extra[i])])
+        pads = attrs["effective_pads"]
+        for i in range(n):
+            full = full.narrow(2 + i, pads[i], full.shape[2 + i] - pads[i] - pads[n + i])
+        return full if bias is None else full + bias.reshape(-1, *[1] * n)
+    return reference
+
+
+CONV_TRANSPOSE = [
+    # id, x shape, w shape, attrs, effective pads
+    ("stride1_pad1", (2, 4, 5, 5), (4, 3, 3, 3), {"pads": [1] * 4}, [1] * 4),
+    ("stride2_pad1_outpad1", (2, 4, 5, 5), (4, 3, 3, 3),
+     {"strides": [2, 2], "pads": [1] * 4, "output_padding": [1, 1]}, [1] * 4),
+    ("stride2_k4_pad1", (1, 3, 4, 4), (3, 2, 4, 4), {"strides": [2, 2], "pads": [1] * 4},
+     [1] * 4),
+    ("groups2_dilation2", (2, 4, 5, 5), (4, 1, 3, 3),
+     {"group": 2, "dilations": [2, 2], "pads": [2] * 4}, [2] * 4),
+    ("asym_pads", (2, 4, 5, 5), (4, 3, 3, 3), {"strides": [2, 2], "pads": [0, 0, 1, 1]},
+     [0, 0, 1, 1]),
+    # With output_shape or auto_pad the pads are derived (total padding 1 here): the odd unit
+    # goes to the begin unless auto_pad is SAME_UPPER, as the spec and ONNX Runtime agree.
+    ("output_shape", (1, 4, 5, 5), (4, 3, 3, 3), {"strides": [2, 2], "output_shape": [10, 10]},
+     [1, 1, 0, 0]),
+    ("output_shape_same_upper", (1, 4, 5, 5), (4, 3, 3, 3),
+     {"strides": [2, 2], "output_shape": [10, 10], "auto_pad": "SAME_UPPER"}, [0, 0, 1, 1]),
+    ("same_upper", (1, 4, 5, 5), (4, 3, 3, 3), {"strides": [2, 2], "auto_pad": "SAME_UPPER"},
+     [0, 0, 1, 1]),
+    ("same_lower", (1, 4, 5, 5), (4, 3, 3, 3), {"strides": [2, 2], "auto_pad": "SAME_LOWER"},
+     [1, 1, 0, 0]),
+    ("conv_transpose1d", (2, 4, 7), (4, 3, 3), {"strides": [2], "pads": [1, 0]}, [1, 0]),
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs,pads", [c[1:] for c in CONV_TRANSPOSE],
+                         ids=[c[0] for c in CONV_TRANSPOSE])
+def test_conv_transpose(x_shape, w_shape, attrs, pads):
+    channels = w_shape[1] * attrs.get("group", 1)
+    inputs = {"x": randn(*x_shape), "w": randn(*w_shape, seed=1), "b": randn(channels, seed=2)}
+    check_node("ConvTranspose", inputs, torch_conv_transpose({**attrs, "effective_pads": pads}),
+               attrs, constants=["w", "b"])

@@ -22,12 +22,10 @@ def _known(b: GraphBuilder, name: str | None, what: str) -> np.ndarray | None:
     return value
 
 
-def scatter_add_along(b: GraphBuilder, g: str, indices: str, axis: int, length: int) -> str:
-    """Adjoint of Gather(x, indices, axis) for 1-D `indices`: a tensor shaped like `g` but
-    `length` long on `axis`, where slice k of `g` is added at position indices[k]."""
-    rank = b.rank(g) if b.shape(g) is not None else None
-    if rank is None:
-        raise ValueError(f"rank of '{g}' unknown")
+def scatter_add_along(b: GraphBuilder, g: str, indices: str, axis: int, length: int,
+                      rank: int) -> str:
+    """Adjoint of Gather(x, indices, axis) for 1-D `indices`: a tensor shaped like `g` (of rank
+    `rank`) but `length` long on `axis`, where slice k of `g` is added at position indices[k]."""
     pieces = [b.ints([length])]
     if axis > 0:
         pieces.insert(0, b.op("Shape", g, end=axis))
@@ -74,7 +72,7 @@ def slice_(node: Node, dy, b: GraphBuilder):
             pads[axis], pads[rank + axis] = positions[0], length - 1 - positions[-1]
             g = b.op("Pad", g, b.ints(pads))
         else:
-            g = scatter_add_along(b, g, b.ints(positions), axis, length)
+            g = scatter_add_along(b, g, b.ints(positions), axis, length, rank)
     return [g] + [None] * 4
 
 
@@ -119,7 +117,7 @@ def gather(node: Node, dy, b: GraphBuilder):
             pieces.append(b.op("Shape", x, start=axis + 1))
         g = b.op("Reshape", g, b.op("Concat", *pieces, axis=0))
     flat = b.op("Reshape", _non_negative(b, indices, length), b.ints([-1]))
-    return [scatter_add_along(b, g, flat, axis, length), None]
+    return [scatter_add_along(b, g, flat, axis, length, rank), None]
 
 
 @rule("GatherElements")
@@ -179,5 +177,5 @@ def pad(node: Node, dy, b: GraphBuilder):
             raise ValueError(f"Pad mode {mode} along dynamic axis {axis}")
         # Which input element each output element copies, per numpy (same as ONNX's modes).
         source = np.pad(np.arange(length), (begin, end), mode=mode)
-        g = scatter_add_along(b, g, b.ints(source), axis, length)
+        g = scatter_add_along(b, g, b.ints(source), axis, length, rank)
     return [g, None, None, None]

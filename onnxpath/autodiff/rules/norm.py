@@ -54,9 +54,9 @@ def instance_norm(node: Node, dy, b: GraphBuilder):
     return [_standardised_gradient(b, x, g, axes, node.attr("epsilon", 1e-5)), None, None]
 
 
-def _channel_window_sum(b: GraphBuilder, t: str, size: int, before: int, after: int) -> str:
+def _channel_window_sum(b: GraphBuilder, t: str, rank: int, size: int, before: int,
+                        after: int) -> str:
     """Sum over channels c-before..c+after (clipped at the edges), as a Conv over a unit axis."""
-    rank = b.rank(t)
     kernel = b.const(np.ones((1, 1, size) + (1,) * (rank - 2)))
     pads = [before] + [0] * (rank - 2) + [after] + [0] * (rank - 2)
     summed = b.op("Conv", b.op("Unsqueeze", t, b.ints([1])), kernel, pads=pads)
@@ -69,13 +69,13 @@ def lrn(node: Node, dy, b: GraphBuilder):
     # reaches floor((size-1)/2) channels back and ceil((size-1)/2) forward; its adjoint is the
     # mirrored window.
     x = node.inputs[0]
-    size = node.attr("size")
+    rank, size = b.rank(x), node.attr("size")
     alpha, beta = node.attr("alpha", 1e-4), node.attr("beta", 0.75)
     back, forward = (size - 1) // 2, size // 2
-    squares = _channel_window_sum(b, b.op("Mul", x, x), size, back, forward)
+    squares = _channel_window_sum(b, b.op("Mul", x, x), rank, size, back, forward)
     s = b.op("Add", b.scalar(node.attr("bias", 1.0)), b.op("Mul", squares, b.scalar(alpha / size)))
     direct = b.op("Mul", dy[0], b.op("Pow", s, b.scalar(-beta)))
     through_s = b.op("Mul", b.op("Mul", dy[0], x), b.op("Pow", s, b.scalar(-beta - 1.0)))
-    spread = _channel_window_sum(b, through_s, size, forward, back)
+    spread = _channel_window_sum(b, through_s, rank, size, forward, back)
     coupling = b.op("Mul", b.op("Mul", x, spread), b.scalar(2.0 * alpha * beta / size))
     return [b.op("Sub", direct, coupling)]

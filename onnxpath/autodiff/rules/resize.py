@@ -15,31 +15,32 @@ from ..builder import GraphBuilder, Node
 from . import rule
 
 
-def _per_axis(node: Node, b: GraphBuilder, index: int, rank: int, fill: float):
-    """The scales (index 2) or sizes (index 3) input as one value per axis, or None."""
-    value = b.constant_value(node.input(index))
-    if value is None or value.size == 0:
-        if node.input(index) and b.constant_value(node.input(index)) is None:
-            raise ValueError("Resize scales/sizes computed at run time")
+def _scales(node: Node, b: GraphBuilder, rank: int) -> list[float] | None:
+    """One scale per axis when the op is driven by scales; None when it is driven by sizes
+    (then only the output length matters, and shape inference knows it)."""
+    if node.input(3):
         return None
+    value = b.constant_value(node.input(2))
+    if value is None:
+        raise ValueError("Resize scales computed at run time")
     axes = node.attr("axes")
     if axes is None:
         return value.tolist()
-    full = [fill] * rank
+    full = [1.0] * rank
     for a, v in zip(axes, value.tolist(), strict=True):
         full[a % rank] = v
     return full
 
 
 def _interpolation_matrix(node: Node, b: GraphBuilder, axis: int, helper_axis: int,
-                          rank: int, length_in: int, length_out: int, scales, sizes) -> str:
+                          rank: int, length_in: int, length_out: int, scales) -> str:
     """A transposed, (length_in, length_out): Resize of an identity laid across `axis` and an
     axis the op leaves alone."""
     shape = [1] * rank
     shape[axis] = shape[helper_axis] = length_in
     eye = np.eye(length_in).reshape(shape)
     attrs = {k: v for k, v in node.attrs.items() if k not in ("axes", "extrapolation_value")}
-    if sizes is not None:
+    if scales is None:
         target = list(shape)
         target[axis] = length_out
         inputs = ["", "", b.ints(target)]
@@ -66,8 +67,9 @@ def resize(node: Node, dy, b: GraphBuilder):
     x, y = node.inputs[0], node.outputs[0]
     rank = b.rank(x)
     x_shape, y_shape = b.shape(x), b.shape(y)
-    scales = _per_axis(node, b, 2, rank, 1.0)
-    sizes = _per_axis(node, b, 3, rank, None)
+    if node.attr("keep_aspect_ratio_policy", "stretch") != "stretch":
+        raise NotImplementedError("Resize with keep_aspect_ratio_policy")
+    scales = _scales(node, b, rank)
     resized = [a for a in range(rank) if x_shape[a] != y_shape[a]
                or (scales is not None and scales[a] != 1.0)]
     still = [a for a in range(rank) if a not in resized]
@@ -78,7 +80,7 @@ def resize(node: Node, dy, b: GraphBuilder):
     g = dy[0]
     for axis in resized:
         a_t = _interpolation_matrix(node, b, axis, still[0], rank, x_shape[axis], y_shape[axis],
-                                    scales, sizes)
+                                    scales)
         if axis == rank - 2:  # (in, out) @ (..., out, W)
             g = b.op("MatMul", a_t, g)
             continue

@@ -16,6 +16,7 @@ from onnx import helper
 from .autodiff import SEED, grad_name, gradient_graph
 from .autodiff.rules import Rule
 from .autodiff.walk import prune_unused, value_infos
+from .external import has_external_data, restore_references, with_weights_loaded
 from .model import ModelInfo
 from .runtime import make_session
 
@@ -65,7 +66,7 @@ class GradientEngine:
         return one_hot(targets, self._classes)
 
     def _session(self, model: onnx.ModelProto):
-        return make_session(model, self.device, self.threads)
+        return make_session(model, self.device, self.threads, self.info.folder)
 
     def logits(self, x: np.ndarray, feeds: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         if self._forward is None:
@@ -74,8 +75,13 @@ class GradientEngine:
 
     def gradient_model(self, wrt: Sequence[str], overrides: Mapping[str, Rule] | None = None,
                        extra_outputs: Sequence[str] = ()) -> onnx.ModelProto:
-        return gradient_graph(self.info.proto, self.info.logits, list(wrt), overrides,
-                              extra_outputs)
+        """The gradient graph. Weights kept in external data files are read for the build
+        (rules may need their values) and left as references in the result."""
+        proto = self.info.proto
+        external = has_external_data(proto) and self.info.folder is not None
+        source = with_weights_loaded(proto, self.info.folder) if external else proto
+        model = gradient_graph(source, self.info.logits, list(wrt), overrides, extra_outputs)
+        return restore_references(model, proto) if external else model
 
     def gradients(self, x: np.ndarray, seed: np.ndarray, wrt: Sequence[str] | None = None,
                   feeds: Mapping[str, np.ndarray] | None = None,

@@ -2,7 +2,7 @@
 
 Normalisation: initializers dropped from the inputs of IR < 4 models, opset raised to at least
 OPSET_FLOOR, auto_pad made explicit, dynamic dims other than the batch fixed from the actual
-input, and the pre-softmax logits located.
+input, and the pre-softmax logits located. Weights in external data files stay on disk.
 """
 
 from __future__ import annotations
@@ -17,9 +17,13 @@ from onnx import helper, version_converter
 from .autodiff.rules.conv import window_geometry
 from .autodiff.walk import value_infos
 from .errors import ModelError
+from .external import check_locations, has_external_data, load_small_tensors
 
 OPSET_FLOOR = 17
 PROBABILITY_OPS = ("Softmax", "LogSoftmax")
+# Ops that may follow the Softmax without changing which value is which class's probability.
+RESHAPING_OPS = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze")
+LOGITS = "onnxpath_logits"  # the Softmax input, reshaped like the output, when the two differ
 WINDOW_OPS = ("Conv", "MaxPool", "AveragePool", "LpPool")
 
 
@@ -38,21 +42,34 @@ class ModelInfo:
     def ends_in_softmax(self) -> bool:
         return self.logits != self.output
 
+    @property
+    def folder(self) -> Path | None:
+        """Where external data files are resolved (the model file's folder)."""
+        return self.path.parent if self.path is not None else None
+
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
-    """Read a model from disk, external data included, with one-line errors for bad files."""
+    """Read a model from disk with one-line errors for bad files. Weights kept in external data
+    files stay there (only small shape constants are read); their locations are checked."""
     path = Path(path)
     if not path.exists():
         raise ModelError(f"model file not found: {path}")
     if path.is_dir():
         raise ModelError(f"model path is a directory, not an .onnx file: {path}")
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as err:  # protobuf raises several unrelated types for corrupt bytes
         raise ModelError(f"cannot read {path} as an ONNX model ({type(err).__name__}); "
                          "is the file complete and really .onnx?") from err
     if not model.graph.node:
         raise ModelError(f"{path} holds no graph nodes; is it really an ONNX model?")
+    if has_external_data(model):
+        check_locations(model, path.parent, path)
+        try:
+            load_small_tensors(model, path.parent)
+        except Exception as err:
+            raise ModelError(f"{path}: cannot read its external data ({err})".splitlines()[0]) \
+                from err
     return model
 
 
@@ -101,8 +118,10 @@ def fix_input_shape(model: onnx.ModelProto, shape: tuple[int, ...]) -> onnx.Mode
             if dim.dim_value != size and i > 0:
                 raise ModelError(f"input '{value.name}' expects shape {declared_shape(value)}, "
                                  f"got {tuple(shape)}")
-        elif i > 0 or not dim.dim_param:
+        elif i > 0:
             dim.dim_value = size
+        elif not dim.dim_param:
+            dim.dim_param = "N"  # a batch of any size: one engine serves every batch size
     return model
 
 
@@ -134,19 +153,48 @@ def explicit_pads(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def find_logits(model: onnx.ModelProto, keep_probabilities: bool = False) -> tuple[str, str]:
-    """(tensor to differentiate, model output): the Softmax input when the graph ends in one."""
-    output = model.graph.output[0].name
-    if keep_probabilities:
-        return output, output
+def trailing_softmax(model: onnx.ModelProto) -> tuple[onnx.NodeProto | None, list]:
+    """(the Softmax the first output comes from, the reshaping nodes after it, in order)."""
     producers = {o: n for n in model.graph.node for o in n.output}
-    name = output
-    while name in producers and producers[name].op_type == "Identity":
+    name, trailing = model.graph.output[0].name, []
+    while name in producers and producers[name].op_type in RESHAPING_OPS:
+        trailing.append(producers[name])
         name = producers[name].input[0]
     node = producers.get(name)
     if node is not None and node.op_type in PROBABILITY_OPS:
-        return node.input[0], output
-    return output, output
+        return node, trailing[::-1]
+    return None, []
+
+
+def find_logits(model: onnx.ModelProto, keep_probabilities: bool = False) -> tuple[str, str]:
+    """(tensor to differentiate, model output): the Softmax input when the graph ends in one.
+    When reshapes follow the Softmax, `normalise` re-applies them to its input (`LOGITS`)."""
+    output = model.graph.output[0].name
+    if keep_probabilities:
+        return output, output
+    softmax, _ = trailing_softmax(model)
+    return (softmax.input[0], output) if softmax is not None else (output, output)
+
+
+def reshape_logits_like_output(model: onnx.ModelProto) -> str:
+    """Replay the reshapes that follow the Softmax on its input, so the logits have the
+    output's shape (SqueezeNet: Softmax over N×1000×1×1, then Flatten)."""
+    softmax, trailing = trailing_softmax(model)
+    if not any(n.op_type != "Identity" for n in trailing):
+        return softmax.input[0]
+    renamed = {softmax.output[0]: softmax.input[0]}
+    for k, node in enumerate(trailing):
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copy.name = f"{LOGITS}/{node.name or k}"
+        del copy.input[:]
+        copy.input.extend(renamed.get(i, i) for i in node.input)
+        del copy.output[:]
+        out = LOGITS if k == len(trailing) - 1 else f"{LOGITS}/{k}"
+        copy.output.append(out)
+        renamed[node.output[0]] = out
+        model.graph.node.append(copy)
+    return LOGITS
 
 
 def normalise(model: onnx.ModelProto, input_shape: tuple[int, ...] | None = None,
@@ -166,4 +214,6 @@ def normalise(model: onnx.ModelProto, input_shape: tuple[int, ...] | None = None
         model = fix_input_shape(model, tuple(input_shape))
         model = explicit_pads(model)
     logits, output = find_logits(model, keep_probabilities)
+    if logits != output:
+        logits = reshape_logits_like_output(model)
     return ModelInfo(model, inputs[0].name, declared, logits, output)

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
 
 from .errors import ModelError, OnnxPathError
+from .external import has_external_data, is_external, location
 
 DEVICES = ("cpu", "cuda")
+# A protobuf cannot exceed 2 GiB; stay clear of it. Tests lower this to exercise the spill path.
+PROTOBUF_LIMIT = 2**31 - 2**26
+SPILL_BYTES = 1 << 20  # inline initializers at least this big leave the protobuf when it is too big
+# ORT's option for models given as bytes whose external data lives in a folder.
+EXTERNAL_FOLDER = "session.model_external_initializers_file_folder_path"
+IN_MEMORY = "onnxpath-in-memory"  # placeholder location; ORT takes the bytes from an OrtValue
 
 
 def providers_for(device: str) -> list[str]:
@@ -23,18 +34,67 @@ def providers_for(device: str) -> list[str]:
     raise OnnxPathError(f"unknown device '{device}'; choose one of {', '.join(DEVICES)}")
 
 
+def spill_large_initializers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
+    """(a copy whose big inline initializers are placeholders, {name: array}) for graphs that
+    would not fit one protobuf, e.g. a >2 GB model plus the flipped Conv kernels of its gradient.
+    Nothing is written to disk: ORT receives the arrays as OrtValues."""
+    graph = model.graph
+    kept, arrays = [], {}
+    for tensor in graph.initializer:
+        if is_external(tensor) or len(tensor.raw_data) < SPILL_BYTES:
+            kept.append(tensor)
+            continue
+        arrays[tensor.name] = numpy_helper.to_array(tensor)
+        kept.append(placeholder(tensor))
+    light = helper.make_graph(list(graph.node), graph.name, list(graph.input),
+                              list(graph.output), initializer=kept,
+                              value_info=list(graph.value_info))
+    copy = helper.make_model(light, opset_imports=model.opset_import,
+                             ir_version=model.ir_version)
+    copy.metadata_props.extend(model.metadata_props)
+    return copy, arrays
+
+
+def placeholder(tensor: TensorProto) -> TensorProto:
+    ref = TensorProto(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims,
+                      data_location=TensorProto.EXTERNAL)
+    for key, value in (("location", IN_MEMORY), ("offset", "0"),
+                       ("length", str(len(tensor.raw_data)))):
+        ref.external_data.add(key=key, value=value)
+    return ref
+
+
 def make_session(model: onnx.ModelProto | bytes | str, device: str = "cpu",
-                 threads: int | None = None) -> ort.InferenceSession:
+                 threads: int | None = None,
+                 folder: str | Path | None = None) -> ort.InferenceSession:
+    """A session for `model`. `folder` is where the model's external data files live; a
+    rewritten graph keeps referring to them, so the weights are never copied."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+    source, keep_alive = model, []
+    if isinstance(model, onnx.ModelProto):
+        if model.ByteSize() > PROTOBUF_LIMIT:
+            model, arrays = spill_large_initializers(model)
+            values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a))
+                      for a in arrays.values()]
+            options.add_external_initializers(list(arrays), values)
+            keep_alive = values  # ORT borrows these buffers for the session's lifetime
+        if has_external_data(model):
+            if folder is None and any(location(t) != IN_MEMORY for t in model.graph.initializer
+                                      if is_external(t)):
+                raise ModelError("the model keeps its weights in external data files; load it "
+                                 "from its path so they can be found")
+            options.add_session_config_entry(EXTERNAL_FOLDER, str(Path(folder or ".").resolve()))
+        source = model.SerializeToString()
     try:
-        return ort.InferenceSession(source, options, providers=providers_for(device))
+        session = ort.InferenceSession(source, options, providers=providers_for(device))
     except OnnxPathError:
         raise
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(f"ONNX Runtime cannot load the model: {first}") from err
+    session.onnxpath_borrowed = keep_alive
+    return session

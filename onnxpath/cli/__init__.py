@@ -30,7 +30,12 @@ def _root() -> None:
     """Explain ONNX image classifiers as deployed. See `onnxpath COMMAND --help`."""
 
 
-from . import attribute  # noqa: E402,F401  (each command module registers itself on `app`)
+from . import (  # noqa: E402,F401,I001
+    attribute,  # noqa: E402,F401  (each command module registers itself on `app`)
+    check_grad,
+    export,
+    inspect,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,110 @@
+"""`onnxpath export`: the gradient graph runs anywhere ONNX Runtime does, with nothing else."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+from command_models import classifier, save
+
+from onnxpath.cli import main
+
+# Runs in a fresh interpreter: only onnxruntime and numpy, and proof that nothing else came in.
+RUNNER = textwrap.dedent("""
+    import sys, numpy as np, onnxruntime as ort
+    model, x_path, out_path = sys.argv[1:4]
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    feeds = {"x": np.load(x_path)}
+    if len(sys.argv) > 4:
+        feeds["seed"] = np.load(sys.argv[4])
+    names = [o.name for o in session.get_outputs()]
+    np.savez(out_path, **dict(zip(names, session.run(None, feeds))))
+    assert "onnxpath" not in sys.modules and "torch" not in sys.modules, "standalone"
+""")
+
+
+def run_standalone(tmp_path, model, x, seed=None):
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    out = tmp_path / "result.npz"
+    # -I: isolated, so neither the checkout nor PYTHONPATH is on sys.path
+    args = [sys.executable, "-I", str(script), str(model), str(x), str(out)]
+    if seed is not None:
+        args.append(str(seed))
+    result = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return dict(np.load(out))
+
+
+def attribute_npy(capsys, model, x, out):
+    assert main(["attribute", str(model), str(x), "--method", "gradient", "--out", str(out)]) \
+        == 0
+    line = json.loads(capsys.readouterr().out.splitlines()[0])
+    return np.load(line["outputs"]["npy"]), line["target"]
+
+
+def test_default_export_gives_attributes_gradient_in_a_bare_process(capsys, model_path,
+                                                                    tmp_path):
+    grad_model = tmp_path / "net.grad.onnx"
+    assert main(["export", str(model_path), "-o", str(grad_model)]) == 0
+    printed = capsys.readouterr().out
+    assert "input  x" in printed and "output grad" in printed and "output target" in printed
+    x = tmp_path / "x.npy"
+    np.save(x, np.random.default_rng(7).standard_normal((1, 3, 16, 16)).astype(np.float32))
+    expected, target = attribute_npy(capsys, model_path, x, tmp_path / "maps")
+    got = run_standalone(tmp_path, grad_model, x)
+    assert sorted(got) == ["grad", "logits", "target"]
+    assert int(got["target"][0]) == target
+    np.testing.assert_allclose(got["grad"][0], expected, rtol=1e-5, atol=1e-7)
+    assert not list(tmp_path.glob(".*.part")), "written atomically"
+
+
+def test_target_independent_export_takes_a_seed(capsys, tmp_path):
+    model = save(classifier(softmax=True), tmp_path / "sm.onnx")
+    grad_model = tmp_path / "sm.grad.onnx"
+    assert main(["export", str(model), "-o", str(grad_model), "--target-independent",
+                 "--json"]) == 0
+    sig = json.loads(capsys.readouterr().out)
+    assert [i["name"] for i in sig["inputs"]] == ["x", "seed"]
+    assert [o["name"] for o in sig["outputs"]] == ["logits", "grad"]
+    assert sig["inputs"][1]["shape"] == ["N", 5]
+    x = tmp_path / "x.npy"
+    batch = np.random.default_rng(8).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    np.save(x, batch)
+    one_hot = np.eye(5, dtype=np.float32)[[3, 3]]
+    seed = tmp_path / "seed.npy"
+    np.save(seed, one_hot)
+    got = run_standalone(tmp_path, grad_model, x, seed)
+    np.save(x, batch[:1])
+    assert main(["attribute", str(model), str(x), "--target", "3", "--out",
+                 str(tmp_path / "maps")]) == 0
+    line = json.loads(capsys.readouterr().out.splitlines()[0])
+    np.testing.assert_allclose(got["grad"][0], np.load(line["outputs"]["npy"]), rtol=1e-5,
+                               atol=1e-7)
+    assert abs(got["logits"][0, 3] - line["logit"]) < 1e-4, "pre-softmax logits"
+
+
+def test_external_data_model_exports_with_its_weights_beside(capsys, external_model_path,
+                                                             tmp_path):
+    grad_model = tmp_path / "export" / "net.grad.onnx"
+    assert main(["export", str(external_model_path), "-o", str(grad_model)]) == 0
+    assert "net.grad.onnx.data" in capsys.readouterr().out
+    assert (tmp_path / "export" / "net.grad.onnx.data").exists()
+    x = tmp_path / "x.npy"
+    np.save(x, np.ones((1, 3, 16, 16), np.float32))
+    got = run_standalone(tmp_path, grad_model, x)
+    expected, _ = attribute_npy(capsys, external_model_path, x, tmp_path / "maps")
+    np.testing.assert_allclose(got["grad"][0], expected, rtol=1e-5, atol=1e-7)
+
+
+def test_dynamic_spatial_dims_need_a_size(capsys, tmp_path):
+    model = save(classifier(dynamic=True), tmp_path / "dyn.onnx")
+    assert main(["export", str(model), "-o", str(tmp_path / "g.onnx")]) == 2
+    assert "--size" in capsys.readouterr().err
+    assert main(["export", str(model), "-o", str(tmp_path / "g.onnx"), "--size", "24x16",
+                 "--json"]) == 0
+    sig = json.loads(capsys.readouterr().out)
+    assert sig["inputs"][0]["shape"] == ["N", 3, 24, 16]

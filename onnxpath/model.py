@@ -17,6 +17,7 @@ from onnx import helper, version_converter
 from .autodiff.rules.conv import window_geometry
 from .autodiff.walk import value_infos
 from .errors import ModelError
+from .fold import fold_shape_arithmetic
 
 OPSET_FLOOR = 17
 PROBABILITY_OPS = ("Softmax", "LogSoftmax")
@@ -159,11 +160,14 @@ def normalise(model: onnx.ModelProto, input_shape: tuple[int, ...] | None = None
                          f"{len(inputs)} ({names})")
     declared = declared_shape(inputs[0])
     model = drop_initializer_inputs(model)
-    model = upgrade_opset(model)
+    # Raise IR first: under IR < 4 the version converter takes initializers that are not graph
+    # inputs for undefined tensors.
     if model.ir_version < 7:
         model.ir_version = 7
+    model = upgrade_opset(model)
     if input_shape is not None:
         model = fix_input_shape(model, tuple(input_shape))
+        model = fold_shape_arithmetic(model)
         model = explicit_pads(model)
     logits, output = find_logits(model, keep_probabilities)
     return ModelInfo(model, inputs[0].name, declared, logits, output)

@@ -80,10 +80,15 @@ class _Constants(dict):
         return super().get(name, default)
 
 
+def _reads(node: Node) -> list[str]:
+    """Every tensor a node depends on, subgraph reads from the outer scope included."""
+    return [i for i in node.inputs if i] + node.implicit
+
+
 def _forward_reach(nodes: Sequence[Node], wrt: Sequence[str], infos) -> set[str]:
     reached = set(wrt)
     for node in nodes:
-        if any(i in reached for i in node.inputs if i):
+        if any(i in reached for i in _reads(node)):
             reached.update(o for o in node.outputs
                            if o and infos.get(o, (onnx.TensorProto.FLOAT,))[0] in FLOAT_TYPES)
     return reached
@@ -93,7 +98,7 @@ def _backward_reach(nodes: Sequence[Node], of: str) -> set[str]:
     needed = {of}
     for node in reversed(nodes):
         if any(o in needed for o in node.outputs):
-            needed.update(i for i in node.inputs if i)
+            needed.update(_reads(node))
     return needed
 
 
@@ -102,9 +107,11 @@ def _active_nodes(nodes: Sequence[Node], of: str, wrt: Sequence[str], infos) -> 
     needed = _backward_reach(nodes, of)
     # A node is differentiated only when a float output of it both depends on `wrt` and reaches
     # `of`. Shape, ArgMax, Equal, NonZero... take reached inputs but give ints or bools: their
-    # outputs never carry an adjoint, so they need no rule.
+    # outputs never carry an adjoint, so they need no rule. An If/Loop that reads a reached
+    # tensor inside its subgraph is active too, and without a rule it is refused rather than
+    # silently cutting the gradient.
     return [n for n in nodes
-            if any(i in reach for i in n.inputs if i)
+            if any(i in reach for i in _reads(n))
             and any(o in reach and o in needed for o in n.outputs if o)]
 
 

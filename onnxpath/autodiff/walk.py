@@ -17,6 +17,9 @@ FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto
                onnx.TensorProto.BFLOAT16}
 
 SEED = "onnxpath_seed"
+# Rules emit ops in the model's own opset and use ScatterElements(reduction=add) (16),
+# Shape(start, end) (15) and axes as inputs (13). normalise() upgrades older models.
+MIN_OPSET = 16
 
 
 def grad_name(wrt: str) -> str:
@@ -152,6 +155,9 @@ def gradient_graph(model: onnx.ModelProto, of: str, wrt: Sequence[str],
     needed = _backward_reach(nodes, of)
 
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset < MIN_OPSET:
+        raise ModelError(f"the gradient graph needs opset >= {MIN_OPSET}, the model has {opset}; "
+                         "normalise() it (or run onnx.version_converter) first")
     float_type = infos[of][0]
     b = GraphBuilder(opset=opset, value_info=infos, float_type=float_type,
                      differentiable=reach & needed, constants=_Constants(graph))

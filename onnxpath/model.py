@@ -18,6 +18,7 @@ from .autodiff.rules.conv import window_geometry
 from .autodiff.walk import value_infos
 from .errors import ModelError
 from .external import check_locations, has_external_data, load_small_tensors
+from .fold import fold_shape_arithmetic
 
 OPSET_FLOOR = 17
 PROBABILITY_OPS = ("Softmax", "LogSoftmax")
@@ -207,11 +208,14 @@ def normalise(model: onnx.ModelProto, input_shape: tuple[int, ...] | None = None
                          f"{len(inputs)} ({names})")
     declared = declared_shape(inputs[0])
     model = drop_initializer_inputs(model)
-    model = upgrade_opset(model)
+    # Raise IR first: under IR < 4 the version converter takes initializers that are not graph
+    # inputs for undefined tensors.
     if model.ir_version < 7:
         model.ir_version = 7
+    model = upgrade_opset(model)
     if input_shape is not None:
         model = fix_input_shape(model, tuple(input_shape))
+        model = fold_shape_arithmetic(model)
         model = explicit_pads(model)
     logits, output = find_logits(model, keep_probabilities)
     if logits != output:

@@ -27,6 +27,7 @@ class Node:
     outputs: list[str]
     attrs: dict
     domain: str = ""
+    implicit: list[str] = field(default_factory=list)  # outer tensors its subgraphs read
 
     @classmethod
     def from_proto(cls, proto: onnx.NodeProto) -> Node:
@@ -36,8 +37,10 @@ class Node:
             if isinstance(value, bytes):
                 value = value.decode()
             attrs[a.name] = value
+        implicit = sorted({name for a in proto.attribute for g in _subgraphs(a)
+                           for name in _outer_names(g)})
         return cls(proto.op_type, proto.name, list(proto.input), list(proto.output), attrs,
-                   proto.domain)
+                   proto.domain, implicit)
 
     def attr(self, name: str, default=None):
         return self.attrs.get(name, default)
@@ -45,6 +48,28 @@ class Node:
     def input(self, i: int) -> str | None:
         """The i-th input, or None when it is absent or given as the empty name."""
         return self.inputs[i] if i < len(self.inputs) and self.inputs[i] else None
+
+
+def _subgraphs(attribute: onnx.AttributeProto) -> list[onnx.GraphProto]:
+    if attribute.type == onnx.AttributeProto.GRAPH:
+        return [attribute.g]
+    if attribute.type == onnx.AttributeProto.GRAPHS:
+        return list(attribute.graphs)
+    return []
+
+
+def _outer_names(graph: onnx.GraphProto) -> set[str]:
+    """Tensors a subgraph (If/Loop/Scan body) reads from the enclosing scope: a data
+    dependency that the node's own input list does not show."""
+    local = {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    used: set[str] = set()
+    for node in graph.node:
+        used.update(i for i in node.input if i)
+        for a in node.attribute:
+            for g in _subgraphs(a):
+                used.update(_outer_names(g))
+        local.update(node.output)
+    return used - local
 
 
 @dataclass

@@ -17,6 +17,9 @@ FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto
                onnx.TensorProto.BFLOAT16}
 
 SEED = "onnxpath_seed"
+# Rules emit ops in the model's own opset and use ScatterElements(reduction=add) (16),
+# Shape(start, end) (15) and axes as inputs (13). normalise() upgrades older models.
+MIN_OPSET = 16
 
 
 def grad_name(wrt: str) -> str:
@@ -80,10 +83,15 @@ class _Constants(dict):
         return super().get(name, default)
 
 
+def _reads(node: Node) -> list[str]:
+    """Every tensor a node depends on, subgraph reads from the outer scope included."""
+    return [i for i in node.inputs if i] + node.implicit
+
+
 def _forward_reach(nodes: Sequence[Node], wrt: Sequence[str], infos) -> set[str]:
     reached = set(wrt)
     for node in nodes:
-        if any(i in reached for i in node.inputs if i):
+        if any(i in reached for i in _reads(node)):
             reached.update(o for o in node.outputs
                            if o and infos.get(o, (onnx.TensorProto.FLOAT,))[0] in FLOAT_TYPES)
     return reached
@@ -93,7 +101,7 @@ def _backward_reach(nodes: Sequence[Node], of: str) -> set[str]:
     needed = {of}
     for node in reversed(nodes):
         if any(o in needed for o in node.outputs):
-            needed.update(i for i in node.inputs if i)
+            needed.update(_reads(node))
     return needed
 
 
@@ -102,9 +110,11 @@ def _active_nodes(nodes: Sequence[Node], of: str, wrt: Sequence[str], infos) -> 
     needed = _backward_reach(nodes, of)
     # A node is differentiated only when a float output of it both depends on `wrt` and reaches
     # `of`. Shape, ArgMax, Equal, NonZero... take reached inputs but give ints or bools: their
-    # outputs never carry an adjoint, so they need no rule.
+    # outputs never carry an adjoint, so they need no rule. An If/Loop that reads a reached
+    # tensor inside its subgraph is active too, and without a rule it is refused rather than
+    # silently cutting the gradient.
     return [n for n in nodes
-            if any(i in reach for i in n.inputs if i)
+            if any(i in reach for i in _reads(n))
             and any(o in reach and o in needed for o in n.outputs if o)]
 
 
@@ -145,6 +155,9 @@ def gradient_graph(model: onnx.ModelProto, of: str, wrt: Sequence[str],
     needed = _backward_reach(nodes, of)
 
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset < MIN_OPSET:
+        raise ModelError(f"the gradient graph needs opset >= {MIN_OPSET}, the model has {opset}; "
+                         "normalise() it (or run onnx.version_converter) first")
     float_type = infos[of][0]
     b = GraphBuilder(opset=opset, value_info=infos, float_type=float_type,
                      differentiable=reach & needed, constants=_Constants(graph))

@@ -7,7 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.oracle import check_node, randn
+from onnxpath.autodiff import gradient_graph
+from onnxpath.engine import GradientEngine
+from onnxpath.errors import ModelError
+from onnxpath.model import normalise
+from tests.oracle import check_node, node_model, randn, relative_error
 
 X = randn(2, 3, 4, 5)
 WIDE = 4 * randn(2, 3, 4, 5, seed=3)  # crosses ReLU6's upper bound
@@ -73,3 +77,25 @@ def test_prelu_slope_gradient():
 @pytest.mark.parametrize("axis", [1, -1, 0])
 def test_log_softmax(axis):
     check_node("LogSoftmax", {"x": X}, lambda x: torch.log_softmax(x, axis), {"axis": axis})
+
+
+@pytest.mark.parametrize("op_type", ["Softmax", "LogSoftmax"])
+@pytest.mark.parametrize("axis", [None, 2], ids=["default_axis1", "axis2"])
+def test_softmax_opset11_through_normalise(op_type, axis):
+    """Before opset 13 the op normalises over all axes from `axis` (default 1) on, jointly.
+    normalise() upgrades the model first; the gradient must keep the old semantics."""
+    attrs = {} if axis is None else {"axis": axis}
+    start = 1 if axis is None else axis
+    fn = torch.softmax if op_type == "Softmax" else torch.log_softmax
+    x = X.copy()
+    model = node_model(op_type, {"x": x}, attrs, opset=11)
+    seed = randn(*x.shape, seed=9)
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    y = fn(xt.reshape(*x.shape[:start], -1), -1).reshape(x.shape)
+    (y * torch.from_numpy(seed).double()).sum().backward()
+    with pytest.raises(ModelError, match="opset >= 16"):
+        gradient_graph(model, "y", ["x"])
+    # keep_probabilities: differentiate the (log-)probabilities themselves, not their input.
+    info = normalise(model, x.shape, keep_probabilities=True)
+    _, grads, _ = GradientEngine(info).gradients(x, seed)
+    assert relative_error(grads["x"], xt.grad.numpy()) <= 1e-4

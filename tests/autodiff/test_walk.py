@@ -156,3 +156,94 @@ def test_override_swaps_one_rule():
     guided = gradient_graph(model, "y", ["x"], overrides={"Relu": guided_relu})
     grad = make_session(guided).run([grad_name("x")], {"x": x, SEED: seed})[0]
     assert np.array_equal(grad, np.where((x > 0) & (seed > 0), seed, 0))
+
+
+def if_model() -> onnx.ModelProto:
+    """y = If(sum(x) > 0, then: x * 2, else: -x): the branches read x from the outer scope."""
+    then_graph = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["t"])], "then", [],
+                                   [helper.make_tensor_value_info("t", 1, None)],
+                                   [numpy_helper.from_array(np.asarray(2.0, np.float32), "two")])
+    else_graph = helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [],
+                                   [helper.make_tensor_value_info("e", 1, None)])
+    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+             helper.make_node("Greater", ["s", "zero"], ["c"]),
+             helper.make_node("If", ["c"], ["y"], name="branch", then_branch=then_graph,
+                              else_branch=else_graph)]
+    return graph_model(nodes, {"x": randn(2, 3), "zero": np.asarray(0.0, np.float32)},
+                       constants=["zero"])
+
+
+def test_control_flow_reading_the_path_is_refused_not_cut():
+    """The If's only declared input is a bool, but its branches read x: dropping it would give
+    a silently wrong (zero) gradient."""
+    with pytest.raises(UnsupportedOpError, match=r"If \(node 'branch'\)"):
+        gradient_graph(if_model(), "y", ["x"])
+
+
+def test_shape_arithmetic_and_constant_if_fold_away():
+    """normalise() folds Shape-derived values (here an If on a static dim, as torch's
+    LocalResponseNorm export has) so the graph differentiates."""
+    then_graph = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["t"])], "then", [],
+                                   [helper.make_tensor_value_info("t", 1, None)],
+                                   [numpy_helper.from_array(np.asarray(2.0, np.float32), "two")])
+    else_graph = helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [],
+                                   [helper.make_tensor_value_info("e", 1, None)])
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("Gather", ["shape", "one"], ["width"], axis=0),
+             helper.make_node("Div", ["width", "three"], ["third"]),
+             helper.make_node("Equal", ["third", "one"], ["c"]),
+             helper.make_node("If", ["c"], ["y"], then_branch=then_graph,
+                              else_branch=else_graph)]
+    inputs = {"x": randn(2, 3), "one": np.asarray(1, np.int64),
+              "three": np.asarray(3, np.int64)}
+    model = graph_model(nodes, inputs)
+    info = normalise(model, (2, 3))
+    assert [n.op_type for n in info.proto.graph.node if n.op_type != "Constant"] == \
+        ["Mul", "Identity"]
+    _, grads, _ = GradientEngine(info).gradients(inputs["x"], np.ones((2, 3), np.float32))
+    assert np.array_equal(grads["x"], np.full((2, 3), 2.0, np.float32))
+
+
+def test_non_float_ops_on_the_path_need_no_rule():
+    """Shape, Size, Range, ConstantOfShape, comparisons, Not, And, NonZero and ArgMax read x
+    but give ints or bools: the walker routes no gradient through them, and Where's condition
+    gets none."""
+    x = randn(2, 5)
+    f32 = 1  # TensorProto.FLOAT
+    one = helper.make_tensor("one", f32, [1], [1.0])
+    nodes = [
+        helper.make_node("Less", ["x", "low"], ["below"]),
+        helper.make_node("Not", ["below"], ["above_low"]),
+        helper.make_node("Less", ["x", "high"], ["below_high"]),
+        helper.make_node("And", ["above_low", "below_high"], ["cond"]),
+        helper.make_node("Where", ["cond", "x", "zero"], ["gated"]),
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("ConstantOfShape", ["shape"], ["ones"], value=one),
+        helper.make_node("Mul", ["gated", "ones"], ["a"]),
+        helper.make_node("Size", ["x"], ["size"]),
+        helper.make_node("Cast", ["size"], ["size_f"], to=f32),
+        helper.make_node("Mul", ["x", "size_f"], ["b"]),
+        helper.make_node("Range", ["start", "size", "step"], ["range"]),
+        helper.make_node("Cast", ["range"], ["range_f"], to=f32),
+        helper.make_node("ReduceSum", ["range_f"], ["range_sum"], keepdims=0),
+        helper.make_node("NonZero", ["cond"], ["nz"]),
+        helper.make_node("Shape", ["nz"], ["nz_shape"], start=1),
+        helper.make_node("Cast", ["nz_shape"], ["count"], to=f32),
+        helper.make_node("ArgMax", ["x"], ["arg"], axis=1, keepdims=1),
+        helper.make_node("Cast", ["arg"], ["arg_f"], to=f32),
+        helper.make_node("Greater", ["x", "zero"], ["positive"]),
+        helper.make_node("Equal", ["positive", "below"], ["same"]),
+        helper.make_node("Cast", ["same"], ["same_f"], to=f32),
+        helper.make_node("Sum", ["a", "b", "range_sum", "count", "arg_f", "same_f"], ["y"]),
+    ]
+    scalars = {"low": np.asarray(-0.5, np.float32), "high": np.asarray(1.0, np.float32),
+               "zero": np.asarray(0.0, np.float32), "start": np.asarray(0, np.int64),
+               "step": np.asarray(1, np.int64)}
+    model = graph_model(nodes, {"x": x, **scalars}, constants=list(scalars))
+
+    def reference(t):
+        cond = (t >= -0.5) & (t < 1.0)
+        fixed = 45.0 + cond.sum() + t.argmax(1, keepdim=True) + ((t > 0) == (t < -0.5))
+        return torch.where(cond, t, 0.0) + 10 * t + fixed.double()
+
+    check_graph(model, {"x": x}, reference, {"x": x})

@@ -52,20 +52,23 @@ def tanh(node: Node, dy, b: GraphBuilder):
     return [b.op("Mul", dy[0], slope)]
 
 
+def _softmax_axes(node: Node, b: GraphBuilder) -> list[int]:
+    # Opset >= 13 semantics (the walker requires it): `axis` alone, not all trailing axes.
+    return [node.attr("axis", -1) % b.rank(node.inputs[0])]
+
+
 @rule("Softmax")
 def softmax(node: Node, dy, b: GraphBuilder):
-    # dx = y * (dy - sum(dy * y)) along the softmax axis (opset >= 13 semantics).
+    # dx = y * (dy - sum(dy * y)) over the softmax axes.
     y = node.outputs[0]
-    axis = node.attr("axis", -1)
-    dot = b.reduce_sum(b.op("Mul", dy[0], y), [axis], keepdims=True)
+    dot = b.reduce_sum(b.op("Mul", dy[0], y), _softmax_axes(node, b), keepdims=True)
     return [b.op("Mul", y, b.op("Sub", dy[0], dot))]
 
 
 @rule("LogSoftmax")
 def log_softmax(node: Node, dy, b: GraphBuilder):
-    # dx = dy - softmax(x) * sum(dy) along the axis, with softmax(x) = exp(y).
-    axis = node.attr("axis", -1)
-    total = b.reduce_sum(dy[0], [axis], keepdims=True)
+    # dx = dy - softmax(x) * sum(dy) over the softmax axes, with softmax(x) = exp(y).
+    total = b.reduce_sum(dy[0], _softmax_axes(node, b), keepdims=True)
     return [b.op("Sub", dy[0], b.op("Mul", b.op("Exp", node.outputs[0]), total))]
 
 

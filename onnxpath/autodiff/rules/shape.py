@@ -27,13 +27,14 @@ def transpose(node: Node, dy, b: GraphBuilder):
 
 @rule("Concat")
 def concat(node: Node, dy, b: GraphBuilder):
-    axis = node.attr("axis")
-    rank = b.rank(node.outputs[0])
-    axis = axis % rank
-    sizes = [b.shape(i)[axis] for i in node.inputs]
-    if not all(isinstance(s, int) for s in sizes):
-        raise ValueError(f"Concat along a dynamic axis ({sizes})")
-    if len(sizes) == 1:
+    if len(node.inputs) == 1:
         return [dy[0]]
-    parts = b.op("Split", dy[0], b.ints(sizes), axis=axis, outputs=len(sizes))
+    axis = node.attr("axis") % b.rank(node.outputs[0])
+    sizes = [(b.shape(i) or [None] * (axis + 1))[axis] for i in node.inputs]
+    if all(isinstance(s, int) for s in sizes):
+        split = b.ints(sizes)
+    else:  # sizes shape inference could not settle: read them at run time
+        split = b.op("Concat", *(b.op("Shape", i, start=axis, end=axis + 1)
+                                 for i in node.inputs), axis=0)
+    parts = b.op("Split", dy[0], split, axis=axis, outputs=len(sizes))
     return [p if b.needs(i) else None for p, i in zip(parts, node.inputs, strict=True)]

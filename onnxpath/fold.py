@@ -47,8 +47,10 @@ def _fold_once(model: onnx.ModelProto) -> bool:
     graph = model.graph
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     infos = value_infos(model)
+    # Weights left in external data are never shape arithmetic: skip them unread.
     known = {i.name: numpy_helper.to_array(i) for i in graph.initializer
-             if int(np.prod(i.dims)) <= SMALL}
+             if int(np.prod(i.dims)) <= SMALL
+             and i.data_location != onnx.TensorProto.EXTERNAL}
     shapes = {}  # Shape outputs whose dims are only partly static: the inferred dims
     kept, changed = [], False
     for node in graph.node:

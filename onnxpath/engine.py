@@ -7,7 +7,8 @@ every target class and every batch element.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 import onnx
@@ -19,6 +20,8 @@ from .autodiff.walk import prune_unused, value_infos
 from .external import has_external_data, restore_references, with_weights_loaded
 from .model import ModelInfo
 from .runtime import make_session
+
+T = TypeVar("T")
 
 
 def cut_at(model: onnx.ModelProto, outputs: Sequence[str]) -> onnx.ModelProto:
@@ -47,6 +50,7 @@ class GradientEngine:
         self.threads = threads
         self._forward = None
         self._gradients: dict[tuple, tuple] = {}
+        self._derived: dict[Hashable, object] = {}
 
     @property
     def input_name(self) -> str:
@@ -73,6 +77,18 @@ class GradientEngine:
             self._forward = self._session(cut_at(self.info.proto, [self.info.logits]))
         return self._forward.run(None, {self.input_name: x, **(feeds or {})})[0]
 
+    def derived(self, key: Hashable, build: Callable[[], T]) -> T:
+        """Something built once per key from this engine, typically an engine over a rewritten
+        model (surgery), so that its sessions live as long as this engine's."""
+        if key not in self._derived:
+            self._derived[key] = build()
+        return self._derived[key]  # type: ignore[return-value]
+
+    def rewritten(self, info: ModelInfo, kind: type[GradientEngine] | None = None) \
+            -> GradientEngine:
+        """An engine over another model (e.g. this one after surgery), same device and threads."""
+        return (kind or GradientEngine)(info, self.device, self.threads)
+
     def gradient_model(self, wrt: Sequence[str], overrides: Mapping[str, Rule] | None = None,
                        extra_outputs: Sequence[str] = ()) -> onnx.ModelProto:
         """The gradient graph. Weights kept in external data files are read for the build
@@ -86,19 +102,28 @@ class GradientEngine:
     def gradients(self, x: np.ndarray, seed: np.ndarray, wrt: Sequence[str] | None = None,
                   feeds: Mapping[str, np.ndarray] | None = None,
                   overrides: Mapping[str, Rule] | None = None,
-                  extra_outputs: Sequence[str] = ()) -> tuple[np.ndarray, dict, dict]:
-        """(logits, {wrt name: d(seed·logits)/d wrt}, {extra output: value})."""
+                  extra_outputs: Sequence[str] = (),
+                  fetch: Sequence[str] | None = None) -> tuple[np.ndarray, dict, dict]:
+        """(logits, {wrt name: d(seed·logits)/d wrt}, {extra output: value}).
+
+        `fetch` names the `wrt` tensors and extra outputs this call wants (default: all). The
+        session stays the one built for (wrt, overrides, extra_outputs), so passes that need
+        different outputs of the same graph share it.
+        """
         wrt = tuple(wrt or (self.input_name,))
         key = (wrt, overrides_key(overrides), tuple(extra_outputs))
         if key not in self._gradients:
             model = self.gradient_model(wrt, overrides, extra_outputs)
             self._gradients[key] = (self._session(model), model)
         session, _ = self._gradients[key]
-        names = [self.info.logits, *(grad_name(w) for w in wrt), *extra_outputs]
+        wanted = set(wrt) | set(extra_outputs) if fetch is None else set(fetch)
+        grad_of = [w for w in wrt if w in wanted]
+        extra_of = [e for e in extra_outputs if e in wanted]
+        names = [self.info.logits, *(grad_name(w) for w in grad_of), *extra_of]
         values = session.run(names, {self.input_name: x, SEED: seed.astype(x.dtype),
                                      **(feeds or {})})
-        grads = dict(zip(wrt, values[1:1 + len(wrt)], strict=True))
-        extras = dict(zip(extra_outputs, values[1 + len(wrt):], strict=True))
+        grads = dict(zip(grad_of, values[1:1 + len(grad_of)], strict=True))
+        extras = dict(zip(extra_of, values[1 + len(grad_of):], strict=True))
         return values[0], grads, extras
 
 

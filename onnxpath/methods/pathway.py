@@ -1,0 +1,89 @@
+"""Pathway gradient (Khakzar et al. 2021; PruneGrad, 2019): d logit_c / d x through the network
+with the critical pathway's masks fixed as constants (methods.md section 4).
+
+`critical_pathway` selects the pathway (contribution, integrated, learned or random); the method
+then takes the input gradient of the masked network. Scoring and the masked gradient run the
+same cached session of the masked model's gradient graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..engine import GradientEngine
+from ..errors import UsageError
+from ..learned_gates import learned_gates
+from ..pathways import (
+    Pathway,
+    contributions,
+    integrated_contributions,
+    masked_network,
+    output_change,
+    random_selection,
+    resolve_prune_percent,
+    select,
+)
+from . import Attribution, method
+
+SELECTIONS = ("contribution", "integrated", "learned", "random")
+
+
+def critical_pathway(engine: GradientEngine, x: np.ndarray, targets: Sequence[int], *,
+                     prune_percent: float | None = None, keep: float | None = None,
+                     selection: str = "contribution", layers: Sequence[str] = ("Relu",),
+                     layer_regex: str | None = None, per_layer: bool = False, seed: int = 0,
+                     with_activations: bool = False, iterations: int = 1000) -> Pathway:
+    """Select the critical pathway of each example of `x` for its target logit.
+
+    selection: "contribution" (section 3, the default), "integrated" (section 5), "learned"
+    (section 6's pruning objective; `iterations` SGD steps) or "random" (section 7).
+    """
+    if selection not in SELECTIONS:
+        raise UsageError(f"unknown selection '{selection}'; choose from {', '.join(SELECTIONS)}")
+    prune = resolve_prune_percent(prune_percent, keep)
+    net = masked_network(engine, tuple(layers), layer_regex)
+    rng = np.random.default_rng(seed)
+    if selection in ("contribution", "integrated") or with_activations:
+        logits, signed, activations = contributions(net, x, targets, with_activations)
+    else:
+        logits, signed, activations = net.logits(x, net.ones(len(x))), [], []
+    if selection == "random":
+        masks = random_selection(net.layers, len(x), prune, rng)
+        return Pathway(net, masks, prune, selection, logits, activations)
+    if selection == "integrated":
+        signed = integrated_contributions(net, x, targets)
+    if selection == "learned":
+        scores = learned_gates(net, x, logits, iterations=iterations, rng=rng)
+    else:
+        scores = [np.abs(s, out=s) for s in signed]  # the arrays are ours: no copy
+    masks, _ = select(scores, prune, per_layer)
+    return Pathway(net, masks, prune, selection, logits, activations)
+
+
+def pathway_gradient(pathway: Pathway, x: np.ndarray,
+                     targets: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(d logit_c / d x with the pathway's masks fixed, the masked network's logits)."""
+    net = pathway.network
+    logits, out = net.run(x, net.engine.seed(targets), pathway.masks, [net.input_name])
+    return out[net.input_name], logits
+
+
+@method("pathway")
+def pathway(engine: GradientEngine, x: np.ndarray, targets: np.ndarray, *,
+            prune_percent: float | None = None, keep: float | None = None,
+            selection: str = "contribution", layers: Sequence[str] = ("Relu",),
+            layer_regex: str | None = None, per_layer: bool = False,
+            seed: int = 0) -> Attribution:
+    """Raw, signed C x H x W maps; extras report the pathway's size and the output change."""
+    found = critical_pathway(engine, x, targets, prune_percent=prune_percent, keep=keep,
+                             selection=selection, layers=layers, layer_regex=layer_regex,
+                             per_layer=per_layer, seed=seed)
+    maps, masked_logits = pathway_gradient(found, x, targets)
+    change = output_change(found.logits, masked_logits, targets)
+    extras = [{"prune_percent": found.prune_percent, "selection": selection,
+               "layers": len(found.layers), "neurons": found.network.neurons,
+               "kept_percent": 100.0 * found.kept_fraction(i),
+               "output_change": float(change[i])} for i in range(len(x))]
+    return Attribution(maps, extras)

@@ -1,0 +1,257 @@
+"""Critical pathways (methods.md sections 1-3, 5, 7): contributions, selection, statistics.
+
+A `MaskedNetwork` is a gradient engine over the model after `insert_masks`, plus its layers.
+Every pass runs the same gradient graph, taken with respect to [input, masks...] and exposing
+the unmasked activations, and fetches only what it needs: scoring reads d logit / d masks at
+masks = 1, the pathway gradient reads d logit / d input at binary masks. So one ONNX Runtime
+session serves them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .engine import GradientEngine
+from .errors import UsageError
+from .model import ModelInfo
+from .surgery import MaskLayer, insert_masks
+
+DEFAULT_PRUNE_PERCENT = 85.0
+
+
+@dataclass
+class MaskedNetwork:
+    """An engine over the masked model and the layers whose masks are its extra inputs."""
+
+    engine: GradientEngine
+    layers: list[MaskLayer]
+    _ones: dict[int, list[np.ndarray]] = field(default_factory=dict, repr=False)
+
+    @property
+    def mask_names(self) -> list[str]:
+        return [layer.mask for layer in self.layers]
+
+    @property
+    def input_name(self) -> str:
+        return self.engine.input_name
+
+    @property
+    def dynamic_batch(self) -> bool:
+        return not isinstance(self.engine.info.input_shape[0], int)
+
+    @property
+    def neurons(self) -> int:
+        return sum(layer.size for layer in self.layers)
+
+    def ones(self, n: int) -> list[np.ndarray]:
+        """All-ones masks for a batch of n: the unmodified network. Cached; never write to them."""
+        if n not in self._ones:
+            self._ones[n] = [np.ones((n, *layer.shape), np.float32) for layer in self.layers]
+        return self._ones[n]
+
+    def feeds(self, masks: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        return {layer.mask: np.ascontiguousarray(m, np.float32) for layer, m in
+                zip(self.layers, masks, strict=True)}
+
+    def run(self, x: np.ndarray, seed: np.ndarray, masks: Sequence[np.ndarray],
+            fetch: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(logits, fetched tensors): gradients by wrt name, or activations by tensor name."""
+        logits, grads, extras = self.engine.gradients(
+            x, seed, wrt=[self.input_name, *self.mask_names], feeds=self.feeds(masks),
+            extra_outputs=[layer.tensor for layer in self.layers], fetch=fetch)
+        return logits, {**grads, **extras}
+
+    def logits(self, x: np.ndarray, masks: Sequence[np.ndarray]) -> np.ndarray:
+        """Forward pass only (its own light session): the masked network's logits."""
+        return self.engine.logits(x, self.feeds(masks))
+
+
+def masked_network(engine: GradientEngine, layers: Sequence[str] = ("Relu",),
+                   layer_regex: str | None = None) -> MaskedNetwork:
+    """The masked version of `engine`'s model, built once per layer choice and kept with it."""
+    layers = tuple(layers)
+
+    def build() -> MaskedNetwork:
+        proto, masked = insert_masks(engine.info.proto, layers, layer_regex)
+        info = engine.info
+        return MaskedNetwork(engine.rewritten(ModelInfo(proto, info.input_name, info.input_shape,
+                                                        info.logits, info.output, info.path)),
+                             masked)
+
+    return engine.derived(("pathway-masks", layers, layer_regex), build)
+
+
+def contributions(net: MaskedNetwork, x: np.ndarray, targets: Sequence[int],
+                  with_activations: bool = False) -> tuple[np.ndarray, list[np.ndarray], list]:
+    """(logits, signed a * dy/da per layer shaped (N, *layer), activations or []).
+
+    With the mask trick this is d y / d m at m = 1 for every neuron, in one backward pass.
+    """
+    fetch = [*net.mask_names, *([layer.tensor for layer in net.layers] if with_activations
+                                else [])]
+    logits, out = net.run(x, net.engine.seed(targets), net.ones(len(x)), fetch)
+    activations = [out[layer.tensor] for layer in net.layers] if with_activations else []
+    return logits, [out[name] for name in net.mask_names], activations
+
+
+def integrated_contributions(net: MaskedNetwork, x: np.ndarray, targets: Sequence[int],
+                             steps: int = 10) -> list[np.ndarray]:
+    """Signed mean over alpha = j/steps (j = 0..steps) of d y / d m_l at m_l = alpha, others 1.
+
+    Section 5: each layer is scaled on its own, so each layer costs steps+1 gradient passes.
+    With a dynamic batch the alphas of one example and layer go in one batched run.
+    """
+    alphas = np.arange(steps + 1, dtype=np.float32) / steps
+    seeds = net.engine.seed(targets)
+    scores = [np.zeros((len(x), *layer.shape), np.float32) for layer in net.layers]
+    if net.dynamic_batch:
+        batch = len(alphas)
+        for i in range(len(x)):
+            xs = np.repeat(x[i:i + 1], batch, axis=0)
+            seed = np.repeat(seeds[i:i + 1], batch, axis=0)
+            for k, layer in enumerate(net.layers):
+                masks = list(net.ones(batch))
+                masks[k] = np.broadcast_to(alphas.reshape(-1, *[1] * len(layer.shape)),
+                                           (batch, *layer.shape))
+                _, out = net.run(xs, seed, masks, [layer.mask])
+                scores[k][i] = out[layer.mask].mean(axis=0)
+    else:  # the model insists on its batch size: one run per alpha
+        for k, layer in enumerate(net.layers):
+            for alpha in alphas:
+                masks = list(net.ones(len(x)))
+                masks[k] = np.full((len(x), *layer.shape), alpha, np.float32)
+                _, out = net.run(x, seeds, masks, [layer.mask])
+                scores[k] += out[layer.mask] / len(alphas)
+    return scores
+
+
+def resolve_prune_percent(prune_percent: float | None, keep: float | None) -> float:
+    """P from either --prune P or --keep K (P = 100 - K); both given must agree."""
+    if keep is not None:
+        if prune_percent is not None and abs(prune_percent + keep - 100.0) > 1e-9:
+            raise UsageError(f"--prune {prune_percent} and --keep {keep} disagree; give one")
+        prune_percent = 100.0 - keep
+    prune_percent = DEFAULT_PRUNE_PERCENT if prune_percent is None else float(prune_percent)
+    if not 0.0 <= prune_percent <= 100.0:
+        raise UsageError(f"the prune percentage must lie in [0, 100], got {prune_percent}")
+    return prune_percent
+
+
+def percentile_threshold(scores: np.ndarray, prune_percent: float) -> float:
+    """t = the P-th percentile of non-negative `scores` (numpy's linear interpolation), found by
+    selection rather than a sort; 0 when more than P% of the scores are 0 (section 3)."""
+    flat = np.ravel(scores)
+    n = flat.size
+    if n == 0:
+        return 0.0
+    if np.count_nonzero(flat == 0) > prune_percent / 100.0 * n:
+        return 0.0
+    rank = prune_percent / 100.0 * (n - 1)
+    lo = int(np.floor(rank))
+    hi = min(lo + 1, n - 1)
+    part = np.partition(flat, (lo, hi))
+    low, high = float(part[lo]), float(part[hi])
+    return low + (high - low) * (rank - lo)
+
+
+def select(scores: Sequence[np.ndarray], prune_percent: float,
+           per_layer: bool = False) -> tuple[list[np.ndarray], np.ndarray]:
+    """(keep masks, thresholds): per example, keep s > t with t the P-th percentile of all its
+    neurons in all layers (dead ones included); ties at t are pruned. `per_layer` takes one t
+    per layer instead. Thresholds are (N,) or (N, layers)."""
+    n = len(scores[0])
+    masks = [np.empty(s.shape, bool) for s in scores]
+    thresholds = np.zeros((n, len(scores)) if per_layer else (n,))
+    for i in range(n):
+        if per_layer:
+            for k, s in enumerate(scores):
+                thresholds[i, k] = percentile_threshold(s[i], prune_percent)
+                np.greater(s[i], thresholds[i, k], out=masks[k][i])
+            continue
+        thresholds[i] = percentile_threshold(np.concatenate([s[i].ravel() for s in scores]),
+                                             prune_percent)
+        for k, s in enumerate(scores):
+            np.greater(s[i], thresholds[i], out=masks[k][i])
+    return masks, thresholds
+
+
+def random_selection(layers: Sequence[MaskLayer], n: int, prune_percent: float,
+                     rng: np.random.Generator) -> list[np.ndarray]:
+    """Section 7's random baseline: each layer keeps round((100-P)% of its neurons) at random."""
+    masks = []
+    for layer in layers:
+        keep = int(round((100.0 - prune_percent) / 100.0 * layer.size))
+        mask = np.zeros((n, layer.size), bool)
+        for i in range(n):
+            mask[i, rng.choice(layer.size, keep, replace=False)] = True
+        masks.append(mask.reshape((n, *layer.shape)))
+    return masks
+
+
+@dataclass
+class Pathway:
+    """A selected critical pathway for a batch: which neurons of which layers stay."""
+
+    network: MaskedNetwork
+    masks: list[np.ndarray]  # per layer, (N, *layer.shape) bool, True = kept
+    prune_percent: float
+    selection: str
+    logits: np.ndarray  # (N, classes) of the original network
+    activations: list[np.ndarray] = field(default_factory=list)  # unmasked, when asked for
+
+    @property
+    def layers(self) -> list[MaskLayer]:
+        return self.network.layers
+
+    def kept_fraction(self, i: int = 0) -> float:
+        return sum(int(m[i].sum()) for m in self.masks) / self.network.neurons
+
+
+def layer_statistics(pathway: Pathway, i: int = 0) -> list[dict]:
+    """One row per layer for example i: neurons, kept, kept %, dead % (zero activations in the
+    original network; None when activations were not fetched)."""
+    rows = []
+    for k, layer in enumerate(pathway.layers):
+        kept = int(pathway.masks[k][i].sum())
+        dead = None
+        if pathway.activations:
+            dead = 100.0 * np.count_nonzero(pathway.activations[k][i] == 0) / layer.size
+        rows.append({"layer": layer.node, "op_type": layer.op_type, "neurons": layer.size,
+                     "kept": kept, "kept_percent": 100.0 * kept / layer.size,
+                     "dead_percent": dead})
+    return rows
+
+
+def jaccard(first: Sequence[np.ndarray], second: Sequence[np.ndarray]) -> float:
+    """|A ∩ B| / |A ∪ B| of two selections of one example (per-layer mask lists)."""
+    both = sum(int(np.logical_and(a, b).sum()) for a, b in zip(first, second, strict=True))
+    either = sum(int(np.logical_or(a, b).sum()) for a, b in zip(first, second, strict=True))
+    return both / either if either else 1.0
+
+
+def dead_selected_fraction(masks: Sequence[np.ndarray],
+                           activations: Sequence[np.ndarray]) -> float:
+    """Fraction of selected neurons that are dead (activation 0) in the original network."""
+    kept = sum(int(m.sum()) for m in masks)
+    dead = sum(int(np.logical_and(m, a == 0).sum()) for m, a in
+               zip(masks, activations, strict=True))
+    return dead / kept if kept else 0.0
+
+
+def output_change(original_logits: np.ndarray, masked_logits: np.ndarray,
+                  targets: Sequence[int]) -> np.ndarray:
+    """|p_c(masked) - p_c(original)| / p_c(original) on softmax probabilities, per example."""
+    rows = np.arange(len(targets))
+    p = probabilities(original_logits)[rows, targets]
+    q = probabilities(masked_logits)[rows, targets]
+    return np.abs(q - p) / p
+
+
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    """Softmax in float64: only for reporting and for the learned-gate targets."""
+    z = np.asarray(logits, np.float64)
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)

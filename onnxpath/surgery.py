@@ -1,0 +1,167 @@
+"""Graph rewrites for critical pathways: pure functions from a model to a new model.
+
+`insert_masks` multiplies the output of chosen activation nodes by a mask graph input. One
+gradient graph of the result then serves every pathway pass: scoring (masks = 1, where
+d logit / d mask is the signed contribution a * d logit / d a), the pathway gradient (binary
+masks), the integrated variant (masks = alpha) and learned gates. `bake_pathway` turns chosen
+masks into constants, giving a standalone pruned model. `seed_from_cross_entropy` rewrites a
+gradient graph so that it differentiates a cross-entropy loss instead of a logit.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import helper
+
+from .autodiff.walk import SEED, value_infos
+from .errors import ModelError
+
+# The paper's local-linearity argument (a fixed pathway makes the network linear around x)
+# holds for these only; any other activation is allowed but earns a warning.
+PIECEWISE_LINEAR = frozenset({"Relu", "LeakyRelu", "PRelu", "Clip"})
+MASK_PREFIX = "onnxpath_mask/"
+
+
+class LocalLinearityWarning(UserWarning):
+    """Masks were put after activations that are not piecewise linear."""
+
+
+@dataclass(frozen=True)
+class MaskLayer:
+    """One masked activation node: the paper's 'layer'. Each element is a neuron."""
+
+    node: str  # the activation node's name (its output's name when it has none)
+    op_type: str
+    tensor: str  # the activation's output, unmasked
+    mask: str  # the mask graph input multiplying it
+    shape: tuple[int, ...]  # one example's neurons, e.g. (C, H, W)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+
+def mask_name(tensor: str) -> str:
+    return MASK_PREFIX + tensor
+
+
+def choose_activations(model: onnx.ModelProto, op_types: Sequence[str] = ("Relu",),
+                       name_regex: str | None = None) -> list[onnx.NodeProto]:
+    """The nodes to mask, in graph order: op type in `op_types` and, when a regex is given,
+    node name or output name matching it (`re.search`)."""
+    pattern = re.compile(name_regex) if name_regex else None
+    chosen = [n for n in model.graph.node
+              if n.op_type in op_types and n.domain in ("", "ai.onnx")
+              and (pattern is None or pattern.search(n.name) or pattern.search(n.output[0]))]
+    if not chosen:
+        where = f" matching /{name_regex}/" if name_regex else ""
+        raise ModelError(f"no {'/'.join(op_types)} node{where} to put pathway masks on; choose "
+                         "layers with --layers (op types) or --layer-regex")
+    rough = sorted({n.op_type for n in chosen} - PIECEWISE_LINEAR)
+    if rough:
+        warnings.warn(f"{', '.join(rough)} is not piecewise linear: the pathway gradient is "
+                      "then not the exact local linear model of the selected sub-network, and "
+                      "contributions are only first-order estimates", LocalLinearityWarning,
+                      stacklevel=2)
+    return chosen
+
+
+def insert_masks(model: onnx.ModelProto, op_types: Sequence[str] = ("Relu",),
+                 name_regex: str | None = None) -> tuple[onnx.ModelProto, list[MaskLayer]]:
+    """A copy of `model` whose chosen activation outputs are multiplied by mask inputs.
+
+    Each mask input is shaped like its activation with the model input's batch dim (static or
+    symbolic), so masks are per example; with all masks 1 the outputs are unchanged. Consumers
+    of the activation read the masked tensor; the unmasked one stays addressable by name.
+    """
+    nodes = choose_activations(model, op_types, name_regex)
+    infos = value_infos(model)
+    graph = gs.import_onnx(model)
+    batch = _batch_dim(graph)
+    tensors = graph.tensors()
+    layers = []
+    for proto in nodes:
+        name = proto.output[0]
+        elem, shape = infos.get(name, (None, None))
+        if shape is None or not all(isinstance(d, int) for d in shape[1:]):
+            raise ModelError(f"the output of {proto.op_type} node '{proto.name or name}' has no "
+                             f"static shape ({shape}); give the input size with --size")
+        active = tensors[name]
+        mask = gs.Variable(mask_name(name), dtype=helper.tensor_dtype_to_np_dtype(elem),
+                           shape=[batch, *shape[1:]])
+        masked = gs.Variable(f"{name}/onnxpath_masked", dtype=mask.dtype,
+                             shape=[batch, *shape[1:]])
+        for consumer in list(active.outputs):  # copied: rewiring edits this list
+            consumer.inputs[:] = [masked if t is active else t for t in consumer.inputs]
+        graph.nodes.append(gs.Node("Mul", name=f"onnxpath_mask_node/{name}",
+                                   inputs=[active, mask], outputs=[masked]))
+        graph.inputs.append(mask)
+        layers.append(MaskLayer(proto.name or name, proto.op_type, name, mask.name,
+                                tuple(shape[1:])))
+    return _export(graph.toposort(), model), layers
+
+
+def bake_pathway(model: onnx.ModelProto, layers: Sequence[MaskLayer],
+                 masks: Sequence[np.ndarray]) -> onnx.ModelProto:
+    """A standalone model: the masked model of `insert_masks` with each mask input replaced by a
+    constant (one example's mask, broadcast over any batch). Its outputs are the masked
+    network's."""
+    graph = gs.import_onnx(model)
+    tensors = graph.tensors()
+    for layer, mask in zip(layers, masks, strict=True):
+        values = np.asarray(mask).reshape((1, *layer.shape))
+        variable = tensors[layer.mask]
+        graph.inputs.remove(variable)
+        variable.to_constant(values.astype(variable.dtype or np.float32))
+    return _export(graph.cleanup(remove_unused_graph_inputs=False), model)
+
+
+def seed_from_cross_entropy(gradient_model: onnx.ModelProto, logits: str) -> onnx.ModelProto:
+    """Make a gradient graph differentiate CE(target, softmax(logits)) per example.
+
+    The seed input then carries the target distribution p: the rewrite feeds the backward pass
+    with softmax(logits) - p, which is d CE / d logits, computed in the same run as the forward
+    pass (a seed computed in numpy would need a second forward pass per step).
+    """
+    result = onnx.ModelProto()
+    result.CopyFrom(gradient_model)
+    derived = f"{SEED}/cross_entropy"
+    nodes = [_copy(n) for n in result.graph.node]
+    for node in nodes:
+        node.input[:] = [derived if i == SEED else i for i in node.input]
+    producer = next(i for i, n in enumerate(nodes) if logits in n.output)
+    probs = helper.make_node("Softmax", [logits], [f"{derived}/softmax"], axis=-1,
+                             name=f"{derived}/softmax_node")
+    delta = helper.make_node("Sub", [probs.output[0], SEED], [derived], name=f"{derived}/node")
+    nodes[producer + 1:producer + 1] = [probs, delta]
+    del result.graph.node[:]
+    result.graph.node.extend(nodes)
+    return result
+
+
+def _copy(node: onnx.NodeProto) -> onnx.NodeProto:
+    copy = onnx.NodeProto()
+    copy.CopyFrom(node)
+    return copy
+
+
+def _batch_dim(graph: gs.Graph) -> int | str:
+    first = graph.inputs[0].shape[0] if graph.inputs and graph.inputs[0].shape else None
+    return first if first is not None else "batch"
+
+
+def _export(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
+    """Export keeping what graphsurgeon does not carry: IR version and metadata (labels)."""
+    out = gs.export_onnx(graph)
+    out.ir_version = like.ir_version
+    out.producer_name = like.producer_name
+    del out.metadata_props[:]
+    out.metadata_props.extend(like.metadata_props)
+    return out

@@ -99,7 +99,9 @@ def insert_masks(model: onnx.ModelProto, op_types: Sequence[str] = ("Relu",),
         masked = gs.Variable(f"{name}/onnxpath_masked", dtype=mask.dtype,
                              shape=[batch, *shape[1:]])
         for consumer in list(active.outputs):  # copied: rewiring edits this list
-            consumer.inputs[:] = [masked if t is active else t for t in consumer.inputs]
+            for j, tensor in enumerate(list(consumer.inputs)):
+                if tensor is active:
+                    consumer.inputs[j] = masked
         graph.nodes.append(gs.Node("Mul", name=f"onnxpath_mask_node/{name}",
                                    inputs=[active, mask], outputs=[masked]))
         graph.inputs.append(mask)

@@ -35,6 +35,7 @@ from . import (  # noqa: E402,F401,I001
     check_grad,
     export,
     inspect,
+    pathway,
 )
 
 

@@ -81,6 +81,13 @@ def attribute(
     reduce: str = typer.Option("max-abs", "--reduce",
                                help=f"Channel reduction for the PNG: {', '.join(REDUCTIONS)}."),
     absolute: bool = typer.Option(False, "--abs", help="Gradient: absolute value (Saliency)."),
+    prune: float = typer.Option(None, "--prune", help="Pathway: % of neurons to prune (85)."),
+    keep: float = typer.Option(None, "--keep", help="Pathway: % of neurons to keep (100-P)."),
+    selection: str = typer.Option("contribution", "--selection", help="Pathway: contribution, "
+                                  "integrated, learned or random."),
+    layers: str = typer.Option("Relu", "--layers", help="Pathway: op types to mask: Relu,Clip."),
+    layer_regex: str = typer.Option(None, "--layer-regex", help="Pathway: layer name regex."),
+    per_layer: bool = typer.Option(False, "--per-layer", help="Pathway: threshold per layer."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     threads: int = typer.Option(None, "--threads", help="ONNX Runtime intra-op threads."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
@@ -103,7 +110,9 @@ def attribute(
     target_index = resolve_target(target, label_names)
     prep = build_preprocess(explainer, preset, parse_size(size), parse_floats(mean, "--mean"),
                             parse_floats(std, "--std"))
-    options = {"absolute": absolute}
+    from .pathway import pathway_options  # here, so this edit stays self-contained
+    options = {"absolute": absolute,
+               **pathway_options(prune, keep, selection, layers, layer_regex, per_layer)}
     paths = expand_inputs(inputs)
     if not paths:
         raise UsageError("no inputs found")

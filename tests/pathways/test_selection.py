@@ -1,0 +1,102 @@
+"""Section 3's selection rule, the keep synonym, per-layer mode and the random baseline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnxpath.errors import UsageError
+from onnxpath.methods.pathway import critical_pathway
+from onnxpath.pathways import (
+    percentile_threshold,
+    random_selection,
+    resolve_prune_percent,
+    select,
+)
+
+from .conftest import image
+
+
+@pytest.mark.parametrize("prune", [0, 12.5, 50, 70, 85, 90, 99, 100])
+def test_threshold_is_numpys_percentile(prune):
+    scores = np.random.default_rng(3).random(1001).astype(np.float32)
+    assert percentile_threshold(scores, prune) == pytest.approx(np.percentile(scores, prune),
+                                                                rel=1e-6)
+
+
+def test_ties_at_the_threshold_are_pruned():
+    scores = np.array([0.5, 1, 2, 2, 2, 2, 2, 2, 3, 4], np.float32)
+    t = percentile_threshold(scores, 50)
+    assert t == 2.0
+    (mask,), _ = select([scores[None]], 50)
+    assert mask[0].tolist() == [False] * 8 + [True, True]  # keeps 2 of 10, not 5
+
+
+def test_more_than_p_percent_zeros_keeps_every_nonzero_score():
+    scores = np.zeros(100, np.float32)
+    scores[[3, 50, 97]] = [1e-7, 2.0, 0.5]
+    # 97% are zero > 85%: t = 0 even where the interpolated percentile would not be
+    assert percentile_threshold(scores, 85) == 0.0
+    (mask,), _ = select([scores[None]], 85)
+    assert np.flatnonzero(mask[0]).tolist() == [3, 50, 97]
+    odd = np.r_[np.zeros(4), np.arange(1, 32)].astype(np.float32)  # 35 scores, 4 zeros > 10%
+    assert np.percentile(odd, 10) > 0
+    assert percentile_threshold(odd, 10) == 0.0
+
+
+def test_global_threshold_spans_all_layers_and_counts_dead_neurons():
+    rng = np.random.default_rng(0)
+    big = rng.random((1, 4, 5, 5)).astype(np.float32) * 10
+    dead = np.zeros((1, 50), np.float32)
+    small = rng.random((1, 50)).astype(np.float32)
+    masks, t = select([big, dead, small], 85)
+    everything = np.concatenate([big.ravel(), dead.ravel(), small.ravel()])
+    assert t[0] == pytest.approx(np.percentile(everything, 85))
+    assert masks[1].sum() == 0 and masks[2].sum() == 0 and masks[0].sum() == 30
+
+
+def test_per_layer_thresholds_keep_each_layer_separately():
+    rng = np.random.default_rng(1)
+    scores = [rng.random((2, 8, 10, 10)).astype(np.float32) * 10,
+              rng.random((2, 100)).astype(np.float32)]
+    masks, thresholds = select(scores, 85, per_layer=True)
+    assert thresholds.shape == (2, 2)
+    for k, s in enumerate(scores):
+        for i in range(2):
+            assert thresholds[i, k] == pytest.approx(np.percentile(s[i], 85))
+            assert masks[k][i].mean() == pytest.approx(0.15, abs=0.011)
+
+
+def test_keep_is_prune_100_minus_k(vgg):
+    assert resolve_prune_percent(None, 15) == 85
+    assert resolve_prune_percent(None, None) == 85
+    assert resolve_prune_percent(70, 30) == 70
+    with pytest.raises(UsageError, match="disagree"):
+        resolve_prune_percent(70, 15)
+    with pytest.raises(UsageError):
+        resolve_prune_percent(120, None)
+    x = image(4)
+    by_keep = critical_pathway(vgg.engine(x), x, [0], keep=25)
+    by_prune = critical_pathway(vgg.engine(x), x, [0], prune_percent=75)
+    assert by_keep.prune_percent == 75
+    assert all((a == b).all() for a, b in zip(by_keep.masks, by_prune.masks, strict=True))
+
+
+def test_per_layer_mode_through_the_method(resnet):
+    x = image(5)
+    found = critical_pathway(resnet.engine(x), x, [1], prune_percent=80, per_layer=True,
+                             with_activations=True)
+    for mask, active in zip(found.masks, found.activations, strict=True):
+        if (active[0] != 0).mean() > 0.2:  # otherwise the zero edge case keeps fewer
+            assert mask[0].mean() == pytest.approx(0.2, abs=0.01)
+
+
+def test_random_selection_keeps_p_percent_of_every_layer(resnet):
+    x = image(6, n=2)
+    found = critical_pathway(resnet.engine(x), x, [0, 1], prune_percent=70, selection="random")
+    for layer, mask in zip(found.layers, found.masks, strict=True):
+        assert mask.shape == (2, *layer.shape)
+        assert (mask.reshape(2, -1).sum(axis=1) == round(0.3 * layer.size)).all()
+    assert not (found.masks[0][0] == found.masks[0][1]).all()
+    again = random_selection(found.layers, 1, 70, np.random.default_rng(0))
+    assert (again[0][0] == found.masks[0][0]).all()  # seeded: reproducible

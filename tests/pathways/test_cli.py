@@ -1,0 +1,76 @@
+"""`onnxpath pathway` and the pathway options of `onnxpath attribute`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from onnxpath.cli import main
+from onnxpath.pathways import masked_network
+
+from .conftest import image
+
+
+@pytest.fixture
+def files(tmp_path, resnet):
+    model = tmp_path / "resnet.onnx"
+    onnx.save(resnet.proto, str(model))
+    x = image(31)
+    np.save(tmp_path / "x.npy", x[0])
+    return tmp_path, model, x
+
+
+def test_pathway_command_reports_saves_and_exports(files, resnet, capsys):
+    tmp, model, x = files
+    code = main(["pathway", str(model), str(tmp / "x.npy"), "--prune", "75", "--json",
+                 "--masks", str(tmp / "m.npz"), "--export", str(tmp / "pruned.onnx")])
+    assert code == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["prune_percent"] == 75 and record["selection"] == "contribution"
+    assert len(record["layers"]) == 5
+    row = record["layers"][0]
+    assert set(row) == {"layer", "op_type", "neurons", "kept", "kept_percent", "dead_percent"}
+    assert record["kept"] == sum(r["kept"] for r in record["layers"])
+    assert record["output_change"] == pytest.approx(
+        abs(record["prob_masked"] - record["prob"]) / record["prob"])
+
+    saved = np.load(tmp / "m.npz")
+    masks = [saved[f"mask_{k:03d}"] for k in range(len(saved["layers"]))]
+    assert sum(int(m.sum()) for m in masks) == record["kept"]
+    net = masked_network(resnet.engine(x))
+    masked = net.logits(x, [m[None] for m in masks])
+    session = ort.InferenceSession(str(tmp / "pruned.onnx"), providers=["CPUExecutionProvider"])
+    exported = session.run(None, {"x": x})[0]
+    assert np.abs(exported - masked).max() <= 1e-4
+
+
+def test_pathway_command_prints_a_table(files, capsys):
+    tmp, model, _ = files
+    assert main(["pathway", str(model), str(tmp / "x.npy"), "--keep", "20", "--per-layer"]) == 0
+    out = capsys.readouterr().out
+    assert "kept %" in out and "dead %" in out and "output change" in out
+    assert "prune 80%" in out
+
+
+def test_attribute_takes_the_pathway_options(files, capsys):
+    tmp, model, _ = files
+    code = main(["attribute", str(model), str(tmp / "x.npy"), "-m", "pathway,gradient",
+                 "--keep", "30", "--selection", "random", "--layer-regex", "blocks",
+                 "--out", str(tmp / "out")])
+    assert code == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["method"] for r in records] == ["pathway", "gradient"]
+    assert records[0]["params"]["keep"] == 30 and records[0]["error"] is None
+    raw = np.load(records[0]["outputs"]["npy"])
+    assert raw.shape == (3, 32, 32)
+
+
+def test_conflicting_prune_and_keep_is_a_usage_error(files, capsys):
+    tmp, model, _ = files
+    assert main(["pathway", str(model), str(tmp / "x.npy"), "--prune", "80",
+                 "--keep", "30"]) == 2
+    assert "disagree" in capsys.readouterr().err

@@ -20,6 +20,7 @@ from .model import ModelInfo
 from .surgery import MaskLayer, insert_masks
 
 DEFAULT_PRUNE_PERCENT = 85.0
+ORDERED_BITS = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 
 
 @dataclass
@@ -140,20 +141,31 @@ def resolve_prune_percent(prune_percent: float | None, keep: float | None) -> fl
     return prune_percent
 
 
-def percentile_threshold(scores: np.ndarray, prune_percent: float) -> float:
+def percentile_threshold(scores: np.ndarray, prune_percent: float,
+                         overwrite: bool = False) -> float:
     """t = the P-th percentile of non-negative `scores` (numpy's linear interpolation), found by
-    selection rather than a sort; 0 when more than P% of the scores are 0 (section 3)."""
+    selection rather than a sort; 0 when more than P% of the scores are 0 (section 3).
+
+    `overwrite` lets the selection reorder `scores` in place (saves a copy of every neuron).
+    """
     flat = np.ravel(scores)
+    if not overwrite:
+        flat = flat.copy()
+    # Non-negative IEEE floats sort like their bit patterns read as integers (-0.0 first, which
+    # is still a zero), and numpy selects integers about twice as fast as floats.
+    keys = flat.view(ORDERED_BITS[flat.dtype]) if flat.dtype in ORDERED_BITS else flat
     n = flat.size
     if n == 0:
         return 0.0
-    if np.count_nonzero(flat == 0) > prune_percent / 100.0 * n:
+    if n - np.count_nonzero(flat) > prune_percent / 100.0 * n:
         return 0.0
     rank = prune_percent / 100.0 * (n - 1)
     lo = int(np.floor(rank))
-    hi = min(lo + 1, n - 1)
-    part = np.partition(flat, (lo, hi))
-    low, high = float(part[lo]), float(part[hi])
+    # One kth, then the minimum above it: partitioning on two kth values at once is over ten
+    # times slower in numpy 2.x on 10 M scores.
+    keys.partition(lo)
+    low = float(flat[lo])
+    high = float(flat[lo + 1:].min()) if lo + 1 < n else low
     return low + (high - low) * (rank - lo)
 
 
@@ -172,7 +184,7 @@ def select(scores: Sequence[np.ndarray], prune_percent: float,
                 np.greater(s[i], thresholds[i, k], out=masks[k][i])
             continue
         thresholds[i] = percentile_threshold(np.concatenate([s[i].ravel() for s in scores]),
-                                             prune_percent)
+                                             prune_percent, overwrite=True)
         for k, s in enumerate(scores):
             np.greater(s[i], thresholds[i], out=masks[k][i])
     return masks, thresholds
@@ -207,7 +219,7 @@ class Pathway:
         return self.network.layers
 
     def kept_fraction(self, i: int = 0) -> float:
-        return sum(int(m[i].sum()) for m in self.masks) / self.network.neurons
+        return sum(np.count_nonzero(m[i]) for m in self.masks) / self.network.neurons
 
 
 def layer_statistics(pathway: Pathway, i: int = 0) -> list[dict]:
@@ -215,7 +227,7 @@ def layer_statistics(pathway: Pathway, i: int = 0) -> list[dict]:
     original network; None when activations were not fetched)."""
     rows = []
     for k, layer in enumerate(pathway.layers):
-        kept = int(pathway.masks[k][i].sum())
+        kept = int(np.count_nonzero(pathway.masks[k][i]))
         dead = None
         if pathway.activations:
             dead = 100.0 * np.count_nonzero(pathway.activations[k][i] == 0) / layer.size

@@ -98,7 +98,7 @@ def pathway(
         "output_change": float(output_change(found.logits, masked_logits, [c])[0]),
         "prune_percent": found.prune_percent, "selection": selection,
         "neurons": found.network.neurons,
-        "kept": int(sum(m[0].sum() for m in found.masks)),
+        "kept": int(sum(np.count_nonzero(m[0]) for m in found.masks)),
         "kept_percent": 100.0 * found.kept_fraction(0),
         "layers": layer_statistics(found, 0), "outputs": {},
     }

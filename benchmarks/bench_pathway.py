@@ -201,9 +201,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--skip-learned", action="store_true")
+    parser.add_argument("--skip-pathway", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        bench_pathway(Path(folder), args.repeats, args.threads)
+        if not args.skip_pathway:
+            bench_pathway(Path(folder), args.repeats, args.threads)
         if not args.skip_learned:
             bench_learned(Path(folder), args.threads, args.iterations)
 

@@ -78,9 +78,10 @@ def masked_network(engine: GradientEngine, layers: Sequence[str] = ("Relu",),
     def build() -> MaskedNetwork:
         proto, masked = insert_masks(engine.info.proto, layers, layer_regex)
         info = engine.info
+        # No path: the rewritten model is not the file on disk, whatever a cache keyed by path
+        # might assume.
         return MaskedNetwork(engine.rewritten(ModelInfo(proto, info.input_name, info.input_shape,
-                                                        info.logits, info.output, info.path)),
-                             masked)
+                                                        info.logits, info.output)), masked)
 
     return engine.derived(("pathway-masks", layers, layer_regex), build)
 

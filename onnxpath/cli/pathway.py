@@ -6,6 +6,7 @@ import io
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from ..labels import model_labels, read_labels, resolve_target
 from ..methods.pathway import SELECTIONS, critical_pathway, pathway_gradient
 from ..outputs import write_atomic
 from ..pathways import Pathway, layer_statistics, output_change, probabilities
-from ..surgery import bake_pathway
+from ..surgery import LocalLinearityWarning, bake_pathway
 from . import app
 from .attribute import build_preprocess, parse_floats, parse_size
 
@@ -88,7 +89,11 @@ def pathway(
     if c is None:
         c = int(engine.logits(x).argmax(axis=1)[0])
     options = pathway_options(prune, keep, selection, layers, layer_regex, per_layer)
-    found = critical_pathway(engine, x, [c], seed=seed, with_activations=True, **options)
+    with warnings.catch_warnings(record=True) as caught:  # one plain line each, on stderr
+        warnings.simplefilter("always", LocalLinearityWarning)
+        found = critical_pathway(engine, x, [c], seed=seed, with_activations=True, **options)
+    for warning in caught:
+        print(f"onnxpath: warning: {warning.message}", file=sys.stderr)
     _, masked_logits = pathway_gradient(found, x, [c])
     record = {
         "input": input_path, "target": c,

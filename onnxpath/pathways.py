@@ -10,13 +10,12 @@ session serves them all.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .engine import GradientEngine
 from .errors import UsageError
-from .model import ModelInfo
 from .surgery import MaskLayer, insert_masks
 
 DEFAULT_PRUNE_PERCENT = 85.0
@@ -77,11 +76,8 @@ def masked_network(engine: GradientEngine, layers: Sequence[str] = ("Relu",),
 
     def build() -> MaskedNetwork:
         proto, masked = insert_masks(engine.info.proto, layers, layer_regex)
-        info = engine.info
-        # No path: the rewritten model is not the file on disk, whatever a cache keyed by path
-        # might assume.
-        return MaskedNetwork(engine.rewritten(ModelInfo(proto, info.input_name, info.input_shape,
-                                                        info.logits, info.output)), masked)
+        # Everything else stays: names, and the path that external weights resolve against.
+        return MaskedNetwork(engine.rewritten(replace(engine.info, proto=proto)), masked)
 
     return engine.derived(("pathway-masks", layers, layer_regex), build)
 
@@ -220,7 +216,7 @@ class Pathway:
         return self.network.layers
 
     def kept_fraction(self, i: int = 0) -> float:
-        return sum(np.count_nonzero(m[i]) for m in self.masks) / self.network.neurons
+        return float(sum(np.count_nonzero(m[i]) for m in self.masks) / self.network.neurons)
 
 
 def layer_statistics(pathway: Pathway, i: int = 0) -> list[dict]:

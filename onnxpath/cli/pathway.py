@@ -13,6 +13,7 @@ import numpy as np
 import typer
 
 from ..explainer import Explainer
+from ..exporting import save_model
 from ..imaging import PRESETS, load_input
 from ..labels import model_labels, read_labels, resolve_target
 from ..methods.pathway import SELECTIONS, critical_pathway, pathway_gradient
@@ -114,7 +115,8 @@ def pathway(
     if export is not None:
         baked = bake_pathway(found.network.engine.info.proto, found.layers,
                              [m[0] for m in found.masks])
-        record["outputs"]["onnx"] = str(write_atomic(export, baked.SerializeToString()))
+        written = save_model(baked, export, found.network.engine.info.folder)
+        record["outputs"]["onnx"] = str(written[0])
     record["time_ms"] = round((time.perf_counter() - start) * 1000, 2)
     if as_json:
         sys.stdout.write(json.dumps(record) + "\n")

@@ -74,3 +74,21 @@ def test_conflicting_prune_and_keep_is_a_usage_error(files, capsys):
     assert main(["pathway", str(model), str(tmp / "x.npy"), "--prune", "80",
                  "--keep", "30"]) == 2
     assert "disagree" in capsys.readouterr().err
+
+
+def test_export_keeps_external_weights_external(tmp_path, vgg, capsys):
+    model = tmp_path / "vgg.onnx"
+    onnx.save(vgg.proto, str(model), save_as_external_data=True, location="vgg.data",
+              size_threshold=0)
+    x = image(32)
+    np.save(tmp_path / "x.npy", x[0])
+    out = tmp_path / "out" / "pruned.onnx"
+    assert main(["pathway", str(model), str(tmp_path / "x.npy"), "--json", "--export",
+                 str(out), "--masks", str(tmp_path / "m.npz")]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "out" / "pruned.onnx.data").exists()
+    saved = np.load(tmp_path / "m.npz")
+    masks = [saved[f"mask_{k:03d}"][None] for k in range(len(saved["layers"]))]
+    net = masked_network(vgg.engine(x))
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert np.abs(session.run(None, {"x": x})[0] - net.logits(x, masks)).max() <= 1e-4

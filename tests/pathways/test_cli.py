@@ -78,7 +78,9 @@ def test_conflicting_prune_and_keep_is_a_usage_error(files, capsys):
 
 def test_export_keeps_external_weights_external(tmp_path, vgg, capsys):
     model = tmp_path / "vgg.onnx"
-    onnx.save(vgg.proto, str(model), save_as_external_data=True, location="vgg.data",
+    proto = onnx.ModelProto()
+    proto.CopyFrom(vgg.proto)  # onnx.save turns the tensors it writes out into references
+    onnx.save(proto, str(model), save_as_external_data=True, location="vgg.data",
               size_threshold=0)
     x = image(32)
     np.save(tmp_path / "x.npy", x[0])

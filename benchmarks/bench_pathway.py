@@ -6,15 +6,17 @@ Prints: the number of masked layers and neurons; the median time of one gradient
 backward, original model); of the pathway method (scoring pass + global percentile selection +
 masked gradient pass) and of each of its parts; the ratio pathway / gradient; the selection's
 share of the whole. Then the time of the `learned` selection (1000 SGD steps) on ResNet-18.
-ResNet-50/18 are defined here in torch (torchvision is not a dependency), with random weights,
-and exported once to a temporary file. One-time costs (export, surgery, session builds) are
+ResNet-50/18 come from benchmarks/_models.py (torch, torchvision's layout, random weights),
+exported once to a temporary file. One-time costs (export, surgery, session builds) are
 reported separately and not counted in the ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -22,91 +24,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from onnxpath.explainer import Explainer
-from onnxpath.learned_gates import learned_gates
-from onnxpath.methods.pathway import critical_pathway, pathway, pathway_gradient
-from onnxpath.pathways import contributions, masked_network, select
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _models import export, randomise_batchnorm, resnet18, resnet50  # noqa: E402
 
-class Bottleneck(nn.Module):
-    expansion = 4
-
-    def __init__(self, cin: int, planes: int, stride: int):
-        super().__init__()
-        cout = planes * self.expansion
-        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, cout, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)  # called three times, as in torchvision
-        self.down = None
-        if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                      nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + (x if self.down is None else self.down(x)))
+from onnxpath.explainer import Explainer  # noqa: E402
+from onnxpath.learned_gates import learned_gates  # noqa: E402
+from onnxpath.methods.pathway import critical_pathway, pathway, pathway_gradient  # noqa: E402
+from onnxpath.pathways import contributions, masked_network, select  # noqa: E402
 
 
-class Basic(nn.Module):
-    expansion = 1
-
-    def __init__(self, cin: int, planes: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.down = None
-        if stride != 1 or cin != planes:
-            self.down = nn.Sequential(nn.Conv2d(cin, planes, 1, stride, bias=False),
-                                      nn.BatchNorm2d(planes))
-
-    def forward(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + (x if self.down is None else self.down(x)))
-
-
-class ResNet(nn.Module):
-    def __init__(self, block, counts, classes: int = 1000):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
-                                  nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
-        layers, cin = [], 64
-        for i, count in enumerate(counts):
-            planes = 64 * 2 ** i
-            for j in range(count):
-                layers.append(block(cin, planes, 2 if j == 0 and i > 0 else 1))
-                cin = planes * block.expansion
-        self.layers = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(cin, classes)
-
-    def forward(self, x):
-        return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
-
-
-def export(model: nn.Module, path: Path) -> float:
+def export_model(model, path: Path) -> float:
     start = time.perf_counter()
-    torch.manual_seed(0)
-    for m in model.modules():  # BatchNorm statistics that keep activations in a sane range
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.2, 0.6)
-            m.bias.data.uniform_(-0.1, 0.1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (torch.zeros(1, 3, 224, 224),), str(path), dynamo=False,
-                          input_names=["x"], output_names=["logits"], opset_version=17)
+        export(randomise_batchnorm(model), path=path)
     return time.perf_counter() - start
 
 
@@ -122,7 +56,7 @@ def median_time(fn, repeats: int) -> float:
 def bench_pathway(folder: Path, repeats: int, threads: int) -> None:
     path = folder / "resnet50.onnx"
     torch.manual_seed(0)
-    print(f"ResNet-50 export: {export(ResNet(Bottleneck, [3, 4, 6, 3]), path):.1f} s")
+    print(f"ResNet-50 export: {export_model(resnet50(), path):.1f} s")
     explainer = Explainer(path, threads=threads)
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
     engine = explainer.engine(x.shape)
@@ -169,6 +103,7 @@ def bench_pathway(folder: Path, repeats: int, threads: int) -> None:
     print(f"ratio pathway / gradient: median of rounds {statistics.median(ratios):.2f}x, "
           f"of medians {t['whole'] / t['gradient']:.2f}x, of minima "
           f"{best['whole'] / best['gradient']:.2f}x  (target <= 2.3x)")
+    print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"selection share of the whole: {100 * t['selection'] / t['whole']:.1f}% of medians, "
           f"{100 * best['selection'] / best['whole']:.1f}% of minima  (target <= 10%)")
 
@@ -176,7 +111,7 @@ def bench_pathway(folder: Path, repeats: int, threads: int) -> None:
 def bench_learned(folder: Path, threads: int, iterations: int) -> None:
     path = folder / "resnet18.onnx"
     torch.manual_seed(0)
-    print(f"\nResNet-18 export: {export(ResNet(Basic, [2, 2, 2, 2]), path):.1f} s")
+    print(f"\nResNet-18 export: {export_model(resnet18(), path):.1f} s")
     explainer = Explainer(path, threads=threads)
     x = np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)
     engine = explainer.engine(x.shape)

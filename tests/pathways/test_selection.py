@@ -8,6 +8,7 @@ import pytest
 from onnxpath.errors import UsageError
 from onnxpath.methods.pathway import critical_pathway
 from onnxpath.pathways import (
+    kth_and_next,
     percentile_threshold,
     random_selection,
     resolve_prune_percent,
@@ -22,6 +23,23 @@ def test_threshold_is_numpys_percentile(prune):
     scores = np.random.default_rng(3).random(1001).astype(np.float32)
     assert percentile_threshold(scores, prune) == pytest.approx(np.percentile(scores, prune),
                                                                 rel=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["runs", "sorted", "shuffled", "constant"])
+def test_bracketed_selection_is_exact(layout):
+    rng = np.random.default_rng(7)
+    values = np.repeat(rng.integers(0, 500, 300), rng.integers(1, 200, 300)).astype(np.int32)
+    if layout == "sorted":
+        values.sort()
+    elif layout == "shuffled":
+        rng.shuffle(values)
+    elif layout == "constant":
+        values[:] = 3
+    ordered = np.sort(values)
+    for k in [0, 1, len(values) // 2, int(0.85 * (len(values) - 1)), len(values) - 2,
+              len(values) - 1]:
+        expected = (ordered[k], ordered[min(k + 1, len(values) - 1)])
+        assert kth_and_next(values, k, sample=256) == expected  # sampled bracket, and misses
 
 
 def test_ties_at_the_threshold_are_pruned():

@@ -3,8 +3,10 @@
 A `MaskedNetwork` is a gradient engine over the model after `insert_masks`, plus its layers.
 Every pass runs the same gradient graph, taken with respect to [input, masks...] and exposing
 the unmasked activations, and fetches only what it needs: scoring reads d logit / d masks at
-masks = 1, the pathway gradient reads d logit / d input at binary masks. So one ONNX Runtime
-session serves them all.
+masks = 1, the integrated variant at masks = alpha, the pathway gradient reads d logit / d input
+at binary masks. So one ONNX Runtime session serves them all (the learned variant's
+cross-entropy graph is the one other). ONNX Runtime 1.32 still runs every node whatever is
+fetched; fetching less saves the copies out, not the compute.
 """
 
 from __future__ import annotations

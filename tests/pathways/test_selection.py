@@ -8,6 +8,8 @@ import pytest
 from onnxpath.errors import UsageError
 from onnxpath.methods.pathway import critical_pathway
 from onnxpath.pathways import (
+    dead_selected_fraction,
+    jaccard,
     kth_and_next,
     percentile_threshold,
     random_selection,
@@ -118,3 +120,11 @@ def test_random_selection_keeps_p_percent_of_every_layer(resnet):
     assert not (found.masks[0][0] == found.masks[0][1]).all()
     again = random_selection(found.layers, 1, 70, np.random.default_rng(0))
     assert (again[0][0] == found.masks[0][0]).all()  # seeded: reproducible
+
+
+def test_pathway_statistics():
+    a = [np.array([[True, True, False, False]]), np.array([[True, False]])]
+    b = [np.array([[True, False, True, False]]), np.array([[True, False]])]
+    assert jaccard(a, b) == pytest.approx(2 / 4)
+    activations = [np.array([[0.0, 1.0, 2.0, 0.0]]), np.array([[0.0, 3.0]])]
+    assert dead_selected_fraction(a, activations) == pytest.approx(2 / 3)

@@ -37,11 +37,54 @@ def session(proto):
     return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
+def compare(model, proto, x: np.ndarray, prune: float) -> tuple[float, float]:
+    """(mask agreement, Pearson of the maps) against the torch float64 oracle."""
+    explainer = Explainer(proto)
+    engine = explainer.engine(x.shape)
+    c = int(engine.logits(x).argmax())
+    found = critical_pathway(engine, x, [c], prune_percent=prune)
+    maps, _ = pathway_gradient(found, x, [c])
+    ref_masks = torch_select(torch_contributions(model, x.astype(np.float64), c), prune)
+    same = sum(int((m[0] == r).sum()) for m, r in zip(found.masks, ref_masks, strict=True))
+    expected = torch_pathway_gradient(model, x.astype(np.float64), c, ref_masks)
+    return (same / sum(r.size for r in ref_masks),
+            float(np.corrcoef(maps[0].ravel(), expected.ravel())[0, 1]))
+
+
+def resnet50_figures() -> None:
+    import io
+    import warnings
+
+    import onnx
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _models import randomise_batchnorm, resnet50
+
+    torch.manual_seed(0)
+    model = randomise_batchnorm(resnet50()).eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, 3, 224, 224),), buffer, dynamo=False,
+                          input_names=["x"], output_names=["logits"], opset_version=17)
+    proto = onnx.load_from_string(buffer.getvalue())
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    for prune in (70, 85):
+        agree, pearson = compare(model, proto, x, prune)
+        print(f"ResNet-50 224px P={prune}: mask agreement {100 * agree:.4f}% over 9,608,704 "
+              f"neurons; Pearson {pearson:.6f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inputs", type=int, default=10)
+    parser.add_argument("--resnet50", action="store_true",
+                        help="also compare on ResNet-50 at 224x224 (one input, minutes)")
     args = parser.parse_args()
-    for name, kind in (("VGG-style", TinyVGG), ("ResNet-style", TinyResNet)):
+    if args.resnet50:
+        resnet50_figures()
+    for name, kind in (("VGG-style", TinyVGG), ("ResNet-style", TinyResNet)) * (args.inputs > 0):
         model = randomise(kind, 0)
         proto = export(model)
         explainer = Explainer(proto)

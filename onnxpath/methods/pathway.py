@@ -34,11 +34,13 @@ def critical_pathway(engine: GradientEngine, x: np.ndarray, targets: Sequence[in
                      prune_percent: float | None = None, keep: float | None = None,
                      selection: str = "contribution", layers: Sequence[str] = ("Relu",),
                      layer_regex: str | None = None, per_layer: bool = False, seed: int = 0,
-                     with_activations: bool = False, iterations: int = 1000) -> Pathway:
+                     with_activations: bool = False, iterations: int = 1000,
+                     gate_init: str = "ones") -> Pathway:
     """Select the critical pathway of each example of `x` for its target logit.
 
     selection: "contribution" (section 3, the default), "integrated" (section 5), "learned"
-    (section 6's pruning objective; `iterations` SGD steps) or "random" (section 7).
+    (section 6's pruning objective: `iterations` SGD steps from gates `gate_init`, "ones" or
+    "uniform") or "random" (section 7).
     """
     if selection not in SELECTIONS:
         raise UsageError(f"unknown selection '{selection}'; choose from {', '.join(SELECTIONS)}")
@@ -55,7 +57,7 @@ def critical_pathway(engine: GradientEngine, x: np.ndarray, targets: Sequence[in
     if selection == "integrated":
         signed = integrated_contributions(net, x, targets)
     if selection == "learned":
-        scores = learned_gates(net, x, logits, iterations=iterations, rng=rng)
+        scores = learned_gates(net, x, logits, iterations=iterations, init=gate_init, rng=rng)
     else:
         scores = [np.abs(s, out=s) for s in signed]  # the arrays are ours: no copy
     masks, _ = select(scores, prune, per_layer)

@@ -47,3 +47,12 @@ def test_learned_selection_keeps_the_class(resnet):
     # gates that only the L1 term moved decay in lockstep: their ties at t are pruned
     assert 0.2 < found.kept_fraction() <= 0.3
     assert int(net.logits(x, found.masks).argmax()) == c
+
+
+def test_uniform_gate_init_returns_class_keeping_gates(vgg):
+    x = image(23)
+    engine = vgg.engine(x)
+    original = engine.logits(x)
+    net = masked_network(engine)
+    gates = learned_gates(net, x, original, iterations=100, init="uniform")
+    assert int(net.logits(x, gates).argmax()) == int(original.argmax())

@@ -26,6 +26,14 @@ class Line:
     sem: Sequence[float] | None = None
 
 
+def _font(size: int = 13) -> ImageFont.ImageFont:
+    """Pillow's bundled TrueType font where FreeType is available, else its bitmap font."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # Pillow < 10.1, or no FreeType
+        return ImageFont.load_default()
+
+
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     """About `count` round tick values covering [low, high]."""
     if not np.isfinite(low) or not np.isfinite(high):
@@ -46,7 +54,7 @@ def _label(value: float) -> str:
 
 def line_plot(lines: Sequence[Line], title: str, xlabel: str, ylabel: str,
               size: tuple[int, int] = (720, 460)) -> Image.Image:
-    font = ImageFont.load_default()
+    font = _font()
     width, height = size
     left, right, top, bottom = 70, 190, 36, 56
     image = Image.new("RGB", size, "white")
@@ -102,7 +110,7 @@ def line_plot(lines: Sequence[Line], title: str, xlabel: str, ylabel: str,
     draw.text((left, 12), title, fill="black", font=font)
     draw.text((left + plot_w / 2 - draw.textlength(xlabel, font=font) / 2, height - 22),
               xlabel, fill="black", font=font)
-    label = Image.new("RGB", (int(draw.textlength(ylabel, font=font)) + 4, 14), "white")
+    label = Image.new("RGB", (int(draw.textlength(ylabel, font=font)) + 4, 18), "white")
     ImageDraw.Draw(label).text((2, 1), ylabel, fill="black", font=font)
     label = label.rotate(90, expand=True)
     image.paste(label, (8, int(top + plot_h / 2 - label.height / 2)))

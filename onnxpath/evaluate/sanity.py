@@ -96,7 +96,9 @@ def cascade(model: onnx.ModelProto, steps: int | None = None, seed: int = 0,
     if not layers:
         raise ValueError("the model has no parametric nodes (Conv, Gemm, MatMul, "
                          "BatchNormalization) with initializer weights to randomise")
-    rng = np.random.default_rng(seed)
+    # A stream of its own, so that the draws never repeat another seeded stream (a model
+    # built from default_rng(seed) would otherwise be randomised into a scaled copy of itself).
+    rng = np.random.default_rng([seed, 0x5A417])
     current = model
     wanted = set(cascade_steps(len(layers), steps))
     for count, layer in enumerate(layers, start=1):

@@ -105,7 +105,8 @@ class Evaluation:
         self.settings = settings
         self.masks = masks
         self.progress = progress or (lambda message: None)
-        logits = self.forward(x)
+        logits = np.concatenate([self.forward(x[i:i + settings.batch_size])
+                                 for i in range(0, len(x), settings.batch_size)])
         self.targets = logits.argmax(axis=1) if targets is None else np.asarray(targets)
         self.maps: dict[str, np.ndarray] = {}
         self.seconds: dict[str, float] = {}
@@ -205,10 +206,10 @@ class Evaluation:
         s = self.settings
         pixels = self.x.shape[-2] * self.x.shape[-1]
         ns = tuple(n for n in s.ns if n <= pixels)
-        masks, drops = sensitivity.output_drops(self.forward, self.x, self.targets, ns,
-                                                s.samples, s.fill, s.batch_size, s.seed)
+        drops = sensitivity.output_drops(self.forward, self.x, self.targets, ns, s.samples,
+                                         s.fill, s.batch_size, s.seed)
         for method in self.methods:
-            corr = sensitivity.sensitivity_n(pixel_sums(self.maps[method]), masks, drops)
+            corr = sensitivity.sensitivity_n(pixel_sums(self.maps[method]), drops, ns, s.seed)
             self.report.series.append(Series("sensitivity-n", "pearson", method, list(ns),
                                              "n (pixels removed)", corr, "higher"))
             with np.errstate(all="ignore"):

@@ -34,32 +34,33 @@ def subsets(pixels: int, ns: Sequence[int], samples: int, seed: int) -> np.ndarr
 def output_drops(forward: Forward, x: np.ndarray, targets: np.ndarray,
                  ns: Sequence[int] = SENSITIVITY_NS, samples: int = 32,
                  fill: float | Sequence[float] = 0.0, batch_size: int = 64,
-                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(subsets (N, len(ns), samples, H*W) bool, drops (N, len(ns), samples)): the target
-    logit's drop f_c(x) - f_c(x_S) for each image and subset."""
+                 seed: int = 0) -> np.ndarray:
+    """(N, len(ns), samples): the target logit's drop f_c(x) - f_c(x_S) for each image and
+    subset. Subsets are redrawn from (seed + image index), never stored for all images."""
     n_images, channels, h, w = x.shape
     value = fill_values(fill, channels)
-    masks = np.stack([subsets(h * w, ns, samples, seed + i) for i in range(n_images)])
 
     def stacks():
         yield x
         for i in range(n_images):
-            removed = masks[i].reshape(-1, 1, h, w)
+            removed = subsets(h * w, ns, samples, seed + i).reshape(-1, 1, h, w)
             yield np.where(removed, value[None], x[i][None])
 
     logits = forward_stacks(forward, stacks(), batch_size)
     rows = np.arange(n_images)
     original = logits[0][rows, targets].astype(np.float64)
     after = np.stack([lg[:, targets[i]] for i, lg in enumerate(logits[1:])]).astype(np.float64)
-    drops = original[:, None] - after
-    return masks, drops.reshape(n_images, len(ns), samples)
+    return (original[:, None] - after).reshape(n_images, len(ns), samples)
 
 
-def sensitivity_n(pixel_attributions: np.ndarray, masks: np.ndarray,
-                  drops: np.ndarray) -> np.ndarray:
-    """(N, len(ns)) Pearson correlations, from per-pixel attributions (N, H, W) and the
-    subsets and drops of `output_drops`. NaN where either side is constant."""
-    flat = pixel_attributions.reshape(len(pixel_attributions), -1).astype(np.float64)
-    sums = np.einsum("nksp,np->nks", masks, flat)
-    return np.array([[pearson(sums[i, k], drops[i, k]) for k in range(drops.shape[1])]
-                     for i in range(drops.shape[0])])
+def sensitivity_n(pixel_attributions: np.ndarray, drops: np.ndarray, ns: Sequence[int],
+                  seed: int = 0) -> np.ndarray:
+    """(N, len(ns)) Pearson correlations, from per-pixel attributions (N, H, W) and the drops
+    of `output_drops` (same `ns` and seed). NaN where either side is constant."""
+    n_images, _, samples = drops.shape
+    out = np.empty((n_images, len(ns)))
+    for i in range(n_images):
+        chosen = subsets(pixel_attributions[i].size, ns, samples, seed + i)
+        sums = chosen @ pixel_attributions[i].ravel().astype(np.float64)  # (len(ns), samples)
+        out[i] = [pearson(sums[k], drops[i, k]) for k in range(len(ns))]
+    return out

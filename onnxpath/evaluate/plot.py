@@ -145,7 +145,7 @@ def write_plots(report, directory: Path) -> list[Path]:
         name = metric if single else f"{metric}-{measure}"
         better = members[0].better
         image = line_plot(lines, f"{title} ({measure.replace('_', ' ')}; {better} is better, "
-                          f"n={report.images})", members[0].xlabel,
+                          f"n={len(members[0].values)})", members[0].xlabel,
                           ylabel or measure.replace("_", " "))
         written.append(save_png(Path(directory) / f"{name}.png", image))
     return written

@@ -1,0 +1,9 @@
+"""Evaluation protocols of the attribution literature, on any ONNX model: pixel perturbation
+(LeRF/MoRF), deletion/insertion, ROAD, sensitivity-n, the cascading-randomisation sanity
+check, and localisation against ground-truth masks. Each protocol is a function over arrays;
+`evaluate` runs several of them for several methods and returns a `Report`."""
+
+from .report import Report, Score, Series
+from .runner import METRICS, Evaluation, Settings, evaluate
+
+__all__ = ["METRICS", "Evaluation", "Report", "Score", "Series", "Settings", "evaluate"]

@@ -1,0 +1,98 @@
+"""`onnxpath evaluate`: the table on stdout, CSV/JSON/plots, masks, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import onnx
+import pytest
+from eval_models import conv_bn_model
+from PIL import Image
+
+from onnxpath.cli import main
+
+FAST = ["--ns", "1,16", "--samples", "4", "--step", "64", "--sanity-steps", "2",
+        "--road-fractions", "0.2,0.8", "-q"]
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """A 16x16 model, three PNG inputs and their masks, one input without a mask."""
+    model = tmp_path / "convbn.onnx"
+    onnx.save(conv_bn_model(), model)
+    rng = np.random.default_rng(0)
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for name in ("a", "b", "c"):
+        Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(
+            images / f"{name}.png")
+        mask = np.zeros((16, 16), dtype=np.uint8)
+        mask[4:12, 3:9] = 255
+        Image.fromarray(mask).save(masks / f"{name}.png")
+    return model, images, masks
+
+
+def run(capsys, *args):
+    code = main(["evaluate", *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_all_metrics_write_table_csv_json_and_plots(capsys, dataset, tmp_path):
+    model, images, masks = dataset
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, model, images, "--masks", masks, "-m", "gradient",
+                            "--csv", out / "eval.csv", "--json", out / "eval.json",
+                            "--plots", out / "plots", *FAST)
+    assert code == 0, err
+    header, rule, row = stdout.splitlines()
+    assert header.split()[0] == "method" and "pointing-game" in header
+    assert row.startswith("gradient") and "±" in row
+    rows = list(csv.DictReader((out / "eval.csv").open()))
+    assert {r["metric"] for r in rows if r["measure"] == "score"} == {
+        "lerf", "morf", "deletion", "insertion", "road-morf", "road-lerf", "sensitivity-n",
+        "sanity-first", "sanity-last", "pointing-game", "relevance-mass"}
+    assert all(r["n"] == "3" for r in rows if r["measure"] == "score")
+    report = json.loads((out / "eval.json").read_text())
+    assert report["images"] == 3 and report["methods"] == ["gradient"]
+    assert report["settings"]["road_fractions"] == [0.2, 0.8]
+    plots = sorted(p.name for p in (out / "plots").iterdir())
+    assert "lerf.png" in plots and "sanity-spearman_abs.png" in plots
+    assert Image.open(out / "plots" / "deletion.png").size == (720, 460)
+
+
+def test_missing_mask_skips_that_input_and_exits_1(capsys, dataset):
+    model, images, masks = dataset
+    (masks / "c.png").unlink()
+    code, stdout, err = run(capsys, model, images, "--masks", masks, "--metrics",
+                            "pointing-game,relevance-mass", "-q")
+    assert code == 1
+    assert "no mask for 'c'" in err
+    assert stdout.count("gradient") == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--metrics", "lerff"], "unknown metric 'lerff'"),
+    (["-m", "nope"], "unknown method 'nope'"),
+    (["--metrics", "pointing-game"], "need ground-truth masks"),
+    (["--rank", "up"], "unknown --rank 'up'"),
+    (["--fractions", "0,0.5"], "--fractions takes fractions in (0, 1]"),
+])
+def test_usage_errors_exit_2_with_one_line(capsys, dataset, args, message):
+    model, images, _ = dataset
+    code, stdout, err = run(capsys, model, images, *args)
+    assert code == 2 and stdout == ""
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_shapes_scenes_benchmark(capsys, tmp_path):
+    pytest.importorskip("models.shapes_data")
+    model = tmp_path / "convbn64.onnx"
+    onnx.save(conv_bn_model(size=64), model)
+    code, stdout, err = run(capsys, model, "--scenes", "3", "--metrics",
+                            "lerf,pointing-game,relevance-mass", "-q")
+    assert code == 0, err
+    assert "pointing-game" in stdout.splitlines()[0]

@@ -1,0 +1,127 @@
+"""LeRF/MoRF and deletion/insertion on models whose answer is known exactly."""
+
+import numpy as np
+import pytest
+from eval_models import model_forward, one_pixel_model
+
+from onnxpath.evaluate.perturbation import (
+    auc,
+    deletion_insertion,
+    forward_stacks,
+    gaussian_blur,
+    pixel_order,
+    pixel_perturbation,
+    softmax,
+)
+
+PIXEL = (2, 5)
+
+
+@pytest.fixture
+def one_pixel():
+    """Inputs, forward, and the exact gradient heat of the one-pixel model (8x8)."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.5, 1.5, (4, 3, 8, 8)).astype(np.float32)
+    heat = np.zeros((4, 8, 8))
+    heat[:, PIXEL[0], PIXEL[1]] = 2.0  # d logit_0 / dx, max-abs over channels
+    return x, model_forward(one_pixel_model(pixel=PIXEL)), heat
+
+
+def probabilities_without_pixel(x, forward):
+    cut = x.copy()
+    cut[:, :, PIXEL[0], PIXEL[1]] = 0.0
+    return softmax(forward(x))[:, 0], softmax(forward(cut))[:, 0]
+
+
+def test_pixel_order_is_descending_and_ties_are_not_raster_order():
+    heat = np.array([[0.0, 3.0], [-5.0, 1.0]])
+    assert list(pixel_order(heat, "signed")) == [1, 3, 0, 2]
+    assert list(pixel_order(heat, "abs")) == [2, 1, 3, 0]
+    flat = np.zeros((16, 16))
+    orders = {tuple(pixel_order(flat, seed=s)[:5]) for s in range(3)}
+    assert len(orders) == 3 and (0, 1, 2, 3, 4) not in orders
+    np.testing.assert_array_equal(pixel_order(flat, seed=7), pixel_order(flat, seed=7))
+
+
+def test_lerf_with_the_exact_map_never_touches_the_pixel_that_matters(one_pixel):
+    x, forward, heat = one_pixel
+    targets = np.zeros(4, dtype=int)
+    lerf = pixel_perturbation(forward, x, heat, targets, order="lerf")
+    assert lerf.shape == (4, 10)
+    np.testing.assert_allclose(lerf, 0.0, atol=1e-6)
+
+
+def test_morf_removes_it_first_and_measures_the_exact_change(one_pixel):
+    x, forward, heat = one_pixel
+    targets = np.zeros(4, dtype=int)
+    p, p_cut = probabilities_without_pixel(x, forward)
+    morf = pixel_perturbation(forward, x, heat, targets, fractions=(0.02, 0.5), order="morf")
+    expected = np.abs(p - p_cut) / p
+    np.testing.assert_allclose(morf, np.repeat(expected[:, None], 2, axis=1), rtol=1e-5)
+    # A map that calls the important pixel the least relevant fails LeRF by the same amount.
+    lerf = pixel_perturbation(forward, x, -heat, targets, fractions=(1 / 64,), order="lerf")
+    np.testing.assert_allclose(lerf[:, 0], expected, rtol=1e-5)
+
+
+def test_fill_is_per_channel_and_in_model_space(one_pixel):
+    x, forward, heat = one_pixel
+    targets = np.zeros(4, dtype=int)
+    fill = (0.1, 0.2, 0.3)
+    change = pixel_perturbation(forward, x, heat, targets, fractions=(1 / 64,), order="morf",
+                                fill=fill)
+    cut = x.copy()
+    cut[:, :, PIXEL[0], PIXEL[1]] = np.array(fill)
+    p, q = softmax(forward(x))[:, 0], softmax(forward(cut))[:, 0]
+    np.testing.assert_allclose(change[:, 0], np.abs(p - q) / p, rtol=1e-5)
+
+
+def test_deletion_curve_and_auc_are_exact(one_pixel):
+    x, forward, heat = one_pixel
+    targets = np.zeros(4, dtype=int)
+    p, p_cut = probabilities_without_pixel(x, forward)
+    curve = deletion_insertion(forward, x, heat, targets, "deletion", step=8)
+    assert curve.shape == (4, 9)  # 64 pixels in 8 steps, from none to all removed
+    np.testing.assert_allclose(curve[:, 0], p, rtol=1e-6)
+    np.testing.assert_allclose(curve[:, 1:], np.repeat(p_cut[:, None], 8, axis=1), rtol=1e-6)
+    np.testing.assert_allclose(auc(curve), (p / 2 + 7.5 * p_cut) / 8, rtol=1e-6)
+
+
+def test_insertion_starts_from_the_blurred_image_and_ends_at_the_original(one_pixel):
+    x, forward, heat = one_pixel
+    targets = np.zeros(4, dtype=int)
+    curve = deletion_insertion(forward, x, heat, targets, "insertion", step=16)
+    np.testing.assert_allclose(curve[:, 0], softmax(forward(gaussian_blur(x)))[:, 0], rtol=1e-5)
+    np.testing.assert_allclose(curve[:, 1:], np.repeat(softmax(forward(x))[:, :1], 4, axis=1),
+                               rtol=1e-5)
+
+
+def test_auc_of_a_straight_line():
+    assert auc(np.linspace(1, 0, 11)) == pytest.approx(0.5)
+
+
+def test_gaussian_blur_matches_a_direct_convolution():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 2, 13, 15)).astype(np.float32)
+    t = np.arange(11) - 5
+    g = np.exp(-t ** 2 / 50.0)
+    kernel = np.outer(g, g) / np.outer(g, g).sum()
+    padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (5, 5), (5, 5)))
+    direct = np.zeros_like(x, dtype=np.float64)
+    for i in range(13):
+        for j in range(15):
+            direct[..., i, j] = (padded[..., i:i + 11, j:j + 11] * kernel).sum(axis=(-2, -1))
+    np.testing.assert_allclose(gaussian_blur(x), direct, atol=1e-5)
+
+
+def test_forward_stacks_batches_and_keeps_order():
+    calls = []
+
+    def forward(batch):
+        calls.append(len(batch))
+        return batch.reshape(len(batch), -1)[:, :1]
+
+    stacks = [np.full((k, 1, 1, 1), float(i)) for i, k in enumerate([3, 5, 1, 7])]
+    out = forward_stacks(forward, stacks, batch_size=4)
+    assert max(calls) <= 4 and sum(calls) == 16
+    for i, (stack, result) in enumerate(zip(stacks, out, strict=True)):
+        assert result.shape == (len(stack), 1) and (result == i).all()

@@ -49,4 +49,14 @@ def options_for(fn: Method, options: dict) -> dict:
             if k in params and params[k].kind is inspect.Parameter.KEYWORD_ONLY}
 
 
-from . import gradient  # noqa: E402,F401  (importing a method module registers it)
+from . import (  # noqa: E402,F401  (importing a method module registers it)
+    deconvnet,
+    gradcam,
+    gradient,
+    guided_backprop,
+    input_x_gradient,
+    integrated_gradients,
+    occlusion,
+    rise,
+    smoothgrad,
+)

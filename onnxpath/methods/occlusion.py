@@ -38,7 +38,7 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
     return [i * stride for i in range(math.ceil((size - window) / stride) + 1)]
 
 
-@method("occlusion")
+@method("occlusion", needs_gradients=False)
 def occlusion(engine: GradientEngine, x: np.ndarray, targets: np.ndarray, *,
               window=16, stride=8, fill: float = 0.0,
               internal_batch_size: int | None = 32) -> Attribution:

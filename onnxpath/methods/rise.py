@@ -36,7 +36,7 @@ def rise_masks(grids: np.ndarray, shifts: np.ndarray, size: tuple[int, int]) -> 
                      for i, (dy, dx) in enumerate(shifts)]).astype(np.float32)
 
 
-@method("rise")
+@method("rise", needs_gradients=False)
 def rise(engine: GradientEngine, x: np.ndarray, targets: np.ndarray, *,
          masks: int = 1000, cells: int = 7, probability: float = 0.5, seed: int | None = 0,
          internal_batch_size: int | None = 32) -> Attribution:

@@ -58,8 +58,8 @@ def gaussian_blur(x: np.ndarray, sigma: float = 5.0, size: int = 11) -> np.ndarr
 def make_baseline(baseline, x: np.ndarray, seed: int | None = 0) -> np.ndarray:
     """The reference input x' for each example, shaped like `x`.
 
-    `baseline` is `zero`, `blur` (Gaussian-blurred x), `uniform` (uniform noise over each
-    example's value range, seeded), a path to a `.npy` file, a number, or an array that
+    `baseline` is `zero`, `blur` (Gaussian-blurred x), `uniform` (seeded uniform noise over
+    each example's value range), a path to a `.npy` file, a number, or an array that
     broadcasts to one example or to the batch.
     """
     if isinstance(baseline, str) and baseline in BASELINES:
@@ -67,10 +67,12 @@ def make_baseline(baseline, x: np.ndarray, seed: int | None = 0) -> np.ndarray:
             return np.zeros_like(x)
         if baseline == "blur":
             return gaussian_blur(x)
-        rng = np.random.default_rng(seed)
+        # One pattern for every example (scaled to its range): an example's baseline then
+        # depends on the seed only, not on the rest of the batch.
+        pattern = np.random.default_rng(seed).random(x.shape[1:])
         axes = tuple(range(1, x.ndim))
         low, high = x.min(axis=axes, keepdims=True), x.max(axis=axes, keepdims=True)
-        return (low + (high - low) * rng.random(x.shape)).astype(np.float32)
+        return (low + (high - low) * pattern[None]).astype(np.float32)
     if isinstance(baseline, (str, Path)):
         path = Path(baseline)
         if path.suffix != ".npy" or not path.is_file():

@@ -35,6 +35,9 @@ def pair(value, option: str) -> tuple[int, int]:
 def window_starts(size: int, window: int, stride: int) -> list[int]:
     if window > size:
         raise UsageError(f"the occlusion window ({window}) is larger than the input ({size})")
+    if stride > window and window < size:  # Captum's rule: no pixel may go uncovered
+        raise UsageError(f"the occlusion stride ({stride}) exceeds the window ({window}); "
+                         "pixels between windows would get no attribution")
     return [i * stride for i in range(math.ceil((size - window) / stride) + 1)]
 
 

@@ -3,9 +3,10 @@ NoiseTunnel over Saliency computes them.
 
 Each example is copied `samples` times with Gaussian noise added in the model's input space;
 the per-copy gradients are averaged (`mean`), averaged after squaring (`square`) or turned into
-their variance (`var`). Noise is drawn from `numpy.random.default_rng(seed)` in (example, sample)
-order, so a seed fixes the result; `noise_tensors` (N, samples, *input) replaces the draw, which
-is how a test feeds both us and Captum the very same noise.
+their variance (`var`). Sample k's noise pattern comes from `default_rng([seed, k])` and is
+scaled by the example's sigma, so an example's result depends on the seed alone, not on the
+other examples in the batch or on how the batch is split. `noise_tensors` (N, samples, *input)
+replaces the draw; that is how a test feeds us and Captum the very same noise.
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ def noise_sigma(noise: float | str, x: np.ndarray) -> np.ndarray:
                          f"range (e.g. 15%), got '{noise}'") from err
 
 
+def sample_noise(seed: int | None, sample: int, shape: tuple) -> np.ndarray:
+    """Unit Gaussian noise of sample `sample`; the same for every example."""
+    entropy = [sample] if seed is None else [int(seed), sample]
+    if seed is None:
+        entropy.append(int(np.random.SeedSequence().entropy))
+    return np.random.default_rng(entropy).standard_normal(shape, dtype=np.float32)
+
+
 @method("smoothgrad")
 def smoothgrad(engine: GradientEngine, x: np.ndarray, targets: np.ndarray, *,
                samples: int = 5, noise: float | str = 1.0, variant: str = "mean",
@@ -53,7 +62,6 @@ def smoothgrad(engine: GradientEngine, x: np.ndarray, targets: np.ndarray, *,
             raise UsageError(f"noise_tensors must have shape {(len(x), samples, *x.shape[1:])}, "
                              f"got {noise_tensors.shape}")
     sigma = noise_sigma(noise, x).astype(np.float32)
-    rng = np.random.default_rng(seed)
     rows_example = np.repeat(np.arange(len(x)), samples)
     rows_sample = np.tile(np.arange(samples), len(x))
     total = np.zeros(x.shape, dtype=np.float64)
@@ -62,8 +70,8 @@ def smoothgrad(engine: GradientEngine, x: np.ndarray, targets: np.ndarray, *,
         ex = rows_example[part]
         if noise_tensors is not None:
             eps = noise_tensors[ex, rows_sample[part]]
-        else:  # drawn per chunk, in row order, so memory stays bounded by the chunk
-            eps = rng.standard_normal((len(ex), *x.shape[1:]), dtype=np.float32)
+        else:  # drawn per chunk, so memory stays bounded by the chunk
+            eps = np.stack([sample_noise(seed, k, x.shape[1:]) for k in rows_sample[part]])
             eps *= sigma[ex].reshape(-1, *[1] * (x.ndim - 1))
         grads = gradients_rows(engine, x[ex] + eps, engine.seed(targets[ex]))
         if absolute:

@@ -1,10 +1,11 @@
 """Integrated gradients, 50 Gauss-Legendre steps, zero baseline, on a ResNet-50 with random
 weights: onnxpath (ONNX Runtime) against Captum's IntegratedGradients (PyTorch) on the same CPU.
 
-Captum is swept over internal_batch_size and its best time is the reference. onnxpath is swept
-too, and the script prints both best times, their ratio and this process's peak RSS.
+Both are swept over internal_batch_size, in interleaved rounds so that both see the same
+background load; the best time of each is kept. The script prints both best times, their
+ratio, and the peak RSS of a separate process that runs onnxpath's IG alone.
 
-    python benchmarks/bench_integrated_gradients.py [--size 224] [--repeats 2]
+    python benchmarks/bench_integrated_gradients.py [--size 224] [--repeats 3]
 
 torch and captum are needed here only (test extras); the network is benchmarks/_models.py's
 ResNet-50 (torchvision's layout, defined in torch: torchvision is not a dependency).
@@ -13,7 +14,7 @@ ResNet-50 (torchvision's layout, defined in torch: torchvision is not a dependen
 from __future__ import annotations
 
 import argparse
-import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,68 +29,81 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _models import export, randomise_batchnorm, resnet50  # noqa: E402
 
 
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up: sessions, allocator arenas, oneDNN primitive caches
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def onnxpath_peak_rss(path: Path, size: int, steps: int, batch: int) -> float:
+    """Peak RSS (MB) of a fresh process that loads the model and runs IG once: onnxpath's
+    own footprint, without torch, Captum or the export in the same address space."""
+    code = (f"import resource, numpy as np; from onnxpath.explainer import Explainer; "
+            f"x = np.random.default_rng(0).standard_normal((1, 3, {size}, {size}))"
+            f".astype(np.float32); Explainer({str(path)!r}).attribute(x, "
+            f"'integrated-gradients', steps={steps}, internal_batch_size={batch}); "
+            f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                          text=True, check=True)
+    return float(done.stdout.split()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--captum-batches", default="5,10,25")
     parser.add_argument("--onnxpath-batches", default="2,5,10")
-    parser.add_argument("--skip-captum", action="store_true")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="ONNX Runtime intra-op threads (default: ORT's, the core count)")
     args = parser.parse_args()
+
+    from captum.attr import IntegratedGradients
 
     from onnxpath.explainer import Explainer
 
     torch.manual_seed(0)
     model = randomise_batchnorm(resnet50()).eval()
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((1, 3, args.size, args.size)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size)).astype(np.float32)
+    xt = torch.from_numpy(x)
+    ig = IntegratedGradients(model)
+    ours_batches = [int(b) for b in args.onnxpath_batches.split(",")]
+    their_batches = [int(b) for b in args.captum_batches.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         path = export(model, args.size, Path(tmp) / "resnet50.onnx")
-        explainer = Explainer(path)
+        explainer = Explainer(path, threads=args.threads)
         target = int(explainer.predict(x).argmax())
-        ours = {}
-        for batch in (int(b) for b in args.onnxpath_batches.split(",")):
-            ours[batch] = best_time(lambda b=batch: explainer.attribute(
-                x, "integrated-gradients", target, steps=args.steps,
-                internal_batch_size=b), args.repeats)
-            print(f"onnxpath internal_batch_size={batch:3d}: {ours[batch]:.3f} s "
-                  f"(peak RSS so far {peak_rss_mb():.0f} MB)", flush=True)
-        ours_rss = peak_rss_mb()
-    best_ours = min(ours, key=ours.get)
-    print(f"onnxpath best: {ours[best_ours]:.3f} s at internal_batch_size={best_ours}; "
-          f"peak RSS {ours_rss:.0f} MB (before Captum ran)")
-    if args.skip_captum:
-        return
-
-    from captum.attr import IntegratedGradients
-
-    ig = IntegratedGradients(model)
-    xt = torch.from_numpy(x)
-    theirs = {}
-    for batch in (int(b) for b in args.captum_batches.split(",")):
-        theirs[batch] = best_time(lambda b=batch: ig.attribute(
-            xt, target=target, n_steps=args.steps, method="gausslegendre",
-            internal_batch_size=b), args.repeats)
-        print(f"captum   internal_batch_size={batch:3d}: {theirs[batch]:.3f} s", flush=True)
-    best_theirs = min(theirs, key=theirs.get)
-    print(f"captum best:   {theirs[best_theirs]:.3f} s at internal_batch_size={best_theirs}")
-    print(f"speed-up (captum best / onnxpath best): {theirs[best_theirs] / ours[best_ours]:.2f}x")
-    print(f"peak RSS of this process: {peak_rss_mb():.0f} MB")
+        runs = {("onnxpath", b): lambda b=b: explainer.attribute(
+                    x, "integrated-gradients", target, steps=args.steps, internal_batch_size=b)
+                for b in ours_batches}
+        runs.update({("captum", b): lambda b=b: ig.attribute(
+                         xt, target=target, n_steps=args.steps, method="gausslegendre",
+                         internal_batch_size=b)
+                     for b in their_batches})
+        for fn in runs.values():  # warm-up: sessions, arenas, oneDNN primitive caches
+            fn()
+        # Interleaved rounds, best of each: both stacks see the same background load.
+        times: dict[tuple, list[float]] = {key: [] for key in runs}
+        for round_ in range(args.repeats):
+            for key, fn in runs.items():
+                times[key].append(timed(fn))
+            print(f"round {round_ + 1}: " + ", ".join(
+                f"{k[0]}[{k[1]}]={v[-1]:.2f}s" for k, v in times.items()), flush=True)
+        best = {key: min(v) for key, v in times.items()}
+        ours = min((k for k in best if k[0] == "onnxpath"), key=best.get)
+        theirs = min((k for k in best if k[0] == "captum"), key=best.get)
+        # Twice: at the benchmark's steps and at 4x as many, to show memory does not grow
+        # with the number of steps (it is bounded by internal_batch_size).
+        rss = {n: onnxpath_peak_rss(path, args.size, n, ours[1])
+               for n in (args.steps, 4 * args.steps)}
+    print(f"onnxpath best: {best[ours]:.3f} s at internal_batch_size={ours[1]}")
+    print(f"captum best:   {best[theirs]:.3f} s at internal_batch_size={theirs[1]}")
+    print(f"speed-up (captum best / onnxpath best): {best[theirs] / best[ours]:.2f}x")
+    for n, mb in rss.items():
+        print(f"onnxpath peak RSS, separate process, internal_batch_size={ours[1]}, "
+              f"{n} steps: {mb:.0f} MB")
 
 
 if __name__ == "__main__":

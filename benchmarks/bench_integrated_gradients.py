@@ -38,11 +38,14 @@ def timed(fn) -> float:
 def onnxpath_peak_rss(path: Path, size: int, steps: int, batch: int) -> float:
     """Peak RSS (MB) of a fresh process that loads the model and runs IG once: onnxpath's
     own footprint, without torch, Captum or the export in the same address space."""
-    code = (f"import resource, numpy as np; from onnxpath.explainer import Explainer; "
+    # VmHWM, not ru_maxrss: a child's ru_maxrss starts from its parent's at fork, and this
+    # parent holds torch, Captum and the model.
+    code = (f"import re, numpy as np; from onnxpath.explainer import Explainer; "
             f"x = np.random.default_rng(0).standard_normal((1, 3, {size}, {size}))"
             f".astype(np.float32); Explainer({str(path)!r}).attribute(x, "
             f"'integrated-gradients', steps={steps}, internal_batch_size={batch}); "
-            f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+            f"print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())"
+            f"[1]) / 1024)")
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
                           text=True, check=True)

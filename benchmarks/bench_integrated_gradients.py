@@ -29,10 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _models import export, randomise_batchnorm, resnet50  # noqa: E402
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
+def timed(fn) -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def onnxpath_peak_rss(path: Path, size: int, steps: int, batch: int) -> float:
@@ -60,8 +61,11 @@ def main() -> None:
     parser.add_argument("--captum-batches", default="5,10,25")
     parser.add_argument("--onnxpath-batches", default="2,5,10")
     parser.add_argument("--threads", type=int, default=None,
-                        help="ONNX Runtime intra-op threads (default: ORT's, the core count)")
+                        help="intra-op threads for both ONNX Runtime and torch (default: each "
+                             "library's own, the core count); 1 is robust on a busy machine")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from captum.attr import IntegratedGradients
 
@@ -88,22 +92,27 @@ def main() -> None:
         for fn in runs.values():  # warm-up: sessions, arenas, oneDNN primitive caches
             fn()
         # Interleaved rounds, best of each: both stacks see the same background load.
-        times: dict[tuple, list[float]] = {key: [] for key in runs}
+        times: dict[tuple, list[tuple[float, float]]] = {key: [] for key in runs}
         for round_ in range(args.repeats):
             for key, fn in runs.items():
                 times[key].append(timed(fn))
             print(f"round {round_ + 1}: " + ", ".join(
-                f"{k[0]}[{k[1]}]={v[-1]:.2f}s" for k, v in times.items()), flush=True)
-        best = {key: min(v) for key, v in times.items()}
+                f"{k[0]}[{k[1]}]={v[-1][0]:.2f}s (cpu {v[-1][1]:.2f}s)"
+                for k, v in times.items()), flush=True)
+        best = {key: min(w for w, _ in v) for key, v in times.items()}
+        cpu = {key: min(c for _, c in v) for key, v in times.items()}
         ours = min((k for k in best if k[0] == "onnxpath"), key=best.get)
         theirs = min((k for k in best if k[0] == "captum"), key=best.get)
         # Twice: at the benchmark's steps and at 4x as many, to show memory does not grow
         # with the number of steps (it is bounded by internal_batch_size).
         rss = {n: onnxpath_peak_rss(path, args.size, n, ours[1])
                for n in (args.steps, 4 * args.steps)}
-    print(f"onnxpath best: {best[ours]:.3f} s at internal_batch_size={ours[1]}")
-    print(f"captum best:   {best[theirs]:.3f} s at internal_batch_size={theirs[1]}")
-    print(f"speed-up (captum best / onnxpath best): {best[theirs] / best[ours]:.2f}x")
+    print(f"onnxpath best: {best[ours]:.3f} s at internal_batch_size={ours[1]} "
+          f"(cpu {cpu[ours]:.3f} s)")
+    print(f"captum best:   {best[theirs]:.3f} s at internal_batch_size={theirs[1]} "
+          f"(cpu {cpu[theirs]:.3f} s)")
+    print(f"speed-up (captum best / onnxpath best): {best[theirs] / best[ours]:.2f}x wall, "
+          f"{cpu[theirs] / cpu[ours]:.2f}x cpu")
     for n, mb in rss.items():
         print(f"onnxpath peak RSS, separate process, internal_batch_size={ours[1]}, "
               f"{n} steps: {mb:.0f} MB")

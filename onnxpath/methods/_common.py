@@ -37,6 +37,12 @@ def pick(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return logits[np.arange(len(logits)), np.asarray(targets)]
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
 def gaussian_blur(x: np.ndarray, sigma: float = 5.0, size: int = 11) -> np.ndarray:
     """Separable Gaussian blur over the last two axes, edges reflected (the RISE insertion
     protocol's blur: kernel 11, sigma 5)."""

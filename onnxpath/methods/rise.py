@@ -18,13 +18,7 @@ import numpy as np
 from ..engine import GradientEngine
 from ..errors import UsageError
 from . import Attribution, method
-from ._common import bilinear_resize, logits_rows, row_chunks
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(shifted)
-    return e / e.sum(axis=-1, keepdims=True)
+from ._common import bilinear_resize, logits_rows, row_chunks, softmax
 
 
 def rise_masks(grids: np.ndarray, shifts: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -35,8 +35,8 @@ def test_every_method_returns_input_shaped_finite_maps(net, x, name):
     assert len(result.extras) == len(x)
 
 
-@pytest.mark.parametrize("name", ["integrated-gradients", "smoothgrad", "occlusion", "rise",
-                                  "gradcam", "input-x-gradient", "guided-backprop"])
+@pytest.mark.parametrize("name", ["gradient", "integrated-gradients", "smoothgrad", "occlusion",
+                                  "rise", "gradcam", "input-x-gradient", "guided-backprop"])
 def test_fixed_batch_models_are_padded_not_refused(tmp_path, x, name):
     """Models exported without a dynamic batch take exactly one row per run."""
     fixed = Explainer(conv_net(tmp_path / "fixed.onnx", batch=1))

@@ -54,10 +54,11 @@ class Explainer:
 
     def check_differentiable(self) -> None:
         """Refuse, before any input is read, a model whose logits path lacks gradient rules."""
-        logits, _ = find_logits(self.proto, self.keep_probabilities)
-        missing = missing_rules(self.proto, logits, [self.input_name])
-        if missing:
-            raise UnsupportedOpError(missing)
+        if not hasattr(self, "_missing_rules"):  # shape inference: once per explainer
+            logits, _ = find_logits(self.proto, self.keep_probabilities)
+            self._missing_rules = missing_rules(self.proto, logits, [self.input_name])
+        if self._missing_rules:
+            raise UnsupportedOpError(self._missing_rules)
 
     @property
     def fixed_batch(self) -> int | None:
@@ -99,11 +100,33 @@ class Explainer:
         parts = [fn(x[i:i + step]) for i in range(0, len(x), step)]
         return np.concatenate(parts) if isinstance(parts[0], np.ndarray) else parts
 
+    def resolve_fallback(self, method: str, fallback: str | None) -> tuple[str, dict]:
+        """(method to run, note): `fallback`, a forward-only method, replaces a gradient method
+        when the model has ops without gradient rules; the note says so (empty otherwise)."""
+        if fallback is None or not METHODS[method].needs_gradients:
+            return method, {}
+        if fallback not in METHODS or METHODS[fallback].needs_gradients:
+            forward_only = [m for m, fn in METHODS.items() if not fn.needs_gradients]
+            raise UsageError(f"--fallback must be a forward-only method "
+                             f"({', '.join(forward_only)}), got '{fallback}'")
+        try:
+            self.check_differentiable()
+        except UnsupportedOpError as err:
+            return fallback, {"fallback_from": method, "fallback_reason": str(err)}
+        return method, {}
+
     def attribute(self, x: np.ndarray, method: str = "gradient",
-                  target: int | list[int] | np.ndarray | None = None, **options) -> Explanation:
-        """Attribute the target logit (default: the argmax) of each example in `x`."""
+                  target: int | list[int] | np.ndarray | None = None,
+                  fallback: str | None = None, **options) -> Explanation:
+        """Attribute the target logit (default: the argmax) of each example in `x`.
+
+        `fallback` names a forward-only method (occlusion, rise) to run instead when `method`
+        needs gradients and the model has ops without gradient rules; the extras then carry
+        `fallback_from` and `fallback_reason`, and the result's `method` is the fallback.
+        """
         if method not in METHODS:
             raise UsageError(f"unknown method '{method}'; choose from {', '.join(METHODS)}")
+        method, note = self.resolve_fallback(method, fallback)
         x = self.as_batch(x)
         start = time.perf_counter()
         logits = self.predict(x)
@@ -125,7 +148,7 @@ class Explainer:
         results: list[Attribution] = [run((x[i:i + step], targets[i:i + step]))
                                       for i in range(0, len(x), step)]
         maps = np.concatenate([r.maps for r in results])
-        extras = [e for r in results for e in r.extras]
+        extras = [{**e, **note} for r in results for e in r.extras]
         rows = np.arange(len(x))
         probs = softmax(logits.astype(np.float64))[rows, targets]
         elapsed = (time.perf_counter() - start) * 1000

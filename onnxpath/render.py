@@ -55,3 +55,27 @@ def overlay(image: np.ndarray | None, heat: np.ndarray, alpha: float = 0.5) -> I
                 (colours.shape[1], colours.shape[0])), dtype=np.float32)[..., None] / 255
         colours = alpha * colours + (1 - alpha) * np.repeat(gray, 3, axis=-1)
     return Image.fromarray((np.clip(colours, 0, 1) * 255).round().astype(np.uint8))
+
+
+def side_by_side(image: np.ndarray | None, panels: list[tuple[str, np.ndarray]],
+                 min_height: int = 160) -> Image.Image:
+    """One row: the input, then one titled overlay per (title, H×W heat) panel. Small inputs
+    are enlarged (nearest neighbour) to `min_height` so titles and pixels stay legible."""
+    from PIL import ImageDraw
+
+    tiles = [("input", Image.fromarray(image).convert("RGB"))] if image is not None else []
+    tiles += [(title, overlay(image, heat)) for title, heat in panels]
+    height = max(tile.height for _, tile in tiles)
+    scale = max(1.0, min_height / height)
+    tiles = [(t, tile.resize((round(tile.width * scale), round(tile.height * scale)),
+                             Image.NEAREST)) for t, tile in tiles]
+    title_h, gap = 16, 4
+    width = sum(tile.width for _, tile in tiles) + gap * (len(tiles) - 1)
+    figure = Image.new("RGB", (width, title_h + max(t.height for _, t in tiles)), "white")
+    draw = ImageDraw.Draw(figure)
+    left = 0
+    for title, tile in tiles:
+        figure.paste(tile, (left, title_h))
+        draw.text((left + 2, 2), title, fill="black")
+        left += tile.width + gap
+    return figure

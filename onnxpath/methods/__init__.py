@@ -49,4 +49,25 @@ def options_for(fn: Method, options: dict) -> dict:
             if k in params and params[k].kind is inspect.Parameter.KEYWORD_ONLY}
 
 
-from . import gradient, pathway  # noqa: E402,F401  (importing a method module registers it)
+def effective_params(fn: Method, options: dict) -> dict:
+    """The options `fn` runs with, its own defaults filled in, as JSON-friendly scalars (for
+    the `params` field of a result line)."""
+    params = inspect.signature(fn).parameters
+    merged = {k: p.default for k, p in params.items()
+              if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    merged.update(options_for(fn, options))
+    return {k: v for k, v in merged.items() if isinstance(v, (int, float, str, bool))}
+
+
+from . import (  # noqa: E402,F401  (importing a method module registers it)
+    deconvnet,
+    gradcam,
+    gradient,
+    guided_backprop,
+    input_x_gradient,
+    integrated_gradients,
+    occlusion,
+    pathway,
+    rise,
+    smoothgrad,
+)

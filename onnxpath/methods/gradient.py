@@ -6,11 +6,11 @@ import numpy as np
 
 from ..engine import GradientEngine
 from . import Attribution, method
+from ._common import gradients_rows
 
 
 @method("gradient")
 def gradient(engine: GradientEngine, x: np.ndarray, targets: np.ndarray, *,
              absolute: bool = False) -> Attribution:
-    _, grads, _ = engine.gradients(x, engine.seed(targets))
-    maps = grads[engine.input_name]
+    maps = gradients_rows(engine, x, engine.seed(targets))
     return Attribution(np.abs(maps) if absolute else maps)

@@ -72,6 +72,10 @@ def make_session(model: onnx.ModelProto | bytes | str, device: str = "cpu",
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    # Idle worker threads sleep instead of spinning. On a small, shared CPU, spinning threads
+    # steal the cores the busy ones need: ResNet-50 forward 66 -> 36 ms, gradient 168 -> 89 ms
+    # measured on 2 cores with another process running.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
     source, keep_alive = model, []

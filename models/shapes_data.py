@@ -44,8 +44,8 @@ MIN_CONTRAST = 90.0
 def _unit_outline(name: str) -> list[np.ndarray]:
     """Polygons (in units of the bounding radius, centred on 0) that make up a shape.
 
-    A shape is a list of polygons drawn in order; the first is filled, later ones with a
-    negative-orientation marker (see ``_HOLES``) are cut out. Only the ring has a hole.
+    A shape is a list of polygons drawn in order: the first is filled, and for shapes in
+    ``_HOLES`` the later ones are cut out again (only the ring has a hole).
     """
     if name == "circle":
         t = np.linspace(0, 2 * np.pi, 96, endpoint=False)
@@ -67,8 +67,20 @@ def _unit_outline(name: str) -> list[np.ndarray]:
         return [np.stack([r * np.cos(t), r * np.sin(t)], 1)]
     if name == "cross":
         a, b = 0.95, 0.32  # arm half-length and half-width
-        pts = [(-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b),
-               (b, a), (-b, a), (-b, b), (-a, b), (-a, -b), (-b, -b)]
+        pts = [
+            (-b, -a),
+            (b, -a),
+            (b, -b),
+            (a, -b),
+            (a, b),
+            (b, b),
+            (b, a),
+            (-b, a),
+            (-b, b),
+            (-a, b),
+            (-a, -b),
+            (-b, -b),
+        ]
         return [np.array(pts, dtype=float)]
     if name == "heart":
         t = np.linspace(0, 2 * np.pi, 120, endpoint=False)
@@ -120,8 +132,16 @@ def _background(rng: np.random.Generator) -> np.ndarray:
     cells = int(rng.integers(3, 9))
     coarse = rng.normal(0, rng.uniform(10, 35), size=(cells, cells, 3)).astype(np.float32)
     smooth = np.stack(
-        [np.asarray(Image.fromarray(np.ascontiguousarray(coarse[..., c])).resize(
-            (SIZE, SIZE), Image.Resampling.BICUBIC)) for c in range(3)], -1)
+        [
+            np.asarray(
+                Image.fromarray(np.ascontiguousarray(coarse[..., c])).resize(
+                    (SIZE, SIZE), Image.Resampling.BICUBIC
+                )
+            )
+            for c in range(3)
+        ],
+        -1,
+    )
     img = img + smooth
 
     # Distractors: small blobs and thin lines in random colours, drawn under the object.
@@ -134,8 +154,11 @@ def _background(rng: np.random.Generator) -> np.ndarray:
         draw.ellipse([x - rx, y - ry, x + rx, y + ry], fill=tuple(rng.integers(0, 256, 3).tolist()))
     for _ in range(int(rng.integers(1, 4))):
         x0, y0, x1, y1 = rng.uniform(-8, SIZE + 8, size=4)
-        draw.line([x0, y0, x1, y1], fill=tuple(rng.integers(0, 256, 3).tolist()),
-                  width=int(rng.integers(1, 3)))
+        draw.line(
+            [x0, y0, x1, y1],
+            fill=tuple(rng.integers(0, 256, 3).tolist()),
+            width=int(rng.integers(1, 3)),
+        )
     layer = layer.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 0.8)))
     return np.asarray(layer, dtype=np.float32)
 

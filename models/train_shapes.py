@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,7 @@ class BasicBlock(nn.Module):
 class ShapesResNet(nn.Module):
     """64x64 input -> conv stem -> maxpool (32x32) -> 3 residual stages (32, 16, 8) -> GAP -> FC."""
 
-    def __init__(self, num_classes: int = len(CLASSES), widths: tuple[int, ...] = (24, 48, 96)):
+    def __init__(self, num_classes: int = len(CLASSES), widths: tuple[int, ...] = (16, 32, 64)):
         super().__init__()
         w0, w1, w2 = widths
         self.stem = nn.Sequential(
@@ -91,6 +92,21 @@ class ShapesResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+def dihedral_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random mirror and quarter turn per image. Every class is invariant under these (objects
+    are already drawn at any rotation), and the 8x more distinct views are what get the
+    held-out accuracy above 95% within a few minutes of CPU training."""
+    n = len(x)
+    flip = torch.rand(n, generator=gen) < 0.5
+    turns = torch.randint(4, (n,), generator=gen)
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    for k in (1, 2, 3):
+        sel = turns == k
+        if sel.any():
+            x[sel] = torch.rot90(x[sel], k, (2, 3))
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     model.eval()
     with torch.no_grad():
@@ -101,16 +117,30 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def export_onnx(model: nn.Module, path: Path) -> None:
     model.eval()
     dummy = torch.zeros(1, 3, 64, 64)
-    torch.onnx.export(
-        model, dummy, str(path), dynamo=False, opset_version=17,
-        input_names=["input"], output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-    )
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated but is the one that folds BatchNorm into Conv.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model,
+            dummy,
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
     proto = onnx.load(str(path))
     preprocess = {
         # Mirrors the CLI flags: exact resize to HxW, RGB scaled to [0,1], then mean/std.
-        "size": [64, 64], "resize": [64, 64], "crop": None, "scale": 1 / 255,
-        "mean": list(MEAN), "std": list(STD), "bgr": False, "layout": "nchw",
+        "size": [64, 64],
+        "resize": [64, 64],
+        "crop": None,
+        "scale": 1 / 255,
+        "mean": list(MEAN),
+        "std": list(STD),
+        "bgr": False,
+        "layout": "nchw",
     }
     meta = {
         "onnxpath.preprocess": json.dumps(preprocess),
@@ -133,9 +163,13 @@ def export_onnx(model: nn.Module, path: Path) -> None:
 def write_sidecars(out: Path) -> None:
     (out / "shapes_labels.txt").write_text("\n".join(CLASSES) + "\n")
     hf = {
-        "do_resize": True, "size": {"height": 64, "width": 64},
-        "do_rescale": True, "rescale_factor": 1 / 255,
-        "do_normalize": True, "image_mean": list(MEAN), "image_std": list(STD),
+        "do_resize": True,
+        "size": {"height": 64, "width": 64},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": list(MEAN),
+        "image_std": list(STD),
     }
     (out / "shapes_preprocess.json").write_text(json.dumps(hf, indent=2) + "\n")
 
@@ -161,11 +195,11 @@ def write_samples(model: nn.Module, out: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train-size", type=int, default=28000)
+    parser.add_argument("--train-size", type=int, default=20000)
     parser.add_argument("--heldout-size", type=int, default=2000)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=4e-3)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
@@ -181,8 +215,11 @@ def main() -> None:
     x_held = torch.from_numpy(normalise(images)).contiguous(memory_format=torch.channels_last)
     y_held = torch.from_numpy(labels)
     del images
-    print(f"data: {args.train_size} train / {args.heldout_size} held-out scenes "
-          f"in {time.time() - t0:.0f}s", flush=True)
+    print(
+        f"data: {args.train_size} train / {args.heldout_size} held-out scenes "
+        f"in {time.time() - t0:.0f}s",
+        flush=True,
+    )
 
     model = ShapesResNet().to(memory_format=torch.channels_last)
     n_params = sum(p.numel() for p in model.parameters())
@@ -200,19 +237,19 @@ def main() -> None:
         total = 0.0
         for step in range(steps_per_epoch):
             idx = order[step * args.batch_size : (step + 1) * args.batch_size]
-            xb, yb = x_train[idx], y_train[idx]
-            # Mirror half the batch: every class is mirror-symmetric up to rotation.
-            flip = torch.rand(len(idx), generator=gen) < 0.5
-            xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
-            loss = nn.functional.cross_entropy(model(xb), yb, label_smoothing=0.05)
+            xb = dihedral_augment(x_train[idx], gen)
+            loss = nn.functional.cross_entropy(model(xb), y_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             total += loss.item()
         acc = evaluate(model, x_held, y_held)
-        print(f"epoch {epoch + 1}/{args.epochs}: loss {total / steps_per_epoch:.4f} "
-              f"held-out acc {acc:.4f} ({time.time() - t_train:.0f}s)", flush=True)
+        print(
+            f"epoch {epoch + 1}/{args.epochs}: loss {total / steps_per_epoch:.4f} "
+            f"held-out acc {acc:.4f} ({time.time() - t_train:.0f}s)",
+            flush=True,
+        )
     train_time = time.time() - t_train
 
     model = model.to(memory_format=torch.contiguous_format)
@@ -225,8 +262,10 @@ def main() -> None:
     print("\n".join(sample_report))
     print(f"held-out accuracy ({args.heldout_size} scenes, seed {HELDOUT_SEED}): {acc:.4f}")
     print(f"parameters: {n_params}")
-    print(f"training time: {train_time:.0f}s (total {time.time() - t0:.0f}s, "
-          f"{args.threads} CPU threads)")
+    print(
+        f"training time: {train_time:.0f}s (total {time.time() - t0:.0f}s, "
+        f"{args.threads} CPU threads)"
+    )
     print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1024:.0f} KiB)")
 
 

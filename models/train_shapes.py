@@ -8,7 +8,7 @@ Writes, next to this file:
   shapes_preprocess.json    Hugging Face preprocessor_config.json style preprocessing
   samples/<class>_0.png     one held-out scene per class, masks in samples/masks/
 
-Everything is seeded: the data come from ``shapes_data`` with fixed seeds, and torch runs on a
+Everything is seeded: the data come from ``onnxpath.shapes`` with fixed seeds, and torch runs on a
 fixed number of CPU threads, so a rerun on the same software gives the same model.
 """
 
@@ -29,8 +29,8 @@ from torch import nn
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from models import shapes_data  # noqa: E402
-from models.shapes_data import CLASSES  # noqa: E402
+from onnxpath import shapes  # noqa: E402
+from onnxpath.shapes import CLASSES  # noqa: E402
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -176,7 +176,7 @@ def write_sidecars(out: Path) -> None:
 
 def write_samples(model: nn.Module, out: Path) -> list[str]:
     """The first scene of each class from SAMPLES_SEED, with its mask; returns a report."""
-    images, labels, masks = shapes_data.make_dataset(64, SAMPLES_SEED)
+    images, labels, masks = shapes.make_dataset(64, SAMPLES_SEED)
     (out / "samples" / "masks").mkdir(parents=True, exist_ok=True)
     model.eval()
     lines = []
@@ -208,10 +208,10 @@ def main() -> None:
     torch.manual_seed(TORCH_SEED)
     t0 = time.time()
 
-    images, labels, _ = shapes_data.make_dataset(args.train_size, TRAIN_SEED)
+    images, labels, _ = shapes.make_dataset(args.train_size, TRAIN_SEED)
     x_train = torch.from_numpy(normalise(images)).contiguous(memory_format=torch.channels_last)
     y_train = torch.from_numpy(labels)
-    images, labels, _ = shapes_data.make_dataset(args.heldout_size, HELDOUT_SEED)
+    images, labels, _ = shapes.make_dataset(args.heldout_size, HELDOUT_SEED)
     x_held = torch.from_numpy(normalise(images)).contiguous(memory_format=torch.channels_last)
     y_held = torch.from_numpy(labels)
     del images

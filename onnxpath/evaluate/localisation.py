@@ -1,17 +1,15 @@
 """Localisation against ground-truth object masks: the pointing game and relevance mass,
 and the shipped benchmark whose scenes carry masks.
 
-The scenes come from the demo model's generator, `models/shapes_data.py` (owned by the demo
-model; this module only adapts it). It is imported lazily so that the rest of onnxpath works
-where the `models` folder of a checkout is absent.
+The scenes come from the demo model's generator, `onnxpath.shapes` (the demo model was trained
+on it; this module only adapts it).
 """
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 
+from .. import shapes
 from ..errors import UsageError
 from .perturbation import ranking_key
 
@@ -54,17 +52,8 @@ def relevance_mass(heats: np.ndarray, masks: np.ndarray, rank: str = "signed") -
     return out
 
 
-def shapes_generator():
-    """The demo model's scene generator, `models.shapes_data`."""
-    try:
-        return importlib.import_module("models.shapes_data")
-    except ImportError as err:
-        raise UsageError("the shapes benchmark needs models/shapes_data.py from an onnxpath "
-                         "checkout; run from the repository root") from err
-
-
 def shapes_scenes(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(images uint8 (N, H, W, 3), labels (N,), masks bool (N, H, W)) from the generator."""
     if count < 1:
         raise UsageError(f"--scenes needs at least 1 scene, got {count}")
-    return shapes_generator().make_dataset(count, seed)
+    return shapes.make_dataset(count, seed)

@@ -89,7 +89,6 @@ def test_usage_errors_exit_2_with_one_line(capsys, dataset, args, message):
 
 
 def test_shapes_scenes_benchmark(capsys, tmp_path):
-    pytest.importorskip("models.shapes_data")
     model = tmp_path / "convbn64.onnx"
     onnx.save(conv_bn_model(size=64), model)
     code, stdout, err = run(capsys, model, "--scenes", "3", "--metrics",

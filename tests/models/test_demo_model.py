@@ -6,7 +6,6 @@ meet them: the ONNX file in ONNX Runtime, the sample PNGs through numpy preproce
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -16,21 +15,12 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
+from onnxpath import shapes
+
 MODELS = Path(__file__).resolve().parents[2] / "models"
-
-
-def _load_generator():
-    # Loaded by path, so the test does not depend on how `tests/` packages resolve `models`.
-    spec = importlib.util.spec_from_file_location("shapes_data", MODELS / "shapes_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-shapes_data = _load_generator()
-CLASSES = shapes_data.CLASSES
-make_dataset = shapes_data.make_dataset
-make_scene = shapes_data.make_scene
+CLASSES = shapes.CLASSES
+make_dataset = shapes.make_dataset
+make_scene = shapes.make_scene
 ONNX_PATH = MODELS / "shapes_resnet.onnx"
 SAMPLES = MODELS / "samples"
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -150,7 +140,7 @@ def test_dataset_shapes_and_balance() -> None:
 @pytest.mark.parametrize("cls", range(len(CLASSES)), ids=CLASSES)
 def test_masks_cover_the_object(cls: int) -> None:
     rng = np.random.default_rng(100 + cls)
-    r_min, r_max = shapes_data.MIN_RADIUS, shapes_data.MAX_RADIUS
+    r_min, r_max = shapes.MIN_RADIUS, shapes.MAX_RADIUS
     for _ in range(10):
         image, label, mask = make_scene(rng, cls)
         assert label == cls

@@ -6,7 +6,7 @@ Writes, next to this file:
   shapes_resnet.onnx        logits model, input float32 [N,3,64,64] ImageNet-normalised
   shapes_labels.txt         one class name per line
   shapes_preprocess.json    Hugging Face preprocessor_config.json style preprocessing
-  samples/<class>_0.png     one held-out scene per class, masks in samples/masks/
+  samples/<class>_0.png     one held-out scene per class, masks in sample_masks/
 
 Everything is seeded: the data come from ``onnxpath.shapes`` with fixed seeds, and torch runs on a
 fixed number of CPU threads, so a rerun on the same software gives the same model.
@@ -177,7 +177,7 @@ def write_sidecars(out: Path) -> None:
 def write_samples(model: nn.Module, out: Path) -> list[str]:
     """The first scene of each class from SAMPLES_SEED, with its mask; returns a report."""
     images, labels, masks = shapes.make_dataset(64, SAMPLES_SEED)
-    (out / "samples" / "masks").mkdir(parents=True, exist_ok=True)
+    (out / "sample_masks").mkdir(parents=True, exist_ok=True)
     model.eval()
     lines = []
     for cls, name in enumerate(CLASSES):
@@ -186,7 +186,7 @@ def write_samples(model: nn.Module, out: Path) -> list[str]:
             prob = torch.softmax(model(torch.from_numpy(normalise(images[i : i + 1]))), 1)[0]
         Image.fromarray(images[i]).save(out / "samples" / f"{name}_0.png")
         Image.fromarray(masks[i].astype(np.uint8) * 255).save(
-            out / "samples" / "masks" / f"{name}_0.png"
+            out / "sample_masks" / f"{name}_0.png"
         )
         pred = int(prob.argmax())
         lines.append(f"{name}_0.png: predicted {CLASSES[pred]} p={prob[pred]:.3f}")

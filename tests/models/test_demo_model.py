@@ -103,7 +103,7 @@ def test_samples_are_classified_correctly(session: ort.InferenceSession) -> None
 
 @pytest.mark.parametrize("path", sample_paths(), ids=lambda p: p.stem)
 def test_sample_masks_match_images(path: Path) -> None:
-    mask = np.asarray(Image.open(SAMPLES / "masks" / path.name))
+    mask = np.asarray(Image.open(MODELS / "sample_masks" / path.name))
     assert mask.shape == (64, 64)
     assert set(np.unique(mask)) <= {0, 255}
     assert 60 <= (mask > 0).sum() <= 0.4 * 64 * 64

@@ -30,7 +30,7 @@ def run(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(ROOT / "models" / "shapes_resnet.onnx"))
     parser.add_argument("--scenes", type=int, default=100)
-    parser.add_argument("--sanity-images", type=int, default=25)
+    parser.add_argument("--sanity-images", type=int, default=100)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" /
                         "evaluate_demo")
     args = parser.parse_args(argv)

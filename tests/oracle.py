@@ -64,7 +64,16 @@ def randomise_batchnorm(module: torch.nn.Module, generator: torch.Generator) -> 
 
 
 def export(module: torch.nn.Module, x: np.ndarray, opset: int = 17,
-           dynamic_batch: bool = False) -> onnx.ModelProto:
+           dynamic_batch: bool = False, exporter: str = "torchscript") -> onnx.ModelProto:
+    """torch.onnx's TorchScript exporter, or (`exporter="dynamo"`) the torch.export-based one,
+    which writes opset 18+ graphs with other patterns (axes as inputs, decomposed ops)."""
+    if exporter == "dynamo":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dims = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
+            program = torch.onnx.export(module.eval(), (torch.from_numpy(x),), dynamo=True,
+                                        dynamic_shapes=dims, verbose=False)
+        return program.model_proto
     buffer = io.BytesIO()
     axes = {"x": {0: "N"}, "logits": {0: "N"}} if dynamic_batch else None
     with warnings.catch_warnings():
@@ -93,14 +102,15 @@ def onnx_gradient(model: onnx.ModelProto, x: np.ndarray, seed: np.ndarray):
 
 def check_module(module: torch.nn.Module, shape: Sequence[int], classes: Sequence[int] = (0, 1),
                  seed: int = 0, dynamic_batch: bool = False, opset: int = 17,
-                 model_hook: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None) -> float:
+                 model_hook: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None,
+                 exporter: str = "torchscript") -> float:
     """Export `module`, then compare onnxpath's input gradient of the seeded logits with torch's.
 
     Returns the max relative error; asserts it (and the forward pass) against TOLERANCE.
     """
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape).astype(np.float32)
-    model = export(module, x, opset=opset, dynamic_batch=dynamic_batch)
+    model = export(module, x, opset=opset, dynamic_batch=dynamic_batch, exporter=exporter)
     if model_hook is not None:
         model = model_hook(model)
     expected_y, _ = torch_gradient(module, x, np.zeros((1,), np.float32))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from ..errors import OnnxPathError
@@ -50,14 +49,16 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"onnxpath: error: {err}", file=sys.stderr)
         code = err.exit_code
-    except click.exceptions.Exit as err:
+    except typer.Exit as err:
         code = err.exit_code
-    except click.ClickException as err:
-        err.show()
-        code = 2
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         print("onnxpath: interrupted", file=sys.stderr)
         code = 130
+    except typer.TyperException as err:  # usage errors: bad option, missing argument, ...
+        if not hasattr(err, "show"):
+            raise
+        err.show()
+        code = getattr(err, "exit_code", 2)
     return int(code or 0)
 
 

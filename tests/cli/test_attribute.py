@@ -113,3 +113,12 @@ def test_same_stem_in_two_folders_does_not_collide(capsys, tiny_model, tmp_path)
     assert code == 0
     written = {line["outputs"]["npy"] for line in lines}
     assert len(written) == 2 and all((tmp_path / "out").joinpath(p).exists() for p in written)
+
+
+@pytest.mark.parametrize("args", [["attribute", "--bogus"], ["attribute"],
+                                  ["attribute", "m.onnx", "x.png", "--steps", "many"]])
+def test_usage_errors_exit_2_without_traceback(args):
+    result = subprocess.run([sys.executable, "-m", "onnxpath", *args], capture_output=True,
+                            text=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "Error" in result.stderr

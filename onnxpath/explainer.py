@@ -37,13 +37,6 @@ class Explanation:
     time_ms: float = 0.0
     class_logits: np.ndarray | None = None  # (N, classes): every class's logit
 
-    def top(self, k: int = 5) -> list[list[tuple[int, float, float]]]:
-        """Per example, the k best classes as (class, logit, softmax probability)."""
-        probs = softmax(self.class_logits.astype(np.float64))
-        order = np.argsort(-self.class_logits, axis=1, kind="stable")[:, :k]
-        return [[(int(c), float(self.class_logits[i, c]), float(probs[i, c])) for c in row]
-                for i, row in enumerate(order)]
-
 
 class Explainer:
     """Explains one ONNX model. Engines (and their sessions) are built once per input shape."""

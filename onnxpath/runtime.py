@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from .errors import DeviceError, ModelError, OnnxPathError, UsageError
+from .errors import DeviceError, InputError, ModelError, OnnxPathError, UsageError
 from .external import has_external_data, is_external, location
 
 DEVICES = ("cpu", "cuda")
@@ -70,6 +70,8 @@ def open_optimised(path: str, device: str = "cpu",
     return session
 
 
+RUN_FAILURES = (ort.capi.onnxruntime_pybind11_state.Fail,
+                ort.capi.onnxruntime_pybind11_state.RuntimeException)
 # Tests set this to run the IOBinding path on the CPU provider, the only one they have.
 FORCE_IO_BINDING = False
 
@@ -78,8 +80,16 @@ def run_session(session: ort.InferenceSession, names, feeds, device: str = "cpu"
     """session.run, or on the GPU a run through IOBinding: inputs already on the device
     (OrtValues, e.g. the all-ones masks) are bound in place, outputs are allocated on the
     device and only the requested ones are copied back."""
-    if device != "cuda" and not FORCE_IO_BINDING:
-        return session.run(names, feeds)
+    try:
+        if device != "cuda" and not FORCE_IO_BINDING:
+            return session.run(names, feeds)
+        return _run_bound(session, names, feeds, device)
+    except RUN_FAILURES as err:  # a kernel refused this input (e.g. smaller than a kernel)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"ONNX Runtime failed on this input: {first}") from err
+
+
+def _run_bound(session: ort.InferenceSession, names, feeds, device: str) -> list:
     where = "cuda" if device == "cuda" else "cpu"
     binding = session.io_binding()
     for name, value in feeds.items():

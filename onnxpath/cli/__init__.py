@@ -6,7 +6,9 @@ Errors a user can act on (`OnnxPathError`) print one line on stderr and exit wit
 
 from __future__ import annotations
 
+import os
 import sys
+import warnings
 
 import click
 import typer
@@ -40,9 +42,17 @@ from . import (  # noqa: E402,F401,I001
 )
 
 
+def one_line_warnings(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings reach users as one plain line, not Python's two with a source excerpt."""
+    print(f"onnxpath: warning: {message}", file=file or sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    shown = warnings.showwarning
+    if not debug:
+        warnings.showwarning = one_line_warnings
     try:
         code = app(args=args, prog_name="onnxpath", standalone_mode=False)
     except OnnxPathError as err:
@@ -56,8 +66,17 @@ def main(argv: list[str] | None = None) -> int:
         err.show()
         code = 2
     except (KeyboardInterrupt, click.exceptions.Abort):
+        # Every result already reported is complete on disk (atomic writes); say so briefly.
         print("onnxpath: interrupted", file=sys.stderr)
         code = 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as Unix tools do. Further writes to
+        # the dead pipe, including the interpreter's final flush, go to /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 141
+    finally:
+        warnings.showwarning = shown
     return int(code or 0)
 
 

@@ -19,7 +19,7 @@ from ..gradcheck import (
 )
 from ..imaging import load_input, preset_for
 from . import app
-from .attribute import parse_size
+from ._common import parse_size
 
 
 @app.command("check-grad")

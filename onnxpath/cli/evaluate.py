@@ -27,7 +27,7 @@ from ..inputs import expand_inputs
 from ..methods import METHODS
 from ..outputs import write_atomic
 from . import app
-from .attribute import build_preprocess, parse_floats, parse_size
+from ._common import build_preprocess, parse_floats, parse_size
 
 
 def parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:

@@ -21,7 +21,7 @@ from ..outputs import write_atomic
 from ..pathways import Pathway, layer_statistics, output_change, probabilities
 from ..surgery import LocalLinearityWarning, bake_pathway
 from . import app
-from .attribute import build_preprocess, parse_floats, parse_size
+from ._common import build_preprocess, parse_floats, parse_size
 
 
 def pathway_options(prune: float | None, keep: float | None, selection: str, layers: str,

@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = one_line_warnings
     try:
         code = app(args=args, prog_name="onnxpath", standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C into a returned 130, silently
+            print("onnxpath: interrupted", file=sys.stderr)
     except OnnxPathError as err:
         if debug:
             raise

@@ -16,6 +16,7 @@ from .engine import GradientEngine
 from .errors import InputError, UnsupportedOpError, UsageError
 from .methods import METHODS, Attribution, options_for
 from .model import ModelInfo, data_inputs, declared_shape, find_logits, load_model, normalise
+from .runtime import providers_for
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -46,6 +47,7 @@ class Explainer:
                  cache: bool | str | os.PathLike | SessionCache = True):
         """`cache`: keep built sessions on disk (True: the default folder, see `cache.py`; a
         path or a SessionCache: that folder; False: build in every process)."""
+        providers_for(device)  # an unknown device or a missing CUDA provider: say so now
         self.path = None if isinstance(model, onnx.ModelProto) else Path(model)
         self.proto = model if isinstance(model, onnx.ModelProto) else load_model(model)
         self.device = device

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from onnxpath.cli import main
 
 
 def classifier(path: Path, channels: int = 3, size: int = 16, classes: int = 4,
@@ -48,3 +52,20 @@ def identity_probe(path: Path, size: int = 4) -> Path:
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3 * size * size])])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
+
+
+def save_png(path, seed=0, size=(20, 24), mode="RGB"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "RGBA": 4}.get(mode)
+    shape = (size[0], size[1], channels) if channels else size
+    Image.fromarray((rng.random(shape) * 255).astype(np.uint8), mode).save(path)
+    return path
+
+
+def run_cli(capsys, *args):
+    """(exit code, parsed JSON lines, stderr) of an in-process `onnxpath attribute`."""
+    code = main(["attribute", *map(str, args)])
+    captured = capsys.readouterr()
+    lines = [json.loads(line) for line in captured.out.splitlines() if line.strip()]
+    return code, lines, captured.err

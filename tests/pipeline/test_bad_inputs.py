@@ -12,9 +12,8 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from conftest import run_cli, save_png
 from PIL import Image
-from pipeline_models import classifier
+from pipeline_models import classifier, run_cli, save_png
 
 GOOD = 2  # good inputs in each batch below
 

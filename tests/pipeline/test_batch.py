@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import run_cli, save_png
+from pipeline_models import run_cli, save_png
 
 from onnxpath import Explainer
 from onnxpath.inputs import expand_inputs, output_stems

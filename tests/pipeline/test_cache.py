@@ -7,8 +7,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import run_cli
-from pipeline_models import classifier
+from pipeline_models import classifier, run_cli
 
 import onnxpath.engine
 from onnxpath import Explainer

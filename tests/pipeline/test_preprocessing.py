@@ -6,9 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_cli
 from PIL import Image
-from pipeline_models import classifier, identity_probe
+from pipeline_models import classifier, identity_probe, run_cli
 
 from onnxpath.imaging import (
     PRESETS,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import run_cli
 from PIL import Image
+from pipeline_models import run_cli
 
 from onnxpath.outputs import Bundle
 from onnxpath.render import colour, normalise, overlay, reduce_channels, scale_of

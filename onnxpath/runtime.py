@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +26,26 @@ CUDA_HELP = ("Install it with: pip uninstall -y onnxruntime && pip install 'onnx
              "(onnxruntime-gpu and onnxruntime share one package folder: never keep both)")
 
 
+_PRELOADED: list[bool] = []
+
+
+def preload_cuda_libraries() -> None:
+    """onnxruntime-gpu >= 1.21 can load CUDA and cuDNN from the nvidia-* wheels
+    (`pip install onnxruntime-gpu[cuda,cudnn]`) when the system has none; once per process."""
+    if _PRELOADED:
+        return
+    _PRELOADED.append(True)
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        with contextlib.suppress(Exception):  # system libraries may serve instead
+            preload()
+
+
 def providers_for(device: str) -> list[str]:
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if device == "cuda":
+        preload_cuda_libraries()
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise DeviceError(
                 "--device cuda needs onnxruntime-gpu with a working CUDA install; available "

@@ -34,6 +34,7 @@ def _root() -> None:
 
 from . import (  # noqa: E402,F401,I001
     attribute,  # noqa: E402,F401  (each command module registers itself on `app`)
+    cache,
     check_grad,
     evaluate,
     export,

@@ -127,3 +127,14 @@ def test_explainer_without_cache(tmp_path, model, cache, monkeypatch):
     monkeypatch.setenv("ONNXPATH_CACHE_DIR", str(tmp_path / "never"))
     Explainer(model, cache=cache).attribute(X)
     assert not (tmp_path / "never").exists()
+
+
+def test_cache_command_reports_and_clears(capsys, tmp_path, model, monkeypatch):
+    from onnxpath.cli import main
+
+    folder = tmp_path / "cmd-cache"
+    monkeypatch.setenv("ONNXPATH_CACHE_DIR", str(folder))
+    Explainer(model).attribute(X)
+    assert main(["cache"]) == 0 and "1 entries" in capsys.readouterr().out
+    assert main(["cache", "--clear"]) == 0 and "removed 1" in capsys.readouterr().out
+    assert entries(folder) == []

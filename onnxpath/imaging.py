@@ -154,12 +154,16 @@ def _from_json(config: dict) -> Preprocess:
         gray=bool(config.get("gray", False)),
         layout=str(config.get("layout", "nchw")),
     )
+    resize = config.get("resize")  # our own key: a shorter side, or [H, W] (no crop)
+    if isinstance(resize, (list, tuple)):
+        return replace(base, size=base.size or tuple(int(v) for v in resize), resize=None,
+                       crop=False)
     if do_crop:
-        short = shortest or (size[0] if size else None) or config.get("resize")
+        short = shortest or (size[0] if size else None) or resize
         if short:
             base = replace(base, resize=int(short), crop=True)
-    elif config.get("resize"):
-        base = replace(base, resize=int(config["resize"]), crop=True)
+    elif resize:
+        base = replace(base, resize=int(resize), crop=config.get("crop") is not False)
     return base
 
 

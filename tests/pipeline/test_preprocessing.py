@@ -146,3 +146,14 @@ def test_identity_probe_sees_exactly_the_preprocessed_tensor(tmp_path, capsys):
     assert code == 0, err
     top = lines[0]["top"][0]
     assert top["logit"] == pytest.approx(200 - 100)
+
+
+def test_own_keys_as_the_demo_model_stores_them():
+    """`onnxpath.preprocess` metadata: the Preprocess fields, resize as [H, W] (no crop)."""
+    from onnxpath.imaging import from_json
+
+    prep = from_json({"size": [64, 64], "resize": [64, 64], "crop": None, "scale": 1 / 255,
+                      "mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2], "bgr": False,
+                      "layout": "nchw"})
+    assert (prep.size, prep.resize, prep.crop) == ((64, 64), None, False)
+    assert from_json({"size": [8, 8], "resize": 10}).crop is True

@@ -110,6 +110,31 @@ class SessionCache:
         self.hits = 0
         self.misses = 0
 
+    def digest(self, model: str | os.PathLike) -> str:
+        """file_digest, remembered per (path, size, mtime, inode) in the cache folder: a warm
+        start then skips reading and hashing the model (~0.1 s of ~0.8 s for ResNet-50)."""
+        path = Path(model).resolve()
+        stat = path.stat()
+        stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+        memo_path = self.folder / "digests.json"
+        try:
+            memo = json.loads(memo_path.read_text())
+        except (OSError, ValueError):
+            memo = {}
+        known = memo.get(str(path)) if isinstance(memo, dict) else None
+        if isinstance(known, list) and known[:3] == stamp and isinstance(known[3], str):
+            return known[3]
+        digest = file_digest(path)
+        memo = memo if isinstance(memo, dict) else {}
+        memo[str(path)] = [*stamp, digest]
+        with contextlib.suppress(OSError):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".digests.", suffix=".part", dir=self.folder)
+            with os.fdopen(fd, "w") as f:
+                json.dump(memo, f)
+            os.replace(tmp, memo_path)
+        return digest
+
     def path(self, key: str) -> Path:
         return self.folder / f"{key}{SUFFIX}"
 

@@ -91,8 +91,9 @@ class Explainer:
     def model_digest(self) -> str:
         """sha256 of the model file (or of the in-memory model's bytes): the disk cache's key."""
         if self._digest is None:
-            self._digest = (file_digest(self.path) if self.path is not None
-                            else bytes_digest(self.proto.SerializeToString()))
+            self._digest = (bytes_digest(self.proto.SerializeToString()) if self.path is None
+                            else self.cache.digest(self.path) if self.cache
+                            else file_digest(self.path))
         return self._digest
 
     def as_batch(self, x: np.ndarray) -> np.ndarray:

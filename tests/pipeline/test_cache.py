@@ -138,3 +138,12 @@ def test_cache_command_reports_and_clears(capsys, tmp_path, model, monkeypatch):
     assert main(["cache"]) == 0 and "1 entries" in capsys.readouterr().out
     assert main(["cache", "--clear"]) == 0 and "removed 1" in capsys.readouterr().out
     assert entries(folder) == []
+
+
+def test_model_digests_are_remembered_until_the_file_changes(tmp_path, model):
+    cache = SessionCache(tmp_path / "cache")
+    first = cache.digest(model)
+    assert (tmp_path / "cache" / "digests.json").exists()
+    assert cache.digest(model) == first
+    classifier(model, classes=5)  # rewritten in place: size and mtime change
+    assert cache.digest(model) != first

@@ -37,7 +37,8 @@ def attribute(
     method: str = typer.Option("gradient", "--method", "-m",
                                help=f"Comma-separated methods: {', '.join(METHODS)}."),
     target: str = typer.Option(None, "--target", "-t",
-                               help="Class index or label to explain (default: the prediction)."),
+                               help="Class index, label, or topK (each of the K best "
+                               "classes) to explain (default: the prediction)."),
     out: Path = typer.Option(None, "--out", "-o", help="Write <stem>.<method>.npy (raw) and "
                              ".png (overlay) here."),
     npz: Path = typer.Option(None, "--npz", help="Also collect every raw map in one .npz "

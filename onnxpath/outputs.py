@@ -45,6 +45,10 @@ def save_png(path: Path, image: Image.Image) -> Path:
 def check_writable(folder: Path, option: str = "--out") -> Path:
     """Create `folder` and prove a file can be written in it, before any input is processed:
     a run that cannot write its results should stop at once, not fail on every input."""
+    blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise OutputError(f"cannot write to {option} {folder}: {blocker} is a file, not a "
+                          "folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".onnxpath-probe.", dir=folder)

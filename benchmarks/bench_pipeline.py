@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -113,8 +114,17 @@ def main() -> None:
     parser.add_argument("--model", default="resnet50", choices=["resnet50", "resnet18"])
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3, help="cold/warm start pairs")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (~1 GB)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="onnxpath-bench-pipeline-"))
+    try:
+        run(args, work)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, work: Path) -> None:
     model = export_model(args.model, work)
     images = make_images(work / "images", args.images)
     extra = ["-m", args.method, "-o", str(work / "out"), "-b", str(args.batch_size)]
@@ -145,7 +155,8 @@ def main() -> None:
               f"steady state {steady * 1000:.1f} ms/image ({steady / single:.2f}x); "
               f"first result after {first:.2f} s")
     print("  target: batch per-image <= 1.15x the warm call")
-    print(f"(work folder: {work})")
+    if args.keep:
+        print(f"(work folder: {work})")
 
 
 if __name__ == "__main__":

@@ -15,11 +15,14 @@ import onnx
 from onnx import helper
 
 from .autodiff import SEED, grad_name, gradient_graph
-from .autodiff.rules import Rule
+from .autodiff.rules import RULES, Rule
 from .autodiff.walk import prune_unused, value_infos
+from .cache import SessionCache, entry_key
+from .errors import OnnxPathError
 from .external import has_external_data, restore_references, with_weights_loaded
 from .model import ModelInfo
-from .runtime import make_session
+from .runtime import PROTOBUF_LIMIT, make_session, open_optimised, providers_for, run_session
+from .surgery import seed_from_argmax
 
 T = TypeVar("T")
 
@@ -41,16 +44,38 @@ def overrides_key(overrides: Mapping[str, Rule] | None) -> tuple:
                         for op, fn in (overrides or {}).items()))
 
 
-class GradientEngine:
-    """Sessions for the forward pass and for gradient graphs of one model, built lazily."""
+def rules_key() -> tuple:
+    """The gradient rules in force: a rule swapped at run time (a test, a plugin) changes the
+    graph without changing the source files that `cache.code_digest` reads."""
+    return overrides_key(RULES)
 
-    def __init__(self, info: ModelInfo, device: str = "cpu", threads: int | None = None):
+
+def nameable(recipe: tuple) -> bool:
+    """Whether a recipe names its graph across processes: a lambda or a local function has no
+    stable name (two lambdas share `<lambda>`), so such overrides are not cached on disk."""
+    return "<" not in repr(recipe)
+
+
+class GradientEngine:
+    """Sessions for the forward pass and for gradient graphs of one model, built lazily.
+
+    `identity` names the model and how this engine derived it (digest of the model file, input
+    shape, surgery options); with a `cache`, sessions are then kept on disk under a key made of
+    the identity and the session's recipe (see `cache.py`). Without an identity nothing is
+    cached on disk.
+    """
+
+    def __init__(self, info: ModelInfo, device: str = "cpu", threads: int | None = None,
+                 identity: tuple | None = None, cache: SessionCache | None = None):
         self.info = info
         self.device = device
         self.threads = threads
+        self.identity = identity
+        self.cache = cache
         self._forward = None
-        self._gradients: dict[tuple, tuple] = {}
+        self._gradients: dict[tuple, object] = {}
         self._derived: dict[Hashable, object] = {}
+        self._resident: dict[int, tuple] = {}
 
     @property
     def input_name(self) -> str:
@@ -63,19 +88,73 @@ class GradientEngine:
             raise ValueError(f"the class dimension of '{self.info.logits}' is not static")
         return shape[-1]
 
-    def seed(self, targets) -> np.ndarray:
-        """The one-hot seed that selects each example's target logit."""
+    def seed(self, targets) -> np.ndarray | None:
+        """The one-hot seed that selects each example's target logit; None (no targets) stays
+        None, which `gradients` reads as "each row's largest logit"."""
+        if targets is None:
+            return None
         if not hasattr(self, "_classes"):
             self._classes = self.num_classes
         return one_hot(targets, self._classes)
 
-    def _session(self, model: onnx.ModelProto):
-        return make_session(model, self.device, self.threads, self.info.folder)
+    def _cache_for(self, recipe: tuple) -> SessionCache | None:
+        if self.cache is None or self.identity is None or not nameable(recipe):
+            return None
+        if has_external_data(self.info.proto):  # the optimised copy would duplicate the weights
+            return None
+        return self.cache
+
+    def _session(self, recipe: tuple, build: Callable[[], onnx.ModelProto]):
+        """The session for `recipe`, from the disk cache when it holds one; `build` makes the
+        model only when the session has to be created from scratch."""
+        cache = self._cache_for(recipe)
+        if cache is None:
+            return make_session(build(), self.device, self.threads, self.info.folder)
+        rules = rules_key()
+        if not nameable(rules):
+            return make_session(build(), self.device, self.threads, self.info.folder)
+        key = entry_key((type(self).__qualname__, *self.identity), (*recipe, rules),
+                        self.device, providers_for(self.device))
+        session = cache.load(key, lambda path: open_optimised(path, self.device, self.threads))
+        if session is not None:
+            return session
+        model = build()
+        if model.ByteSize() > PROTOBUF_LIMIT:
+            return make_session(model, self.device, self.threads, self.info.folder)
+        tmp = cache.temporary(key)
+        try:
+            session = make_session(model, self.device, self.threads, self.info.folder,
+                                   save_optimised=tmp)
+        except OnnxPathError:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            raise
+        if tmp is not None:
+            cache.commit(key, tmp)
+        return session
+
+    def resident(self, array: np.ndarray):
+        """`array` as an OrtValue on the device, made once per array object: constants fed on
+        every run (the all-ones masks) then stay on the GPU. On the CPU, the array itself."""
+        if self.device != "cuda":
+            return array
+        entry = self._resident.get(id(array))
+        if entry is None or entry[0] is not array:
+            import onnxruntime as ort
+            value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), "cuda", 0)
+            entry = self._resident[id(array)] = (array, value)
+        return entry[1]
+
+    def run(self, session, names: Sequence[str] | None, feeds: Mapping) -> list[np.ndarray]:
+        return run_session(session, names, feeds, self.device)
 
     def logits(self, x: np.ndarray, feeds: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         if self._forward is None:
-            self._forward = self._session(cut_at(self.info.proto, [self.info.logits]))
-        return self._forward.run(None, {self.input_name: x, **(feeds or {})})[0]
+            self._forward = self._session(
+                ("forward", self.info.logits),
+                lambda: cut_at(self.info.proto, [self.info.logits]))
+        return self.run(self._forward, [self.info.logits],
+                        {self.input_name: x, **(feeds or {})})[0]
 
     def derived(self, key: Hashable, build: Callable[[], T]) -> T:
         """Something built once per key from this engine, typically an engine over a rewritten
@@ -84,10 +163,12 @@ class GradientEngine:
             self._derived[key] = build()
         return self._derived[key]  # type: ignore[return-value]
 
-    def rewritten(self, info: ModelInfo, kind: type[GradientEngine] | None = None) \
-            -> GradientEngine:
-        """An engine over another model (e.g. this one after surgery), same device and threads."""
-        return (kind or GradientEngine)(info, self.device, self.threads)
+    def rewritten(self, info: ModelInfo, kind: type[GradientEngine] | None = None,
+                  tag: Hashable | None = None) -> GradientEngine:
+        """An engine over another model (e.g. this one after surgery), same device and threads.
+        `tag` names the rewrite (its options); without one the new engine is not disk-cached."""
+        identity = None if tag is None or self.identity is None else (*self.identity, tag)
+        return (kind or GradientEngine)(info, self.device, self.threads, identity, self.cache)
 
     def gradient_model(self, wrt: Sequence[str], overrides: Mapping[str, Rule] | None = None,
                        extra_outputs: Sequence[str] = ()) -> onnx.ModelProto:
@@ -99,29 +180,37 @@ class GradientEngine:
         model = gradient_graph(source, self.info.logits, list(wrt), overrides, extra_outputs)
         return restore_references(model, proto) if external else model
 
-    def gradients(self, x: np.ndarray, seed: np.ndarray, wrt: Sequence[str] | None = None,
+    def gradients(self, x: np.ndarray, seed: np.ndarray | None,
+                  wrt: Sequence[str] | None = None,
                   feeds: Mapping[str, np.ndarray] | None = None,
                   overrides: Mapping[str, Rule] | None = None,
                   extra_outputs: Sequence[str] = (),
                   fetch: Sequence[str] | None = None) -> tuple[np.ndarray, dict, dict]:
         """(logits, {wrt name: d(seed·logits)/d wrt}, {extra output: value}).
 
-        `fetch` names the `wrt` tensors and extra outputs this call wants (default: all). The
-        session stays the one built for (wrt, overrides, extra_outputs), so passes that need
-        different outputs of the same graph share it.
+        `seed` None differentiates each row's largest logit, chosen inside the same run
+        (`seed_from_argmax`). `fetch` names the `wrt` tensors and extra outputs this call wants
+        (default: all). The session stays the one built for (wrt, overrides, extra_outputs),
+        so passes that need different outputs of the same graph share it.
         """
         wrt = tuple(wrt or (self.input_name,))
-        key = (wrt, overrides_key(overrides), tuple(extra_outputs))
+        argmax = seed is None
+        key = (wrt, overrides_key(overrides), tuple(extra_outputs), argmax)
         if key not in self._gradients:
-            model = self.gradient_model(wrt, overrides, extra_outputs)
-            self._gradients[key] = (self._session(model), model)
-        session, _ = self._gradients[key]
+            def build() -> onnx.ModelProto:
+                model = self.gradient_model(wrt, overrides, extra_outputs)
+                return seed_from_argmax(model, self.info.logits, self.num_classes) \
+                    if argmax else model
+            self._gradients[key] = self._session(("gradients", self.info.logits, *key), build)
+        session = self._gradients[key]
         wanted = set(wrt) | set(extra_outputs) if fetch is None else set(fetch)
         grad_of = [w for w in wrt if w in wanted]
         extra_of = [e for e in extra_outputs if e in wanted]
         names = [self.info.logits, *(grad_name(w) for w in grad_of), *extra_of]
-        values = session.run(names, {self.input_name: x, SEED: seed.astype(x.dtype),
-                                     **(feeds or {})})
+        inputs = {self.input_name: x, **(feeds or {})}
+        if not argmax:
+            inputs[SEED] = seed.astype(x.dtype)
+        values = self.run(session, names, inputs)
         grads = dict(zip(grad_of, values[1:1 + len(grad_of)], strict=True))
         extras = dict(zip(extra_of, values[1 + len(grad_of):], strict=True))
         return values[0], grads, extras

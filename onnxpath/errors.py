@@ -35,3 +35,11 @@ class InputError(OnnxPathError):
 
 class UsageError(OnnxPathError):
     """Bad options or arguments. Nothing is processed."""
+
+
+class DeviceError(OnnxPathError):
+    """The requested device cannot be used (no CUDA provider, or it failed to start)."""
+
+
+class OutputError(OnnxPathError):
+    """The output folder cannot be written. Nothing is processed."""

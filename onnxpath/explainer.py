@@ -11,10 +11,12 @@ import numpy as np
 import onnx
 
 from .autodiff import missing_rules
+from .cache import SessionCache, bytes_digest, file_digest
 from .engine import GradientEngine
 from .errors import InputError, UnsupportedOpError, UsageError
 from .methods import METHODS, Attribution, options_for
 from .model import ModelInfo, data_inputs, declared_shape, find_logits, load_model, normalise
+from .runtime import providers_for
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -34,18 +36,26 @@ class Explanation:
     probs: np.ndarray  # (N,) target softmax probability
     extras: list[dict] = field(default_factory=list)
     time_ms: float = 0.0
+    class_logits: np.ndarray | None = None  # (N, classes): every class's logit
 
 
 class Explainer:
     """Explains one ONNX model. Engines (and their sessions) are built once per input shape."""
 
     def __init__(self, model: str | os.PathLike | onnx.ModelProto, device: str = "cpu",
-                 threads: int | None = None, keep_probabilities: bool = False):
+                 threads: int | None = None, keep_probabilities: bool = False,
+                 cache: bool | str | os.PathLike | SessionCache = True):
+        """`cache`: keep built sessions on disk (True: the default folder, see `cache.py`; a
+        path or a SessionCache: that folder; False: build in every process)."""
+        providers_for(device)  # an unknown device or a missing CUDA provider: say so now
         self.path = None if isinstance(model, onnx.ModelProto) else Path(model)
         self.proto = model if isinstance(model, onnx.ModelProto) else load_model(model)
         self.device = device
         self.threads = threads
         self.keep_probabilities = keep_probabilities
+        self.cache = (cache if isinstance(cache, SessionCache) else None if cache is False
+                      else SessionCache() if cache is True else SessionCache(cache))
+        self._digest: str | None = None
         inputs = data_inputs(self.proto)
         self.input_name = inputs[0].name if inputs else None
         self.input_shape = declared_shape(inputs[0]) if inputs else ()
@@ -73,8 +83,18 @@ class Explainer:
             proto.CopyFrom(self.proto)
             info: ModelInfo = normalise(proto, tuple(shape), self.keep_probabilities)
             info.path = self.path
-            self._engines[key] = GradientEngine(info, self.device, self.threads)
+            identity = (self.model_digest(), tuple(shape[1:]), self.keep_probabilities)
+            self._engines[key] = GradientEngine(info, self.device, self.threads,
+                                                identity if self.cache else None, self.cache)
         return self._engines[key]
+
+    def model_digest(self) -> str:
+        """sha256 of the model file (or of the in-memory model's bytes): the disk cache's key."""
+        if self._digest is None:
+            self._digest = (bytes_digest(self.proto.SerializeToString()) if self.path is None
+                            else self.cache.digest(self.path) if self.cache
+                            else file_digest(self.path))
+        return self._digest
 
     def as_batch(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
@@ -129,27 +149,38 @@ class Explainer:
         method, note = self.resolve_fallback(method, fallback)
         x = self.as_batch(x)
         start = time.perf_counter()
-        logits = self.predict(x)
-        if target is None:
-            targets = logits.argmax(axis=1)
-        else:
-            targets = np.broadcast_to(np.asarray(target, dtype=np.int64), (len(x),)).copy()
-            if targets.min() < 0 or targets.max() >= logits.shape[1]:
-                raise UsageError(f"target {target} is out of range: the model has "
-                                 f"{logits.shape[1]} classes")
         fn = METHODS[method]
         kwargs = options_for(fn, options)
-
-        def run(part_and_targets):
-            part, part_targets = part_and_targets
-            return fn(self.engine(part.shape), part, part_targets, **kwargs)
-
         step = self.fixed_batch or len(x)
-        results: list[Attribution] = [run((x[i:i + step], targets[i:i + step]))
-                                      for i in range(0, len(x), step)]
+        parts = [slice(i, i + step) for i in range(0, len(x), step)]
+
+        def run(part: slice, part_targets) -> Attribution:
+            return fn(self.engine(x[part].shape), x[part], part_targets, **kwargs)
+
+        if target is None and fn.picks_target:
+            # The gradient run finds the predicted class itself: no separate forward pass.
+            results = [run(part, None) for part in parts]
+            logits = np.concatenate([r.logits for r in results])
+            targets = logits.argmax(axis=1)
+        else:
+            logits = self.predict(x)
+            targets = self.resolve_targets(target, logits)
+            results = [run(part, targets[part]) for part in parts]
         maps = np.concatenate([r.maps for r in results])
         extras = [{**e, **note} for r in results for e in r.extras]
         rows = np.arange(len(x))
         probs = softmax(logits.astype(np.float64))[rows, targets]
         elapsed = (time.perf_counter() - start) * 1000
-        return Explanation(method, maps, targets, logits[rows, targets], probs, extras, elapsed)
+        return Explanation(method, maps, targets, logits[rows, targets], probs, extras, elapsed,
+                           logits)
+
+    @staticmethod
+    def resolve_targets(target, logits: np.ndarray) -> np.ndarray:
+        """One class index per example: the argmax, or `target` broadcast to the batch."""
+        if target is None:
+            return logits.argmax(axis=1)
+        targets = np.broadcast_to(np.asarray(target, dtype=np.int64), (len(logits),)).copy()
+        if targets.min() < 0 or targets.max() >= logits.shape[1]:
+            raise UsageError(f"target {target} is out of range: the model has "
+                             f"{logits.shape[1]} classes")
+        return targets

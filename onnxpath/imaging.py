@@ -4,12 +4,13 @@ tensors as they are."""
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import onnx
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from .errors import InputError, UsageError
 
@@ -40,27 +41,97 @@ PRESETS = {
     "caffe": Preprocess(scale=1.0, mean=(103.94, 116.78, 123.68), bgr=True),
     "none": Preprocess(),
 }
+# ONNX's image metadata (onnx/docs/MetadataProps.md): pixel order and nominal range.
+PIXEL_FORMATS = {"Gray8": {"gray": True}, "Rgb8": {"bgr": False}, "Bgr8": {"bgr": True},
+                 "Rgba8": {"bgr": False}, "Bgra8": {"bgr": True}}
+PIXEL_RANGES = {  # x in [0, 255] -> (x * scale - mean) / 1
+    "NominalRange_0_255": {"scale": 1.0, "mean": (0.0,) * 3},
+    "Normalized_0_1": {"scale": 1 / 255, "mean": (0.0,) * 3},
+    "Normalized_1_1": {"scale": 2 / 255, "mean": (1.0,) * 3},
+    "NominalRange_16_235": {"scale": 219 / 255, "mean": (-16.0,) * 3},
+}
+
+
+def guess_layout(input_shape: tuple) -> str:
+    """nhwc when the last dim looks like channels and the second does not (TF exports)."""
+    if len(input_shape) == 4 and input_shape[3] in (1, 3, 4) and input_shape[1] not in (1, 3, 4):
+        return "nhwc"
+    return "nchw"
+
+
+def metadata_hints(model: onnx.ModelProto | None) -> dict:
+    """Preprocess fields from `Image.BitmapPixelFormat` and `Image.NominalPixelRange`."""
+    props = {p.key: p.value for p in model.metadata_props} if model is not None else {}
+    hints = {**PIXEL_FORMATS.get(props.get("Image.BitmapPixelFormat", ""), {}),
+             **PIXEL_RANGES.get(props.get("Image.NominalPixelRange", ""), {})}
+    return hints
 
 
 def preset_for(input_shape: tuple, model: onnx.ModelProto | None = None) -> Preprocess:
-    """The model's own hints when it carries them, else `imagenet` for 3x224x224, else `none`."""
+    """The model's own hints when it carries them (`onnxpath.preprocess` JSON, or ONNX image
+    metadata over the `none` preset), else `imagenet` for 3x224x224, else `none`."""
+    layout = guess_layout(input_shape)
     if model is not None:
         hint = {p.key: p.value for p in model.metadata_props}.get("onnxpath.preprocess")
         if hint:
-            return from_json(json.loads(hint))
+            return replace(from_json(json.loads(hint)), layout=layout)
+        hints = metadata_hints(model)
+        if hints:
+            return replace(PRESETS["none"], layout=layout, **hints)
     if tuple(input_shape[1:]) == (3, 224, 224):
         return PRESETS["imagenet"]
-    return PRESETS["none"]
+    return replace(PRESETS["none"], layout=layout)
+
+
+def resolve_preprocess(input_shape: tuple, model: onnx.ModelProto | None = None,
+                       preset: str | None = None, config: str | Path | None = None,
+                       **overrides) -> Preprocess:
+    """The recipe for a model, most specific last: the model's hints (or the default for its
+    input shape), then `preset`, then a JSON `config` file, then explicit `overrides` (the
+    command-line flags; None values are ignored)."""
+    if preset is not None and preset not in PRESETS:
+        raise UsageError(f"unknown --preset '{preset}'; choose from {', '.join(PRESETS)}")
+    prep = (replace(PRESETS[preset], layout=guess_layout(input_shape)) if preset
+            else preset_for(input_shape, model))
+    if config is not None:
+        prep = replace(from_json(read_config(Path(config))), layout=prep.layout)
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if changes.get("layout") not in (None, "nchw", "nhwc"):
+        raise UsageError(f"--layout takes nchw or nhwc, got '{changes['layout']}'")
+    if "resize" in changes and "crop" not in changes:
+        changes["crop"] = changes["resize"] > 0
+    return replace(prep, **changes)
+
+
+def read_config(path: Path) -> dict:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise UsageError(f"cannot read preprocessing file {path}: {err.strerror}") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UsageError(f"preprocessing file {path} is not valid JSON: {err}") from err
+    if not isinstance(config, dict):
+        raise UsageError(f"preprocessing file {path} must hold a JSON object")
+    return config
 
 
 def from_json(config: dict) -> Preprocess:
     """Our own keys, or a Hugging Face `preprocessor_config.json`."""
+    try:
+        return _from_json(config)
+    except (KeyError, TypeError, ValueError) as err:
+        raise UsageError(f"cannot use the preprocessing config ({type(err).__name__}: {err})") \
+            from err
+
+
+def _from_json(config: dict) -> Preprocess:
     size = config.get("size")
+    shortest = None
     if isinstance(size, dict):
         if "height" in size:
             size = (size["height"], size["width"])
         elif "shortest_edge" in size:
-            size = None
+            shortest, size = int(size["shortest_edge"]), None
     elif isinstance(size, int):
         size = (size, size)
     elif size is not None:
@@ -68,47 +139,102 @@ def from_json(config: dict) -> Preprocess:
     crop = config.get("crop_size")
     if isinstance(crop, dict):
         crop = (crop["height"], crop["width"])
+    elif isinstance(crop, int):
+        crop = (crop, crop)
+    do_crop = bool(crop) and config.get("do_center_crop", True)
     base = Preprocess(
-        size=tuple(crop) if crop and config.get("do_center_crop") else size,
-        scale=config.get("rescale_factor", config.get("scale", 1 / 255))
+        size=tuple(int(v) for v in crop) if do_crop else size,
+        scale=float(config.get("rescale_factor", config.get("scale", 1 / 255)))
         if config.get("do_rescale", True) else 1.0,
-        mean=tuple(config.get("image_mean", config.get("mean", (0.0, 0.0, 0.0))))
+        mean=tuple(float(v) for v in config.get("image_mean", config.get("mean", (0.0,) * 3)))
         if config.get("do_normalize", True) else (0.0, 0.0, 0.0),
-        std=tuple(config.get("image_std", config.get("std", (1.0, 1.0, 1.0))))
+        std=tuple(float(v) for v in config.get("image_std", config.get("std", (1.0,) * 3)))
         if config.get("do_normalize", True) else (1.0, 1.0, 1.0),
         bgr=bool(config.get("bgr", False)),
+        gray=bool(config.get("gray", False)),
+        layout=str(config.get("layout", "nchw")),
     )
-    if crop and config.get("do_center_crop") and size:
-        short = size[0] if isinstance(size, tuple) else size
-        base = replace(base, resize=short, crop=True)
+    resize = config.get("resize")  # our own key: a shorter side, or [H, W] (no crop)
+    if isinstance(resize, (list, tuple)):
+        return replace(base, size=base.size or tuple(int(v) for v in resize), resize=None,
+                       crop=False)
+    if do_crop:
+        short = shortest or (size[0] if size else None) or resize
+        if short:
+            base = replace(base, resize=int(short), crop=True)
+    elif resize:
+        base = replace(base, resize=int(resize), crop=config.get("crop") is not False)
     return base
 
 
+class LargeImageWarning(UserWarning):
+    """An image over Pillow's pixel limit but under twice it: read, with a warning."""
+
+
 def read_image(path: Path) -> Image.Image:
+    """The decoded image, upright (EXIF orientation applied). Pillow's decompression-bomb limit
+    (`Image.MAX_IMAGE_PIXELS`) stays as Pillow sets it: over twice the limit is an error."""
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings(record=True) as caught, Image.open(path) as img:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
             img.load()
-            return ImageOps.exif_transpose(img)
+            upright = ImageOps.exif_transpose(img)
     except FileNotFoundError as err:
         raise InputError(f"input not found: {path}") from err
+    except IsADirectoryError as err:
+        raise InputError(f"{path} is a directory, not an image") from err
     except Image.DecompressionBombError as err:
-        raise InputError(f"{path}: image is too large for Pillow's safety limit ({err})") from err
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise InputError(f"cannot read {path} as an image ({type(err).__name__}); "
+        raise InputError(f"{path}: refusing a possible decompression bomb ({err})") from err
+    except PermissionError as err:
+        raise InputError(f"cannot read {path}: permission denied") from err
+    except Exception as err:  # decoders raise many types for damaged files
+        raise InputError(f"cannot read {path} as an image ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else 'unreadable'}); "
                          "is it a complete jpg/png/bmp/webp/tiff file?") from err
+    for warning in caught:
+        if issubclass(warning.category, Image.DecompressionBombWarning):
+            warnings.warn(f"{path}: {warning.message}", LargeImageWarning, stacklevel=2)
+    return upright
+
+
+def eight_bit(img: Image.Image) -> Image.Image:
+    """16-bit and 32-bit grayscale (PNG, TIFF) as 8-bit L; Pillow's own convert("RGB") would
+    clip every value above 255 to white. Float images are taken as [0, 1] when they fit."""
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        array = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or array.max() > 255 else 255.0
+        return Image.fromarray(np.clip(np.rint(array * 255 / top), 0, 255).astype(np.uint8), "L")
+    if img.mode == "F":
+        array = np.asarray(img, dtype=np.float64)
+        if array.size and np.nanmax(array) <= 1.0:
+            array = array * 255
+        return Image.fromarray(np.clip(np.nan_to_num(array), 0, 255).astype(np.uint8), "L")
+    return img
 
 
 def to_tensor(img: Image.Image, prep: Preprocess, size: tuple[int, int],
               channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """(model tensor C×H×W or H×W×C, RGB uint8 image of what the model saw)."""
-    gray = prep.gray or channels == 1
-    img = img.convert("L" if gray else "RGB")
+    """(model tensor C×H×W or H×W×C, RGB uint8 image of what the model saw).
+
+    Any image mode becomes the model's channel count: 1 (gray), 3 (RGB; alpha is dropped, as
+    torchvision's loader does) or 4 (RGBA). `gray` with 3 channels repeats the gray value."""
+    if channels not in (1, 3, 4):
+        raise InputError(f"the model takes {channels}-channel input; images give 1, 3 or 4 "
+                         "channels (give .npy tensors instead)")
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
+    img = eight_bit(img)
+    img = img.convert("L").convert(mode) if prep.gray and channels == 3 else img.convert(mode)
     if prep.crop and prep.resize:
         w, h = img.size
         ratio = prep.resize / min(w, h)
         img = img.resize((max(1, round(w * ratio)), max(1, round(h * ratio))),
                          Image.Resampling.BILINEAR)
         w, h = img.size
+        if w < size[1] or h < size[0]:  # --resize smaller than the crop: scale up to fit
+            ratio = max(size[1] / w, size[0] / h)
+            img = img.resize((max(size[1], round(w * ratio)), max(size[0], round(h * ratio))),
+                             Image.Resampling.BILINEAR)
+            w, h = img.size
         top, left = (h - size[0]) // 2, (w - size[1]) // 2
         img = img.crop((left, top, left + size[1], top + size[0]))
     else:
@@ -117,40 +243,94 @@ def to_tensor(img: Image.Image, prep: Preprocess, size: tuple[int, int],
     array = np.asarray(img, dtype=np.float32)
     if array.ndim == 2:
         array = array[..., None]
-    if prep.bgr:
-        array = array[..., ::-1]
-    mean = np.asarray(prep.mean[:array.shape[-1]], dtype=np.float32)
-    std = np.asarray(prep.std[:array.shape[-1]], dtype=np.float32)
+    if prep.bgr and channels >= 3:
+        array = np.concatenate([array[..., 2::-1], array[..., 3:]], axis=-1)
+    mean = per_channel(prep.mean, channels, "--mean")
+    std = per_channel(prep.std, channels, "--std")
+    if (std == 0).any():
+        raise UsageError("--std must not hold zeros")
     array = (array * prep.scale - mean) / std
     if prep.layout == "nchw":
         array = array.transpose(2, 0, 1)
     return np.ascontiguousarray(array, dtype=np.float32), seen
 
 
+def per_channel(values: tuple[float, ...], channels: int, option: str) -> np.ndarray:
+    """One value per channel: a single value is repeated; three (RGB) on a gray model use the
+    first; an alpha channel is left as it is (mean 0, std 1)."""
+    values = tuple(values)
+    if len(values) == 1:
+        values = values * channels
+    elif channels == 1:
+        values = values[:1]
+    elif channels == 4 and len(values) == 3:
+        values = (*values, 0.0 if option == "--mean" else 1.0)
+    if len(values) != channels:
+        raise UsageError(f"{option} has {len(values)} values; the model takes {channels} "
+                         "channels")
+    return np.asarray(values, dtype=np.float32)
+
+
 def load_npy(path: Path, input_shape: tuple) -> np.ndarray:
+    """A tensor in the model's input layout (C×H×W or 1×C×H×W for an image model). The header
+    is checked before any data is read, so a wrong or absurd shape costs nothing; pickled
+    objects are never loaded."""
     try:
-        array = np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:
+            shape, dtype = npy_header(f, path)
+            check_tensor(path, shape, dtype, input_shape)
+            f.seek(0)
+            array = np.lib.format.read_array(f, allow_pickle=False)
     except FileNotFoundError as err:
         raise InputError(f"input not found: {path}") from err
-    except (ValueError, OSError) as err:
-        raise InputError(f"cannot read {path} as a .npy tensor ({err})".splitlines()[0]) from err
-    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
-        raise InputError(f"{path}: dtype {array.dtype} is not a real number type")
-    want = tuple(input_shape[1:])
-    if array.ndim == len(want) + 1 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != len(want) or any(isinstance(w, int) and w != g
-                                      for w, g in zip(want, array.shape, strict=True)):
-        shown = tuple(w if isinstance(w, int) else "?" for w in want)
-        raise InputError(f"{path}: tensor shape {array.shape} does not match the model input "
-                         f"{shown} (or 1×{shown})")
+    except IsADirectoryError as err:
+        raise InputError(f"{path} is a directory, not a .npy file") from err
+    except InputError:
+        raise
+    except Exception as err:  # truncated data, damaged header
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"cannot read {path} as a .npy tensor ({first})") from err
+    array = array.reshape(array.shape[1:]) if array.ndim == len(input_shape) else array
     if not np.isfinite(array).all():
         raise InputError(f"{path}: tensor holds NaN or Inf values")
-    return array.astype(np.float32)
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def npy_header(f, path: Path) -> tuple[tuple, np.dtype]:
+    try:
+        version = np.lib.format.read_magic(f)
+    except ValueError as err:
+        raise InputError(f"{path} is not a .npy file (no NumPy header; an .npz archive or "
+                         "another format?)") from err
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise InputError(f"{path}: unsupported .npy format version {version}")
+    return shape, dtype
+
+
+def check_tensor(path: Path, shape: tuple, dtype: np.dtype, input_shape: tuple) -> None:
+    if dtype.hasobject:
+        raise InputError(f"{path}: holds Python objects (pickled data); onnxpath never loads "
+                         "pickles: save a numeric array")
+    if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
+        raise InputError(f"{path}: dtype {dtype} is not a real number type")
+    want = tuple(input_shape[1:])
+    got = tuple(shape[1:]) if len(shape) == len(want) + 1 and shape[0] == 1 else tuple(shape)
+    if len(got) != len(want) or any(isinstance(w, int) and w != g
+                                    for w, g in zip(want, got, strict=True)):
+        shown = tuple(w if isinstance(w, int) else "?" for w in want)
+        raise InputError(f"{path}: tensor shape {tuple(shape)} does not match the model input "
+                         f"{shown} (or 1×{shown})")
 
 
 def model_size(input_shape: tuple, prep: Preprocess, layout: str) -> tuple[tuple[int, int], int]:
     """Spatial size and channel count the model wants, given its declared input shape."""
+    if len(input_shape) != 4:
+        raise InputError(f"the model takes inputs of shape {tuple(input_shape)}, not images; "
+                         "give .npy tensors")
     dims = input_shape[1:]
     c, h, w = (dims[0], dims[1], dims[2]) if layout == "nchw" else (dims[2], dims[0], dims[1])
     if isinstance(h, int) and isinstance(w, int):
@@ -171,9 +351,5 @@ def load_input(path: str | Path, input_shape: tuple,
     path = Path(path)
     if path.suffix.lower() == ".npy":
         return load_npy(path, input_shape), None
-    if not path.exists():
-        raise InputError(f"input not found: {path}")
-    if path.is_dir():
-        raise InputError(f"{path} is a directory, not an image")
     size, channels = model_size(input_shape, prep, prep.layout)
     return to_tensor(read_image(path), prep, size, channels)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from .imaging import IMAGE_SUFFIXES
@@ -16,27 +17,56 @@ def is_input_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES | TENSOR_SUFFIXES
 
 
-def expand_inputs(items: list[str], stdin=None) -> list[Path]:
+def scan(folder: Path, exclude: Iterable[Path] = ()) -> list[Path]:
+    """Image and .npy files under `folder`, recursively, sorted by path. Hidden files and
+    folders (names starting with '.') and the `exclude` folders (the output folder, so a rerun
+    does not take last run's overlays for inputs) are skipped."""
+    skip = {p.resolve() for p in exclude}
+    found = []
+    for path in folder.rglob("*"):
+        parts = path.relative_to(folder).parts
+        if any(part.startswith(".") for part in parts):
+            continue
+        if skip and any(parent.resolve() in skip for parent in path.parents):
+            continue
+        if path.is_file() and is_input_file(path):
+            found.append(path)
+    return sorted(found)
+
+
+def expand_inputs(items: list[str], stdin=None, exclude: Iterable[Path] = ()) -> list[Path]:
     """Paths in the order given; directories are searched recursively (sorted), globs are
-    expanded (sorted). A missing path stays in the list so that it gets its own error line."""
+    expanded (sorted). `-` reads one path per line from stdin (a directory there is searched
+    too; no glob expansion, so file names with `*` pass through). A missing path, or a glob
+    that matches nothing, stays in the list so that it gets its own error line."""
+    exclude = list(exclude)
     result: list[Path] = []
     for item in items:
         if item == "-":
             stream = stdin or sys.stdin
-            result.extend(Path(line.strip()) for line in stream if line.strip())
+            for line in stream:
+                name = line.rstrip("\r\n")
+                if name.strip():
+                    path = Path(name)
+                    result.extend(scan(path, exclude) if path.is_dir() else [path])
             continue
         path = Path(item)
         if path.is_dir():
-            result.extend(sorted(p for p in path.rglob("*") if p.is_file() and is_input_file(p)))
+            result.extend(scan(path, exclude))
         elif not path.exists() and glob.has_magic(item):
-            result.extend(sorted(Path(p) for p in glob.glob(item, recursive=True)))
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True))
+            files = [p for p in matches if p.is_file()]
+            for folder in (p for p in matches if p.is_dir()):
+                files.extend(scan(folder, exclude))
+            result.extend(files or [path])
         else:
             result.append(path)
     return result
 
 
 def output_stems(paths: list[Path]) -> list[str]:
-    """`stem`, or `parent_stem` (then a counter) when several inputs share a stem."""
+    """`stem`, or `parent_stem` (then a counter) when several inputs share a stem. Depends only
+    on the list, so a rerun over the same inputs writes the same names."""
     counts: dict[str, int] = {}
     for p in paths:
         counts[p.stem] = counts.get(p.stem, 0) + 1

@@ -34,8 +34,8 @@ class CrossEntropyEngine(GradientEngine):
 
 def cross_entropy_engine(net: MaskedNetwork) -> GradientEngine:
     engine = net.engine
-    return engine.derived("cross-entropy",
-                          lambda: engine.rewritten(engine.info, CrossEntropyEngine))
+    return engine.derived("cross-entropy", lambda: engine.rewritten(
+        engine.info, CrossEntropyEngine, tag="cross-entropy"))
 
 
 def learned_gates(net: MaskedNetwork, x: np.ndarray, original_logits: np.ndarray, *,

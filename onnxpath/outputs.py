@@ -6,10 +6,13 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from .errors import OutputError
 
 
 def write_atomic(path: Path, data: bytes) -> Path:
@@ -32,6 +35,71 @@ def save_npy(path: Path, array: np.ndarray) -> Path:
 
 
 def save_png(path: Path, image: Image.Image) -> Path:
+    """zlib level 1: about 3x faster than Pillow's default 6 on overlays, for files ~10% larger;
+    in a batch the default level cost 15 ms per image, a sixth of a ResNet-50 gradient."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=1)
     return write_atomic(path, buffer.getvalue())
+
+
+def check_writable(folder: Path, option: str = "--out") -> Path:
+    """Create `folder` and prove a file can be written in it, before any input is processed:
+    a run that cannot write its results should stop at once, not fail on every input."""
+    blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise OutputError(f"cannot write to {option} {folder}: {blocker} is a file, not a "
+                          "folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".onnxpath-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputError(f"cannot write to {option} {folder}: "
+                          f"{err.strerror or type(err).__name__}") from err
+    return folder
+
+
+class Bundle:
+    """An .npz of many maps, written as it grows (a zip of .npy members in a temporary file)
+    and renamed into place by `close`, so memory stays bounded by one map and the final name
+    only ever holds a complete archive. After Ctrl-C, `close` keeps the finished maps."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.names: list[str] = []
+        self._zip = None
+        self._tmp: Path | None = None
+
+    def add(self, name: str, array: np.ndarray) -> str:
+        if self._zip is None:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part",
+                                       dir=self.path.parent)
+            os.close(fd)
+            self._tmp = Path(tmp)
+            self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED,
+                                        allowZip64=True)
+        with self._zip.open(f"{name}.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array(member, np.asarray(array, dtype=np.float32),
+                                      allow_pickle=False)
+        self.names.append(name)
+        return name
+
+    def close(self) -> Path | None:
+        """The archive under its final name, or None when nothing was added."""
+        if self._zip is None:
+            return None
+        try:
+            self._zip.close()
+            os.replace(self._tmp, self.path)
+        finally:
+            self._zip = None
+            if self._tmp is not None:
+                self._tmp.unlink(missing_ok=True)
+        return self.path
+
+    def discard(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+            self._zip = None
+            self._tmp.unlink(missing_ok=True)

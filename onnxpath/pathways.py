@@ -57,8 +57,11 @@ class MaskedNetwork:
         return self._ones[n]
 
     def feeds(self, masks: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        return {layer.mask: np.ascontiguousarray(m, np.float32) for layer, m in
-                zip(self.layers, masks, strict=True)}
+        """Mask feeds; the cached all-ones masks go as device-resident values on a GPU."""
+        ones = {id(m) for n in self._ones.values() for m in n}
+        return {layer.mask: self.engine.resident(m) if id(m) in ones
+                else np.ascontiguousarray(m, np.float32)
+                for layer, m in zip(self.layers, masks, strict=True)}
 
     def run(self, x: np.ndarray, seed: np.ndarray, masks: Sequence[np.ndarray],
             fetch: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -81,9 +84,10 @@ def masked_network(engine: GradientEngine, layers: Sequence[str] = ("Relu",),
     def build() -> MaskedNetwork:
         proto, masked = insert_masks(engine.info.proto, layers, layer_regex)
         # Everything else stays: names, and the path that external weights resolve against.
-        return MaskedNetwork(engine.rewritten(replace(engine.info, proto=proto)), masked)
+        return MaskedNetwork(engine.rewritten(replace(engine.info, proto=proto), tag=key), masked)
 
-    return engine.derived(("pathway-masks", layers, layer_regex), build)
+    key = ("pathway-masks", layers, layer_regex)
+    return engine.derived(key, build)
 
 
 def contributions(net: MaskedNetwork, x: np.ndarray, targets: Sequence[int],

@@ -26,13 +26,54 @@ def reduce_channels(attribution: np.ndarray, how: str = "max-abs") -> np.ndarray
     raise ValueError(f"unknown channel reduction '{how}'; choose from {', '.join(REDUCTIONS)}")
 
 
-def normalise(heat: np.ndarray, percentile: float = 99.0) -> np.ndarray:
-    """|heat| scaled to [0, 1], clipped at the given percentile so one outlier cannot wash the
-    map out."""
-    mag = np.abs(heat)
-    top = np.percentile(mag, percentile) if percentile < 100 else mag.max()
+NORMALISATIONS = ("percentile", "outlier", "minmax")
+COLORMAPS = ("jet", "magma", "bwr")
+# Matplotlib's magma and RdBu_r sampled evenly (17 and 9 anchors), interpolated linearly: close
+# enough for a heatmap, without matplotlib as a dependency.
+MAGMA = np.array([
+    (0.001, 0.0, 0.014), (0.04, 0.031, 0.134), (0.113, 0.065, 0.277), (0.212, 0.062, 0.419),
+    (0.317, 0.072, 0.485), (0.415, 0.11, 0.505), (0.513, 0.148, 0.508), (0.614, 0.182, 0.499),
+    (0.716, 0.215, 0.475), (0.817, 0.256, 0.436), (0.904, 0.32, 0.388), (0.961, 0.418, 0.36),
+    (0.987, 0.536, 0.382), (0.996, 0.654, 0.446), (0.997, 0.77, 0.535), (0.992, 0.884, 0.64),
+    (0.987, 0.991, 0.75)])
+BLUE_WHITE_RED = np.array([
+    (0.02, 0.188, 0.38), (0.163, 0.445, 0.698), (0.421, 0.676, 0.819), (0.761, 0.869, 0.925),
+    (0.969, 0.966, 0.965), (0.982, 0.801, 0.706), (0.895, 0.504, 0.4), (0.728, 0.155, 0.197),
+    (0.404, 0.0, 0.122)])
+
+
+def scale_of(mag: np.ndarray, how: str = "percentile", percentile: float | None = None) -> float:
+    """The magnitude that maps to full colour.
+
+    percentile: the P-th percentile of |map| (99 by default); outlier: Captum's rule, the
+    smallest value whose cumulative sum of sorted |map| reaches P% of the total (98, i.e. 2%
+    outliers); minmax: the maximum."""
+    if how == "minmax" or (how == "percentile" and (percentile or 99.0) >= 100):
+        top = float(mag.max()) if mag.size else 0.0
+    elif how == "percentile":
+        top = float(np.percentile(mag, 99.0 if percentile is None else percentile))
+    elif how == "outlier":
+        values = np.sort(mag.ravel())
+        cumulative = np.cumsum(values, dtype=np.float64)
+        share = (98.0 if percentile is None else percentile) / 100
+        index = np.searchsorted(cumulative, cumulative[-1] * share) if values.size else 0
+        top = float(values[min(index, values.size - 1)]) if values.size else 0.0
+    else:
+        raise ValueError(f"unknown normalisation '{how}'; choose from "
+                         f"{', '.join(NORMALISATIONS)}")
     if not np.isfinite(top) or top <= 0:
-        top = mag.max() if mag.max() > 0 else 1.0
+        top = float(mag.max()) if mag.size and mag.max() > 0 else 1.0
+    return top
+
+
+def normalise(heat: np.ndarray, percentile: float | None = 99.0, how: str = "percentile",
+              signed: bool = False) -> np.ndarray:
+    """|heat| scaled to [0, 1] (or heat to [-1, 1] when `signed`), clipped at the scale from
+    `scale_of`, so that one outlier cannot wash the map out."""
+    mag = np.abs(heat)
+    top = scale_of(mag, how, percentile)
+    if signed:
+        return np.clip(heat / top, -1.0, 1.0)
     return np.clip(mag / top, 0.0, 1.0)
 
 
@@ -45,9 +86,33 @@ def jet(values: np.ndarray) -> np.ndarray:
     return np.concatenate([r, g, b], axis=-1)
 
 
-def overlay(image: np.ndarray | None, heat: np.ndarray, alpha: float = 0.5) -> Image.Image:
+def from_anchors(values: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    v = np.clip(values, 0.0, 1.0) * (len(anchors) - 1)
+    low = np.minimum(np.floor(v).astype(int), len(anchors) - 2)
+    frac = (v - low)[..., None]
+    return anchors[low] * (1 - frac) + anchors[low + 1] * frac
+
+
+def colour(heat: np.ndarray, colormap: str = "jet", how: str = "percentile",
+           percentile: float | None = None) -> np.ndarray:
+    """H×W map -> H×W×3 float RGB: jet or magma over the magnitude, or bwr (blue negative,
+    white zero, red positive) over the signed value."""
+    if colormap == "bwr":
+        return from_anchors((normalise(heat, percentile, how, signed=True) + 1) / 2,
+                            BLUE_WHITE_RED)
+    values = normalise(heat, percentile, how)
+    if colormap == "jet":
+        return jet(values)
+    if colormap == "magma":
+        return from_anchors(values, MAGMA)
+    raise ValueError(f"unknown colormap '{colormap}'; choose from {', '.join(COLORMAPS)}")
+
+
+def overlay(image: np.ndarray | None, heat: np.ndarray, alpha: float = 0.5,
+            colormap: str = "jet", how: str = "percentile",
+            percentile: float | None = None) -> Image.Image:
     """The coloured map at `alpha` over a grayscale copy of the input (or alone)."""
-    colours = jet(normalise(heat))
+    colours = colour(heat, colormap, how, percentile)
     if image is not None:
         gray = np.asarray(Image.fromarray(image).convert("L"), dtype=np.float32)[..., None] / 255
         if gray.shape[:2] != colours.shape[:2]:
@@ -58,13 +123,13 @@ def overlay(image: np.ndarray | None, heat: np.ndarray, alpha: float = 0.5) -> I
 
 
 def side_by_side(image: np.ndarray | None, panels: list[tuple[str, np.ndarray]],
-                 min_height: int = 160) -> Image.Image:
+                 min_height: int = 160, **style) -> Image.Image:
     """One row: the input, then one titled overlay per (title, H×W heat) panel. Small inputs
     are enlarged (nearest neighbour) to `min_height` so titles and pixels stay legible."""
     from PIL import ImageDraw
 
     tiles = [("input", Image.fromarray(image).convert("RGB"))] if image is not None else []
-    tiles += [(title, overlay(image, heat)) for title, heat in panels]
+    tiles += [(title, overlay(image, heat, **style)) for title, heat in panels]
     height = max(tile.height for _, tile in tiles)
     scale = max(1.0, min_height / height)
     tiles = [(t, tile.resize((round(tile.width * scale), round(tile.height * scale)),

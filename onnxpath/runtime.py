@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from .errors import ModelError, OnnxPathError
+from .errors import DeviceError, InputError, ModelError, OnnxPathError, UsageError
 from .external import has_external_data, is_external, location
 
 DEVICES = ("cpu", "cuda")
@@ -21,17 +22,102 @@ EXTERNAL_FOLDER = "session.model_external_initializers_file_folder_path"
 IN_MEMORY = "onnxpath-in-memory"  # placeholder location; ORT takes the bytes from an OrtValue
 
 
+CUDA_HELP = ("Install it with: pip uninstall -y onnxruntime && pip install 'onnxpath[gpu]' "
+             "(onnxruntime-gpu and onnxruntime share one package folder: never keep both)")
+
+
+_PRELOADED: list[bool] = []
+
+
+def preload_cuda_libraries() -> None:
+    """onnxruntime-gpu >= 1.21 can load CUDA and cuDNN from the nvidia-* wheels
+    (`pip install onnxruntime-gpu[cuda,cudnn]`) when the system has none; once per process."""
+    if _PRELOADED:
+        return
+    _PRELOADED.append(True)
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        with contextlib.suppress(Exception):  # system libraries may serve instead
+            preload()
+
+
 def providers_for(device: str) -> list[str]:
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if device == "cuda":
+        preload_cuda_libraries()
         if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise OnnxPathError(
+            raise DeviceError(
                 "--device cuda needs onnxruntime-gpu with a working CUDA install; available "
-                f"providers: {', '.join(ort.get_available_providers())}. "
-                "Install it with: pip uninstall -y onnxruntime && pip install 'onnxpath[gpu]'")
+                f"providers: {', '.join(ort.get_available_providers())}. {CUDA_HELP}")
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    raise OnnxPathError(f"unknown device '{device}'; choose one of {', '.join(DEVICES)}")
+    raise UsageError(f"unknown device '{device}'; choose one of {', '.join(DEVICES)}")
+
+
+def check_providers(session: ort.InferenceSession, device: str) -> None:
+    """ORT falls back to the CPU, with only a log line, when the CUDA provider is listed but its
+    libraries (CUDA, cuDNN) fail to load; a run the user asked to be on the GPU must not."""
+    if device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+        raise DeviceError(
+            "--device cuda: ONNX Runtime could not start its CUDA provider (are the CUDA 12 and "
+            "cuDNN 9 libraries on the library path, and is a GPU visible?); use --device cpu "
+            f"or fix the install. {CUDA_HELP}")
+
+
+def session_options(threads: int | None, optimise: bool = True) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimise
+                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    options.log_severity_level = 3
+    # Idle worker threads sleep instead of spinning. On a small, shared CPU, spinning threads
+    # steal the cores the busy ones need: ResNet-50 forward 66 -> 36 ms, gradient 168 -> 89 ms
+    # measured on 2 cores with another process running.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads:
+        options.intra_op_num_threads = threads
+    return options
+
+
+def open_optimised(path: str, device: str = "cpu",
+                   threads: int | None = None) -> ort.InferenceSession:
+    """A session over a model ORT already optimised (a cache entry): no optimisation again."""
+    session = ort.InferenceSession(path, session_options(threads, optimise=False),
+                                   providers=providers_for(device))
+    check_providers(session, device)
+    return session
+
+
+RUN_FAILURES = (ort.capi.onnxruntime_pybind11_state.Fail,
+                ort.capi.onnxruntime_pybind11_state.RuntimeException)
+# Tests set this to run the IOBinding path on the CPU provider, the only one they have.
+FORCE_IO_BINDING = False
+
+
+def run_session(session: ort.InferenceSession, names, feeds, device: str = "cpu") -> list:
+    """session.run, or on the GPU a run through IOBinding: inputs already on the device
+    (OrtValues, e.g. the all-ones masks) are bound in place, outputs are allocated on the
+    device and only the requested ones are copied back."""
+    try:
+        if device != "cuda" and not FORCE_IO_BINDING:
+            return session.run(names, feeds)
+        return _run_bound(session, names, feeds, device)
+    except RUN_FAILURES as err:  # a kernel refused this input (e.g. smaller than a kernel)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"ONNX Runtime failed on this input: {first}") from err
+
+
+def _run_bound(session: ort.InferenceSession, names, feeds, device: str) -> list:
+    where = "cuda" if device == "cuda" else "cpu"
+    binding = session.io_binding()
+    for name, value in feeds.items():
+        if isinstance(value, ort.OrtValue):
+            binding.bind_ortvalue_input(name, value)
+        else:
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+    for name in names or [o.name for o in session.get_outputs()]:
+        binding.bind_output(name, where)
+    session.run_with_iobinding(binding)
+    return binding.copy_outputs_to_cpu()
 
 
 def spill_large_initializers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
@@ -66,18 +152,14 @@ def placeholder(tensor: TensorProto) -> TensorProto:
 
 def make_session(model: onnx.ModelProto | bytes | str, device: str = "cpu",
                  threads: int | None = None,
-                 folder: str | Path | None = None) -> ort.InferenceSession:
+                 folder: str | Path | None = None,
+                 save_optimised: str | Path | None = None) -> ort.InferenceSession:
     """A session for `model`. `folder` is where the model's external data files live; a
-    rewritten graph keeps referring to them, so the weights are never copied."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    # Idle worker threads sleep instead of spinning. On a small, shared CPU, spinning threads
-    # steal the cores the busy ones need: ResNet-50 forward 66 -> 36 ms, gradient 168 -> 89 ms
-    # measured on 2 cores with another process running.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads:
-        options.intra_op_num_threads = threads
+    rewritten graph keeps referring to them, so the weights are never copied.
+    `save_optimised` asks ORT to write the optimised graph there (the session cache)."""
+    options = session_options(threads)
+    if save_optimised is not None:
+        options.optimized_model_filepath = str(save_optimised)
     source, keep_alive = model, []
     if isinstance(model, onnx.ModelProto):
         if model.ByteSize() > PROTOBUF_LIMIT:
@@ -100,5 +182,6 @@ def make_session(model: onnx.ModelProto | bytes | str, device: str = "cpu",
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(f"ONNX Runtime cannot load the model: {first}") from err
+    check_providers(session, device)
     session.onnxpath_borrowed = keep_alive
     return session

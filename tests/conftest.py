@@ -7,6 +7,22 @@ import pytest
 from tests import oracle
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _session_cache_in_a_temporary_folder(tmp_path_factory):
+    """Tests never write to the user's cache folder; subprocesses inherit the variable. One
+    folder for the whole run, so later tests also exercise cache hits."""
+    import os
+
+    folder = tmp_path_factory.mktemp("onnxpath-cache")
+    old = os.environ.get("ONNXPATH_CACHE_DIR")
+    os.environ["ONNXPATH_CACHE_DIR"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("ONNXPATH_CACHE_DIR", None)
+    else:
+        os.environ["ONNXPATH_CACHE_DIR"] = old
+
+
 @pytest.fixture(autouse=True)
 def _name_oracle_checks(request):
     oracle.CURRENT_TEST = request.node.nodeid

@@ -6,7 +6,9 @@ Errors a user can act on (`OnnxPathError`) print one line on stderr and exit wit
 
 from __future__ import annotations
 
+import os
 import sys
+import warnings
 
 import typer
 
@@ -31,6 +33,7 @@ def _root() -> None:
 
 from . import (  # noqa: E402,F401,I001
     attribute,  # noqa: E402,F401  (each command module registers itself on `app`)
+    cache,
     check_grad,
     evaluate,
     export,
@@ -39,11 +42,21 @@ from . import (  # noqa: E402,F401,I001
 )
 
 
+def one_line_warnings(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings reach users as one plain line, not Python's two with a source excerpt."""
+    print(f"onnxpath: warning: {message}", file=file or sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    shown = warnings.showwarning
+    if not debug:
+        warnings.showwarning = one_line_warnings
     try:
         code = app(args=args, prog_name="onnxpath", standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C into a returned 130, silently
+            print("onnxpath: interrupted", file=sys.stderr)
     except OnnxPathError as err:
         if debug:
             raise
@@ -52,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as err:
         code = err.exit_code
     except (KeyboardInterrupt, typer.Abort):
+        # Every result already reported is complete on disk (atomic writes); say so briefly.
         print("onnxpath: interrupted", file=sys.stderr)
         code = 130
     except typer.TyperException as err:  # usage errors: bad option, missing argument, ...
@@ -59,6 +73,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         err.show()
         code = getattr(err, "exit_code", 2)
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as Unix tools do. Further writes to
+        # the dead pipe, including the interpreter's final flush, go to /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 141
+    finally:
+        warnings.showwarning = shown
     return int(code or 0)
 
 

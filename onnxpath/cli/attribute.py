@@ -1,65 +1,32 @@
-"""`onnxpath attribute`: one JSON line per input on stdout, maps and overlays in --out."""
+"""`onnxpath attribute`: one JSON line per input and method on stdout, maps and overlays in
+--out. The loop itself is `onnxpath.pipeline`; this module parses options."""
 
 from __future__ import annotations
 
-import json
-import sys
-import traceback
 from pathlib import Path
 
-import numpy as np
 import typer
 
-from ..errors import InputError, OnnxPathError, UsageError
+from ..errors import UsageError
 from ..explainer import Explainer
-from ..imaging import PRESETS, Preprocess, load_input, preset_for
-from ..inputs import expand_inputs, output_stems
-from ..labels import model_labels, read_labels, resolve_target
-from ..methods import METHODS, effective_params
-from ..outputs import save_npy, save_png
-from ..render import REDUCTIONS, overlay, reduce_channels
-from ..render import side_by_side as compare
+from ..imaging import PRESETS, model_size
+from ..inputs import expand_inputs
+from ..labels import model_labels, read_labels
+from ..methods import METHODS
+from ..outputs import check_writable
+from ..pipeline import Job, Pipeline, Style, parse_target
+from ..progress import Progress
+from ..render import COLORMAPS, NORMALISATIONS, REDUCTIONS
 from . import app
+from ._common import build_preprocess, emit, parse_floats, parse_scale, parse_size
+
+__all__ = ["attribute", "build_preprocess", "parse_floats", "parse_size"]
 
 
-def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError as err:
-        raise UsageError(f"{option} takes comma-separated numbers, got '{text}'") from err
-
-
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    parts = text.lower().replace(",", "x").split("x")
-    try:
-        h, w = (int(parts[0]), int(parts[-1]))
-    except ValueError as err:
-        raise UsageError(f"--size takes HxW (e.g. 224x224), got '{text}'") from err
-    return h, w
-
-
-def build_preprocess(explainer: Explainer, preset: str | None, size, mean, std) -> Preprocess:
-    if preset is not None and preset not in PRESETS:
-        raise UsageError(f"unknown --preset '{preset}'; choose from {', '.join(PRESETS)}")
-    prep = PRESETS[preset] if preset else preset_for(explainer.input_shape, explainer.proto)
-    changes = {}
-    if size:
-        changes["size"] = size
-    if mean:
-        changes["mean"] = mean
-    if std:
-        changes["std"] = std
-    from dataclasses import replace
-    return replace(prep, **changes)
-
-
-def emit(record: dict) -> None:
-    sys.stdout.write(json.dumps(record) + "\n")
-    sys.stdout.flush()
+def check_choice(value: str, choices, option: str) -> str:
+    if value not in choices:
+        raise UsageError(f"unknown {option} '{value}'; choose from {', '.join(choices)}")
+    return value
 
 
 @app.command()
@@ -70,17 +37,48 @@ def attribute(
     method: str = typer.Option("gradient", "--method", "-m",
                                help=f"Comma-separated methods: {', '.join(METHODS)}."),
     target: str = typer.Option(None, "--target", "-t",
-                               help="Class index or label to explain (default: the prediction)."),
+                               help="Class index, label, or topK (each of the K best "
+                               "classes) to explain (default: the prediction)."),
     out: Path = typer.Option(None, "--out", "-o", help="Write <stem>.<method>.npy (raw) and "
                              ".png (overlay) here."),
-    labels: Path = typer.Option(None, "--labels", help="Labels: .txt one per line, or JSON."),
-    preset: str = typer.Option(None, "--preset",
-                               help=f"Preprocessing preset: {', '.join(PRESETS)}."),
+    npz: Path = typer.Option(None, "--npz", help="Also collect every raw map in one .npz "
+                             "(keys <stem>.<method>), written as the batch goes."),
+    labels: Path = typer.Option(None, "--labels", help="Labels: .txt one per line, or JSON "
+                                "(a list, or Keras' imagenet_class_index.json)."),
+    batch_size: int = typer.Option(1, "--batch-size", "-b", help="Inputs per ONNX Runtime "
+                                   "run (more helps on a GPU; results come per batch)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar on stderr."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Build sessions afresh; neither "
+                                  "read nor write the on-disk session cache."),
+    # --- preprocessing: flags override --preprocess, which overrides --preset ---
+    preset: str = typer.Option(None, "--preset", help=f"Preprocessing preset: "
+                               f"{', '.join(PRESETS)} (default: the model's metadata, else "
+                               "imagenet for 3x224x224 inputs, else none)."),
+    preprocess: Path = typer.Option(None, "--preprocess", help="Preprocessing JSON, e.g. a "
+                                    "Hugging Face preprocessor_config.json."),
     size: str = typer.Option(None, "--size", help="Model input size HxW, e.g. 224x224."),
+    resize: int = typer.Option(None, "--resize", help="Shorter side before the center crop, "
+                               "e.g. 256; 0 squashes the image to --size."),
+    crop: bool = typer.Option(None, "--crop/--no-crop", help="Center-crop after --resize."),
     mean: str = typer.Option(None, "--mean", help="Per-channel mean, e.g. 0.485,0.456,0.406."),
     std: str = typer.Option(None, "--std", help="Per-channel std, e.g. 0.229,0.224,0.225."),
+    scale: str = typer.Option(None, "--scale", help="Pixel scale before mean/std, e.g. 1/255 "
+                              "or 1."),
+    bgr: bool = typer.Option(None, "--bgr/--rgb", help="Channel order the model expects."),
+    layout: str = typer.Option(None, "--layout", help="nchw or nhwc (default: guessed from "
+                               "the input shape)."),
+    gray: bool = typer.Option(None, "--gray", help="Convert images to grayscale."),
+    # --- rendering ---
     reduce: str = typer.Option("max-abs", "--reduce",
                                help=f"Channel reduction for the PNG: {', '.join(REDUCTIONS)}."),
+    colormap: str = typer.Option("jet", "--colormap", help=f"PNG colours: "
+                                 f"{', '.join(COLORMAPS)} (bwr: signed, blue < 0 < red)."),
+    normalise: str = typer.Option("percentile", "--normalise", help=f"Colour scale: "
+                                  f"{', '.join(NORMALISATIONS)}."),
+    percentile: float = typer.Option(None, "--percentile", help="percentile: clip |map| at "
+                                     "this percentile (99); outlier: Captum's cumulative "
+                                     "share (98)."),
+    alpha: float = typer.Option(0.5, "--alpha", help="Overlay opacity over the gray input."),
     absolute: bool = typer.Option(False, "--abs", help="Gradient: absolute value (Saliency)."),
     # --- pathway ---
     prune: float = typer.Option(None, "--prune", help="Pathway: % of neurons to prune (85)."),
@@ -121,9 +119,12 @@ def attribute(
     threads: int = typer.Option(None, "--threads", help="ONNX Runtime intra-op threads."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> int:
-    """Attribute each input's prediction to its pixels.
+    """Attribute each input's prediction to its pixels: one JSON line per input and method.
 
-    Example: onnxpath attribute models/shapes_resnet.onnx models/samples/*.png -m gradient -o out/
+    Example: onnxpath attribute models/shapes_resnet.onnx models/samples/ -m gradient -o out/
+
+    Example: find photos -name '*.jpg' | onnxpath attribute resnet50.onnx - --labels
+    synset.txt --target top3 -b 8 --npz maps.npz -q | jq -c '[.input, .label, .prob]'
 
     Example: onnxpath attribute model.onnx cat.png -m gradient,integrated-gradients,gradcam
     --steps 32 --side-by-side -o out/
@@ -133,17 +134,24 @@ def attribute(
     if unknown or not methods:
         raise UsageError(f"unknown method '{','.join(unknown) or method}'; choose from "
                          f"{', '.join(METHODS)}")
-    if reduce not in REDUCTIONS:
-        raise UsageError(f"unknown --reduce '{reduce}'; choose from {', '.join(REDUCTIONS)}")
+    style = Style(check_choice(reduce, REDUCTIONS, "--reduce"),
+                  check_choice(colormap, COLORMAPS, "--colormap"),
+                  check_choice(normalise, NORMALISATIONS, "--normalise"), percentile, alpha)
+    if not 0.0 <= alpha <= 1.0:
+        raise UsageError(f"--alpha must lie in [0, 1], got {alpha}")
+    if percentile is not None and not 0.0 < percentile <= 100.0:
+        raise UsageError(f"--percentile must lie in (0, 100], got {percentile}")
     if side_by_side and out is None:
         raise UsageError("--side-by-side writes a figure: give --out DIR")
-    explainer = Explainer(model, device=device, threads=threads)
+    explainer = Explainer(model, device=device, threads=threads, cache=not no_cache)
     if fallback is None and any(METHODS[m].needs_gradients for m in methods):
         explainer.check_differentiable()
     label_names = read_labels(labels) if labels else model_labels(explainer.proto)
-    target_index = resolve_target(target, label_names)
+    target_index, top_k = parse_target(target, label_names)
     prep = build_preprocess(explainer, preset, parse_size(size), parse_floats(mean, "--mean"),
-                            parse_floats(std, "--std"))
+                            parse_floats(std, "--std"), config=preprocess, resize=resize,
+                            crop=crop, scale=parse_scale(scale), bgr=bgr, layout=layout,
+                            gray=gray)
     from .pathway import pathway_options
     given = dict(steps=steps, rule=rule, baseline=baseline, samples=samples, noise=noise,
                  internal_batch_size=internal_batch_size, variant=variant, seed=seed,
@@ -151,68 +159,18 @@ def attribute(
                  cells=cells, probability=probability)
     options = {"absolute": absolute, **{k: v for k, v in given.items() if v is not None},
                **pathway_options(prune, keep, selection, layers, layer_regex, per_layer)}
-    noted: set[str] = set()
-    paths = expand_inputs(inputs)
+    if out is not None:
+        check_writable(out)
+    if npz is not None:
+        check_writable(npz.parent, "--npz")
+    paths = expand_inputs(inputs, exclude=[out] if out is not None else [])
     if not paths:
-        raise UsageError("no inputs found")
-    stems = output_stems(paths)
-    failures = 0
-    for path, stem in zip(paths, stems, strict=True):
-        records, panels, image = [], [], None
-        for asked in methods:
-            record = {"input": str(path), "method": asked, "target": None, "label": None,
-                      "logit": None, "prob": None, "outputs": {}, "params": effective_params(
-                          METHODS[asked], options), "time_ms": None, "error": None,
-                      "extras": {}}
-            records.append(record)
-            try:
-                x, image = load_input(path, explainer.input_shape, prep)
-                result = explainer.attribute(x, method=asked, target=target_index,
-                                             fallback=fallback, **options)
-                name = result.method
-                if name != asked:
-                    record.update(method=name, params=effective_params(METHODS[name], options))
-                    if asked not in noted:
-                        noted.add(asked)
-                        print(f"onnxpath: note: {asked} falls back to {name}: "
-                              f"{result.extras[0]['fallback_reason']}", file=sys.stderr)
-                record["extras"] = result.extras[0]
-                raw = result.maps[0]
-                if not np.isfinite(raw).all():
-                    raise InputError("the attribution holds NaN or Inf; nothing written")
-                c = int(result.targets[0])
-                record.update(target=c, label=label_names[c] if label_names and
-                              c < len(label_names) else None,
-                              logit=float(result.logits[0]), prob=float(result.probs[0]),
-                              time_ms=round(result.time_ms, 2))
-                if out is not None:
-                    npy = save_npy(out / f"{stem}.{name}.npy", raw)
-                    record["outputs"]["npy"] = str(npy)
-                    heat = reduce_channels(raw, reduce)
-                    panels.append((asked if name == asked else f"{name} (for {asked})", heat))
-                    if image is not None:
-                        png = save_png(out / f"{stem}.{name}.png", overlay(image, heat))
-                        record["outputs"]["png"] = str(png)
-            except OnnxPathError as err:
-                if err.exit_code == 2 and not isinstance(err, InputError):
-                    raise
-                failures += 1
-                record["error"] = str(err)
-                if debug:
-                    traceback.print_exc()
-            except OSError as err:
-                failures += 1
-                record["error"] = f"cannot write output: {err.strerror} ({err.filename})"
-                if debug:
-                    traceback.print_exc()
-        if side_by_side and panels:
-            try:
-                figure = save_png(out / f"{stem}.side-by-side.png", compare(image, panels))
-                for record in records:
-                    record["outputs"]["side_by_side"] = str(figure)
-            except OSError as err:
-                failures += 1
-                records[-1]["error"] = f"cannot write output: {err.strerror} ({err.filename})"
-        for record in records:  # one input's lines together, once all its methods are done
-            emit(record)
+        raise UsageError("no inputs found (give images, .npy files, folders, globs or -)")
+    if len(explainer.input_shape) == 4 and any(p.suffix.lower() != ".npy" for p in paths):
+        model_size(explainer.input_shape, prep, prep.layout)  # --size problems stop here
+    job = Job(methods=methods, target=target_index, top_k=top_k, options=options, prep=prep,
+              labels=label_names, fallback=fallback, out=out, npz=npz,
+              side_by_side=side_by_side, batch_size=batch_size, style=style)
+    progress = Progress(len(paths), enabled=False if quiet else None)
+    failures = Pipeline(explainer, job, emit, progress, note=progress.note, debug=debug).run(paths)
     return 1 if failures else 0

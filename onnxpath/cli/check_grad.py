@@ -19,7 +19,7 @@ from ..gradcheck import (
 )
 from ..imaging import load_input, preset_for
 from . import app
-from .attribute import parse_size
+from ._common import parse_size
 
 
 @app.command("check-grad")
@@ -50,7 +50,9 @@ def check_grad(
 
     Example: onnxpath check-grad resnet50.onnx --input cat.npy --directions 16
     """
-    explainer = Explainer(model, device=device, keep_probabilities=keep_probabilities)
+    # A check builds the gradient graph it checks: never a cached session.
+    explainer = Explainer(model, device=device, keep_probabilities=keep_probabilities,
+                          cache=False)
     explainer.check_differentiable()
     if input is not None:
         x, _ = load_input(input, explainer.input_shape, preset_for(explainer.input_shape,

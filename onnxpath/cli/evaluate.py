@@ -27,7 +27,7 @@ from ..inputs import expand_inputs
 from ..methods import METHODS
 from ..outputs import write_atomic
 from . import app
-from .attribute import build_preprocess, parse_floats, parse_size
+from ._common import build_preprocess, parse_floats, parse_size
 
 
 def parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
@@ -167,6 +167,8 @@ def evaluate_command(
     std: str = typer.Option(None, "--std", help="Per-channel std, e.g. 0.229,0.224,0.225."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     threads: int = typer.Option(None, "--threads", help="ONNX Runtime intra-op threads."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Build sessions afresh; neither "
+                                  "read nor write the on-disk session cache."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> int:
@@ -188,7 +190,7 @@ def evaluate_command(
         raise UsageError("give inputs, or --scenes N to generate the shapes benchmark")
     if step is not None and step < 1:
         raise UsageError(f"--step must be at least 1, got {step}")
-    explainer = Explainer(model, device=device, threads=threads)
+    explainer = Explainer(model, device=device, threads=threads, cache=not no_cache)
     if any(METHODS[m].needs_gradients for m in method_names):
         explainer.check_differentiable()
     prep = build_preprocess(explainer, preset, parse_size(size), parse_floats(mean, "--mean"),

@@ -10,7 +10,7 @@ import typer
 from ..explainer import Explainer
 from ..exporting import gradient_export, save_model, signature, signature_text
 from . import app
-from .attribute import parse_size
+from ._common import parse_size
 
 
 @app.command("export")

@@ -9,7 +9,7 @@ import typer
 
 from ..inspection import inspect_model
 from . import app
-from .attribute import parse_size
+from ._common import parse_size
 
 
 @app.command("inspect")

@@ -21,7 +21,7 @@ from ..outputs import write_atomic
 from ..pathways import Pathway, layer_statistics, output_change, probabilities
 from ..surgery import LocalLinearityWarning, bake_pathway
 from . import app
-from .attribute import build_preprocess, parse_floats, parse_size
+from ._common import build_preprocess, parse_floats, parse_size
 
 
 def pathway_options(prune: float | None, keep: float | None, selection: str, layers: str,
@@ -72,6 +72,8 @@ def pathway(
     seed: int = typer.Option(0, "--seed", help="Random generator seed (random, learned)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     threads: int = typer.Option(None, "--threads", help="ONNX Runtime intra-op threads."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Build sessions afresh; neither "
+                                  "read nor write the on-disk session cache."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> int:
     """Select the critical pathway of one input and report it layer by layer.
@@ -79,7 +81,7 @@ def pathway(
     Example: onnxpath pathway resnet.onnx cat.png --prune 75 --masks m.npz --export pruned.onnx
     """
     start = time.perf_counter()
-    explainer = Explainer(model, device=device, threads=threads)
+    explainer = Explainer(model, device=device, threads=threads, cache=not no_cache)
     label_names = read_labels(labels) if labels else model_labels(explainer.proto)
     prep = build_preprocess(explainer, preset, parse_size(size), parse_floats(mean, "--mean"),
                             parse_floats(std, "--std"))

@@ -19,6 +19,7 @@ import numpy as np
 class Attribution:
     maps: np.ndarray  # (N, *input shape), float32, raw and signed unless the method says so
     extras: list[dict] = field(default_factory=list)  # per example: method-specific facts
+    logits: np.ndarray | None = None  # (N, classes) when the method ran the unmodified model
 
     def __post_init__(self):
         self.maps = np.asarray(self.maps, dtype=np.float32)
@@ -30,12 +31,16 @@ Method = Callable[..., Attribution]
 METHODS: dict[str, Method] = {}
 
 
-def method(name: str, needs_gradients: bool = True) -> Callable[[Method], Method]:
+def method(name: str, needs_gradients: bool = True,
+           picks_target: bool = False) -> Callable[[Method], Method]:
     """Register `fn` under `name`. Forward-only methods (`needs_gradients=False`) also serve
-    models whose ops lack gradient rules."""
+    models whose ops lack gradient rules. `picks_target` methods accept targets=None: their one
+    gradient pass then attributes each example's predicted class, found in the same run, and
+    they return that run's logits (no separate forward pass to find the class)."""
 
     def register(fn: Method) -> Method:
         fn.needs_gradients = needs_gradients
+        fn.picks_target = picks_target
         METHODS[name] = fn
         return fn
 

@@ -117,13 +117,22 @@ def logits_rows(engine, xs: np.ndarray, batch: int | None = None) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def padded_gradients(engine, xs: np.ndarray, seed: np.ndarray, **kwargs) -> tuple[dict, dict]:
-    """engine.gradients for one chunk of rows; zero rows with zero seeds fill a fixed model
-    batch and are cut off again. Returns ({wrt: grad}, {extra: value})."""
+def single_pass(engine, xs: np.ndarray, seed: np.ndarray | None,
+                **kwargs) -> tuple[np.ndarray, dict, dict]:
+    """engine.gradients for one chunk of rows: (logits, {wrt: grad}, {extra: value}). Zero
+    rows with zero seeds fill a fixed model batch and are cut off again. A seed of None
+    differentiates each row's predicted class, chosen inside the same run."""
     rows = len(xs)
     fixed = fixed_batch(engine) or 0
-    _, grads, extras = engine.gradients(_pad(xs, fixed), _pad(seed, fixed), **kwargs)
-    return ({k: v[:rows] for k, v in grads.items()}, {k: v[:rows] for k, v in extras.items()})
+    logits, grads, extras = engine.gradients(
+        _pad(xs, fixed), None if seed is None else _pad(seed, fixed), **kwargs)
+    return (logits[:rows], {k: v[:rows] for k, v in grads.items()},
+            {k: v[:rows] for k, v in extras.items()})
+
+
+def padded_gradients(engine, xs: np.ndarray, seed: np.ndarray, **kwargs) -> tuple[dict, dict]:
+    """single_pass without the logits: ({wrt: grad}, {extra: value})."""
+    return single_pass(engine, xs, seed, **kwargs)[1:]
 
 
 def gradients_rows(engine, xs: np.ndarray, seed: np.ndarray, overrides=None) -> np.ndarray:

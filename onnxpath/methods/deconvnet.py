@@ -8,14 +8,15 @@ import numpy as np
 from ..autodiff import GraphBuilder, Node
 from ..engine import GradientEngine
 from . import Attribution, method
-from ._common import gradients_rows
+from ._common import single_pass
 
 
 def deconv_relu(node: Node, dy, b: GraphBuilder):
     return [b.op("Relu", dy[0])]
 
 
-@method("deconvnet")
-def deconvnet(engine: GradientEngine, x: np.ndarray, targets: np.ndarray) -> Attribution:
-    return Attribution(gradients_rows(engine, x, engine.seed(targets),
-                                      overrides={"Relu": deconv_relu}))
+@method("deconvnet", picks_target=True)
+def deconvnet(engine: GradientEngine, x: np.ndarray, targets: np.ndarray | None) -> Attribution:
+    logits, grads, _ = single_pass(engine, x, engine.seed(targets),
+                                   overrides={"Relu": deconv_relu})
+    return Attribution(grads[engine.input_name], logits=logits)

@@ -19,7 +19,7 @@ from ..autodiff.walk import value_infos
 from ..engine import GradientEngine
 from ..errors import UsageError
 from . import Attribution, method
-from ._common import bilinear_resize, padded_gradients
+from ._common import bilinear_resize, single_pass
 
 GLOBAL_POOLS = ("GlobalAveragePool", "GlobalMaxPool")
 SPATIAL_REDUCES = ("ReduceMean", "ReduceMax", "ReduceSum")
@@ -66,12 +66,12 @@ def find_layer(model: onnx.ModelProto, layer: str | None = None) -> str:
     raise UsageError("found no 4-D layer before a global pooling or flatten; pass --layer NAME")
 
 
-@method("gradcam")
-def gradcam(engine: GradientEngine, x: np.ndarray, targets: np.ndarray, *,
+@method("gradcam", picks_target=True)
+def gradcam(engine: GradientEngine, x: np.ndarray, targets: np.ndarray | None, *,
             layer: str | None = None, relu: bool = False) -> Attribution:
     name = find_layer(engine.info.proto, layer)
-    grads, values = padded_gradients(engine, x, engine.seed(targets), wrt=[name],
-                                     extra_outputs=[name])
+    logits, grads, values = single_pass(engine, x, engine.seed(targets), wrt=[name],
+                                        extra_outputs=[name])
     grad, activation = grads[name], values[name]
     if grad.ndim != 4:
         raise UsageError(f"Grad-CAM needs a 4-D (N, C, H, W) layer; '{name}' has shape "
@@ -83,4 +83,4 @@ def gradcam(engine: GradientEngine, x: np.ndarray, targets: np.ndarray, *,
     up = bilinear_resize(cam, x.shape[-2:])
     maps = np.repeat(up[:, None], x.shape[1], axis=1)
     return Attribution(maps, [{"layer": name, "layer_shape": list(activation.shape[1:])}
-                              for _ in range(len(x))])
+                              for _ in range(len(x))], logits=logits)

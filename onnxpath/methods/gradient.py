@@ -6,11 +6,12 @@ import numpy as np
 
 from ..engine import GradientEngine
 from . import Attribution, method
-from ._common import gradients_rows
+from ._common import single_pass
 
 
-@method("gradient")
-def gradient(engine: GradientEngine, x: np.ndarray, targets: np.ndarray, *,
+@method("gradient", picks_target=True)
+def gradient(engine: GradientEngine, x: np.ndarray, targets: np.ndarray | None, *,
              absolute: bool = False) -> Attribution:
-    maps = gradients_rows(engine, x, engine.seed(targets))
-    return Attribution(np.abs(maps) if absolute else maps)
+    logits, grads, _ = single_pass(engine, x, engine.seed(targets))
+    maps = grads[engine.input_name]
+    return Attribution(np.abs(maps) if absolute else maps, logits=logits)

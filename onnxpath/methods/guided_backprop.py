@@ -9,7 +9,7 @@ import numpy as np
 from ..autodiff import GraphBuilder, Node
 from ..engine import GradientEngine
 from . import Attribution, method
-from ._common import gradients_rows
+from ._common import single_pass
 
 
 def guided_relu(node: Node, dy, b: GraphBuilder):
@@ -17,7 +17,9 @@ def guided_relu(node: Node, dy, b: GraphBuilder):
     return [b.op("Relu", gated)]
 
 
-@method("guided-backprop")
-def guided_backprop(engine: GradientEngine, x: np.ndarray, targets: np.ndarray) -> Attribution:
-    return Attribution(gradients_rows(engine, x, engine.seed(targets),
-                                      overrides={"Relu": guided_relu}))
+@method("guided-backprop", picks_target=True)
+def guided_backprop(engine: GradientEngine, x: np.ndarray,
+                    targets: np.ndarray | None) -> Attribution:
+    logits, grads, _ = single_pass(engine, x, engine.seed(targets),
+                                   overrides={"Relu": guided_relu})
+    return Attribution(grads[engine.input_name], logits=logits)

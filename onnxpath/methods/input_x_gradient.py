@@ -6,9 +6,11 @@ import numpy as np
 
 from ..engine import GradientEngine
 from . import Attribution, method
-from ._common import gradients_rows
+from ._common import single_pass
 
 
-@method("input-x-gradient")
-def input_x_gradient(engine: GradientEngine, x: np.ndarray, targets: np.ndarray) -> Attribution:
-    return Attribution(x * gradients_rows(engine, x, engine.seed(targets)))
+@method("input-x-gradient", picks_target=True)
+def input_x_gradient(engine: GradientEngine, x: np.ndarray,
+                     targets: np.ndarray | None) -> Attribution:
+    logits, grads, _ = single_pass(engine, x, engine.seed(targets))
+    return Attribution(x * grads[engine.input_name], logits=logits)

@@ -1,0 +1,148 @@
+"""CUDA against CPU: same attributions (relative error <= 1e-3) and the speed-up.
+
+Run by benchmarks/gpu_check.sh inside a virtual environment that holds onnxruntime-gpu (and
+not onnxruntime). The model is a ResNet-18-shaped network built with onnx.helper and random
+weights, so neither torch nor a download is needed.
+
+    python benchmarks/gpu_check.py [--batch 16] [--repeats 5]
+
+Exit status: 0 when every method agrees, 1 when one does not, 2 when CUDA is unusable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from onnxpath import Explainer  # noqa: E402
+from onnxpath.errors import OnnxPathError  # noqa: E402
+
+TOLERANCE = 1e-3
+METHODS = {"gradient": {}, "integrated-gradients": {"steps": 16, "internal_batch_size": 16},
+           "pathway": {"prune_percent": 85}}
+
+
+def resnet18_like(path: Path, classes: int = 1000, seed: int = 0) -> Path:
+    """Conv7/2 - MaxPool - 4 stages of 2 basic blocks (64..512 channels) - GAP - Gemm, with
+    He-initialised weights and biases in place of folded BatchNorm."""
+    rng = np.random.default_rng(seed)
+    inits, nodes = [], []
+
+    def weight(name, shape):
+        fan_in = int(np.prod(shape[1:]))
+        inits.append(numpy_helper.from_array(
+            (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32), name))
+        return name
+
+    def bias(name, n):
+        inits.append(numpy_helper.from_array((rng.standard_normal(n) * 0.01).astype(np.float32),
+                                             name))
+        return name
+
+    def conv(x, name, cin, cout, k, stride, relu=True):
+        nodes.append(helper.make_node(
+            "Conv", [x, weight(f"{name}.w", (cout, cin, k, k)), bias(f"{name}.b", cout)],
+            [f"{name}.y"], kernel_shape=[k, k], strides=[stride, stride],
+            pads=[k // 2] * 4, name=name))
+        if not relu:
+            return f"{name}.y"
+        nodes.append(helper.make_node("Relu", [f"{name}.y"], [f"{name}.r"], name=f"{name}.relu"))
+        return f"{name}.r"
+
+    x = conv("input", "stem", 3, 64, 7, 2)
+    nodes.append(helper.make_node("MaxPool", [x], ["pool"], kernel_shape=[3, 3], strides=[2, 2],
+                                  pads=[1, 1, 1, 1], name="pool"))
+    x, cin = "pool", 64
+    for stage, cout in enumerate([64, 128, 256, 512]):
+        for block in range(2):
+            stride = 2 if stage > 0 and block == 0 else 1
+            name = f"s{stage}b{block}"
+            y = conv(x, f"{name}.c1", cin, cout, 3, stride)
+            y = conv(y, f"{name}.c2", cout, cout, 3, 1, relu=False)
+            short = x if stride == 1 and cin == cout else conv(x, f"{name}.down", cin, cout, 1,
+                                                               stride, relu=False)
+            nodes.append(helper.make_node("Add", [y, short], [f"{name}.sum"], name=f"{name}.add"))
+            nodes.append(helper.make_node("Relu", [f"{name}.sum"], [f"{name}.out"],
+                                          name=f"{name}.relu"))
+            x, cin = f"{name}.out", cout
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"], name="gap"))
+    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"))
+    nodes.append(helper.make_node("Gemm", ["flat", weight("fc.w", (classes, 512)),
+                                           bias("fc.b", classes)], ["logits"], transB=1,
+                                  name="fc"))
+    graph = helper.make_graph(
+        nodes, "resnet18_like",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 224, 224])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
+        initializer=inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def per_image(explainer: Explainer, x: np.ndarray, method: str, options: dict,
+              repeats: int) -> float:
+    explainer.attribute(x, method=method, **options)  # builds the sessions
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        explainer.attribute(x, method=method, **options)
+        times.append(time.perf_counter() - start)
+    return min(times) / len(x)
+
+
+def relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    """Per example ||got - want|| / ||want||, worst over the batch."""
+    diff = np.linalg.norm((got - want).reshape(len(want), -1), axis=1)
+    size = np.linalg.norm(want.reshape(len(want), -1), axis=1)
+    return float((diff / np.maximum(size, 1e-12)).max())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    import onnxruntime as ort
+
+    print(f"onnxruntime {ort.__version__}, providers {ort.get_available_providers()}")
+    model = resnet18_like(Path(tempfile.mkdtemp(prefix="onnxpath-gpu-")) / "resnet18.onnx")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((args.batch, 3, 224, 224)).astype(np.float32)
+    try:
+        cuda = Explainer(model, device="cuda", cache=False)
+        cuda.predict(x[:1])
+    except OnnxPathError as err:
+        print(f"CUDA unusable: {err}")
+        return 2
+    cpu = Explainer(model, device="cpu", cache=False)
+    failed = False
+    for method, options in METHODS.items():
+        want = cpu.attribute(x[:4], method=method, **options)
+        got = cuda.attribute(x[:4], method=method, **options)
+        error = relative_error(got.maps, want.maps)
+        same_targets = bool((got.targets == want.targets).all())
+        ok = error <= TOLERANCE and same_targets
+        failed |= not ok
+        t_cpu = per_image(cpu, x[:1], method, options, args.repeats)
+        t_gpu1 = per_image(cuda, x[:1], method, options, args.repeats)
+        t_gpu = per_image(cuda, x, method, options, args.repeats)
+        print(f"{method:22s} rel. error {error:.2e} {'OK ' if ok else 'BAD'}  "
+              f"cpu {t_cpu * 1000:8.1f} ms/image  cuda {t_gpu1 * 1000:7.1f} ms/image (batch 1, "
+              f"{t_cpu / t_gpu1:5.1f}x)  {t_gpu * 1000:7.1f} ms/image (batch {args.batch}, "
+              f"{t_cpu / t_gpu:5.1f}x)")
+    print("CUDA results equal CPU results" if not failed else "MISMATCH between CUDA and CPU")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

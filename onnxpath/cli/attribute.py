@@ -118,6 +118,13 @@ def attribute(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     threads: int = typer.Option(None, "--threads", help="ONNX Runtime intra-op threads."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    # --- report (onnxpath.report) ---
+    report: str = typer.Option(None, "--report", help="Also write an HTML report: FILE.html "
+                               "(self-contained) or DIR/ (index.html plus pictures)."),
+    report_every: int = typer.Option(25, "--report-every", help="Rewrite the report every N "
+                                     "inputs, so a long batch can be watched."),
+    report_at_end: bool = typer.Option(False, "--report-at-end", help="Write the report only "
+                                       "when the batch ends."),
 ) -> int:
     """Attribute each input's prediction to its pixels: one JSON line per input and method.
 
@@ -172,5 +179,24 @@ def attribute(
               labels=label_names, fallback=fallback, out=out, npz=npz,
               side_by_side=side_by_side, batch_size=batch_size, style=style)
     progress = Progress(len(paths), enabled=False if quiet else None)
-    failures = Pipeline(explainer, job, emit, progress, note=progress.note, debug=debug).run(paths)
+    page = open_report(report, report_every, report_at_end, model, methods, style,
+                       progress.note) if report else None
+    sink = emit if page is None else (lambda record: (emit(record), page.add(record)))
+    try:
+        failures = Pipeline(explainer, job, sink, progress, note=progress.note,
+                            debug=debug).run(paths)
+    finally:
+        if page is not None:  # also after Ctrl-C: the page shows every finished input
+            page.close()
     return 1 if failures else 0
+
+
+def open_report(target: str, every: int, at_end: bool, model: Path, methods: list[str],
+                style: Style, note):
+    from ..report import AttributeReport
+
+    if every < 1:
+        raise UsageError(f"--report-every must be at least 1, got {every}")
+    return AttributeReport(target, every=every, at_end=at_end, colormap=style.colormap,
+                           meta={"model": model.name, "methods": ", ".join(methods),
+                                 "colour map": style.colormap}, note=note)

@@ -159,6 +159,8 @@ def evaluate_command(
     csv_path: Path = typer.Option(None, "--csv", help="Write every score and curve as CSV."),
     json_path: Path = typer.Option(None, "--json", help="Write the report as JSON."),
     plots: Path = typer.Option(None, "--plots", help="Write one PNG per curve here."),
+    report_path: str = typer.Option(None, "--report", help="Write an HTML report: the table, "
+                                    "every curve and the sanity cascade (FILE.html or DIR/)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Inputs per forward run."),
     preset: str = typer.Option(None, "--preset",
                                help=f"Preprocessing preset: {', '.join(PRESETS)}."),
@@ -227,6 +229,11 @@ def evaluate_command(
         write_atomic(csv_path, report.csv().encode())
     if json_path is not None:
         write_atomic(json_path, (json.dumps(report.as_json(), indent=1) + "\n").encode())
+    if report_path is not None:
+        from ..report import write_evaluate_report
+        page = write_evaluate_report(report_path, report.as_json(), {"model": model.name})
+        if progress:
+            progress(f"wrote the report {page}")
     if plots is not None:
         written = write_plots(report, plots)
         if progress:

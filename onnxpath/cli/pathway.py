@@ -75,6 +75,8 @@ def pathway(
     no_cache: bool = typer.Option(False, "--no-cache", help="Build sessions afresh; neither "
                                   "read nor write the on-disk session cache."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    report: str = typer.Option(None, "--report", help="Also write an HTML report (layer table, "
+                               "kept-fraction chart): FILE.html or DIR/."),
 ) -> int:
     """Select the critical pathway of one input and report it layer by layer.
 
@@ -120,6 +122,11 @@ def pathway(
         written = save_model(baked, export, found.network.engine.info.folder)
         record["outputs"]["onnx"] = str(written[0])
     record["time_ms"] = round((time.perf_counter() - start) * 1000, 2)
+    if report is not None:
+        from ..report import write_pathway_report
+        record["outputs"]["report"] = str(write_pathway_report(
+            report, record, {"model": model.name},
+            note=lambda text: print(text, file=sys.stderr)))
     if as_json:
         sys.stdout.write(json.dumps(record) + "\n")
     else:

@@ -1,0 +1,34 @@
+"""HTML reports of a run: pure functions from records to one self-contained page (pictures as
+data URIs, no network), and the writers the commands call with `--report PATH`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from .attribute import AttributeReport, Row, attribute_html
+from .evaluate import evaluate_html
+from .files import LIMIT, ReportFiles
+from .pathway import pathway_html
+
+__all__ = ["LIMIT", "AttributeReport", "ReportFiles", "Row", "attribute_html", "evaluate_html",
+           "pathway_html", "write_evaluate_report", "write_pathway_report"]
+
+
+def write_pathway_report(target: Path | str, record: dict, meta: dict | None = None,
+                         limit: int = LIMIT, note: Callable[[str], None] | None = None) -> Path:
+    """The `pathway` record as a page (with the input's picture when it is an image)."""
+    from .attribute import input_picture
+
+    files = ReportFiles(target, limit, note)
+    image = input_picture(str(record.get("input", "")))
+    key = files.add_image(image) if image is not None else None
+    return files.write(lambda url: pathway_html(record, url, key, meta))
+
+
+def write_evaluate_report(target: Path | str, data: dict, meta: dict | None = None,
+                          limit: int = LIMIT,
+                          note: Callable[[str], None] | None = None) -> Path:
+    """`Report.as_json()` as a page: the table, every curve (inline SVG), the sanity cascade."""
+    files = ReportFiles(target, limit, note)
+    return files.write(lambda url: evaluate_html(data, meta))

@@ -1,0 +1,122 @@
+"""Where a report goes: one self-contained HTML file with its pictures inlined as data URIs, or
+a page with its pictures as files beside it.
+
+- `report.html`: one file. If the inlined pictures would pass `limit` bytes (50 MB), the
+  report switches by itself to linked pictures in `report_files/` next to it; the page keeps
+  the name the user gave.
+- `DIR/` (a trailing slash or an existing folder): `DIR/index.html` plus `DIR/assets/`.
+
+Every file is written atomically, so a watcher reloading the page never sees half of it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image
+
+from ..errors import OutputError
+from ..outputs import check_writable, write_atomic
+
+LIMIT = 50_000_000  # bytes of inlined pictures before a file report switches to linked files
+MAX_SIDE = 256  # pictures are shrunk to this; the page enlarges small ones crisply
+
+
+def encode_picture(image: Image.Image, max_side: int = MAX_SIDE) -> tuple[bytes, str]:
+    """(bytes, MIME type): a PNG, or a JPEG when that is under half the PNG's size (photos),
+    after shrinking the longer side to `max_side`."""
+    image = image.convert("RGB")
+    if max(image.size) > max_side:
+        scale = max_side / max(image.size)
+        image = image.resize((max(1, round(image.width * scale)),
+                              max(1, round(image.height * scale))), Image.Resampling.LANCZOS)
+    png = io.BytesIO()
+    image.save(png, format="PNG", optimize=False, compress_level=9)
+    if png.tell() < 24_000:
+        return png.getvalue(), "image/png"
+    jpeg = io.BytesIO()
+    image.save(jpeg, format="JPEG", quality=88)
+    if jpeg.tell() * 2 < png.tell():
+        return jpeg.getvalue(), "image/jpeg"
+    return png.getvalue(), "image/png"
+
+
+SUFFIX = {"image/png": ".png", "image/jpeg": ".jpg"}
+
+
+class ReportFiles:
+    """The page and its pictures. `add` stores a picture and returns its key; `url(key)` is
+    what an <img src> gets (a data URI, or a relative path); `write(render)` writes the page
+    that `render(url)` returns."""
+
+    def __init__(self, target: Path | str, limit: int = LIMIT,
+                 note: Callable[[str], None] | None = None):
+        text = str(target)
+        target = Path(target)
+        folder_form = text.endswith(("/", "\\")) or target.is_dir()
+        if folder_form:
+            self.page = target / "index.html"
+            self.folder = target / "assets"
+        else:
+            if target.suffix.lower() not in (".html", ".htm"):
+                raise OutputError(f"--report {target}: give a .html file, or a folder "
+                                  "ending in / for index.html plus pictures")
+            self.page = target
+            self.folder = target.with_name(target.stem + "_files")
+        check_writable(self.page.parent, "--report")
+        self.linked = folder_form
+        self.limit = limit
+        self.note = note or (lambda text: None)
+        self._pictures: dict[str, tuple[bytes, str]] = {}  # key -> (bytes, mime) while inline
+        self._inline: dict[str, str] = {}  # key -> data URI, encoded once
+        self._names: dict[str, str] = {}  # key -> file name once linked
+        self._size = 0
+
+    @property
+    def inline_bytes(self) -> int:
+        return self._size
+
+    def add(self, data: bytes, mime: str) -> str:
+        key = f"p{len(self._pictures) + len(self._names):05d}"
+        if self.linked:
+            self._save(key, data, mime)
+            return key
+        self._pictures[key] = (data, mime)
+        self._size += 4 * ((len(data) + 2) // 3) + len(mime) + 13
+        if self._size > self.limit:
+            self._switch()
+        return key
+
+    def add_image(self, image: Image.Image) -> str:
+        return self.add(*encode_picture(image))
+
+    def _switch(self) -> None:
+        self.note(f"onnxpath: note: the report's pictures pass {self.limit / 1e6:g} MB "
+                  f"inlined; writing them to {self.folder}/ beside {self.page.name}")
+        self.linked = True
+        for key, (data, mime) in self._pictures.items():
+            self._save(key, data, mime)
+        self._pictures.clear()
+        self._inline.clear()
+        self._size = 0
+
+    def _save(self, key: str, data: bytes, mime: str) -> None:
+        name = key + SUFFIX.get(mime, ".bin")
+        write_atomic(self.folder / name, data)
+        self._names[key] = name
+
+    def url(self, key: str) -> str:
+        if key in self._names:
+            return f"{self.folder.name}/{self._names[key]}"
+        uri = self._inline.get(key)
+        if uri is None:
+            data, mime = self._pictures[key]
+            uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+            self._inline[key] = uri
+        return uri
+
+    def write(self, render: Callable[[Callable[[str], str]], str]) -> Path:
+        return write_atomic(self.page, render(self.url).encode("utf-8"))

@@ -29,6 +29,16 @@ def _tick(value: float) -> str:
     return f"{value:g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.1e}"
 
 
+def covering_ticks(low: float, high: float) -> list[float]:
+    """Round ticks from at most `low` to at least `high` (nice_ticks can stop one step short
+    of `high`, e.g. 0.8 for 0.9)."""
+    ticks = nice_ticks(low, high)
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
+    while ticks[-1] < high - 1e-12 * max(1.0, abs(high)):
+        ticks.append(float(round(ticks[-1] + step, 10)))
+    return ticks
+
+
 @dataclass
 class Curve:
     label: str
@@ -47,7 +57,7 @@ def line_chart(curves: Sequence[Curve], title: str, xlabel: str, ylabel: str,
                width: int = 560, height: int = 320) -> str:
     """One line per curve, a translucent ±SEM band, axes with round ticks and a legend under
     the plot (so a narrow screen can scale the whole figure down)."""
-    left, right, top = 58, 14, 30
+    left, right, top = 58, 14, 44
     legend_rows = (len(curves) + 2) // 3
     bottom = 44 + 18 * legend_rows
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -60,8 +70,11 @@ def line_chart(curves: Sequence[Curve], title: str, xlabel: str, ylabel: str,
     finite = [(y - b, y + b) for y, b in zip(ys, bands, strict=True) if np.isfinite(y).any()]
     low = min((float(np.nanmin(lo)) for lo, _ in finite), default=0.0)
     high = max((float(np.nanmax(hi)) for _, hi in finite), default=1.0)
-    xticks, yticks = nice_ticks(min(xs), max(xs)), nice_ticks(low, high)
+    xticks, yticks = covering_ticks(min(xs), max(xs)), covering_ticks(low, high)
     x0, x1, y0, y1 = xticks[0], xticks[-1], yticks[0], yticks[-1]
+
+    head, _, rest = title.partition(" (")
+    rest = f"({rest}" if rest else ""
 
     def px(x: float, y: float) -> tuple[float, float]:
         return (left + (x - x0) / ((x1 - x0) or 1) * plot_w,
@@ -69,7 +82,8 @@ def line_chart(curves: Sequence[Curve], title: str, xlabel: str, ylabel: str,
 
     out = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
            f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>',
-           f'<text x="{left}" y="18" class="ct">{escape(title)}</text>']
+           f'<text x="4" y="16" class="ct">{escape(head)}</text>'
+           f'<text x="4" y="33">{escape(rest)}</text>']
     for t in yticks:
         _, y = px(x0, t)
         out.append(f'<line x1="{left}" y1="{_num(y)}" x2="{left + plot_w}" y2="{_num(y)}" '

@@ -231,7 +231,8 @@ def evaluate_command(
         write_atomic(json_path, (json.dumps(report.as_json(), indent=1) + "\n").encode())
     if report_path is not None:
         from ..report import write_evaluate_report
-        page = write_evaluate_report(report_path, report.as_json(), {"model": model.name})
+        page = write_evaluate_report(report_path, report.as_json(), {"model": model.name},
+                                     report.cascade)
         if progress:
             progress(f"wrote the report {page}")
     if plots is not None:

@@ -56,6 +56,9 @@ class Report:
     images: int = 0
     seconds: float = 0.0
     notes: dict = field(default_factory=dict)
+    # The sanity cascade of the first image, for pictures (not in CSV/JSON): per method, the
+    # original H×W map and the map after each evaluated step, in step order.
+    cascade: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
     def columns(self) -> list[str]:
         seen: list[str] = []

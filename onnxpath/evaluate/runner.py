@@ -238,6 +238,7 @@ class Evaluation:
             for method in self.methods:
                 heat = heat_maps(attribute(randomised, x, method, None, s.batch_size,
                                            s.method_options))
+                self.report.cascade.setdefault(method, [original[method][0]]).append(heat[0])
                 values = [sanity.compare(a, b) for a, b in zip(original[method], heat,
                                                                 strict=True)]
                 for k in sanity.MEASURES:

@@ -27,8 +27,17 @@ def write_pathway_report(target: Path | str, record: dict, meta: dict | None = N
 
 
 def write_evaluate_report(target: Path | str, data: dict, meta: dict | None = None,
-                          limit: int = LIMIT,
+                          cascade: dict | None = None, limit: int = LIMIT,
                           note: Callable[[str], None] | None = None) -> Path:
-    """`Report.as_json()` as a page: the table, every curve (inline SVG), the sanity cascade."""
+    """`Report.as_json()` as a page: the table, every curve (inline SVG), the sanity cascade
+    with `cascade` ({method: [H×W map, ...]}, the original first) drawn as pictures."""
+    from PIL import Image
+
+    from ..render import colour
+
     files = ReportFiles(target, limit, note)
-    return files.write(lambda url: evaluate_html(data, meta))
+    pictures = {}
+    for method, maps in (cascade or {}).items():
+        pictures[method] = [files.add_image(Image.fromarray(
+            (colour(m, "jet", "percentile") * 255).round().astype("uint8"))) for m in maps]
+    return files.write(lambda url: evaluate_html(data, meta, pictures, url))

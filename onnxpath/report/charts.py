@@ -59,7 +59,7 @@ def line_chart(curves: Sequence[Curve], title: str, xlabel: str, ylabel: str,
     the plot (so a narrow screen can scale the whole figure down)."""
     left, right, top = 58, 14, 44
     legend_rows = (len(curves) + 2) // 3
-    bottom = 44 + 18 * legend_rows
+    bottom = 50 + 18 * legend_rows
     plot_w, plot_h = width - left - right, height - top - bottom
     xs = [float(v) for c in curves for v in c.x] or [0.0, 1.0]
     ys, bands = [], []
@@ -111,7 +111,7 @@ def line_chart(curves: Sequence[Curve], title: str, xlabel: str, ylabel: str,
             out.extend(f'<circle cx="{_num(a)}" cy="{_num(b)}" r="2.5" fill="{colour_}"/>'
                        for a, b in (px(a, b) for a, b in zip(x[ok], y[ok], strict=True)))
         lx = left + (i % 3) * (plot_w / 3)
-        ly = top + plot_h + 40 + 18 * (i // 3)
+        ly = top + plot_h + 48 + 18 * (i // 3)
         out.append(f'<line x1="{_num(lx)}" y1="{ly - 4}" x2="{_num(lx + 20)}" y2="{ly - 4}" '
                    f'stroke="{colour_}" stroke-width="3"/><text x="{_num(lx + 25)}" '
                    f'y="{ly}">{escape(curve.label)}</text>')

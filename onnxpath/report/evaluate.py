@@ -4,8 +4,10 @@ cascade (which layer each step randomised, and how alike the maps stayed)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..evaluate.plot import TITLES
-from .charts import Curve, line_chart
+from .charts import Curve, colour_legend, line_chart
 from .page import esc, page, table
 
 
@@ -82,7 +84,30 @@ def sanity_table(data: dict) -> str | None:
                  "randomising the layers from the output down")
 
 
-def evaluate_html(data: dict, meta: dict | None = None) -> str:
+def cascade_pictures(data: dict, pictures: dict[str, list[str]],
+                     url: Callable[[str], str]) -> str:
+    """Per method, the first image's map before and after each cascade step (|map|, jet):
+    a method that passes the check loses its structure as the weights are redrawn."""
+    layers = data.get("sanity_layers") or {}
+    steps = list(layers)
+    header = ["method", "original"] + [f"{esc(step)}: {esc(layers[step])}" for step in steps]
+    rows = []
+    for method, keys in pictures.items():
+        cells = [esc(method)]
+        for i, key in enumerate(keys):
+            what = ("original map" if i == 0 else
+                    f"map after randomising {steps[i - 1]} layers, down to "
+                    f"{layers[steps[i - 1]]}" if i - 1 < len(steps) else f"step {i}")
+            cells.append(f'<img class="map" src="{url(key)}" alt="{esc(method)}: '
+                         f'{esc(what)}, first image">')
+        rows.append(cells)
+    return (colour_legend("jet") + table(header, rows, "the first image's map, |value| "
+                                         "clipped at its 99th percentile"))
+
+
+def evaluate_html(data: dict, meta: dict | None = None,
+                  pictures: dict[str, list[str]] | None = None,
+                  url: Callable[[str], str] | None = None) -> str:
     title = (meta or {}).get("title") or "onnxpath evaluate report"
     facts = [f"{data.get('images', '?')} images", f"methods: {', '.join(data.get('methods', []))}",
              f"{data.get('seconds', 0)} s"]
@@ -99,6 +124,8 @@ def evaluate_html(data: dict, meta: dict | None = None) -> str:
     if cascade:
         body.append("<h2>Sanity cascade</h2>")
         body.append(cascade)
+        if pictures and url is not None:
+            body.append(cascade_pictures(data, pictures, url))
     settings = data.get("settings") or {}
     if settings:
         body.append("<h2>Settings</h2>")

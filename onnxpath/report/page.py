@@ -50,6 +50,7 @@ svg .grid{stroke:#e6e6e6}svg .frame{fill:none;stroke:#333}
 svg.legend{font-size:12px;max-width:100%;height:auto}
 .tokens{line-height:2;font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:.88rem}
 .tokens span{padding:1px 2px;border-radius:3px}
+img.map{width:96px;max-width:100%;image-rendering:pixelated;display:block}
 .hidden{display:none!important}
 .banner{padding:8px 12px;background:#fff4d6;border:1px solid #e0c070;border-radius:6px}
 @media (max-width:640px){main{padding:8px}.row{grid-template-columns:1fr}

@@ -138,7 +138,7 @@ def test_evaluate_and_pathway_reports_in_chromium(browser, capsys, tmp_path):
     assert main(["pathway", str(MODEL), str(sample), "--report",
                  f"{tmp_path / 'pathway'}/"]) == 0
     capsys.readouterr()
-    for page, charts, images in ((tmp_path / "eval.html", 6, 0),
+    for page, charts, images in ((tmp_path / "eval.html", 6, 3),
                                  (tmp_path / "pathway" / "index.html", 1, 1)):
         browser.errors.clear()
         for width in (1280, 390):

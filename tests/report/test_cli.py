@@ -11,7 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from onnxpath import Explainer
 from onnxpath.cli import main
+from onnxpath.cli._common import build_preprocess
+from onnxpath.cli.evaluate import scene_inputs
+from onnxpath.render import colour, reduce_channels
 from tests.report.conftest import METHODS, MODEL, SAMPLES
 from tests.report.records import Elements
 
@@ -130,3 +134,14 @@ def test_evaluate_report_has_the_table_every_curve_and_the_sanity_cascade(capsys
     cascade = text.split("<h2>Sanity cascade</h2>")[1]
     for step, layer in report["sanity_layers"].items():
         assert f'<th scope="row">{step}</th><td>{layer}</td>' in cascade
+    # The cascade's pictures: per method the original map, then one per step. The original
+    # gradient map of the first scene, recomputed through the public API, is the first one.
+    maps = [img for img in doc.find("img") if img.get("class") == "map"]
+    assert len(maps) == 2 * (1 + len(report["sanity_layers"]))
+    explainer = Explainer(MODEL)
+    prep = build_preprocess(explainer, None)
+    x, _ = scene_inputs(explainer, prep, 3, 0)
+    heat = reduce_channels(explainer.attribute(x[:1], method="gradient").maps[0])
+    expected = (colour(heat, "jet", "percentile") * 255).round()
+    assert maps[0]["alt"] == "gradient: original map, first image"
+    assert np.abs(pixels(maps[0]["src"], tmp_path) - expected).max() <= 1

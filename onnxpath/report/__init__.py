@@ -18,11 +18,8 @@ __all__ = ["LIMIT", "AttributeReport", "ReportFiles", "Row", "attribute_html", "
 def write_pathway_report(target: Path | str, record: dict, meta: dict | None = None,
                          limit: int = LIMIT, note: Callable[[str], None] | None = None) -> Path:
     """The `pathway` record as a page (with the input's picture when it is an image)."""
-    from .attribute import input_picture
-
     files = ReportFiles(target, limit, note)
-    image = input_picture(str(record.get("input", "")))
-    key = files.add_image(image) if image is not None else None
+    key = files.add_file(str(record.get("input", "")))
     return files.write(lambda url: pathway_html(record, url, key, meta))
 
 

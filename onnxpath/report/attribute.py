@@ -16,8 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from .charts import colour_legend
 from .files import LIMIT, ReportFiles
 from .modal import picture
@@ -195,16 +193,6 @@ def attribute_html(rows: list[Row], url: Callable[[str], str], meta: dict | None
     return page(title, "".join(body), script=True, refresh=15 if running else None)
 
 
-def input_picture(path: str) -> Image.Image | None:
-    """The input as a picture when it is an image file (tensors, text and tables have none)."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError):
-        return None
-
-
 class AttributeReport:
     """Collects records (`add`, usable as an `emit` hook) and writes the page atomically
     every `every` finished inputs, unless `at_end`; `close()` writes the final page."""
@@ -228,13 +216,12 @@ class AttributeReport:
             if finished and not self.at_end and finished % self.every == 0:
                 self.write(running=True)
             row = Row(key, len(self.rows))
-            image = input_picture(key)
-            row.picture = self.files.add_image(image) if image is not None else None
+            row.picture = self.files.add_file(key)
             self.rows[key] = row
         overlay = (record.get("outputs") or {}).get("png")
-        image = input_picture(overlay) if overlay and not record.get("error") else None
         row.records.append(record)
-        row.pictures.append(self.files.add_image(image) if image is not None else None)
+        row.pictures.append(self.files.add_file(overlay) if overlay and not record.get("error")
+                            else None)
 
     def write(self, running: bool = False) -> Path:
         rows = list(self.rows.values())

@@ -34,7 +34,7 @@ def encode_picture(image: Image.Image, max_side: int = MAX_SIDE) -> tuple[bytes,
         image = image.resize((max(1, round(image.width * scale)),
                               max(1, round(image.height * scale))), Image.Resampling.LANCZOS)
     png = io.BytesIO()
-    image.save(png, format="PNG", optimize=False, compress_level=9)
+    image.save(png, format="PNG", compress_level=6)
     if png.tell() < 24_000:
         return png.getvalue(), "image/png"
     jpeg = io.BytesIO()
@@ -45,6 +45,24 @@ def encode_picture(image: Image.Image, max_side: int = MAX_SIDE) -> tuple[bytes,
 
 
 SUFFIX = {"image/png": ".png", "image/jpeg": ".jpg"}
+MIME = {"PNG": "image/png", "JPEG": "image/jpeg"}
+SMALL = 48_000  # a picture file this small and no larger than MAX_SIDE goes in as it is
+
+
+def read_picture(path: Path | str) -> tuple[bytes, str] | None:
+    """A picture file's bytes for the report: as they are when small enough (an overlay of
+    the run: no decoding, no encoding), else shrunk and re-encoded. None when the file is not
+    a picture (tensors, text, tables). Large JPEG photos are decoded at reduced scale."""
+    try:
+        with Image.open(path) as image:
+            if (image.format in MIME and max(image.size) <= MAX_SIDE
+                    and Path(path).stat().st_size <= SMALL):
+                return Path(path).read_bytes(), MIME[image.format]
+            image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at 1/2, 1/4 or 1/8
+            image.load()
+            return encode_picture(image)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 class ReportFiles:
@@ -93,6 +111,11 @@ class ReportFiles:
     def add_image(self, image: Image.Image) -> str:
         return self.add(*encode_picture(image))
 
+    def add_file(self, path: Path | str) -> str | None:
+        """The picture in `path` (see read_picture), or None when it is not one."""
+        found = read_picture(path)
+        return None if found is None else self.add(*found)
+
     def _switch(self) -> None:
         self.note(f"onnxpath: note: the report's pictures pass {self.limit / 1e6:g} MB "
                   f"inlined; writing them to {self.folder}/ beside {self.page.name}")
@@ -105,8 +128,15 @@ class ReportFiles:
 
     def _save(self, key: str, data: bytes, mime: str) -> None:
         name = key + SUFFIX.get(mime, ".bin")
-        write_atomic(self.folder / name, data)
+        self._write(self.folder / name, data)
         self._names[key] = name
+
+    def _write(self, path: Path, data: bytes) -> Path:
+        try:
+            return write_atomic(path, data)
+        except OSError as err:  # a full disk mid-batch: one line, exit 2, results kept
+            raise OutputError(f"cannot write the report: {err.strerror or type(err).__name__}"
+                              f" ({path})") from err
 
     def url(self, key: str) -> str:
         if key in self._names:
@@ -119,4 +149,4 @@ class ReportFiles:
         return uri
 
     def write(self, render: Callable[[Callable[[str], str]], str]) -> Path:
-        return write_atomic(self.page, render(self.url).encode("utf-8"))
+        return self._write(self.page, render(self.url).encode("utf-8"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,3 +182,36 @@ def test_not_html_is_a_usage_problem(tmp_path):
     (tmp_path / "blocker").write_text("")
     with pytest.raises(OutputError, match="is a file"):
         AttributeReport(tmp_path / "blocker" / "report.html")
+
+
+def test_pictures_go_in_as_they_are_or_shrunk(tmp_path):
+    from onnxpath.report.files import MAX_SIDE, read_picture
+
+    small = records(tmp_path, 1, methods=["gradient"])[0]["outputs"]["png"]
+    data, mime = read_picture(small)
+    assert data == Path(small).read_bytes() and mime == "image/png"
+    rng = np.random.default_rng(0)
+    photo = tmp_path / "photo.jpg"
+    smooth = Image.fromarray((rng.random((30, 40, 3)) * 255).astype(np.uint8))
+    smooth.resize((2000, 1500), Image.Resampling.BICUBIC).save(photo, quality=95)
+    data, mime = read_picture(photo)
+    shrunk = Image.open(io.BytesIO(data))
+    assert max(shrunk.size) == MAX_SIDE and shrunk.size == (256, 192)
+    # The same picture, smaller: the mean colours agree with a plain resize of the photo.
+    expected = np.asarray(Image.open(photo).convert("RGB").resize(shrunk.size), float)
+    assert np.abs(np.asarray(shrunk.convert("RGB"), float) - expected).mean() < 6
+    (tmp_path / "notes.txt").write_text("not a picture")
+    assert read_picture(tmp_path / "notes.txt") is None
+    assert read_picture(tmp_path / "missing.png") is None
+
+
+def test_a_report_that_cannot_be_written_is_one_clear_error(tmp_path, monkeypatch):
+    report = AttributeReport(tmp_path / "r.html")
+    report.add(records(tmp_path, 1)[0])
+
+    def full(path, data):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr("onnxpath.report.files.write_atomic", full)
+    with pytest.raises(OutputError, match="cannot write the report: No space left on device"):
+        report.close()

@@ -135,6 +135,9 @@ def attribute(
 
     Example: onnxpath attribute model.onnx cat.png -m gradient,integrated-gradients,gradcam
     --steps 32 --side-by-side -o out/
+
+    Example: onnxpath attribute models/shapes_resnet.onnx models/samples/ -m
+    gradient,pathway,gradcam -o out/ --report out/report.html
     """
     methods = [m.strip() for m in method.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]

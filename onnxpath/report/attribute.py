@@ -12,6 +12,7 @@ runs and rewrites the page atomically every N inputs, or only at the end.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,8 +176,11 @@ def controls(rows: list[Row]) -> str:
 
 
 def attribute_html(rows: list[Row], url: Callable[[str], str], meta: dict | None = None,
-                   colormap: str = "jet", running: bool = False) -> str:
-    """The whole page for these rows. `url(key)` resolves a picture key to its src."""
+                   colormap: str = "jet", running: bool = False,
+                   render: Callable[[Row], str] | None = None) -> str:
+    """The whole page for these rows. `url(key)` resolves a picture key to its src; `render`
+    may replace `row_html` (a cache of finished rows)."""
+    render = render or (lambda row: row_html(row, url, colormap))
     meta = meta or {}
     panels = sum(len(r.records) for r in rows)
     failed = sum(1 for r in rows for rec in r.records if rec.get("error"))
@@ -189,7 +193,7 @@ def attribute_html(rows: list[Row], url: Callable[[str], str], meta: dict | None
                     "as inputs finish.</p>")
     body.append(f'<div aria-label="colour legend">{colour_legend(colormap)}</div>')
     body.append(controls(rows))
-    body.append(f'<div id="rows">{"".join(row_html(r, url, colormap) for r in rows)}</div>')
+    body.append(f'<div id="rows">{"".join(render(r) for r in rows)}</div>')
     return page(title, "".join(body), script=True, refresh=15 if running else None)
 
 
@@ -199,35 +203,68 @@ class AttributeReport:
 
     def __init__(self, target: Path | str, every: int = 25, at_end: bool = False,
                  meta: dict | None = None, colormap: str = "jet", limit: int = LIMIT,
-                 note: Callable[[str], None] | None = None):
+                 note: Callable[[str], None] | None = None, share: float = 0.1):
         self.files = ReportFiles(target, limit, note)
         self.every = max(1, every)
+        # Rewrites cost O(page size): one is put off while the last took more than `share`
+        # of the time since, so watching a 500-input batch costs it at most ~10%.
+        self.share = share
+        self._last_write = (0.0, 0.0)  # (when it ended, how long it took), perf_counter
         self.at_end = at_end
         self.meta = meta or {}
         self.colormap = colormap
         self.rows: dict[str, Row] = {}
         self.writes = 0
+        # Finished rows' HTML, made once: a rewrite then costs a join, not a re-render
+        # (500 inputs: 0.5 s per rewrite otherwise). Pictures moving to files clear it.
+        self._cache: dict[str, str] = {}
+        self._cache_linked = False
 
     def add(self, record: dict) -> None:
         key = str(record.get("input"))
         row = self.rows.get(key)
         if row is None:
             finished = len(self.rows)
-            if finished and not self.at_end and finished % self.every == 0:
+            if finished and not self.at_end and finished % self.every == 0 and self._due():
                 self.write(running=True)
             row = Row(key, len(self.rows))
             row.picture = self.files.add_file(key)
             self.rows[key] = row
+        self._cache.pop(key, None)  # the same input given twice: its row grows again
         overlay = (record.get("outputs") or {}).get("png")
         row.records.append(record)
         row.pictures.append(self.files.add_file(overlay) if overlay and not record.get("error")
                             else None)
 
+    def _due(self) -> bool:
+        ended, took = self._last_write
+        return time.perf_counter() - ended >= took / self.share if self.share > 0 else True
+
     def write(self, running: bool = False) -> Path:
+        start = time.perf_counter()
+        try:
+            return self._write(running)
+        finally:
+            self._last_write = (time.perf_counter(), time.perf_counter() - start)
+
+    def _write(self, running: bool) -> Path:
         rows = list(self.rows.values())
         self.writes += 1
-        return self.files.write(lambda url: attribute_html(rows, url, self.meta,
-                                                           self.colormap, running))
+        if self.files.linked != self._cache_linked:
+            self._cache.clear()
+            self._cache_linked = self.files.linked
+        current = rows[-1].input if rows and running else None
+
+        def render(row: Row, url: Callable[[str], str]) -> str:
+            html = self._cache.get(row.input)
+            if html is None:
+                html = row_html(row, url, self.colormap)
+                if row.input != current:  # the current row may still get records
+                    self._cache[row.input] = html
+            return html
+
+        return self.files.write(lambda url: attribute_html(
+            rows, url, self.meta, self.colormap, running, lambda row: render(row, url)))
 
     def close(self) -> Path:
         return self.write(running=False)

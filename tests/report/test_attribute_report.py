@@ -101,7 +101,7 @@ def test_rewritten_every_n_inputs_and_once_with_at_end(tmp_path):
             seen.append((running, page.read_text().count("<section")))
             return page
 
-    report = Watching(tmp_path / "r.html", every=3)
+    report = Watching(tmp_path / "r.html", every=3, share=0)
     for record in recs:
         report.add(record)
     report.close()
@@ -215,3 +215,45 @@ def test_a_report_that_cannot_be_written_is_one_clear_error(tmp_path, monkeypatc
     monkeypatch.setattr("onnxpath.report.files.write_atomic", full)
     with pytest.raises(OutputError, match="cannot write the report: No space left on device"):
         report.close()
+
+
+@pytest.mark.parametrize("limit", [LIMIT, 3_000])  # inline throughout; switching midway
+def test_incremental_pages_equal_a_fresh_render(tmp_path, limit):
+    from onnxpath.report import attribute_html
+
+    recs = records(tmp_path, 9, failing={4})
+    recs += [dict(r, method="again") for r in recs[:3]]  # the first input given twice
+    report = AttributeReport(tmp_path / "r.html", every=2, limit=limit, share=0)
+    for record in recs:
+        report.add(record)
+    final = report.close().read_text()
+    assert report.writes == 5
+    fresh = attribute_html(list(report.rows.values()), report.files.url, report.meta,
+                           report.colormap)
+    assert final == fresh
+    assert final.count('data-method="again"') == 3
+
+
+def test_rewrites_are_put_off_while_they_would_dominate_the_run(tmp_path, monkeypatch):
+    """A fake clock: each input takes 1 s, each write 3 s. With share 0.1 a write is due 30 s
+    after the last one ended, so of the writes due every 2 inputs few are made."""
+    clock = [0.0]
+    monkeypatch.setattr("onnxpath.report.attribute.time.perf_counter", lambda: clock[0])
+    recs = records(tmp_path, 60, methods=["gradient"])
+    written = []
+
+    class Slow(AttributeReport):
+        def _write(self, running):
+            clock[0] += 3.0
+            written.append(len(self.rows))
+            return super()._write(running)
+
+    report = Slow(tmp_path / "r.html", every=2, share=0.1)
+    for record in recs:
+        clock[0] += 1.0
+        report.add(record)
+    report.close()
+    # At 2 inputs (t = 3, nothing written yet; it ends at t = 6). Input k then starts at
+    # t = k + 4, and the next write is due at t >= 36: k = 32. It ends at 39; due at 69,
+    # past the last input (k = 59, t = 66): then only the final page.
+    assert written == [2, 32, 60]

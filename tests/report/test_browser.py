@@ -154,3 +154,34 @@ def test_evaluate_and_pathway_reports_in_chromium(browser, capsys, tmp_path):
             # Wide tables scroll inside their own box, never the page.
             assert browser.evaluate("document.documentElement.scrollWidth <= innerWidth")
         assert browser.errors == []
+
+
+def test_text_table_and_series_records_render_in_chromium(browser, tmp_path):
+    """The other modalities' pictures (inline styles and SVG) pass the page's
+    Content-Security-Policy and draw at a real size."""
+    from onnxpath.report import AttributeReport
+
+    base = {"method": "gradient", "target": 0, "label": "pos", "logit": 1.0, "prob": 0.9,
+            "top": [{"class": 0, "label": "pos", "logit": 1.0, "prob": 0.9}], "outputs": {},
+            "params": {}, "time_ms": 1.0, "error": None, "extras": {}}
+    report = AttributeReport(tmp_path / "modal.html")
+    report.add({**base, "input": "a.txt:1", "tokens": [{"token": "fine", "score": 0.5},
+                                                      {"token": "dull", "score": -1.0}]})
+    report.add({**base, "input": "b.csv:1", "features": [{"name": "age", "value": 3,
+                                                          "score": 0.2}]})
+    report.add({**base, "input": "c.npy", "series": {"values": [0, 1, 0, 2],
+                                                     "scores": [0, 1, -1, 0]}})
+    page = report.close()
+    browser.errors.clear()
+    browser.viewport(390, 844)
+    browser.open(page.as_uri())
+    browser.settle(0.2)
+    colours = browser.evaluate("Array.from(document.querySelectorAll('.tokens span')).map("
+                               "s => getComputedStyle(s).backgroundColor)")
+    assert len(colours) == 2 and colours[0] != colours[1]
+    assert all(c not in ("rgba(0, 0, 0, 0)", "transparent") for c in colours)
+    sizes = browser.evaluate("Array.from(document.querySelectorAll('figure svg')).map("
+                             "s => s.getBoundingClientRect().width)")
+    assert len(sizes) == 2 and all(w > 100 for w in sizes)
+    assert browser.evaluate("document.documentElement.scrollWidth <= innerWidth")
+    assert browser.errors == []

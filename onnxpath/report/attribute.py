@@ -191,7 +191,11 @@ def attribute_html(rows: list[Row], url: Callable[[str], str], meta: dict | None
     if running:
         body.append('<p class="banner" role="status">Still running: this page reloads itself '
                     "as inputs finish.</p>")
-    body.append(f'<div aria-label="colour legend">{colour_legend(colormap)}</div>')
+    legends = [colour_legend(colormap)]
+    if colormap != "bwr" and any(r.get(k) for row in rows for r in row.records for k in ("tokens", "features",
+                                                                    "series")):
+        legends.append(colour_legend("bwr"))  # tokens, features and series are signed
+    body.append(f'<div class="legends" aria-label="colour legend">{"".join(legends)}</div>')
     body.append(controls(rows))
     body.append(f'<div id="rows">{"".join(render(r) for r in rows)}</div>')
     return page(title, "".join(body), script=True, refresh=15 if running else None)

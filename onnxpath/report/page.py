@@ -48,6 +48,7 @@ svg.chart{width:100%;height:auto;max-width:760px;font-size:12px;font-family:inhe
 svg.chart .ct{font-weight:600;font-size:13px}
 svg .grid{stroke:#e6e6e6}svg .frame{fill:none;stroke:#333}
 svg.legend{font-size:12px;max-width:100%;height:auto}
+.legends{display:flex;flex-wrap:wrap;gap:8px 32px}
 .tokens{line-height:2;font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:.88rem}
 .tokens span{padding:1px 2px;border-radius:3px}
 img.map{width:96px;max-width:100%;image-rendering:pixelated;display:block}

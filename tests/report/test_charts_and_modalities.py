@@ -131,3 +131,5 @@ def test_report_rows_of_other_modalities_show_their_pictures(tmp_path):
     assert len(doc.find("section")) == 3 and not doc.find("img")
     assert 'class="tokens"' in text and 'class="chart bars"' in text
     assert 'class="chart series"' in text and "no picture" not in text
+    legends = [svg for svg in doc.find("svg") if svg.get("class") == "legend"]
+    assert len(legends) == 2  # the overlays' map and the signed one of the other pictures

@@ -192,8 +192,8 @@ def attribute_html(rows: list[Row], url: Callable[[str], str], meta: dict | None
         body.append('<p class="banner" role="status">Still running: this page reloads itself '
                     "as inputs finish.</p>")
     legends = [colour_legend(colormap)]
-    if colormap != "bwr" and any(r.get(k) for row in rows for r in row.records for k in ("tokens", "features",
-                                                                    "series")):
+    modal = ("tokens", "features", "series")
+    if colormap != "bwr" and any(r.get(k) for row in rows for r in row.records for k in modal):
         legends.append(colour_legend("bwr"))  # tokens, features and series are signed
     body.append(f'<div class="legends" aria-label="colour legend">{"".join(legends)}</div>')
     body.append(controls(rows))

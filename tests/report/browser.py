@@ -22,6 +22,7 @@ from pathlib import Path
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-extensions", "--hide-scrollbars", "--mute-audio",
+         "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
          "--remote-debugging-port=0", "--remote-allow-origins=*"]
 
 
@@ -46,12 +47,13 @@ class Browser:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.timeout = timeout
         self.errors: list[str] = []
+        self.requests: list[str] = []  # every URL the page asked for
         self._id = 0
         try:
             port = self._port()
             url = self._page_socket(port)
             self.ws = websocket.create_connection(url, timeout=timeout, suppress_origin=True)
-            for domain in ("Page", "Runtime", "Log"):
+            for domain in ("Page", "Runtime", "Log", "Network"):
                 self.call(f"{domain}.enable")
         except BaseException:
             self.close()
@@ -80,6 +82,8 @@ class Browser:
 
     def _record(self, message: dict) -> None:
         method, params = message.get("method"), message.get("params", {})
+        if method == "Network.requestWillBeSent":
+            self.requests.append(params.get("request", {}).get("url", ""))
         if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
             self.errors.append(" ".join(str(a.get("value", a.get("description", "")))
                                         for a in params.get("args", [])))

@@ -71,9 +71,13 @@ def test_attribute_report_in_chromium(browser, attribute_run, tmp_path):
     code, out, inputs = attribute_run
     rows = len(list(inputs.iterdir()))
     browser.errors.clear()
+    browser.requests.clear()
     browser.viewport(1280, 900)
     browser.open((out / "report.html").as_uri())
     browser.settle()
+    # Offline: the page itself, and pictures inlined (nothing else fetched).
+    assert browser.requests[0] == (out / "report.html").as_uri()
+    assert all(url.startswith("data:") for url in browser.requests[1:])
     images = browser.evaluate("Array.from(document.images).map(i => [i.complete, "
                               "i.naturalWidth, i.alt])")
     assert len(images) == (rows - 1) * (1 + len(METHODS))

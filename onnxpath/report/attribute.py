@@ -130,7 +130,8 @@ def row_html(row: Row, url: Callable[[str], str], colormap: str) -> str:
         info.append(f'<table class="top"><caption>top {len(head["top"])}</caption>'
                     f'<thead><tr><th scope="col">class</th><th scope="col">p</th></tr>'
                     f"</thead><tbody>{lines}</tbody></table>")
-        targets = sorted({class_name(r) for r in row.records if r.get("target") is not None})
+        targets = list(dict.fromkeys(class_name(r) for r in row.records
+                                     if r.get("target") is not None))
         info.append(f"<p>target: {esc(', '.join(targets))}</p>")
     errors = sorted({r["error"] for r in row.records if r.get("error")})
     info.extend(f'<p class="error" role="alert">{esc(e)}</p>' for e in errors

@@ -119,6 +119,9 @@ class Pipeline:
         self._noted: set[str] = set()
         self._inputs: set[Path] = set()
         self._bundle: Bundle | None = None
+        # Called with (record, overlay image) before the record is emitted, when there is no
+        # --out to write the overlay to (the HTML report's pictures).
+        self.overlay_hook: Callable[[dict, object], None] | None = None
 
     def run(self, paths: Sequence[Path], stems: Sequence[str] | None = None) -> int:
         """Process every path; returns how many records carry an error.
@@ -308,6 +311,10 @@ class Pipeline:
         if self._bundle is not None:
             outputs["npz"] = str(self._bundle.path)
             outputs["npz_key"] = self._bundle.add(base, raw)
+        if self.overlay_hook is not None and job.out is None and image is not None \
+                and raw.ndim >= 2:  # no --out: the overlay goes to the hook (a report) only
+            heat = reduce_channels(channels_first(raw, job.prep.layout), job.style.reduce)
+            self.overlay_hook(record, overlay(image, heat, **job.style.overlay_args()))
 
     def target_path(self, path: Path) -> Path:
         """Inputs are never overwritten, whatever --out and their names are."""

@@ -185,9 +185,11 @@ def attribute(
     page = open_report(report, report_every, report_at_end, model, methods, style,
                        progress.note) if report else None
     sink = emit if page is None else (lambda record: (emit(record), page.add(record)))
+    pipeline = Pipeline(explainer, job, sink, progress, note=progress.note, debug=debug)
+    if page is not None:
+        pipeline.overlay_hook = page.overlay
     try:
-        failures = Pipeline(explainer, job, sink, progress, note=progress.note,
-                            debug=debug).run(paths)
+        failures = pipeline.run(paths)
     finally:
         if page is not None:  # also after Ctrl-C: the page shows every finished input
             page.close()

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
+
 from .charts import colour_legend
 from .files import LIMIT, ReportFiles
 from .modal import picture
@@ -107,7 +109,7 @@ def panel(record: dict, key: str | None, url: Callable[[str], str], colormap: st
                 f'{esc(target)}: {esc(colormap)} colour map over the gray input" '
                 '>')
     else:
-        why = "no picture (error)" if error else "no picture: give --out DIR for overlays"
+        why = "no picture (error)" if error else "no picture of this input"
         body = f'<div class="noimg">{esc(why)}</div>'
     return (f'<figure data-method="{esc(method)}">{body}<figcaption>'
             f'{"<br>".join(parts)}</figcaption></figure>')
@@ -224,6 +226,7 @@ class AttributeReport:
         # (500 inputs: 0.5 s per rewrite otherwise). Pictures moving to files clear it.
         self._cache: dict[str, str] = {}
         self._cache_linked = False
+        self._overlays: dict[int, str] = {}  # id(record) -> picture key, until the record comes
 
     def add(self, record: dict) -> None:
         key = str(record.get("input"))
@@ -237,9 +240,15 @@ class AttributeReport:
             self.rows[key] = row
         self._cache.pop(key, None)  # the same input given twice: its row grows again
         overlay = (record.get("outputs") or {}).get("png")
+        given = self._overlays.pop(id(record), None)
         row.records.append(record)
-        row.pictures.append(self.files.add_file(overlay) if overlay and not record.get("error")
-                            else None)
+        row.pictures.append(given if given is not None else self.files.add_file(overlay)
+                            if overlay and not record.get("error") else None)
+
+    def overlay(self, record: dict, image: Image.Image) -> None:
+        """The overlay of a record about to be added, for runs that write no PNG files
+        (`Pipeline.overlay_hook`)."""
+        self._overlays[id(record)] = self.files.add_image(image)
 
     def _due(self) -> bool:
         ended, took = self._last_write

@@ -73,11 +73,22 @@ def test_attribute_report_folder_form_written_at_the_end(capsys, tmp_path):
     assert len(sources) == 4 and all((folder / s).is_file() for s in sources)
 
 
-def test_attribute_report_without_out_says_where_pictures_come_from(capsys, tmp_path):
-    code, _, err = run(capsys, "attribute", MODEL, SAMPLES / "star_0.png", "--report",
-                       tmp_path / "r.html", "-q")
+def test_attribute_report_without_out_draws_the_same_overlays(capsys, tmp_path):
+    """No --out: no files but the page, whose overlays are those an --out run writes."""
+    star = SAMPLES / "star_0.png"
+    code, _, err = run(capsys, "attribute", MODEL, star, "-m", "gradient,gradcam",
+                       "--colormap", "magma", "--report", tmp_path / "r.html", "-q")
     assert code == 0, err
-    assert "give --out DIR for overlays" in (tmp_path / "r.html").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]
+    code, _, err = run(capsys, "attribute", MODEL, star, "-m", "gradient,gradcam",
+                       "--colormap", "magma", "-o", tmp_path / "out", "-q")
+    assert code == 0, err
+    overlays = [img for img in Elements((tmp_path / "r.html").read_text()).find("img")
+                if "attribution" in img["alt"]]
+    assert len(overlays) == 2
+    for img, method in zip(overlays, ["gradient", "gradcam"], strict=True):
+        written = np.asarray(Image.open(tmp_path / "out" / f"star_0.{method}.png"))
+        assert np.array_equal(pixels(img["src"], tmp_path), written)
 
 
 @pytest.mark.parametrize("args, message", [

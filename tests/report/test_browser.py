@@ -26,7 +26,8 @@ from tests.report.conftest import METHODS, MODEL
 
 REFERENCE = Path(__file__).with_name("reference") / "attribute_1280.png"
 COARSE = (160, 112)  # the screenshot is compared at 1/8 scale, in gray
-THRESHOLD = 0.75  # Pearson r of the coarse pictures; fonts and antialiasing may differ
+THRESHOLD = 0.6  # Pearson r at 1/8 scale. Here: same page 0.95-0.997; another font 0.84-0.94;
+# 17 px text 0.81; the phone layout 0.02; another page ~0
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ headless Chromium (Debian's `chromium`; websocket-client from the test extra) an
 
     python docs/report_screenshot.py                       # the demo model and its samples
     python docs/report_screenshot.py models/efficientnet_lite0.onnx models/photos/ \\
-        --extra=--labels --extra=models/imagenet_labels.txt
+        --extra=--layers --extra=Relu,Clip --size 1280x1100  # the README's (ReLU6 = Clip)
 
 The page is left in --work (default: a temporary folder) for a look.
 """

@@ -190,13 +190,20 @@ class Pipeline:
     def picked(self, positions: Sequence[int]) -> list[tuple[Path, str]]:
         return [self._items[k] for k in positions]
 
-    def completed(self, position: int, records: list[dict], from_files: bool = False) -> None:
-        """One input is done and its files are written: mark it (last), then report it after
-        any earlier inputs a previous run finished. `from_files`: its maps are only on disk
-        (another process wrote them), so the --npz bundle reads them back."""
-        path, stem = self._items[position]
+    def completed(self, position: int, records: list[dict]) -> None:
+        """One input is done and its files are written: mark it (last), then report it."""
+        self.mark(position, records)
+        self.deliver(position, records)
+
+    def mark(self, position: int, records: list[dict]) -> None:
         if self._state is not None:
+            path, stem = self._items[position]
             self._state.mark(path, stem, records)
+
+    def deliver(self, position: int, records: list[dict], from_files: bool = False) -> None:
+        """Report an input's records, after any earlier inputs a previous run finished; in
+        increasing `position` order. `from_files`: its maps are only on disk (another process
+        wrote them), so the --npz bundle reads them back."""
         self.replay_until(position)
         if from_files:
             self.bundle_from_files(records)

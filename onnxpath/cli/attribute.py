@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -212,7 +213,9 @@ def attribute(
     if engine == "ray":
         from ..distributed import Cluster, parse_actors, run_ray
         cluster = Cluster(address, parse_actors(actors), cpus_per_actor, gpus_per_actor)
-        failures = run_ray(model, paths, job, emit, cluster=cluster, device=device,
+        stdout = sys.stdout  # Ray prints its workers' output on the driver's sys.stdout
+        failures = run_ray(model, paths, job, lambda record: emit(record, stdout),
+                           cluster=cluster, device=device,
                            threads=threads, cache=not no_cache,
                            provider_options=options_for_provider, explainer=explainer,
                            progress=progress, debug=debug)

@@ -13,10 +13,13 @@ one error record. Ray Data would otherwise either retry forever or drop the whol
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import socket
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -70,10 +73,26 @@ def import_ray():
     return ray
 
 
+def check_reachable(address: str | None, timeout: float = 10.0) -> None:
+    """Ray retries an unreachable head node forever; try its port once, briefly, first."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address or address in ("auto", "local"):
+        return  # ray.init itself says at once when there is no local cluster
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--address takes auto, HOST:PORT or ray://HOST:PORT, got '{address}'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise EngineError(f"cannot reach the Ray cluster at {address}: "
+                          f"{err.strerror or type(err).__name__}") from err
+
+
 def connect(ray, address: str | None, debug: bool = False) -> bool:
     """Join (or start) a cluster; True when this call started the connection."""
     if ray.is_initialized():
         return False
+    check_reachable(address)
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=True,
                  logging_level=logging.INFO if debug else logging.ERROR)
@@ -167,7 +186,8 @@ def run_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike], job: J
             debug: bool = False) -> int:
     """Process `paths` on Ray (see the module docstring); hand each record to `emit` in input
     order; return how many records carry an error. `explainer` (on the driver, any device)
-    serves for planning only: its model digest keys the resume markers."""
+    serves for planning only: its model digest keys the resume markers. While it runs,
+    sys.stdout is stderr."""
     cluster = cluster or Cluster()
     if job.npz is not None and job.out is None:
         raise UsageError("--npz with --engine ray reads the maps back from --out: give --out")
@@ -179,13 +199,17 @@ def run_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike], job: J
               # ONNX Runtime ignores OMP_NUM_THREADS and would take every core in every actor
               "threads": threads or max(1, int(cluster.cpus_per_actor)), "cache": cache,
               "provider_options": provider_options, "cwd": os.getcwd()}
-    started = connect(ray, cluster.address, debug)
-    try:
-        pipeline = RayPipeline(explainer, job, emit, worker, cluster, progress, debug)
-        return pipeline.run([Path(p) for p in paths])
-    finally:
-        if started:
-            ray.shutdown()
+    # Ray forwards workers' stdout, and some of its own messages, to the driver's sys.stdout,
+    # where they would mix with the JSON lines: send them to stderr. `emit` must therefore
+    # not look up sys.stdout when it is called (the CLI binds its stream beforehand).
+    with contextlib.redirect_stdout(sys.stderr):
+        started = connect(ray, cluster.address, debug)
+        try:
+            pipeline = RayPipeline(explainer, job, emit, worker, cluster, progress, debug)
+            return pipeline.run([Path(p) for p in paths])
+        finally:
+            if started:
+                ray.shutdown()
 
 
 __all__ = ["KILL", "Cluster", "RayPipeline", "parse_actors", "run_ray"]

@@ -45,7 +45,7 @@ class Cluster:
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
     retries: int = 2  # per batch, after its actor died
-    rows_per_call: int = 4  # inputs per actor call: what one crash can cost before the rerun
+    rows_per_call: int = 16  # inputs per actor call: what one crash can cost before the rerun
 
 
 def parse_actors(text: str | int | None) -> int | tuple[int, int]:
@@ -78,7 +78,7 @@ def check_reachable(address: str | None, timeout: float = 10.0) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     if not address or address in ("auto", "local"):
         return  # ray.init itself says at once when there is no local cluster
-    host, _, port = address.removeprefix("ray://").rpartition(":")
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
     if not host or not port.isdigit():
         raise UsageError(f"--address takes auto, HOST:PORT or ray://HOST:PORT, got '{address}'")
     try:

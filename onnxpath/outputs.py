@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import OutputError
-from .storage import RemotePath
+from .storage import RemotePath, location
 
 
 @functools.cache
@@ -69,6 +69,11 @@ def save_png(path: Path, image: Image.Image) -> Path:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1)
     return write_atomic(path, buffer.getvalue())
+
+
+def read_npy(path: str) -> np.ndarray:
+    """A map this or another process wrote under --out (a folder or a URL)."""
+    return np.load(io.BytesIO(location(path).read_bytes()), allow_pickle=False)
 
 
 def check_writable(folder: Path | RemotePath, option: str = "--out") -> Path | RemotePath:

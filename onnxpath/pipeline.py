@@ -12,7 +12,6 @@ completion marker under OUT/.onnxpath/ (see resume.py), so a rerun redoes only t
 
 from __future__ import annotations
 
-import io
 import sys
 import traceback
 from collections import deque
@@ -28,11 +27,10 @@ from .explainer import Explainer, Explanation
 from .imaging import Preprocess, load_input
 from .inputs import output_stems
 from .methods import METHODS, effective_params
-from .outputs import Bundle, save_npy, save_png
+from .outputs import Bundle, read_npy, save_npy, save_png
 from .progress import Progress
 from .render import overlay, reduce_channels, side_by_side
 from .resume import RunState, job_fingerprint
-from .storage import location
 
 TOP = 5  # predictions listed in each record
 
@@ -401,10 +399,6 @@ def top_classes(scores: np.ndarray, k: int) -> list[tuple[int, float, float]]:
     probs = np.exp(shifted) / np.exp(shifted).sum()
     order = np.argsort(-scores, kind="stable")[:k]
     return [(int(c), float(scores[c]), float(probs[c])) for c in order]
-
-
-def read_npy(text: str) -> np.ndarray:
-    return np.load(io.BytesIO(location(text).read_bytes()), allow_pickle=False)
 
 
 def cannot_write(err: OSError) -> str:

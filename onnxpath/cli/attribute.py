@@ -140,8 +140,8 @@ def attribute(
                                 "a previous run of the same job finished (markers in "
                                 "OUT/.onnxpath), re-printing their lines; --no-resume redoes "
                                 "all."),
-    engine: str = typer.Option("local", "--engine", help="local, or ray (Ray Data; pip "
-                               "install 'onnxpath[ray]')."),
+    engine: str = typer.Option("local", "--engine", help="local, or ray (Ray Data; needs "
+                               "the ray extra of onnxpath)."),
     address: str = typer.Option(None, "--address", help="ray: cluster address, auto or "
                                 "ray://host:10001 (default: RAY_ADDRESS, else a local Ray)."),
     actors: str = typer.Option("2", "--actors", help="ray: actors, N or MIN-MAX to autoscale."),
@@ -160,6 +160,9 @@ def attribute(
 
     Example: onnxpath attribute model.onnx cat.png -m gradient,integrated-gradients,gradcam
     --steps 32 --side-by-side -o out/
+
+    Example: onnxpath attribute model.onnx /shared/photos/ -o s3://bucket/run1 --engine ray
+    --actors 2-16 --device cuda --gpus-per-actor 0.5
     """
     methods = [m.strip() for m in method.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]

@@ -125,9 +125,11 @@ class RayPipeline(Pipeline):
         per_call = max(self.cluster.rows_per_call, self.job.batch_size)
         self.stream(ray, todo, per_call)
         missing = [k for k in todo if k not in self._arrived]
-        if missing:  # lost batches, one input at a time: only the culprit stays lost
+        if missing:
             self.note(f"onnxpath: note: workers died on {len(missing)} input(s); retrying "
                       "them one at a time")
+            # One input at a time, and one call per actor at a time (a call queued on an
+            # actor dies with it): only the culprits stay lost.
             self.stream(ray, missing, 1)
         for k in todo:
             if k not in self._arrived:
@@ -146,8 +148,10 @@ class RayPipeline(Pipeline):
         rows = [{"position": k, "path": str(self._items[k][0]), "stem": self._items[k][1]}
                 for k in positions]
         actors = self.cluster.actors
-        pool = (ActorPoolStrategy(size=actors) if isinstance(actors, int)
-                else ActorPoolStrategy(min_size=actors[0], max_size=actors[1]))
+        sizes = ({"size": actors} if isinstance(actors, int)
+                 else {"min_size": actors[0], "max_size": actors[1]})
+        pool = ActorPoolStrategy(**sizes, max_tasks_in_flight_per_actor=1 if per_call == 1
+                                 else None)
         env = {k: v for k, v in os.environ.items() if k.startswith("ONNXPATH_")}
         dataset = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / per_call))
         with warnings.catch_warnings():

@@ -31,6 +31,7 @@ from .outputs import Bundle, read_npy, save_npy, save_png
 from .progress import Progress
 from .render import overlay, reduce_channels, side_by_side
 from .resume import RunState, job_fingerprint
+from .storage import as_location
 
 TOP = 5  # predictions listed in each record
 
@@ -133,8 +134,8 @@ class Pipeline:
         Records come out in input order; those of inputs a previous run finished (resume) are
         re-emitted in their place, without reading the input again.
         """
-        paths = list(paths)
-        self._inputs = {Path(p).resolve() for p in paths}
+        paths = [as_location(p) for p in paths]
+        self._inputs = {p.resolve() for p in paths}
         self._bundle = Bundle(self.job.npz) if self.job.npz is not None else None
         self._state = (RunState(self.job.out, job_fingerprint(self.explainer.model_digest(),
                                                               self.job))

@@ -1,5 +1,6 @@
-"""Result locations: a local (or shared) folder, or object storage named by a URL (`s3://…`,
-`gs://…`, any protocol fsspec knows) when the user has fsspec and its backend installed.
+"""Locations of results and inputs: a local (or shared) filesystem, or object storage named by a
+URL (`s3://…`, `gs://…`, any protocol fsspec knows) when the user has fsspec and its backend
+installed.
 
 `RemotePath` offers the few pathlib.Path methods the pipeline and the resume state use, so the
 code that writes results does not care where they go. Object stores have no rename, but a
@@ -24,6 +25,11 @@ def is_url(text: str | Path) -> bool:
 def location(text: str | Path) -> Path | RemotePath:
     """A folder given on the command line: a URL becomes a RemotePath, anything else a Path."""
     return RemotePath(text) if is_url(text) else Path(text)
+
+
+def as_location(path: str | Path | RemotePath) -> Path | RemotePath:
+    """An input as given (a string, a Path, a RemotePath) as a Path or a RemotePath."""
+    return path if isinstance(path, Path | RemotePath) else location(str(path))
 
 
 def filesystem(url: str):
@@ -72,8 +78,20 @@ class RemotePath:
     def parent(self) -> RemotePath:
         return RemotePath(posixpath.dirname(self.url))
 
+    @property
+    def suffix(self) -> str:
+        return posixpath.splitext(self.name)[1]
+
+    @property
+    def stem(self) -> str:
+        return posixpath.splitext(self.name)[0]
+
     def resolve(self) -> RemotePath:
         return self
+
+    def open(self, mode: str = "rb"):
+        fs, path = self._fs()
+        return fs.open(path, mode)
 
     def _fs(self):
         return filesystem(self.url)

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..explainer import Explainer
 from ..pipeline import Job, Pipeline
+from ..storage import location
 
 # Test-only fault injection (tests/distributed): a worker that finishes an input whose path
 # contains $ONNXPATH_TEST_KILL_WORKER exits on the spot, as if it crashed or was OOM-killed,
@@ -73,7 +74,7 @@ class AttributeBatch:
         self.job = replace(job, resume=False, npz=None)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        paths = [Path(str(p)) for p in batch["path"]]
+        paths = [location(str(p)) for p in batch["path"]]
         stems = [str(s) for s in batch["stem"]]
         pipeline = _Collecting(self.explainer, self.job)
         pipeline.run(paths, stems)

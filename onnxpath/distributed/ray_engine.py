@@ -23,12 +23,12 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..errors import EngineError, UsageError
 from ..explainer import Explainer
 from ..pipeline import Job, Pipeline
 from ..progress import Progress
+from ..storage import as_location
 from .batch import KILL, AttributeBatch
 
 WORKER_DIED = ("the worker died processing this input, alone and on every retry (a crash or "
@@ -210,7 +210,7 @@ def run_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike], job: J
         started = connect(ray, cluster.address, debug)
         try:
             pipeline = RayPipeline(explainer, job, emit, worker, cluster, progress, debug)
-            return pipeline.run([Path(p) for p in paths])
+            return pipeline.run([as_location(p) for p in paths])
         finally:
             if started:
                 ray.shutdown()

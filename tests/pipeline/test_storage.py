@@ -100,3 +100,26 @@ def test_provider_options_reach_onnx_runtime(capsys, model, images, monkeypatch)
                                                "enable_cpu_mem_arena": "0"})] for p in seen)
     code, _, err = run_cli(capsys, model, images[0], "--provider-option", "novalue")
     assert code == 2 and "KEY=VALUE" in err
+
+
+def test_inputs_read_from_a_url_give_the_local_results(capsys, tmp_path, model, images,
+                                                       memory):
+    for image in images:
+        memory.pipe_file(f"/onnxpath-test/in/{image.name}", image.read_bytes())
+    tensor = tmp_path / "t.npy"
+    np.save(tensor, np.random.default_rng(0).random((3, 16, 16), np.float32))
+    memory.pipe_file("/onnxpath-test/in/t.npy", tensor.read_bytes())
+    _, local, _ = run_cli(capsys, model, *images, tensor, "-o", tmp_path / "local")
+    code, remote, _ = run_cli(capsys, model, "memory://onnxpath-test/in/*.png",
+                              "memory://onnxpath-test/in/t.npy",
+                              "memory://onnxpath-test/in/gone.png", "-o", tmp_path / "remote")
+    assert code == 1 and len(remote) == 5
+    # fsspec spells memory-filesystem matches memory:///…; s3 and gcs keep s3://bucket/…
+    assert [line["input"].replace(":///", "://") for line in remote] == [
+        *(f"memory://onnxpath-test/in/{p.name}" for p in images),
+        "memory://onnxpath-test/in/t.npy", "memory://onnxpath-test/in/gone.png"]
+    assert remote[-1]["error"] == "input not found: memory://onnxpath-test/in/gone.png"
+    for here, there in zip(local, remote, strict=False):
+        assert there["error"] is None and there["logit"] == here["logit"]
+        assert Path(there["outputs"]["npy"]).read_bytes() == \
+            Path(here["outputs"]["npy"]).read_bytes()

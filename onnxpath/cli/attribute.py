@@ -203,6 +203,9 @@ def attribute(
     if out is not None:
         check_writable(out)
     if npz is not None:
+        scheme = str(npz).split("/", 1)[0]  # Path turned s3://b/m.npz into s3:/b/m.npz
+        if scheme.endswith(":") and len(scheme) > 2:  # not a Windows drive
+            raise UsageError(f"--npz must be a local file, got '{npz}' (use --out for URLs)")
         check_writable(npz.parent, "--npz")
     paths = expand_inputs(inputs, exclude=[out] if isinstance(out, Path) else [])
     if not paths:

@@ -123,3 +123,8 @@ def test_inputs_read_from_a_url_give_the_local_results(capsys, tmp_path, model, 
         assert there["error"] is None and there["logit"] == here["logit"]
         assert Path(there["outputs"]["npy"]).read_bytes() == \
             Path(here["outputs"]["npy"]).read_bytes()
+
+
+def test_npz_stays_local(capsys, model, images):
+    code, lines, err = run_cli(capsys, model, images[0], "--npz", "s3://bucket/maps.npz")
+    assert code == 2 and lines == [] and "--npz must be a local file" in err

@@ -127,7 +127,8 @@ def main() -> None:
 def run(args: argparse.Namespace, work: Path) -> None:
     model = export_model(args.model, work)
     images = make_images(work / "images", args.images)
-    extra = ["-m", args.method, "-o", str(work / "out"), "-b", str(args.batch_size)]
+    # --no-resume: every run below must compute, not re-emit the previous run's results
+    extra = ["-m", args.method, "-o", str(work / "out"), "-b", str(args.batch_size), "--no-resume"]
     print(f"{args.model} ({model.stat().st_size / 1e6:.0f} MB), {args.images} JPEGs, method "
           f"{args.method}, batch size {args.batch_size}, {os.cpu_count()} CPUs")
 

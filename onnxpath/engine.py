@@ -66,10 +66,12 @@ class GradientEngine:
     """
 
     def __init__(self, info: ModelInfo, device: str = "cpu", threads: int | None = None,
-                 identity: tuple | None = None, cache: SessionCache | None = None):
+                 identity: tuple | None = None, cache: SessionCache | None = None,
+                 provider_options: dict[str, str] | None = None):
         self.info = info
         self.device = device
         self.threads = threads
+        self.provider_options = provider_options
         self.identity = identity
         self.cache = cache
         self._forward = None
@@ -104,27 +106,32 @@ class GradientEngine:
             return None
         return self.cache
 
+    def _make(self, model: onnx.ModelProto, save_optimised=None):
+        return make_session(model, self.device, self.threads, self.info.folder,
+                            save_optimised=save_optimised,
+                            provider_options=self.provider_options)
+
     def _session(self, recipe: tuple, build: Callable[[], onnx.ModelProto]):
         """The session for `recipe`, from the disk cache when it holds one; `build` makes the
         model only when the session has to be created from scratch."""
         cache = self._cache_for(recipe)
         if cache is None:
-            return make_session(build(), self.device, self.threads, self.info.folder)
+            return self._make(build())
         rules = rules_key()
         if not nameable(rules):
-            return make_session(build(), self.device, self.threads, self.info.folder)
+            return self._make(build())
         key = entry_key((type(self).__qualname__, *self.identity), (*recipe, rules),
-                        self.device, providers_for(self.device))
-        session = cache.load(key, lambda path: open_optimised(path, self.device, self.threads))
+                        self.device, providers_for(self.device, self.provider_options))
+        session = cache.load(key, lambda path: open_optimised(path, self.device, self.threads,
+                                                              self.provider_options))
         if session is not None:
             return session
         model = build()
         if model.ByteSize() > PROTOBUF_LIMIT:
-            return make_session(model, self.device, self.threads, self.info.folder)
+            return self._make(model)
         tmp = cache.temporary(key)
         try:
-            session = make_session(model, self.device, self.threads, self.info.folder,
-                                   save_optimised=tmp)
+            session = self._make(model, save_optimised=tmp)
         except OnnxPathError:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
@@ -168,7 +175,8 @@ class GradientEngine:
         """An engine over another model (e.g. this one after surgery), same device and threads.
         `tag` names the rewrite (its options); without one the new engine is not disk-cached."""
         identity = None if tag is None or self.identity is None else (*self.identity, tag)
-        return (kind or GradientEngine)(info, self.device, self.threads, identity, self.cache)
+        return (kind or GradientEngine)(info, self.device, self.threads, identity, self.cache,
+                                        self.provider_options)
 
     def gradient_model(self, wrt: Sequence[str], overrides: Mapping[str, Rule] | None = None,
                        extra_outputs: Sequence[str] = ()) -> onnx.ModelProto:

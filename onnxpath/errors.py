@@ -43,3 +43,7 @@ class DeviceError(OnnxPathError):
 
 class OutputError(OnnxPathError):
     """The output folder cannot be written. Nothing is processed."""
+
+
+class EngineError(OnnxPathError):
+    """The distributed engine (Ray) is not installed or its cluster cannot be reached."""

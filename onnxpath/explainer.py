@@ -44,10 +44,13 @@ class Explainer:
 
     def __init__(self, model: str | os.PathLike | onnx.ModelProto, device: str = "cpu",
                  threads: int | None = None, keep_probabilities: bool = False,
-                 cache: bool | str | os.PathLike | SessionCache = True):
+                 cache: bool | str | os.PathLike | SessionCache = True,
+                 provider_options: dict[str, str] | None = None):
         """`cache`: keep built sessions on disk (True: the default folder, see `cache.py`; a
-        path or a SessionCache: that folder; False: build in every process)."""
+        path or a SessionCache: that folder; False: build in every process).
+        `provider_options`: ONNX Runtime options of the device's provider (gpu_mem_limit, ...)."""
         providers_for(device)  # an unknown device or a missing CUDA provider: say so now
+        self.provider_options = dict(provider_options) if provider_options else None
         self.path = None if isinstance(model, onnx.ModelProto) else Path(model)
         self.proto = model if isinstance(model, onnx.ModelProto) else load_model(model)
         self.device = device
@@ -85,7 +88,8 @@ class Explainer:
             info.path = self.path
             identity = (self.model_digest(), tuple(shape[1:]), self.keep_probabilities)
             self._engines[key] = GradientEngine(info, self.device, self.threads,
-                                                identity if self.cache else None, self.cache)
+                                                identity if self.cache else None, self.cache,
+                                                self.provider_options)
         return self._engines[key]
 
     def model_digest(self) -> str:

@@ -3,6 +3,7 @@ tensors as they are."""
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from dataclasses import dataclass, replace
@@ -13,6 +14,7 @@ import onnx
 from PIL import Image, ImageOps
 
 from .errors import InputError, UsageError
+from .storage import RemotePath, as_location
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -175,7 +177,8 @@ def read_image(path: Path) -> Image.Image:
     """The decoded image, upright (EXIF orientation applied). Pillow's decompression-bomb limit
     (`Image.MAX_IMAGE_PIXELS`) stays as Pillow sets it: over twice the limit is an error."""
     try:
-        with warnings.catch_warnings(record=True) as caught, Image.open(path) as img:
+        source = io.BytesIO(path.read_bytes()) if isinstance(path, RemotePath) else path
+        with warnings.catch_warnings(record=True) as caught, Image.open(source) as img:
             warnings.simplefilter("always", Image.DecompressionBombWarning)
             img.load()
             upright = ImageOps.exif_transpose(img)
@@ -276,7 +279,7 @@ def load_npy(path: Path, input_shape: tuple) -> np.ndarray:
     is checked before any data is read, so a wrong or absurd shape costs nothing; pickled
     objects are never loaded."""
     try:
-        with open(path, "rb") as f:
+        with path.open("rb") if isinstance(path, RemotePath) else open(path, "rb") as f:
             shape, dtype = npy_header(f, path)
             check_tensor(path, shape, dtype, input_shape)
             f.seek(0)
@@ -348,7 +351,7 @@ def model_size(input_shape: tuple, prep: Preprocess, layout: str) -> tuple[tuple
 def load_input(path: str | Path, input_shape: tuple,
                prep: Preprocess) -> tuple[np.ndarray, np.ndarray | None]:
     """(tensor for one example, RGB image or None for `.npy` inputs)."""
-    path = Path(path)
+    path = as_location(path)
     if path.suffix.lower() == ".npy":
         return load_npy(path, input_shape), None
     size, channels = model_size(input_shape, prep, prep.layout)

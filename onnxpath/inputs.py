@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .imaging import IMAGE_SUFFIXES
+from .storage import RemotePath, filesystem, is_url
 
 TENSOR_SUFFIXES = {".npy"}
 
@@ -46,9 +47,14 @@ def expand_inputs(items: list[str], stdin=None, exclude: Iterable[Path] = ()) ->
             stream = stdin or sys.stdin
             for line in stream:
                 name = line.rstrip("\r\n")
-                if name.strip():
+                if is_url(name.strip()):
+                    result.append(RemotePath(name.strip()))
+                elif name.strip():
                     path = Path(name)
                     result.extend(scan(path, exclude) if path.is_dir() else [path])
+            continue
+        if is_url(item):
+            result.extend(remote_inputs(item))
             continue
         path = Path(item)
         if path.is_dir():
@@ -62,6 +68,17 @@ def expand_inputs(items: list[str], stdin=None, exclude: Iterable[Path] = ()) ->
         else:
             result.append(path)
     return result
+
+
+def remote_inputs(url: str) -> list[RemotePath]:
+    """A URL names one input; with a glob (`s3://bucket/photos/*.jpg`) its matches, sorted.
+    No match keeps the URL, so that it gets its own error line."""
+    if not glob.has_magic(url):
+        return [RemotePath(url)]
+    fs, pattern = filesystem(url)
+    matches = sorted(fs.unstrip_protocol(p) for p in fs.glob(pattern)
+                     if is_input_file(Path(p)))
+    return [RemotePath(m) for m in matches] or [RemotePath(url)]
 
 
 def output_stems(paths: list[Path]) -> list[str]:

@@ -1,8 +1,12 @@
 """Writing result files atomically: a temporary file in the same folder, then a rename, so an
-interrupted run never leaves a half-written file under the final name."""
+interrupted run never leaves a half-written file under the final name. Object storage (an
+`s3://` or `gs://` --out, see `storage.py`) gets one upload per file instead, which appears
+whole or not at all. Result files get the permissions of any file the user creates (0666 less
+the umask), so that others on a shared filesystem can read them."""
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import tempfile
@@ -13,12 +17,37 @@ import numpy as np
 from PIL import Image
 
 from .errors import OutputError
+from .storage import RemotePath, location
 
 
-def write_atomic(path: Path, data: bytes) -> Path:
+@functools.cache
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (os.umask can only be
+    read by setting it, which would race with the writer thread)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def as_created(tmp: str | Path) -> None:
+    """mkstemp makes files 0600; give the result the mode an ordinary `open` would."""
+    os.chmod(tmp, 0o666 & ~current_umask())
+
+
+def write_atomic(path: Path | RemotePath, data: bytes) -> Path | RemotePath:
+    if isinstance(path, RemotePath):
+        return path.write_bytes(data)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
+        as_created(tmp)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
@@ -42,9 +71,17 @@ def save_png(path: Path, image: Image.Image) -> Path:
     return write_atomic(path, buffer.getvalue())
 
 
-def check_writable(folder: Path, option: str = "--out") -> Path:
+def read_npy(path: str) -> np.ndarray:
+    """A map this or another process wrote under --out (a folder or a URL)."""
+    return np.load(io.BytesIO(location(path).read_bytes()), allow_pickle=False)
+
+
+def check_writable(folder: Path | RemotePath, option: str = "--out") -> Path | RemotePath:
     """Create `folder` and prove a file can be written in it, before any input is processed:
     a run that cannot write its results should stop at once, not fail on every input."""
+    if isinstance(folder, RemotePath):
+        return folder.check_writable(option)
+    current_umask()  # read once, here, before the writer thread starts
     blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
         raise OutputError(f"cannot write to {option} {folder}: {blocker} is a file, not a "
@@ -76,6 +113,7 @@ class Bundle:
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part",
                                        dir=self.path.parent)
             os.close(fd)
+            as_created(tmp)
             self._tmp = Path(tmp)
             self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED,
                                         allowZip64=True)

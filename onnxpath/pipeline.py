@@ -6,7 +6,8 @@ rows for methods that evaluate many copies), then written and reported input by 
 order given. A bad input becomes an error record and the batch goes on; an error that concerns
 the whole run (the model, the options, the device) propagates. Each result file is written
 atomically, and each input's records are emitted right after its files, so an interrupted run
-keeps every finished result and no partial file.
+keeps every finished result and no partial file. With --out, each finished input also gets a
+completion marker under OUT/.onnxpath/ (see resume.py), so a rerun redoes only the rest.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from .explainer import Explainer, Explanation
 from .imaging import Preprocess, load_input
 from .inputs import output_stems
 from .methods import METHODS, effective_params
-from .outputs import Bundle, save_npy, save_png
+from .outputs import Bundle, read_npy, save_npy, save_png
 from .progress import Progress
 from .render import overlay, reduce_channels, side_by_side
+from .resume import RunState, job_fingerprint
+from .storage import as_location
 
 TOP = 5  # predictions listed in each record
 
@@ -64,6 +67,7 @@ class Job:
     side_by_side: bool = False
     batch_size: int = 1
     style: Style = field(default_factory=Style)
+    resume: bool = True  # with `out`: skip inputs a previous run of this job finished
 
 
 def parse_target(text: str | int | None, labels: list[str] | None) -> tuple[int | None,
@@ -122,26 +126,54 @@ class Pipeline:
         # Called with (record, overlay image) before the record is emitted, when there is no
         # --out to write the overlay to (the HTML report's pictures).
         self.overlay_hook: Callable[[dict, object], None] | None = None
+        self._state: RunState | None = None
+        self._items: list[tuple[Path, str]] = []
+        self._finished: dict[int, list[dict]] = {}
+        self._next = 0
 
     def run(self, paths: Sequence[Path], stems: Sequence[str] | None = None) -> int:
         """Process every path; returns how many records carry an error.
 
-        One helper thread reads the next chunk and writes the previous one while ONNX Runtime
-        works on the current one (decoding, PNG encoding and file writes release the GIL): in
-        a batch, a ResNet-50 gradient then costs about what a warm in-process call costs.
-        Tasks run in order on that one thread, so records come out in input order.
+        Records come out in input order; those of inputs a previous run finished (resume) are
+        re-emitted in their place, without reading the input again.
         """
-        stems = list(stems) if stems is not None else output_stems(list(paths))
-        self._inputs = {Path(p).resolve() for p in paths}
+        paths = [as_location(p) for p in paths]
+        self._inputs = {p.resolve() for p in paths}
         self._bundle = Bundle(self.job.npz) if self.job.npz is not None else None
-        work = list(chunks(list(zip(paths, stems, strict=True)), self.job.batch_size))
+        self._state = (RunState(self.job.out, job_fingerprint(self.explainer.model_digest(),
+                                                              self.job))
+                       if self.job.out is not None and self.job.resume else None)
+        if stems is None:
+            stems = self._state.stems(paths) if self._state else output_stems(paths)
+        self._items = list(zip(paths, stems, strict=True))
+        self._finished = {k: records for k, (path, stem) in enumerate(self._items)
+                          if self._state and (records := self._state.finished(path, stem))}
+        self._next = 0  # the first input whose records are not out yet
+        try:
+            self.execute([k for k in range(len(self._items)) if k not in self._finished])
+            self.replay_until(len(self._items))
+        finally:
+            if self.progress is not None:
+                self.progress.clear()
+            if self._bundle is not None:
+                self._bundle.close()
+        return self.failures
+
+    def execute(self, todo: list[int]) -> None:
+        """Compute the inputs at positions `todo`, handing each one's records to `completed`
+        in order. One helper thread reads the next chunk and writes the previous one while ONNX
+        Runtime works on the current one (decoding, PNG encoding and file writes release the
+        GIL): in a batch, a ResNet-50 gradient then costs about what a warm in-process call
+        costs. Tasks run in order on that one thread, so records come out in input order."""
+        work = list(chunks(todo, self.job.batch_size))
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxpath-io")
-        loading: Future | None = pool.submit(self.load, work[0]) if work else None
+        loading: Future | None = pool.submit(self.load, self.picked(work[0])) if work else None
         writing: deque[Future] = deque()
         try:
             for k, chunk in enumerate(work):
                 loaded, problems = loading.result()
-                loading = pool.submit(self.load, work[k + 1]) if k + 1 < len(work) else None
+                loading = (pool.submit(self.load, self.picked(work[k + 1]))
+                           if k + 1 < len(work) else None)
                 results = self.compute(len(chunk), loaded)
                 writing.append(pool.submit(self.finish_chunk, chunk, loaded, problems, results))
                 while writing and writing[0].done():
@@ -156,11 +188,57 @@ class Pipeline:
             raise
         finally:
             pool.shutdown(wait=True)
-            if self.progress is not None:
-                self.progress.clear()
-            if self._bundle is not None:
-                self._bundle.close()
-        return self.failures
+
+    def picked(self, positions: Sequence[int]) -> list[tuple[Path, str]]:
+        return [self._items[k] for k in positions]
+
+    def completed(self, position: int, records: list[dict]) -> None:
+        """One input is done and its files are written: mark it (last), then report it."""
+        self.mark(position, records)
+        self.deliver(position, records)
+
+    def mark(self, position: int, records: list[dict]) -> None:
+        if self._state is not None:
+            path, stem = self._items[position]
+            self._state.mark(path, stem, records)
+
+    def deliver(self, position: int, records: list[dict], from_files: bool = False) -> None:
+        """Report an input's records, after any earlier inputs a previous run finished; in
+        increasing `position` order. `from_files`: its maps are only on disk (another process
+        wrote them), so the --npz bundle reads them back."""
+        self.replay_until(position)
+        if from_files:
+            self.bundle_from_files(records)
+        self.report(records)
+        self._next = max(self._next, position + 1)
+
+    def replay_until(self, position: int) -> None:
+        """Re-emit the records of finished inputs before `position` not yet reported."""
+        while self._next < position:
+            records = self._finished.get(self._next)
+            self._next += 1
+            if records is not None:
+                self.bundle_from_files(records)
+                self.report(records)
+
+    def report(self, records: list[dict]) -> None:
+        failed = sum(r["error"] is not None for r in records)
+        self.failures += failed
+        for record in records:
+            self.emit(record)
+        if self.progress is not None:
+            self.progress.advance(1, failed=int(failed > 0))
+
+    def bundle_from_files(self, records: list[dict]) -> None:
+        """--npz with maps this process did not compute: read them back from --out."""
+        if self._bundle is None:
+            return
+        for record in records:
+            npy = record["outputs"].get("npy")
+            if record["error"] is None and npy is not None:
+                key = Path(npy).name.removesuffix(".npy")
+                record["outputs"].update(npz=str(self._bundle.path),
+                                         npz_key=self._bundle.add(key, read_npy(npy)))
 
     # --- one chunk -------------------------------------------------------------------------
 
@@ -188,17 +266,13 @@ class Pipeline:
                     results[i][asked] = result
         return results
 
-    def finish_chunk(self, chunk: Sequence[tuple[Path, str]], loaded: dict, problems: dict,
+    def finish_chunk(self, chunk: Sequence[int], loaded: dict, problems: dict,
                      results: dict) -> None:
-        for i, (path, stem) in enumerate(chunk):
+        for i, position in enumerate(chunk):
+            path, stem = self._items[position]
             image = loaded[i][1] if i in loaded else None
-            records = self.finish(path, stem, image, problems.get(i), results[i])
-            failed = sum(r["error"] is not None for r in records)
-            self.failures += failed
-            for record in records:
-                self.emit(record)
-            if self.progress is not None:
-                self.progress.advance(1, failed=int(failed > 0))
+            self.completed(position, self.finish(path, stem, image, problems.get(i),
+                                                 results[i]))
 
     def attribute(self, x: np.ndarray, asked: str) -> list:
         """Per example: (Explanation, rows) or an error message. A chunk whose call fails for

@@ -41,17 +41,23 @@ def preload_cuda_libraries() -> None:
             preload()
 
 
-def providers_for(device: str) -> list[str]:
+def providers_for(device: str, options: dict[str, str] | None = None) -> list:
+    """ONNX Runtime's provider list for `device`; `options` (--provider-option, e.g.
+    gpu_mem_limit or device_id) go to the device's own provider."""
     if device == "cpu":
-        return ["CPUExecutionProvider"]
-    if device == "cuda":
+        names = ["CPUExecutionProvider"]
+    elif device == "cuda":
         preload_cuda_libraries()
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise DeviceError(
                 "--device cuda needs onnxruntime-gpu with a working CUDA install; available "
                 f"providers: {', '.join(ort.get_available_providers())}. {CUDA_HELP}")
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    raise UsageError(f"unknown device '{device}'; choose one of {', '.join(DEVICES)}")
+        names = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    else:
+        raise UsageError(f"unknown device '{device}'; choose one of {', '.join(DEVICES)}")
+    if options:
+        return [(names[0], {k: str(v) for k, v in options.items()}), *names[1:]]
+    return names
 
 
 def check_providers(session: ort.InferenceSession, device: str) -> None:
@@ -78,11 +84,11 @@ def session_options(threads: int | None, optimise: bool = True) -> ort.SessionOp
     return options
 
 
-def open_optimised(path: str, device: str = "cpu",
-                   threads: int | None = None) -> ort.InferenceSession:
+def open_optimised(path: str, device: str = "cpu", threads: int | None = None,
+                   provider_options: dict[str, str] | None = None) -> ort.InferenceSession:
     """A session over a model ORT already optimised (a cache entry): no optimisation again."""
     session = ort.InferenceSession(path, session_options(threads, optimise=False),
-                                   providers=providers_for(device))
+                                   providers=providers_for(device, provider_options))
     check_providers(session, device)
     return session
 
@@ -153,7 +159,8 @@ def placeholder(tensor: TensorProto) -> TensorProto:
 def make_session(model: onnx.ModelProto | bytes | str, device: str = "cpu",
                  threads: int | None = None,
                  folder: str | Path | None = None,
-                 save_optimised: str | Path | None = None) -> ort.InferenceSession:
+                 save_optimised: str | Path | None = None,
+                 provider_options: dict[str, str] | None = None) -> ort.InferenceSession:
     """A session for `model`. `folder` is where the model's external data files live; a
     rewritten graph keeps referring to them, so the weights are never copied.
     `save_optimised` asks ORT to write the optimised graph there (the session cache)."""
@@ -176,7 +183,8 @@ def make_session(model: onnx.ModelProto | bytes | str, device: str = "cpu",
             options.add_session_config_entry(EXTERNAL_FOLDER, str(Path(folder or ".").resolve()))
         source = model.SerializeToString()
     try:
-        session = ort.InferenceSession(source, options, providers=providers_for(device))
+        session = ort.InferenceSession(source, options,
+                                       providers=providers_for(device, provider_options))
     except OnnxPathError:
         raise
     except Exception as err:

@@ -56,7 +56,8 @@ def build_preprocess(explainer: Explainer, preset: str | None, size=None, mean=N
                               scale=scale, bgr=bgr, layout=layout, gray=gray)
 
 
-def emit(record: dict) -> None:
-    """One JSON line on stdout, flushed so `| jq` sees it while the batch runs."""
-    sys.stdout.write(json.dumps(record) + "\n")
-    sys.stdout.flush()
+def emit(record: dict, stream=None) -> None:
+    """One JSON line on stdout (or `stream`), flushed so `| jq` sees it while the batch runs."""
+    stream = stream or sys.stdout
+    stream.write(json.dumps(record) + "\n")
+    stream.flush()

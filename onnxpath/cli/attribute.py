@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -17,10 +18,25 @@ from ..outputs import check_writable
 from ..pipeline import Job, Pipeline, Style, parse_target
 from ..progress import Progress
 from ..render import COLORMAPS, NORMALISATIONS, REDUCTIONS
+from ..storage import location
 from . import app
 from ._common import build_preprocess, emit, parse_floats, parse_scale, parse_size
 
 __all__ = ["attribute", "build_preprocess", "parse_floats", "parse_size"]
+
+
+ENGINES = ("local", "ray")
+
+
+def parse_provider_options(items: list[str] | None) -> dict[str, str] | None:
+    """`--provider-option KEY=VALUE`, repeatable."""
+    options = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--provider-option takes KEY=VALUE, got '{item}'")
+        options[key.strip()] = value.strip()
+    return options or None
 
 
 def check_choice(value: str, choices, option: str) -> str:
@@ -39,8 +55,8 @@ def attribute(
     target: str = typer.Option(None, "--target", "-t",
                                help="Class index, label, or topK (each of the K best "
                                "classes) to explain (default: the prediction)."),
-    out: Path = typer.Option(None, "--out", "-o", help="Write <stem>.<method>.npy (raw) and "
-                             ".png (overlay) here."),
+    out: str = typer.Option(None, "--out", "-o", help="Write <stem>.<method>.npy (raw) and "
+                            ".png (overlay) here: a folder, or s3://… / gs://… (fsspec)."),
     npz: Path = typer.Option(None, "--npz", help="Also collect every raw map in one .npz "
                              "(keys <stem>.<method>), written as the batch goes."),
     labels: Path = typer.Option(None, "--labels", help="Labels: .txt one per line, or JSON "
@@ -117,6 +133,22 @@ def attribute(
                                       "<stem>.side-by-side.png per input, a panel per method."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     threads: int = typer.Option(None, "--threads", help="ONNX Runtime intra-op threads."),
+    provider_option: list[str] = typer.Option(None, "--provider-option", help="ONNX Runtime "
+                                              "provider option KEY=VALUE, repeatable, e.g. "
+                                              "gpu_mem_limit=4000000000."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="With --out: skip inputs "
+                                "a previous run of the same job finished (markers in "
+                                "OUT/.onnxpath), re-printing their lines; --no-resume redoes "
+                                "all."),
+    engine: str = typer.Option("local", "--engine", help="local, or ray (Ray Data; needs "
+                               "the ray extra of onnxpath)."),
+    address: str = typer.Option(None, "--address", help="ray: cluster address, auto or "
+                                "ray://host:10001 (default: RAY_ADDRESS, else a local Ray)."),
+    actors: str = typer.Option("2", "--actors", help="ray: actors, N or MIN-MAX to autoscale."),
+    cpus_per_actor: float = typer.Option(1.0, "--cpus-per-actor", help="ray: CPUs per actor "
+                                         "(also its ONNX Runtime threads)."),
+    gpus_per_actor: float = typer.Option(0.0, "--gpus-per-actor", help="ray: GPU share per "
+                                         "actor, e.g. 0.5 (with --device cuda)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
     # --- report (onnxpath.report) ---
     report: str = typer.Option(None, "--report", help="Also write an HTML report: FILE.html "
@@ -138,6 +170,9 @@ def attribute(
 
     Example: onnxpath attribute models/shapes_resnet.onnx models/samples/ -m
     gradient,pathway,gradcam -o out/ --report out/report.html
+
+    Example: onnxpath attribute model.onnx /shared/photos/ -o s3://bucket/run1 --engine ray
+    --actors 2-16 --device cuda --gpus-per-actor 0.5
     """
     methods = [m.strip() for m in method.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
@@ -153,7 +188,13 @@ def attribute(
         raise UsageError(f"--percentile must lie in (0, 100], got {percentile}")
     if side_by_side and out is None:
         raise UsageError("--side-by-side writes a figure: give --out DIR")
-    explainer = Explainer(model, device=device, threads=threads, cache=not no_cache)
+    check_choice(engine, ENGINES, "--engine")
+    out = location(out) if out is not None else None
+    options_for_provider = parse_provider_options(provider_option)
+    # On Ray the driver only plans: the workers have the device, maybe not this machine.
+    explainer = Explainer(model, device=device if engine == "local" else "cpu",
+                          threads=threads, cache=not no_cache,
+                          provider_options=options_for_provider)
     if fallback is None and any(METHODS[m].needs_gradients for m in methods):
         explainer.check_differentiable()
     label_names = read_labels(labels) if labels else model_labels(explainer.proto)
@@ -172,24 +213,42 @@ def attribute(
     if out is not None:
         check_writable(out)
     if npz is not None:
+        scheme = str(npz).split("/", 1)[0]  # Path turned s3://b/m.npz into s3:/b/m.npz
+        if scheme.endswith(":") and len(scheme) > 2:  # not a Windows drive
+            raise UsageError(f"--npz must be a local file, got '{npz}' (use --out for URLs)")
         check_writable(npz.parent, "--npz")
-    paths = expand_inputs(inputs, exclude=[out] if out is not None else [])
+    paths = expand_inputs(inputs, exclude=[out] if isinstance(out, Path) else [])
     if not paths:
         raise UsageError("no inputs found (give images, .npy files, folders, globs or -)")
     if len(explainer.input_shape) == 4 and any(p.suffix.lower() != ".npy" for p in paths):
         model_size(explainer.input_shape, prep, prep.layout)  # --size problems stop here
     job = Job(methods=methods, target=target_index, top_k=top_k, options=options, prep=prep,
               labels=label_names, fallback=fallback, out=out, npz=npz,
-              side_by_side=side_by_side, batch_size=batch_size, style=style)
+              side_by_side=side_by_side, batch_size=batch_size, style=style, resume=resume)
     progress = Progress(len(paths), enabled=False if quiet else None)
     page = open_report(report, report_every, report_at_end, model, methods, style,
                        progress.note) if report else None
-    sink = emit if page is None else (lambda record: (emit(record), page.add(record)))
-    pipeline = Pipeline(explainer, job, sink, progress, note=progress.note, debug=debug)
-    if page is not None:
-        pipeline.overlay_hook = page.overlay
     try:
-        failures = pipeline.run(paths)
+        if engine == "ray":
+            from ..distributed import Cluster, parse_actors, run_ray
+            cluster = Cluster(address, parse_actors(actors), cpus_per_actor, gpus_per_actor)
+            stdout = sys.stdout  # Ray prints its workers' output on the driver's sys.stdout
+
+            def ray_sink(record):
+                emit(record, stdout)
+                if page is not None:
+                    page.add(record)
+
+            failures = run_ray(model, paths, job, ray_sink, cluster=cluster, device=device,
+                               threads=threads, cache=not no_cache,
+                               provider_options=options_for_provider, explainer=explainer,
+                               progress=progress, debug=debug)
+        else:
+            sink = emit if page is None else (lambda record: (emit(record), page.add(record)))
+            pipeline = Pipeline(explainer, job, sink, progress, note=progress.note, debug=debug)
+            if page is not None:
+                pipeline.overlay_hook = page.overlay
+            failures = pipeline.run(paths)
     finally:
         if page is not None:  # also after Ctrl-C: the page shows every finished input
             page.close()

@@ -1,0 +1,219 @@
+"""`--engine ray`: the attribute pipeline on Ray Data, from a laptop to a cluster.
+
+The driver plans as the plain CLI does (output stems from the manifest, inputs already finished
+skipped), then streams the rest through `map_batches` with `AttributeBatch` on a pool of actors
+(the model loads once per actor). Workers write the result files; the driver writes each
+input's completion marker when its records arrive, and prints the records in input order.
+
+Faults: an actor that dies (a crash, the OOM killer, a lost node) is restarted and its batch
+retried a finite number of times. A batch that still fails is rerun one input at a time, so
+the good inputs around a bad one complete; an input that kills its worker on its own becomes
+one error record. Ray Data would otherwise either retry forever or drop the whole block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import socket
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ..errors import EngineError, UsageError
+from ..explainer import Explainer
+from ..pipeline import Job, Pipeline
+from ..progress import Progress
+from ..storage import as_location
+from .batch import KILL, AttributeBatch
+
+WORKER_DIED = ("the worker died processing this input, alone and on every retry (a crash or "
+               "the out-of-memory killer); the other inputs were processed")
+INSTALL = "--engine ray needs Ray: pip install 'onnxpath[ray]'"
+
+
+@dataclass
+class Cluster:
+    """Where and how wide to run. `actors`: a fixed pool size, or (min, max) to autoscale."""
+
+    address: str | None = None  # None: RAY_ADDRESS, else a new local Ray; "auto"; "ray://h:p"
+    actors: int | tuple[int, int] = 2
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    retries: int = 2  # per batch, after its actor died
+    rows_per_call: int = 16  # inputs per actor call: what one crash can cost before the rerun
+
+
+def parse_actors(text: str | int | None) -> int | tuple[int, int]:
+    """`--actors N` or `MIN-MAX`."""
+    if text is None:
+        return 2
+    if isinstance(text, int):
+        parts = [text]
+    else:
+        try:
+            parts = [int(v) for v in str(text).split("-")]
+        except ValueError:
+            parts = []
+    if len(parts) not in (1, 2) or min(parts) < 1 or parts[0] > parts[-1]:
+        raise UsageError(f"--actors takes N or MIN-MAX (e.g. 4 or 2-8), got '{text}'")
+    return parts[0] if len(parts) == 1 else (parts[0], parts[1])
+
+
+def import_ray():
+    try:
+        import ray
+        import ray.data
+    except ImportError as err:
+        raise EngineError(INSTALL) from err
+    return ray
+
+
+def check_reachable(address: str | None, timeout: float = 10.0) -> None:
+    """Ray retries an unreachable head node forever; try its port once, briefly, first."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address or address in ("auto", "local"):
+        return  # ray.init itself says at once when there is no local cluster
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--address takes auto, HOST:PORT or ray://HOST:PORT, got '{address}'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise EngineError(f"cannot reach the Ray cluster at {address}: "
+                          f"{err.strerror or type(err).__name__}") from err
+
+
+def connect(ray, address: str | None, debug: bool = False) -> bool:
+    """Join (or start) a cluster; True when this call started the connection."""
+    if ray.is_initialized():
+        return False
+    check_reachable(address)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=True,
+                 logging_level=logging.INFO if debug else logging.ERROR)
+    except Exception as err:  # ConnectionError, RuntimeError, ValueError, ... per version
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        where = f"at {address}" if address else "(a new local one)"
+        raise EngineError(f"cannot reach the Ray cluster {where}: {first}") from err
+    return True
+
+
+class RayPipeline(Pipeline):
+    """The plain pipeline's planning, resume and reporting, with the computing on Ray."""
+
+    def __init__(self, explainer: Explainer, job: Job, emit: Callable[[dict], None],
+                 worker: dict, cluster: Cluster, progress: Progress | None = None,
+                 debug: bool = False):
+        super().__init__(explainer, job, emit, progress, note=progress.note if progress
+                         else None, debug=debug)
+        self.worker = worker  # AttributeBatch's constructor arguments
+        self.cluster = cluster
+        self._arrived: dict[int, tuple[list[dict], bool]] = {}
+        self._order: list[int] = []  # positions to report, in order; _cursor: the next one
+        self._cursor = 0
+
+    def execute(self, todo: list[int]) -> None:
+        if not todo:
+            return
+        ray = import_ray()
+        self._order, self._cursor, self._arrived = list(todo), 0, {}
+        per_call = max(self.cluster.rows_per_call, self.job.batch_size)
+        self.stream(ray, todo, per_call)
+        missing = [k for k in todo if k not in self._arrived]
+        if missing:
+            self.note(f"onnxpath: note: workers died on {len(missing)} input(s); retrying "
+                      "them one at a time")
+            # One input at a time, and one call per actor at a time (a call queued on an
+            # actor dies with it): only the culprits stay lost.
+            self.stream(ray, missing, 1)
+        for k in todo:
+            if k not in self._arrived:
+                path = self._items[k][0]
+                self.arrive(k, [self.record(path, m, error=WORKER_DIED)
+                                for m in self.job.methods], from_files=False)
+
+    def stream(self, ray, positions: Sequence[int], per_call: int) -> None:
+        from ray.data import ActorPoolStrategy, DataContext
+
+        context = DataContext.get_current()
+        context.max_errored_blocks = -1  # a lost block is ours to redo, not a failed run
+        context.enable_progress_bars = False
+        if not self.debug:  # lost blocks are reported by us, as records
+            logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+        rows = [{"position": k, "path": str(self._items[k][0]), "stem": self._items[k][1]}
+                for k in positions]
+        actors = self.cluster.actors
+        sizes = ({"size": actors} if isinstance(actors, int)
+                 else {"min_size": actors[0], "max_size": actors[1]})
+        pool = ActorPoolStrategy(**sizes, max_tasks_in_flight_per_actor=1 if per_call == 1
+                                 else None)
+        env = {k: v for k, v in os.environ.items() if k.startswith("ONNXPATH_")}
+        dataset = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / per_call))
+        with warnings.catch_warnings():
+            # max_task_retries has no named parameter yet; ray_remote_args is its only way in.
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+            results = dataset.map_batches(
+                AttributeBatch, fn_constructor_kwargs=self.worker, batch_size=per_call,
+                batch_format="numpy", compute=pool,
+                num_cpus=self.cluster.cpus_per_actor,
+                num_gpus=self.cluster.gpus_per_actor or None,
+                runtime_env={"env_vars": env} if env else None,
+                # Finite: Ray Data retries an actor's task forever by default, so one input
+                # that kills its worker would hang the run. Actors restart without limit.
+                max_restarts=-1, max_task_retries=self.cluster.retries)
+        for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
+            for position, text in zip(batch["position"], batch["records"], strict=True):
+                self.arrive(int(position), json.loads(text), from_files=True)
+
+    def arrive(self, position: int, records: list[dict], from_files: bool) -> None:
+        """Mark at once (the files are complete); report in input order."""
+        if position in self._arrived:
+            return  # a retried batch whose first answer came through after all
+        self._arrived[position] = (records, from_files)
+        self.mark(position, records)
+        while self._cursor < len(self._order) and self._order[self._cursor] in self._arrived:
+            k = self._order[self._cursor]
+            self._cursor += 1
+            self.deliver(k, *self._arrived[k])
+
+
+def run_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike], job: Job,
+            emit: Callable[[dict], None], *, cluster: Cluster | None = None,
+            device: str = "cpu", threads: int | None = None, cache: bool = True,
+            provider_options: dict[str, str] | None = None,
+            explainer: Explainer | None = None, progress: Progress | None = None,
+            debug: bool = False) -> int:
+    """Process `paths` on Ray (see the module docstring); hand each record to `emit` in input
+    order; return how many records carry an error. `explainer` (on the driver, any device)
+    serves for planning only: its model digest keys the resume markers. While it runs,
+    sys.stdout is stderr."""
+    cluster = cluster or Cluster()
+    if job.npz is not None and job.out is None:
+        raise UsageError("--npz with --engine ray reads the maps back from --out: give --out")
+    if cluster.gpus_per_actor and device == "cpu":
+        raise UsageError("--gpus-per-actor needs --device cuda")
+    ray = import_ray()
+    explainer = explainer or Explainer(model, cache=cache)
+    worker = {"model": os.path.abspath(model), "job": job, "device": device,
+              # ONNX Runtime ignores OMP_NUM_THREADS and would take every core in every actor
+              "threads": threads or max(1, int(cluster.cpus_per_actor)), "cache": cache,
+              "provider_options": provider_options, "cwd": os.getcwd()}
+    # Ray forwards workers' stdout, and some of its own messages, to the driver's sys.stdout,
+    # where they would mix with the JSON lines: send them to stderr. `emit` must therefore
+    # not look up sys.stdout when it is called (the CLI binds its stream beforehand).
+    with contextlib.redirect_stdout(sys.stderr):
+        started = connect(ray, cluster.address, debug)
+        try:
+            pipeline = RayPipeline(explainer, job, emit, worker, cluster, progress, debug)
+            return pipeline.run([as_location(p) for p in paths])
+        finally:
+            if started:
+                ray.shutdown()
+
+
+__all__ = ["KILL", "Cluster", "RayPipeline", "parse_actors", "run_ray"]

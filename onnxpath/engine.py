@@ -76,6 +76,10 @@ class GradientEngine:
         self._gradients: dict[tuple, object] = {}
         self._derived: dict[Hashable, object] = {}
         self._resident: dict[int, tuple] = {}
+        # Inputs other than the differentiated one (an attention mask, token types), one
+        # example's worth (batch 1), tiled to every run's rows. Engines derived from this one
+        # share the dict, so setting it once per example serves them all.
+        self.side: dict[str, np.ndarray] = {}
 
     @property
     def input_name(self) -> str:
@@ -154,7 +158,11 @@ class GradientEngine:
                 ("forward", self.info.logits),
                 lambda: cut_at(self.info.proto, [self.info.logits]))
         return self.run(self._forward, [self.info.logits],
-                        {self.input_name: x, **(feeds or {})})[0]
+                        {self.input_name: x, **self.side_feeds(len(x)), **(feeds or {})})[0]
+
+    def side_feeds(self, rows: int) -> dict[str, np.ndarray]:
+        return {name: np.repeat(value, rows, axis=0) if len(value) == 1 else value
+                for name, value in self.side.items()}
 
     def derived(self, key: Hashable, build: Callable[[], T]) -> T:
         """Something built once per key from this engine, typically an engine over a rewritten
@@ -168,7 +176,9 @@ class GradientEngine:
         """An engine over another model (e.g. this one after surgery), same device and threads.
         `tag` names the rewrite (its options); without one the new engine is not disk-cached."""
         identity = None if tag is None or self.identity is None else (*self.identity, tag)
-        return (kind or GradientEngine)(info, self.device, self.threads, identity, self.cache)
+        engine = (kind or GradientEngine)(info, self.device, self.threads, identity, self.cache)
+        engine.side = self.side
+        return engine
 
     def gradient_model(self, wrt: Sequence[str], overrides: Mapping[str, Rule] | None = None,
                        extra_outputs: Sequence[str] = ()) -> onnx.ModelProto:
@@ -207,7 +217,7 @@ class GradientEngine:
         grad_of = [w for w in wrt if w in wanted]
         extra_of = [e for e in extra_outputs if e in wanted]
         names = [self.info.logits, *(grad_name(w) for w in grad_of), *extra_of]
-        inputs = {self.input_name: x, **(feeds or {})}
+        inputs = {self.input_name: x, **self.side_feeds(len(x)), **(feeds or {})}
         if not argmax:
             inputs[SEED] = seed.astype(x.dtype)
         values = self.run(session, names, inputs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from .errors import InputError, UnsupportedOpError, UsageError
 from .methods import METHODS, Attribution, options_for
 from .model import ModelInfo, data_inputs, declared_shape, find_logits, load_model, normalise
 from .runtime import providers_for
+from .wrt import default_wrt, expose
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -37,6 +39,27 @@ class Explanation:
     extras: list[dict] = field(default_factory=list)
     time_ms: float = 0.0
     class_logits: np.ndarray | None = None  # (N, classes): every class's logit
+    wrt: str | None = None  # the attributed tensor when it is not the model input
+    tokens: list[list[str]] | None = None  # per example, for text
+    feature_names: list[str] | None = None  # for tables
+
+    def scores(self, reduce: str = "sum") -> np.ndarray:
+        """One score per token, feature or time step: the map reduced over every axis after
+        the first of each example (D of a T×D text map, C of a C×T series). `sum` (signed),
+        `abs-sum` or `l2`."""
+        return reduce_features(self.maps, reduce)
+
+
+def reduce_features(maps: np.ndarray, reduce: str = "sum") -> np.ndarray:
+    """(N, K): maps (N, K, ...) reduced over their trailing axes (maps of rank 2 unchanged)."""
+    flat = maps.reshape(len(maps), maps.shape[1] if maps.ndim > 1 else 1, -1).astype(np.float64)
+    if reduce == "sum":
+        return flat.sum(axis=2)
+    if reduce == "abs-sum":
+        return np.abs(flat).sum(axis=2)
+    if reduce == "l2":
+        return np.sqrt((flat ** 2).sum(axis=2))
+    raise UsageError(f"unknown token/feature reduction '{reduce}'; choose sum, abs-sum or l2")
 
 
 class Explainer:
@@ -44,9 +67,12 @@ class Explainer:
 
     def __init__(self, model: str | os.PathLike | onnx.ModelProto, device: str = "cpu",
                  threads: int | None = None, keep_probabilities: bool = False,
-                 cache: bool | str | os.PathLike | SessionCache = True):
+                 cache: bool | str | os.PathLike | SessionCache = True,
+                 wrt: str | None = None, feature_names: list[str] | None = None):
         """`cache`: keep built sessions on disk (True: the default folder, see `cache.py`; a
-        path or a SessionCache: that folder; False: build in every process)."""
+        path or a SessionCache: that folder; False: build in every process). `wrt`: the
+        tensor to attribute (default: the input, or the embedding output when the input is
+        token ids). `feature_names` name the columns of a table model's input."""
         providers_for(device)  # an unknown device or a missing CUDA provider: say so now
         self.path = None if isinstance(model, onnx.ModelProto) else Path(model)
         self.proto = model if isinstance(model, onnx.ModelProto) else load_model(model)
@@ -57,6 +83,16 @@ class Explainer:
                       else SessionCache() if cache is True else SessionCache(cache))
         self._digest: str | None = None
         inputs = data_inputs(self.proto)
+        self.source = self.proto  # as loaded; self.proto has `wrt` as its input
+        self.wrt = wrt if wrt is not None else default_wrt(self.proto)
+        if self.wrt is not None:
+            self.proto = expose(self.source, self.wrt)
+            inputs = data_inputs(self.proto)
+        self.side_inputs = [i.name for i in inputs[1:]]
+        self._side: dict[str, np.ndarray] = {}  # the current example's side inputs
+        self.feature_names = feature_names
+        self.pad_id = 0  # text: the token whose embedding is the default baseline
+        self._direct = False  # inside named.attribute: x is the attributed tensor itself
         self.input_name = inputs[0].name if inputs else None
         self.input_shape = declared_shape(inputs[0]) if inputs else ()
         self.input_dtype = inputs[0].type.tensor_type.elem_type if inputs else None
@@ -77,16 +113,25 @@ class Explainer:
         return first if isinstance(first, int) else None
 
     def engine(self, shape: tuple[int, ...]) -> GradientEngine:
+        side_shapes = {name: value.shape for name, value in self._side.items()}
         key = tuple(shape[1:])
+        if side_shapes:
+            key = (key, self.wrt, *sorted((k, v[1:]) for k, v in side_shapes.items()))
         if key not in self._engines:
             proto = onnx.ModelProto()
             proto.CopyFrom(self.proto)
-            info: ModelInfo = normalise(proto, tuple(shape), self.keep_probabilities)
+            info: ModelInfo = normalise(proto, tuple(shape), self.keep_probabilities,
+                                        side_shapes or None)
             info.path = self.path
             identity = (self.model_digest(), tuple(shape[1:]), self.keep_probabilities)
+            if side_shapes or self.wrt:
+                identity = (*identity, key)
             self._engines[key] = GradientEngine(info, self.device, self.threads,
                                                 identity if self.cache else None, self.cache)
-        return self._engines[key]
+        engine = self._engines[key]
+        engine.side.clear()
+        engine.side.update(self._side)
+        return engine
 
     def model_digest(self) -> str:
         """sha256 of the model file (or of the in-memory model's bytes): the disk cache's key."""
@@ -110,8 +155,12 @@ class Explainer:
                                  f"{tuple(self.input_shape[1:])}")
         return np.ascontiguousarray(x, dtype=np.float32)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Logits (the differentiated tensor) for a batch or a single example."""
+    def predict(self, x) -> np.ndarray:
+        """Logits (the differentiated tensor) for a batch or a single example; `x` may be a
+        dict of named arrays for models with several inputs."""
+        if (self.wrt is not None or self.side_inputs or isinstance(x, Mapping)) \
+                and not self._direct:
+            return named.predict(self, x)
         x = self.as_batch(x)
         return self._per_batch(x, lambda part: self.engine(part.shape).logits(part))
 
@@ -135,10 +184,13 @@ class Explainer:
             return fallback, {"fallback_from": method, "fallback_reason": str(err)}
         return method, {}
 
-    def attribute(self, x: np.ndarray, method: str = "gradient",
+    def attribute(self, x, method: str = "gradient",
                   target: int | list[int] | np.ndarray | None = None,
-                  fallback: str | None = None, **options) -> Explanation:
-        """Attribute the target logit (default: the argmax) of each example in `x`.
+                  fallback: str | None = None, tokens: list[list[str]] | None = None,
+                  **options) -> Explanation:
+        """Attribute the target logit (default: the argmax) of each example in `x`: an array,
+        or a dict of named arrays (token ids, attention mask, ...) for models with several
+        inputs; `tokens` (per example) ride along to the result.
 
         `fallback` names a forward-only method (occlusion, rise) to run instead when `method`
         needs gradients and the model has ops without gradient rules; the extras then carry
@@ -146,6 +198,9 @@ class Explainer:
         """
         if method not in METHODS:
             raise UsageError(f"unknown method '{method}'; choose from {', '.join(METHODS)}")
+        if (self.wrt is not None or self.side_inputs or isinstance(x, Mapping)) \
+                and not self._direct:
+            return named.attribute(self, x, method, target, fallback, tokens, **options)
         method, note = self.resolve_fallback(method, fallback)
         x = self.as_batch(x)
         start = time.perf_counter()
@@ -172,7 +227,7 @@ class Explainer:
         probs = softmax(logits.astype(np.float64))[rows, targets]
         elapsed = (time.perf_counter() - start) * 1000
         return Explanation(method, maps, targets, logits[rows, targets], probs, extras, elapsed,
-                           logits)
+                           logits, self.wrt, tokens, self.feature_names)
 
     @staticmethod
     def resolve_targets(target, logits: np.ndarray) -> np.ndarray:
@@ -184,3 +239,6 @@ class Explainer:
             raise UsageError(f"target {target} is out of range: the model has "
                              f"{logits.shape[1]} classes")
         return targets
+
+
+from . import named  # noqa: E402  (named inputs use Explainer; imported last)

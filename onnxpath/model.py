@@ -107,9 +107,12 @@ def upgrade_opset(model: onnx.ModelProto, floor: int = OPSET_FLOOR) -> onnx.Mode
     return model
 
 
-def fix_input_shape(model: onnx.ModelProto, shape: tuple[int, ...]) -> onnx.ModelProto:
-    """Fix every dynamic dim but the batch to the actual input's, so shapes infer statically."""
-    value = data_inputs(model)[0]
+def fix_input_shape(model: onnx.ModelProto, shape: tuple[int, ...],
+                    name: str | None = None) -> onnx.ModelProto:
+    """Fix every dynamic dim but the batch to the actual input's, so shapes infer statically.
+    `name`: which input (default: the first)."""
+    inputs = data_inputs(model)
+    value = next(i for i in inputs if i.name == name) if name else inputs[0]
     dims = value.type.tensor_type.shape.dim
     if len(dims) != len(shape):
         raise ModelError(f"input '{value.name}' has rank {len(dims)}, the input has rank "
@@ -199,10 +202,13 @@ def reshape_logits_like_output(model: onnx.ModelProto) -> str:
 
 
 def normalise(model: onnx.ModelProto, input_shape: tuple[int, ...] | None = None,
-              keep_probabilities: bool = False) -> ModelInfo:
-    """Normalise `model` for differentiation; `input_shape` resolves its dynamic dims."""
+              keep_probabilities: bool = False,
+              side_shapes: dict[str, tuple[int, ...]] | None = None) -> ModelInfo:
+    """Normalise `model` for differentiation; `input_shape` resolves its dynamic dims. With
+    `side_shapes`, the first input is the differentiated one and the others are side inputs
+    (an attention mask, token types) of those shapes."""
     inputs = data_inputs(model)
-    if len(inputs) != 1:
+    if len(inputs) != 1 and not side_shapes:
         names = ", ".join(i.name for i in inputs)
         raise ModelError(f"onnxpath explains models with one tensor input; this one has "
                          f"{len(inputs)} ({names})")
@@ -215,6 +221,8 @@ def normalise(model: onnx.ModelProto, input_shape: tuple[int, ...] | None = None
     model = upgrade_opset(model)
     if input_shape is not None:
         model = fix_input_shape(model, tuple(input_shape))
+        for name, shape in (side_shapes or {}).items():
+            model = fix_input_shape(model, tuple(shape), name)
         model = fold_shape_arithmetic(model)
         model = explicit_pads(model)
     logits, output = find_logits(model, keep_probabilities)

@@ -32,8 +32,10 @@ def check_choice(value: str, choices, option: str) -> str:
 @app.command()
 def attribute(
     model: Path = typer.Argument(..., help="The .onnx model to explain."),
-    inputs: list[str] = typer.Argument(..., help="Images, .npy tensors (C×H×W or 1×C×H×W, "
-                                       "model input space), directories, globs, or - for stdin."),
+    inputs: list[str] = typer.Argument(None, help="Images, .npy tensors (C×H×W or 1×C×H×W, "
+                                       "model input space), directories, globs, or - for "
+                                       "stdin; tables (.csv), series (.npy, .csv, .wav), text "
+                                       "(.txt, .jsonl, token ids in .npy/.npz)."),
     method: str = typer.Option("gradient", "--method", "-m",
                                help=f"Comma-separated methods: {', '.join(METHODS)}."),
     target: str = typer.Option(None, "--target", "-t",
@@ -113,6 +115,24 @@ def attribute(
     probability: float = typer.Option(None, "--probability", help="rise: keep probability."),
     fallback: str = typer.Option(None, "--fallback", help="Forward-only method (occlusion, "
                                  "rise) to run when the model has ops without gradient rules."),
+    # --- tables, series, text (onnxpath/io) ---
+    text: str = typer.Option(None, "--text", help="Text to explain (with --tokenizer)."),
+    tokenizer: Path = typer.Option(None, "--tokenizer", help="Hugging Face tokenizer.json "
+                                   "for raw text (pip install 'onnxpath[text]')."),
+    features: Path = typer.Option(None, "--features", help="Feature names, one per line, "
+                                  "for the columns of .npy table rows."),
+    sample_rate: int = typer.Option(None, "--sample-rate", help="Sample rate of the series "
+                                    "(checked against .wav files and the model's metadata)."),
+    wrt: str = typer.Option(None, "--wrt", help="Tensor to attribute (default: the input; "
+                            "for token ids, the embedding output)."),
+    token_reduce: str = typer.Option("sum", "--token-reduce", help="Per-token score from "
+                                     "the T×D map: sum (signed), abs-sum or l2."),
+    segments: str = typer.Option(None, "--segments", help="lime, kernel-shap, occlusion: "
+                                 "features: grid[:K], slic[:N], each, rows, windows[:K]."),
+    score: str = typer.Option(None, "--score", help="lime, kernel-shap: probability or "
+                              "logit (probability)."),
+    kernel_width: float = typer.Option(None, "--kernel-width", help="lime: kernel width "
+                                       "(0.25; 0.75·√M for table features)."),
     side_by_side: bool = typer.Option(False, "--side-by-side", help="With --out: one "
                                       "<stem>.side-by-side.png per input, a panel per method."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
@@ -143,7 +163,7 @@ def attribute(
         raise UsageError(f"--percentile must lie in (0, 100], got {percentile}")
     if side_by_side and out is None:
         raise UsageError("--side-by-side writes a figure: give --out DIR")
-    explainer = Explainer(model, device=device, threads=threads, cache=not no_cache)
+    explainer = Explainer(model, device=device, threads=threads, cache=not no_cache, wrt=wrt)
     if fallback is None and any(METHODS[m].needs_gradients for m in methods):
         explainer.check_differentiable()
     label_names = read_labels(labels) if labels else model_labels(explainer.proto)
@@ -156,14 +176,20 @@ def attribute(
     given = dict(steps=steps, rule=rule, baseline=baseline, samples=samples, noise=noise,
                  internal_batch_size=internal_batch_size, variant=variant, seed=seed,
                  layer=layer, relu=relu, window=window, stride=stride, fill=fill, masks=masks,
-                 cells=cells, probability=probability)
+                 cells=cells, probability=probability, segments=segments, score=score,
+                 kernel_width=kernel_width)
     options = {"absolute": absolute, **{k: v for k, v in given.items() if v is not None},
                **pathway_options(prune, keep, selection, layers, layer_regex, per_layer)}
     if out is not None:
         check_writable(out)
     if npz is not None:
         check_writable(npz.parent, "--npz")
-    paths = expand_inputs(inputs, exclude=[out] if out is not None else [])
+    paths = expand_inputs(inputs or [], exclude=[out] if out is not None else [])
+    from ..io.run import cli_run, uses_modal_loop
+    if uses_modal_loop(explainer, paths, text is not None or tokenizer is not None):
+        return cli_run(explainer, paths, methods, target_index, options, label_names,
+                       fallback, out, text, tokenizer, features, sample_rate, token_reduce,
+                       debug, quiet)
     if not paths:
         raise UsageError("no inputs found (give images, .npy files, folders, globs or -)")
     if len(explainer.input_shape) == 4 and any(p.suffix.lower() != ".npy" for p in paths):

@@ -157,10 +157,20 @@ def explicit_pads(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def first_float_output(model: onnx.ModelProto) -> str:
+    """The first output that is a float tensor: skl2onnx's int64 `label` (and a ZipMap's
+    sequence of maps) come before the probabilities."""
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
+    for output in model.graph.output:
+        if output.type.HasField("tensor_type") and output.type.tensor_type.elem_type in floats:
+            return output.name
+    return model.graph.output[0].name
+
+
 def trailing_softmax(model: onnx.ModelProto) -> tuple[onnx.NodeProto | None, list]:
     """(the Softmax the first output comes from, the reshaping nodes after it, in order)."""
     producers = {o: n for n in model.graph.node for o in n.output}
-    name, trailing = model.graph.output[0].name, []
+    name, trailing = first_float_output(model), []
     while name in producers and producers[name].op_type in RESHAPING_OPS:
         trailing.append(producers[name])
         name = producers[name].input[0]
@@ -173,7 +183,7 @@ def trailing_softmax(model: onnx.ModelProto) -> tuple[onnx.NodeProto | None, lis
 def find_logits(model: onnx.ModelProto, keep_probabilities: bool = False) -> tuple[str, str]:
     """(tensor to differentiate, model output): the Softmax input when the graph ends in one.
     When reshapes follow the Softmax, `normalise` re-applies them to its input (`LOGITS`)."""
-    output = model.graph.output[0].name
+    output = first_float_output(model)
     if keep_probabilities:
         return output, output
     softmax, _ = trailing_softmax(model)

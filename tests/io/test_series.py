@@ -5,8 +5,8 @@ checked against the model's metadata; the pathway on this ReLU network is exact.
 from __future__ import annotations
 
 import copy
-import wave
 import warnings
+import wave
 
 import numpy as np
 import onnx

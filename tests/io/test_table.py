@@ -87,3 +87,44 @@ def test_bad_csv_is_one_error_line(capsys, tmp_path):
     assert code == 1
     assert "not a number" in lines[0]["error"] and lines[1]["error"] is None
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("prune", [50, 80])
+def test_pathway_on_a_relu_mlp_is_exact(tmp_path, prune):
+    """A torch ReLU MLP on table rows: the pathway gradient equals the float64 torch oracle
+    of tests/pathways/reference.py."""
+    import warnings
+
+    import torch
+    from torch import nn
+
+    from onnxpath.explainer import Explainer
+    from onnxpath.methods.pathway import critical_pathway
+    from tests.pathways.reference import (
+        torch_contributions,
+        torch_pathway_gradient,
+        torch_select,
+    )
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(),
+                          nn.Linear(16, 3)).eval()
+    path = tmp_path / "mlp.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, 6),), str(path), dynamo=False,
+                          opset_version=17, input_names=["x"], output_names=["logits"],
+                          dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}})
+    x = read_csv(ROWS)[1][:1]
+    explainer = Explainer(path, cache=False, feature_names=read_csv(ROWS)[0])
+    engine = explainer.engine(x.shape)
+    c = int(engine.logits(x).argmax())
+    result = explainer.attribute(x, "pathway", c, prune_percent=prune)
+    assert result.feature_names == read_csv(ROWS)[0]
+    found = critical_pathway(engine, x, [c], prune_percent=prune)
+    masks = torch_select(torch_contributions(model, x.astype(np.float64), c), prune)
+    same = sum(int((m[0] == r).sum()) for m, r in zip(found.masks, masks, strict=True))
+    assert same == sum(r.size for r in masks)
+    expected = torch_pathway_gradient(model, x.astype(np.float64), c, masks)
+    error = np.abs(result.maps[0] - expected).max() / np.abs(expected).max()
+    print(f"\n[table] pathway P={prune} on a ReLU MLP: max relative error {error:.2e}")
+    assert error <= 1e-5

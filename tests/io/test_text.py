@@ -170,3 +170,14 @@ def test_pathway_on_gelu_needs_opted_in_layers(bert):
 def test_ansi_colours_every_token():
     line = ansi(["good", "bad"], np.array([1.0, -0.5]))
     assert line.count("\x1b[0m") == 2 and "good" in line and "bad" in line
+
+
+def test_python_api_carries_tokens(bert, tokenizer_json):
+    from onnxpath.io.text import encode, load_tokenizer
+    _, path, _ = bert
+    explainer = Explainer(path, cache=False)
+    feeds, tokens = encode(load_tokenizer(tokenizer_json), "a great plot", explainer.source)
+    result = explainer.attribute(feeds, "input-x-gradient", tokens=[tokens])
+    assert result.tokens == [["[CLS]", "a", "great", "plot", "[SEP]"]]
+    assert result.scores().shape == (1, 5) and result.wrt == explainer.wrt
+    np.testing.assert_allclose(result.scores(), result.maps.sum(axis=2), rtol=1e-6)

@@ -153,6 +153,9 @@ class ModalRun:
         if example.kind == "text":
             per_token = reduce_features(raw[None], self.job.token_reduce)[0]
             record["tokens"] = text.tokens_field(example.tokens, per_token)
+            if out is not None and example.tokens:
+                outputs["png"] = str(save_png(out / f"{base}.png",
+                                              text.picture(example.tokens, per_token)))
             if example.tokens and sys.stderr.isatty():
                 self.note(f"{example.name} [{explanation.method}] "
                           + text.ansi(example.tokens, per_token))
@@ -162,6 +165,8 @@ class ModalRun:
             if out is not None:
                 data = table.scores_csv(example.feature_names, example.values, raw)
                 outputs["csv"] = str(write_atomic(out / f"{base}.csv", data))
+                outputs["png"] = str(save_png(out / f"{base}.png",
+                                              table.bars(example.feature_names, raw)))
         else:
             per_step = raw.reshape(-1, raw.shape[-1]).sum(axis=0)
             if out is not None:

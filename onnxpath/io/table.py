@@ -84,3 +84,24 @@ def scores_csv(names: list[str], values: np.ndarray, scores: np.ndarray) -> byte
     for n, v, s in zip(names, values, scores, strict=True):
         writer.writerow([n, repr(float(v)), repr(float(s))])
     return out.getvalue().encode()
+
+
+def bars(names: list[str], scores: np.ndarray, width: int = 640, row: int = 22):
+    """A horizontal bar chart of signed scores (red > 0, blue < 0), one row per feature."""
+    from PIL import Image, ImageDraw
+    scores = np.asarray(scores, dtype=np.float64)
+    image = Image.new("RGB", (width, row * len(names) + 12), "white")
+    draw = ImageDraw.Draw(image)
+    label_width = min(width // 3, 8 + 7 * max((len(n) for n in names), default=1))
+    centre = label_width + (width - label_width) // 2
+    half = (width - label_width) // 2 - 8
+    scale = float(np.abs(scores).max()) or 1.0
+    draw.line([(centre, 4), (centre, image.height - 4)], fill=(120, 120, 120))
+    for k, (name, score) in enumerate(zip(names, scores, strict=True)):
+        top = 6 + k * row
+        draw.text((4, top + 4), name[:40], fill=(0, 0, 0))
+        end = centre + int(half * score / scale)
+        colour = (214, 39, 40) if score >= 0 else (31, 119, 180)
+        draw.rectangle([min(centre, end), top + 3, max(centre, end), top + row - 4],
+                       fill=colour)
+    return image

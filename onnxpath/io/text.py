@@ -149,3 +149,25 @@ def ansi(tokens: list[str], scores: np.ndarray) -> str:
             (255 - level, 255 - level, 255)
         parts.append(f"\x1b[48;2;{r};{g};{b}m\x1b[38;2;0;0;0m{token}\x1b[0m")
     return " ".join(parts)
+
+
+def picture(tokens: list[str], scores: np.ndarray, width: int = 720):
+    """Tokens on coloured boxes, wrapped into lines, as a PNG-ready image (the ANSI colours)."""
+    from PIL import Image, ImageDraw
+    scale = float(np.abs(scores).max()) or 1.0
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    boxes, x, y, height = [], 8, 8, 22
+    for token, score in zip(tokens, scores, strict=True):
+        w = int(probe.textlength(token)) + 10
+        if x + w > width - 8:
+            x, y = 8, y + height + 6
+        boxes.append((x, y, w, token, float(score)))
+        x += w + 6
+    image = Image.new("RGB", (width, y + height + 8), "white")
+    draw = ImageDraw.Draw(image)
+    for x, y, w, token, score in boxes:
+        level = int(200 * min(1.0, abs(score) / scale))
+        fill = (255, 255 - level, 255 - level) if score >= 0 else (255 - level, 255 - level, 255)
+        draw.rectangle([x, y, x + w, y + height], fill=fill, outline=(200, 200, 200))
+        draw.text((x + 5, y + 5), token, fill=(0, 0, 0))
+    return image

@@ -54,8 +54,9 @@ def coalitions(features: int, samples: int, seed: int | None) -> tuple[np.ndarra
         rest[:paired] /= 2  # paired sizes give two rows per draw
         rest = rest[full:] / rest[full:].sum()
         draws = rng.choice(len(rest), size=left, p=rest) + full + 1
-        ranks = np.argsort(rng.random((left, m)), axis=1).argsort(axis=1)
-        picked = (ranks < draws[:, None]).astype(np.float64)
+        order = np.argsort(rng.random((left, m)), axis=1)  # a random permutation per draw
+        picked = np.zeros((left, m))
+        np.put_along_axis(picked, order, np.arange(m)[None] < draws[:, None], axis=1)
         complements = 1 - picked[draws <= paired]
         drawn = np.concatenate([picked, complements])[:left]
         unique, counts = np.unique(drawn, axis=0, return_counts=True)

@@ -78,9 +78,21 @@ def preset_for(input_shape: tuple, model: onnx.ModelProto | None = None) -> Prep
         hints = metadata_hints(model)
         if hints:
             return replace(PRESETS["none"], layout=layout, **hints)
+    if model is not None and integer_input(model):
+        # uint8 pixels, cast and normalised inside the graph: feed the raw 0..255 values
+        return replace(PRESETS["none"], scale=1.0, layout=layout)
     if tuple(input_shape[1:]) == (3, 224, 224):
         return PRESETS["imagenet"]
     return replace(PRESETS["none"], layout=layout)
+
+
+def integer_input(model: onnx.ModelProto) -> bool:
+    """Whether the model's (first) input takes integers."""
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    return bool(inputs) and inputs[0].type.tensor_type.elem_type in (
+        onnx.TensorProto.UINT8, onnx.TensorProto.INT8, onnx.TensorProto.UINT16,
+        onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64)
 
 
 def resolve_preprocess(input_shape: tuple, model: onnx.ModelProto | None = None,

@@ -232,9 +232,15 @@ def canonical_logits(model: onnx.ModelProto, tensor: str, shape: tuple | None, e
     if rank == 1:  # one value per example
         axes = _const(model, f"{LOGITS}/axes", np.array([1], np.int64))
         return _append(model, "Unsqueeze", [tensor, axes], LOGITS), "regression"
-    squeezable = all(d == 1 for d in shape[2:])
+    # N×K×1×…×1 (or the K anywhere after the batch, all else 1): the classes, squeezed.
+    squeezable = sum(d != 1 for d in shape[1:]) <= 1
     if rank > 2 and (objective == "region" or region is not None or not squeezable):
+        if rank == 3 and objective is None and region is None:
+            # N×T×K (a sequence of scores): one column per element, as --target-index does
+            return _append(model, "Flatten", [tensor], LOGITS, axis=1), "elements"
         return region_sums(model, tensor, shape, elem, region), "region"
     if rank > 2:
         tensor = _append(model, "Flatten", [tensor], LOGITS, axis=1)
-    return tensor, "regression" if shape[1] == 1 else "classes"
+    classes = int(np.prod([d for d in shape[1:] if isinstance(d, int)])) \
+        if all(isinstance(d, int) for d in shape[1:]) else None
+    return tensor, "regression" if classes == 1 else "classes"

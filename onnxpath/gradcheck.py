@@ -101,6 +101,10 @@ def check_gradient(explainer: Explainer, x: np.ndarray, *, target: int | None = 
     result = explainer.attribute(batch, method="gradient", target=target)
     grad = result.maps[0].astype(np.float64)
     c = int(result.targets[0])
+    # Differences are taken where the gradient is: in the attributed tensor (the input, or
+    # the float tensor computed from an integer input), the model's other inputs held fixed.
+    batch, context, engine = explainer.prepare(batch)
+    engine.bind(context)
 
     # A stream apart from random_input's, so no direction is the input itself.
     rng = np.random.default_rng([seed, 1])
@@ -113,8 +117,8 @@ def check_gradient(explainer: Explainer, x: np.ndarray, *, target: int | None = 
 
     best = [Direction(float(a), float("nan"), float("inf"), 0.0) for a in analytic]
     for h in steps:
-        numeric = (target_logits(explainer, batch + h * v, c)
-                   - target_logits(explainer, batch - h * v, c)) / (2 * h)
+        numeric = (target_logits(engine, batch + h * v, c)
+                   - target_logits(engine, batch - h * v, c)) / (2 * h)
         errors = np.abs(numeric - analytic) / np.maximum(
             np.maximum(np.abs(numeric), np.abs(analytic)), floor)
         for k, (n, e) in enumerate(zip(numeric, errors, strict=True)):
@@ -125,8 +129,7 @@ def check_gradient(explainer: Explainer, x: np.ndarray, *, target: int | None = 
                      directions=best)
 
 
-def target_logits(explainer: Explainer, points: np.ndarray, target: int) -> np.ndarray:
-    points = points.astype(np.float32)
-    parts = [explainer.predict(points[i:i + CHUNK])[:, target]
-             for i in range(0, len(points), CHUNK)]
-    return np.concatenate(parts).astype(np.float64)
+def target_logits(engine, points: np.ndarray, target: int) -> np.ndarray:
+    from .methods._common import logits_rows
+
+    return logits_rows(engine, points.astype(np.float32), CHUNK)[:, target].astype(np.float64)

@@ -41,6 +41,8 @@ def check_grad(
                                             "Softmax output instead of the logits before it."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    output: str = typer.Option(None, "--output", help="The model output to explain (default: "
+                               "see `onnxpath inspect`)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> int:
     """Check MODEL's gradient graph against finite differences along random directions.
@@ -52,7 +54,7 @@ def check_grad(
     """
     # A check builds the gradient graph it checks: never a cached session.
     explainer = Explainer(model, device=device, keep_probabilities=keep_probabilities,
-                          cache=False)
+                          cache=False, output=output)
     explainer.check_differentiable()
     if input is not None:
         x, _ = load_input(input, explainer.input_shape, preset_for(explainer.input_shape,

@@ -74,6 +74,8 @@ def pathway(
     threads: int = typer.Option(None, "--threads", help="ONNX Runtime intra-op threads."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Build sessions afresh; neither "
                                   "read nor write the on-disk session cache."),
+    output: str = typer.Option(None, "--output", help="The model output to explain (default: "
+                               "see `onnxpath inspect`)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> int:
     """Select the critical pathway of one input and report it layer by layer.
@@ -81,13 +83,14 @@ def pathway(
     Example: onnxpath pathway resnet.onnx cat.png --prune 75 --masks m.npz --export pruned.onnx
     """
     start = time.perf_counter()
-    explainer = Explainer(model, device=device, threads=threads, cache=not no_cache)
+    explainer = Explainer(model, device=device, threads=threads, cache=not no_cache,
+                          output=output)
     label_names = read_labels(labels) if labels else model_labels(explainer.proto)
     prep = build_preprocess(explainer, preset, parse_size(size), parse_floats(mean, "--mean"),
                             parse_floats(std, "--std"))
     x, _ = load_input(Path(input_path), explainer.input_shape, prep)
-    x = explainer.as_batch(x)
-    engine = explainer.engine(x.shape)
+    x, context, engine = explainer.prepare(x)
+    engine.bind(context)
     c = resolve_target(target, label_names)
     if c is None:
         c = int(engine.logits(x).argmax(axis=1)[0])

@@ -24,6 +24,7 @@ from ..methods import METHODS, effective_params
 from ..model import data_inputs
 from ..outputs import save_npy, save_png, write_atomic
 from ..pipeline import TOP, top_classes
+from ..wrt import FLOAT_TYPES, find_embedding
 from . import Example, series, table, text
 
 TEXT_SUFFIXES = (".txt", ".jsonl")
@@ -44,10 +45,18 @@ class ModalJob:
     token_reduce: str = "sum"
 
 
+def is_text_model(explainer: Explainer) -> bool:
+    """Token ids in, through an embedding lookup (or a --wrt inside the graph)."""
+    dtype = explainer.input_dtype
+    integer = dtype is not None and dtype not in FLOAT_TYPES
+    return integer and (explainer.intake.wrt is not None
+                        or find_embedding(explainer.proto) is not None)
+
+
 def kind_of(explainer: Explainer, path: Path | None, job: ModalJob) -> str:
     """text, table or series, from the model and the file."""
-    if explainer.wrt is not None or path is None or job.tokenizer is not None \
-            or path.suffix.lower() in TEXT_SUFFIXES + (".npz",):
+    if is_text_model(explainer) or path is None or job.tokenizer is not None \
+            or path.suffix.lower() in TEXT_SUFFIXES:
         return "text"
     shape = explainer.input_shape
     if path.suffix.lower() == ".wav" or len(shape) >= 3:
@@ -63,12 +72,12 @@ def kind_of(explainer: Explainer, path: Path | None, job: ModalJob) -> str:
 def read(explainer: Explainer, path: Path | None, job: ModalJob) -> list[Example]:
     kind = kind_of(explainer, path, job)
     if kind == "text":
-        return text.read(path, explainer.source, job.tokenizer, job.text if path is None
+        return text.read(path, explainer.proto, job.tokenizer, job.text if path is None
                          else None)
     if kind == "table":
         return table.read(path, explainer.input_shape[1], job.feature_names)
     return series.read(path, explainer.input_shape[1:], job.sample_rate,
-                       series.model_sample_rate(explainer.source))
+                       series.model_sample_rate(explainer.proto))
 
 
 class ModalRun:
@@ -106,7 +115,7 @@ class ModalRun:
         return {"input": name, "method": method, "target": None, "label": None,
                 "logit": None, "prob": None, "top": [], "outputs": {},
                 "params": effective_params(METHODS[method], self.job.options),
-                "time_ms": None, "error": error, "extras": {}, "wrt": self.explainer.wrt}
+                "time_ms": None, "error": error, "extras": {}, "wrt": None}
 
     def label(self, c: int) -> str | None:
         labels = self.job.labels
@@ -137,6 +146,7 @@ class ModalRun:
         scores = explanation.class_logits[0]
         c = int(explanation.targets[0])
         record.update(method=explanation.method, target=c, label=self.label(c),
+                      wrt=explanation.wrt,
                       extras=explanation.extras[0], time_ms=round(explanation.time_ms, 2),
                       logit=float(explanation.logits[0]),
                       prob=None if len(scores) == 1 else float(explanation.probs[0]),
@@ -177,11 +187,13 @@ class ModalRun:
 def uses_modal_loop(explainer: Explainer, paths: Sequence[Path], text_given: bool) -> bool:
     """Whether `attribute` takes this loop: text, several inputs, or a model whose input is
     not an image batch (N×C×H×W), or inputs that only this loop reads."""
-    if text_given or explainer.wrt is not None or explainer.side_inputs:
+    if text_given or is_text_model(explainer):
         return True
-    if any(p.suffix.lower() in (".csv", ".wav", ".txt", ".jsonl", ".npz") for p in paths):
+    if any(p.suffix.lower() in (".csv", ".wav", ".txt", ".jsonl") for p in paths):
         return True
-    return len(explainer.input_shape) in (2, 3) and len(data_inputs(explainer.proto)) == 1
+    float_input = explainer.input_dtype in FLOAT_TYPES
+    return float_input and len(explainer.input_shape) in (2, 3) \
+        and len(data_inputs(explainer.proto)) == 1
 
 
 def cli_run(explainer: Explainer, paths: Sequence[Path], methods, target, options, labels,

@@ -60,7 +60,8 @@ def test_embedding_gradient_matches_torch_float64(bert):
     types = np.zeros_like(ids)
     types[:, 5:] = 1
     explainer = Explainer(path, cache=False)
-    assert explainer.wrt == "/word/Gather_output_0"
+    result0 = explainer.attribute(ids, "gradient", 0)
+    assert result0.wrt == "/word/Gather_output_0"
     for target in range(3):
         result = explainer.attribute({"input_ids": ids, "attention_mask": mask,
                                       "token_type_ids": types}, "gradient", target)
@@ -176,8 +177,8 @@ def test_python_api_carries_tokens(bert, tokenizer_json):
     from onnxpath.io.text import encode, load_tokenizer
     _, path, _ = bert
     explainer = Explainer(path, cache=False)
-    feeds, tokens = encode(load_tokenizer(tokenizer_json), "a great plot", explainer.source)
+    feeds, tokens = encode(load_tokenizer(tokenizer_json), "a great plot", explainer.proto)
     result = explainer.attribute(feeds, "input-x-gradient", tokens=[tokens])
     assert result.tokens == [["[CLS]", "a", "great", "plot", "[SEP]"]]
-    assert result.scores().shape == (1, 5) and result.wrt == explainer.wrt
+    assert result.scores().shape == (1, 5) and result.wrt == "/word/Gather_output_0"
     np.testing.assert_allclose(result.scores(), result.maps.sum(axis=2), rtol=1e-6)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, OnnxPathError, UsageError
+from ..errors import InputError, OnnxPathError, UsageError, unexpected
 from ..explainer import Explainer, reduce_features
 from ..inputs import output_stems
 from ..methods import METHODS, effective_params
@@ -95,9 +95,13 @@ class ModalRun:
             stem = stems.pop(0) if item is not None else "text"
             try:
                 examples = read(self.explainer, item, self.job)
-            except InputError as err:
+            except Exception as err:  # InputError: its message; anything else is a bug
+                if isinstance(err, UsageError):
+                    raise
+                message = self.failed(err) if isinstance(err, InputError) else \
+                    self.failed(err, f"reading {item if item is not None else '--text'}")
                 for method in self.job.methods:
-                    self.emit(self.record(str(item), method, self.failed(err)))
+                    self.emit(self.record(str(item), method, message))
                 self.failures += 1
                 continue
             for example in examples:
@@ -106,10 +110,11 @@ class ModalRun:
                 self.explain(example)
         return self.failures
 
-    def failed(self, err: Exception) -> str:
+    def failed(self, err: Exception, stage: str | None = None) -> str:
+        """The error line's message; `stage` marks an unexpected exception (a bug)."""
         if self.debug:
             traceback.print_exception(err, file=sys.stderr)
-        return str(err)
+        return str(err) if stage is None else unexpected(err, stage)
 
     def record(self, name: str, method: str, error: str | None = None) -> dict:
         return {"input": name, "method": method, "target": None, "label": None,
@@ -137,6 +142,8 @@ class ModalRun:
                 record["error"] = self.failed(err)
             except OSError as err:
                 record["error"] = f"cannot write output: {err.strerror} ({err.filename})"
+            except Exception as err:  # a bug: an error line for this input, not a traceback
+                record["error"] = self.failed(err, f"running {method} on {example.name}")
             failed |= record["error"] is not None
             self.emit(record)
         self.failures += failed
@@ -189,6 +196,8 @@ def uses_modal_loop(explainer: Explainer, paths: Sequence[Path], text_given: boo
     not an image batch (N×C×H×W), or inputs that only this loop reads."""
     if text_given or is_text_model(explainer):
         return True
+    if len(explainer.input_shape) == 4:  # an image model: a .txt among images is a bad image
+        return False
     if any(p.suffix.lower() in (".csv", ".wav", ".txt", ".jsonl") for p in paths):
         return True
     float_input = explainer.input_dtype in FLOAT_TYPES

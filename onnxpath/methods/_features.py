@@ -108,7 +108,7 @@ def partition(segments, x: np.ndarray) -> np.ndarray:
         while ids.ndim > len(shape) and ids.shape[0] == 1:
             ids = ids[0]
     _, inverse = np.unique(ids, return_inverse=True)  # consecutive ids
-    return inverse.reshape(ids.shape)
+    return inverse.reshape((1,) * (len(shape) - ids.ndim) + ids.shape)  # the example's rank
 
 
 def fill_values(baseline, x: np.ndarray, ids: np.ndarray, seed: int | None) -> np.ndarray:
@@ -151,10 +151,10 @@ def evaluate(engine, x: np.ndarray, fill: np.ndarray, ids: np.ndarray, masks: np
     (S,) for masks (S, M). Perturbed copies are built a chunk at a time, with no per-sample
     Python loop: keep[s, element] = masks[s, ids[element]]."""
     out = np.empty(len(masks))
-    flat_ids = np.broadcast_to(ids, x.shape)
+    on = np.asarray(masks, dtype=bool)
     for part in row_chunks(len(masks), batch):
-        keep = masks[part][:, flat_ids].astype(bool)
-        rows = np.where(keep, x[None], fill[None]).astype(np.float32)
+        keep = on[part][:, ids]  # (rows, *ids.shape): broadcast over the axes ids spans not
+        rows = np.where(keep, x[None], fill[None]).astype(np.float32, copy=False)
         logits = logits_rows(engine, rows, batch)
         out[part] = target_scores(logits, np.full(len(rows), target), score)
     return out

@@ -51,7 +51,9 @@ def weighted_ridge(z: np.ndarray, y: np.ndarray, weights: np.ndarray,
     y_mean = weights @ y / total
     zc, yc = z - z_mean, y - y_mean
     wz = weights[:, None] * zc
-    coef = np.linalg.solve(zc.T @ wz + alpha * np.eye(z.shape[1]), wz.T @ yc)
+    # einsum, not BLAS: see kernel_shap.constrained_wls.
+    coef = np.linalg.solve(np.einsum("si,sj->ij", zc, wz) + alpha * np.eye(z.shape[1]),
+                           np.einsum("si,s->i", wz, yc))
     return coef, float(y_mean - z_mean @ coef)
 
 

@@ -4,9 +4,9 @@ Two models: the demo model (models/shapes_resnet.onnx, 3×64×64, where the forw
 dominate every side's time) and a one-conv network on 3×32×32 (where what is measured is each
 side's own work). Each side runs ONNX Runtime, over the same 8×8 grid of segments, zero
 baseline, target probability; `lime` and `shap` call a classifier function that runs ONNX
-Runtime on their
-batches. What differs is the sampling, the building of perturbed copies and the regression.
-Rounds are interleaved, so both sides see the same background load; the best time is kept.
+Runtime on their batches. What differs is the sampling, the building of perturbed copies and
+the regression. Rounds are interleaved, so both sides see the same background load; the best
+time is kept.
 
     python benchmarks/bench_lime_shap.py [--samples 1000] [--repeats 3]
 

@@ -1,0 +1,94 @@
+"""Shapes from one ONNX Runtime run where static shape inference gives up (issue #10 item 1):
+a Slice, Gather or Resize "along a dynamic axis" becomes a static one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from onnxpath import Explainer
+from onnxpath.errors import ModelError
+from onnxpath.intake import probe
+from tests.intake import intake_models as m
+from tests.oracle import relative_error
+
+TOL = 1e-5
+W = m.weights(4, 3, 3, 3)
+
+
+def computed_shapes_model(kind: str):
+    """x (N×3×8×8) -> Conv -> c (N×4×8×8), then a shape computed from Shape(c) through Div,
+    which ONNX's data propagation does not follow, with the batch kept symbolic:
+    - reshape-slice: Reshape(c, [N, -1, H / 2]) -> Slice [0:32] on axis 1 -> mean over axis 1;
+    - resize: Resize(c, sizes = [N, C, H / 2, W / 2]) linear -> mean over H, W;
+    - gather: Reshape(c, [N, -1, H / 2]) -> Gather indices [1, 5, 5] on axis 1 -> mean."""
+    inits = {"w": W, "zero": np.array([0], np.int64), "one": np.array([1], np.int64),
+             "two": np.array([2], np.int64), "four": np.array([4], np.int64),
+             "half": np.array(2, np.int64), "minus1": np.array([-1], np.int64),
+             "end32": np.array([32], np.int64), "idx": np.array([1, 5, 5], np.int64),
+             "axis1": np.array([1], np.int64), "axes23": np.array([2, 3], np.int64)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Shape", ["c"], ["s"])]
+    if kind == "resize":
+        nodes += [helper.make_node("Slice", ["s", "zero", "two"], ["nc"]),
+                  helper.make_node("Slice", ["s", "two", "four"], ["hw"]),
+                  helper.make_node("Div", ["hw", "half"], ["hw2"]),
+                  helper.make_node("Concat", ["nc", "hw2"], ["sizes"], axis=0),
+                  helper.make_node("Resize", ["c", "", "", "sizes"], ["small"], mode="linear"),
+                  helper.make_node("ReduceMean", ["small", "axes23"], ["logits"], keepdims=0)]
+    else:
+        nodes += [helper.make_node("Slice", ["s", "zero", "one"], ["n"]),
+                  helper.make_node("Slice", ["s", "two", "four"], ["hw"]),
+                  helper.make_node("Slice", ["hw", "zero", "one"], ["h"]),
+                  helper.make_node("Div", ["h", "half"], ["h2"]),
+                  helper.make_node("Concat", ["n", "minus1", "h2"], ["target"], axis=0),
+                  helper.make_node("Reshape", ["c", "target"], ["r"])]
+        if kind == "reshape-slice":
+            nodes.append(helper.make_node("Slice", ["r", "zero", "end32", "axis1"], ["cut"]))
+        else:
+            nodes.append(helper.make_node("Gather", ["r", "idx"], ["cut"], axis=1))
+        nodes.append(helper.make_node("ReduceMean", ["cut", "axis1"], ["logits"], keepdims=0))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])
+    return m.make(nodes, [x], [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                                             ["N", 4])], inits, opset=18)
+
+
+def torch_reference(kind: str, x: np.ndarray, target: int) -> np.ndarray:
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    c = torch.nn.functional.conv2d(xt, torch.tensor(W, dtype=torch.float64), padding=1)
+    if kind == "resize":
+        y = torch.nn.functional.interpolate(c, size=(4, 4), mode="bilinear",
+                                            align_corners=False).mean(dim=(2, 3))
+    else:
+        r = c.reshape(len(x), -1, 4)
+        cut = r[:, :32] if kind == "reshape-slice" else r[:, [1, 5, 5]]
+        y = cut.mean(dim=1)
+    y[:, target].sum().backward()
+    return xt.grad.numpy()
+
+
+@pytest.mark.parametrize("kind", ["reshape-slice", "gather", "resize"])
+def test_shapes_static_inference_cannot_resolve_come_from_a_run(kind, monkeypatch, tmp_path):
+    x = np.random.default_rng(0).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    model = computed_shapes_model(kind)
+    result = Explainer(model, cache=tmp_path).attribute(x, "gradient", target=1)
+    assert relative_error(result.maps, torch_reference(kind, x, 1)) < TOL
+    # The batch stays dynamic: the same engine serves other batch sizes (IG runs 4 rows).
+    explainer = Explainer(model, cache=tmp_path)
+    ig = explainer.attribute(x[:1], "integrated-gradients", target=1, steps=4)
+    assert ig.maps.shape == (1, 3, 8, 8)
+    # A second process reads the probed shapes from the cache instead of running again.
+    monkeypatch.setattr(probe, "probe_shapes", lambda *a, **k: pytest.fail("probed again"))
+    again = Explainer(model, cache=tmp_path).attribute(x, "gradient", target=1)
+    assert np.array_equal(again.maps, result.maps)
+
+
+@pytest.mark.parametrize("kind", ["reshape-slice", "gather", "resize"])
+def test_without_the_run_these_are_refused(kind, monkeypatch):
+    """What the run fixes: static inference alone leaves the axis dynamic."""
+    monkeypatch.setattr(probe, "probe_shapes", lambda *a, **k: {})
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    with pytest.raises(ModelError, match="dynamic|not static|unknown|rank"):
+        Explainer(computed_shapes_model(kind), cache=False).attribute(x, target=1)

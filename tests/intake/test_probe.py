@@ -92,3 +92,54 @@ def test_without_the_run_these_are_refused(kind, monkeypatch):
     x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
     with pytest.raises(ModelError, match="dynamic|not static|unknown|rank"):
         Explainer(computed_shapes_model(kind), cache=False).attribute(x, target=1)
+
+
+class ShiftedWindows(torch.nn.Module):
+    """Swin's pattern: roll, window partition with H // ws, attention per window, merge, and a
+    Resize to a size computed from the input's shape (CrossViT, HRNet)."""
+
+    def __init__(self, ws: int = 4, c: int = 8):
+        super().__init__()
+        torch.manual_seed(0)
+        self.ws = ws
+        self.proj = torch.nn.Conv2d(3, c, 2, 2)
+        self.qkv = torch.nn.Linear(c, 3 * c)
+        self.fc = torch.nn.Linear(c, 5)
+
+    def forward(self, x):
+        x = self.proj(x)
+        b, c, h, w = x.shape
+        x = torch.roll(x.permute(0, 2, 3, 1), shifts=(-1, -1), dims=(1, 2))
+        x = x.view(b, h // self.ws, self.ws, w // self.ws, self.ws, c).permute(
+            0, 1, 3, 2, 4, 5).reshape(-1, self.ws * self.ws, c)
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        a = torch.softmax(q @ k.transpose(-2, -1) / c ** 0.5, -1) @ v
+        a = a.view(b, h // self.ws, w // self.ws, self.ws, self.ws, c).permute(
+            0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+        a = torch.nn.functional.interpolate(a.permute(0, 3, 1, 2), size=(h // 2, w // 2),
+                                            mode="bilinear", align_corners=False)
+        return self.fc(a.mean(dim=(2, 3)))
+
+
+def test_a_torchscript_export_with_dynamic_spatial_dims():
+    """The TorchScript exporter with dynamic N, H, W: the Resize target was "dynamic axes"
+    (('N', 8, 8, 8) -> ('unk__5', 8, 'unk__6', 'unk__7')) and the model was refused."""
+    import io
+    import warnings
+
+    import onnx
+
+    net = ShiftedWindows().eval()
+    x = np.random.default_rng(1).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.from_numpy(x),), buffer, dynamo=False, opset_version=17,
+                          input_names=["x"], output_names=["logits"],
+                          dynamic_axes={"x": {0: "N", 2: "H", 3: "W"}})
+    model = onnx.load_from_string(buffer.getvalue())
+    reference = ShiftedWindows().eval().double()
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    reference(xt)[:, 3].sum().backward()
+    result = Explainer(model, cache=False).attribute(x, "gradient", target=3)
+    assert relative_error(result.maps, xt.grad.numpy()) < TOL

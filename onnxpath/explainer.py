@@ -139,10 +139,10 @@ class Explainer:
             note_key = None if not self.cache else entry_key(
                 ("probed-shapes", *identity), (self.fixed_batch,), "any", [])
             memo = (self.cache.load_note(note_key) if note_key else None) or {}
-            known = "shapes" in memo
+            known = "probe" in memo
             info: ModelInfo = normalise(proto, tuple(shape), self.keep_probabilities,
                                         self.intake, dict(shapes or {}), memo)
-            if note_key and not known and "shapes" in memo:
+            if note_key and not known and "probe" in memo:
                 self.cache.save_note(note_key, memo)
             info.path = self.path
             self._engines[key] = GradientEngine(info, self.device, self.threads,

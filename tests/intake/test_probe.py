@@ -80,7 +80,7 @@ def test_shapes_static_inference_cannot_resolve_come_from_a_run(kind, monkeypatc
     ig = explainer.attribute(x[:1], "integrated-gradients", target=1, steps=4)
     assert ig.maps.shape == (1, 3, 8, 8)
     # A second process reads the probed shapes from the cache instead of running again.
-    monkeypatch.setattr(probe, "probe_shapes", lambda *a, **k: pytest.fail("probed again"))
+    monkeypatch.setattr(probe, "probe", lambda *a, **k: pytest.fail("probed again"))
     again = Explainer(model, cache=tmp_path).attribute(x, "gradient", target=1)
     assert np.array_equal(again.maps, result.maps)
 
@@ -88,7 +88,7 @@ def test_shapes_static_inference_cannot_resolve_come_from_a_run(kind, monkeypatc
 @pytest.mark.parametrize("kind", ["reshape-slice", "gather", "resize"])
 def test_without_the_run_these_are_refused(kind, monkeypatch):
     """What the run fixes: static inference alone leaves the axis dynamic."""
-    monkeypatch.setattr(probe, "probe_shapes", lambda *a, **k: {})
+    monkeypatch.setattr(probe, "probe", lambda *a, **k: {})
     x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
     with pytest.raises(ModelError, match="dynamic|not static|unknown|rank"):
         Explainer(computed_shapes_model(kind), cache=False).attribute(x, target=1)
@@ -143,3 +143,57 @@ def test_a_torchscript_export_with_dynamic_spatial_dims():
     reference(xt)[:, 3].sum().backward()
     result = Explainer(model, cache=False).attribute(x, "gradient", target=3)
     assert relative_error(result.maps, xt.grad.numpy()) < TOL
+
+
+def pad_model():
+    """Swin's window padding as torch exports it: pads = Cast(Concat(0, ..., (ws - W % ws) %
+    ws)) computed from Shape(x) with a symbolic batch, through Slice (not Gather), so neither
+    ONNX's data propagation nor our folding sees a constant; then a Pad."""
+    inits = {"w": W, "zero": np.array([0], np.int64), "three": np.array([3], np.int64),
+             "four": np.array([4], np.int64), "ws": np.array([3], np.int64),
+             "zeros6": np.zeros(6, np.int64), "axes23": np.array([2, 3], np.int64)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Shape", ["c"], ["s"]),
+             helper.make_node("Slice", ["s", "three", "four"], ["width"]),
+             helper.make_node("Mod", ["width", "ws"], ["rest"]),
+             helper.make_node("Sub", ["ws", "rest"], ["gap"]),
+             helper.make_node("Mod", ["gap", "ws"], ["pad_right"]),
+             helper.make_node("Slice", ["zeros6", "zero", "three"], ["lead"]),
+             helper.make_node("Concat", ["lead", "zero", "zero", "zero", "zero", "pad_right"],
+                              ["pads8"], axis=0),
+             helper.make_node("Cast", ["pads8"], ["pads"], to=TensorProto.INT64),
+             helper.make_node("Pad", ["c", "pads"], ["padded"]),
+             helper.make_node("ReduceMean", ["padded", "axes23"], ["logits"], keepdims=0)]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8])
+    return m.make(nodes, [x], [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                                             ["batch", 4])], inits, opset=18)
+
+
+def test_pads_computed_from_shapes_become_constants(monkeypatch):
+    x = np.random.default_rng(2).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    c = torch.nn.functional.conv2d(xt, torch.tensor(W, dtype=torch.float64), padding=1)
+    torch.nn.functional.pad(c, (0, 1)).mean(dim=(2, 3))[:, 2].sum().backward()
+    result = Explainer(pad_model(), cache=False).attribute(x, "gradient", target=2)
+    assert relative_error(result.maps, xt.grad.numpy()) < TOL
+    monkeypatch.setattr(probe, "probe", lambda *a, **k: {})
+    with pytest.raises(ModelError, match="computed at run time"):
+        Explainer(pad_model(), cache=False).attribute(x, "gradient", target=2)
+
+
+def test_a_slice_over_every_axis_keeps_the_symbolic_batch():
+    """tf2onnx's Cropping2D: Slice starts [0, 1, 1, 0], ends INT32_MAX on every axis, the
+    batch axis included: "Slice along dynamic axis 0" before."""
+    big = np.iinfo(np.int32).max
+    inits = {"starts": np.array([0, 1, 1, 0], np.int64), "ends": np.full(4, big, np.int64),
+             "axes": np.array([0, 1, 2, 3], np.int64), "axes12": np.array([1, 2], np.int64)}
+    nodes = [helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["cropped"]),
+             helper.make_node("ReduceSum", ["cropped", "axes12"], ["logits"], keepdims=0)]
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["unk__1", 5, 5, 3])
+    model = m.make(nodes, [x_info], [helper.make_tensor_value_info(
+        "logits", TensorProto.FLOAT, ["unk__1", 3])], inits)
+    x = np.random.default_rng(3).standard_normal((2, 5, 5, 3)).astype(np.float32)
+    result = Explainer(model, cache=False).attribute(x, "gradient", target=1)
+    expected = np.zeros_like(x, dtype=np.float64)
+    expected[:, 1:, 1:, 1] = 1.0
+    assert np.array_equal(result.maps, expected)

@@ -13,7 +13,7 @@ import onnx
 from onnx import helper
 
 from .autodiff import missing_rules
-from .cache import SessionCache, bytes_digest, file_digest
+from .cache import SessionCache, bytes_digest, entry_key, file_digest
 from .engine import GradientEngine
 from .errors import (
     InputError,
@@ -157,11 +157,18 @@ class Explainer:
             stage(f"normalising the model for inputs of shape {tuple(shape)}")
             proto = onnx.ModelProto()
             proto.CopyFrom(self.proto)
-            info: ModelInfo = normalise(proto, tuple(shape), self.keep_probabilities,
-                                        self.intake, dict(shapes or {}))
-            info.path = self.path
             identity = (self.model_digest(), tuple(shape[1:]), others, self.keep_probabilities,
                         self.intake.key())
+            # Shapes probed in an ONNX Runtime run (intake/probe.py) are kept with the sessions.
+            note_key = None if not self.cache else entry_key(
+                ("probed-shapes", *identity), (self.fixed_batch,), "any", [])
+            memo = (self.cache.load_note(note_key) if note_key else None) or {}
+            known = "probe" in memo
+            info: ModelInfo = normalise(proto, tuple(shape), self.keep_probabilities,
+                                        self.intake, dict(shapes or {}), memo)
+            if note_key and not known and "probe" in memo:
+                self.cache.save_note(note_key, memo)
+            info.path = self.path
             self._engines[key] = GradientEngine(info, self.device, self.threads,
                                                 identity if self.cache else None, self.cache)
         return self._engines[key]

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from onnx import helper
 
 from .errors import UsageError
 from .explainer import Explainer
@@ -28,6 +29,7 @@ STEP_FACTORS = (3.0, 1.0, 1 / 3)
 CHUNK = 16  # examples per forward run, to bound memory on 224×224 models
 DEFAULT_DIRECTIONS = 8
 DEFAULT_SIZE = 224  # for dynamic spatial dims when no input is given
+TOKENS = 8  # for the dynamic length of an integer (token id) input when no input is given
 
 
 @dataclass
@@ -82,7 +84,15 @@ def random_input(explainer: Explainer, size: tuple[int, int] | None = None,
     for k, i in enumerate(spatial):
         # channels-first images have the dynamic dims last; reuse the last given size beyond two
         dims[i] = fill[min(k, len(fill) - 1)]
-    return np.random.default_rng(seed).standard_normal(dims).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    if explainer.input_dtype is not None and np.dtype(helper.tensor_dtype_to_np_dtype(
+            explainer.input_dtype)).kind in "iub":
+        # Integer inputs (token ids, pixels): small valid values; the check runs in the float
+        # tensor computed from them. Dynamic sequence dims take TOKENS, not image sizes.
+        dims = [d if isinstance(explainer.input_shape[1 + i], int) or len(dims) != 1
+                else TOKENS for i, d in enumerate(dims)]
+        return rng.integers(0, 2, dims).astype(np.int64)
+    return rng.standard_normal(dims).astype(np.float32)
 
 
 def check_gradient(explainer: Explainer, x: np.ndarray, *, target: int | None = None,

@@ -232,8 +232,8 @@ def normalise(model: onnx.ModelProto, input_shape: tuple[int, ...] | None = None
     head = heads.choose_output(model, model.graph.output[0].name if plain else intake.output)
     tensor, probabilities = heads.differentiated_tensor(model, head, keep_probabilities)
     if actual is not None:
-        model = shapes_from_a_run(model, tensor, actual, not isinstance(declared[0], int)
-                                  if declared else False, probe_memo)
+        model = shapes_from_a_run(model, tensor, actual, batch_name(model, primary.name),
+                                  probe_memo)
     if plain:
         return ModelInfo(model, primary.name, declared, tensor, head.output,
                          probabilities=probabilities, softmax=softmax_name(head))
@@ -241,22 +241,24 @@ def normalise(model: onnx.ModelProto, input_shape: tuple[int, ...] | None = None
 
 
 def shapes_from_a_run(model: onnx.ModelProto, tensor: str, actual: dict[str, tuple],
-                      dynamic_batch: bool, memo: dict | None = None) -> onnx.ModelProto:
-    """Where static inference leaves dims unknown on the way to `tensor`, the shapes of one
-    ONNX Runtime run (intake/probe.py); shape arithmetic then folds again. `memo` keeps the
-    probed shapes (the Explainer stores it on disk with its sessions)."""
-    if memo is not None and "shapes" in memo:
-        found = memo["shapes"]
+                      batch: str | None, memo: dict | None = None) -> onnx.ModelProto:
+    """Where static inference leaves dims unknown on the way to `tensor`, or rules would meet
+    shape-derived values computed at run time, what one ONNX Runtime run says
+    (intake/probe.py); shape arithmetic then folds again. `memo` keeps the result (the
+    Explainer stores it on disk with its sessions)."""
+    if memo is not None and "probe" in memo:
+        found = memo["probe"]
     else:
         missing = [n for n in data_inputs(model) if n.name not in actual]
         if missing:  # an input without a shape to run at: static inference is all there is
             return model
-        found = probe.probe_shapes(model, tensor, actual, dynamic_batch)
+        found = probe.probe(model, tensor, actual, batch)
         if memo is not None:
-            memo["shapes"] = found
+            memo["probe"] = found
     if not found:
         return model
-    probe.apply_shapes(model, found, value_infos(model))
+    probe.fold_values(model, found.get("values", {}))
+    probe.apply_shapes(model, found.get("shapes", {}), value_infos(model))
     return explicit_pads(fold_shape_arithmetic(model))
 
 
@@ -279,6 +281,13 @@ def _canonical(model: onnx.ModelProto, primary: onnx.ValueInfoProto, declared: t
         info.proto = cut.cut_at(model, wrt, infos)
     info.context = [i.name for i in data_inputs(info.proto) if i.name != wrt]
     return info
+
+
+def batch_name(model: onnx.ModelProto, name: str) -> str | None:
+    """The symbolic batch dim of input `name` after fix_input_shape (None: a fixed batch)."""
+    value = next(i for i in model.graph.input if i.name == name)
+    dims = value.type.tensor_type.shape.dim
+    return dims[0].dim_param or None if dims and not dims[0].HasField("dim_value") else None
 
 
 def softmax_name(head: heads.Head) -> str | None:

@@ -41,7 +41,12 @@ def test_the_logits_output_is_chosen_over_a_first_feature_output():
     assert relative_error(result.maps, expected) < TOL
     assert result.class_logits.shape == (3, 5)
     # The logit is the Softmax input; the probability is its softmax.
-    assert np.allclose(result.probs.sum() > 0, True)
+    pre = np.maximum(x.astype(np.float64) @ m.MLP["w1"].T + m.MLP["b1"], 0)
+    logits = pre @ m.MLP["w2"].T.astype(np.float64) + m.MLP["b2"]
+    assert relative_error(result.class_logits, logits) < TOL
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    assert np.allclose(result.probs, probs[np.arange(3), targets], atol=1e-6)
 
 
 def test_output_option_explains_the_named_output():
@@ -58,9 +63,9 @@ def test_inspect_says_which_output_and_why(tmp_path, capsys):
     assert report["output"]["name"] == "probs"
     assert "Softmax" in report["output"]["reason"] and "features" in report["output"]["reason"]
     assert report["logits"]["tensor"] == "logits"
-    code, _, _ = cli(capsys, "inspect", path)
-    assert code == 0
-    assert "explains   probs" in capsys.readouterr().out or True
+    code = main(["inspect", str(path)])
+    text = capsys.readouterr().out
+    assert code == 0 and "explains   probs (classes): reached through Softmax" in text
 
 
 @pytest.mark.parametrize("softmax,then", [(False, ()), (True, ()), (True, ("Flatten",)),
@@ -148,3 +153,29 @@ def test_tree_ensembles_run_forward_only_methods_and_gradients_refuse_with_the_f
     code, lines, err = cli(capsys, "attribute", path, tmp_path / "row.npy", "-m", "gradient",
                            "--fallback", "occlusion")
     assert code == 0 and lines[0]["method"] == "occlusion"
+
+
+def test_output_option_on_every_command(tmp_path, capsys):
+    path = save(m.mlp_two_outputs(), tmp_path)
+    x = np.random.default_rng(9).standard_normal(6).astype(np.float32)
+    np.save(tmp_path / "row.npy", x)
+    code, _, err = cli(capsys, "export", path, "-o", tmp_path / "g.onnx", "--output",
+                       "features", "--json")
+    assert code == 0, err
+    exported = onnx.load(str(tmp_path / "g.onnx"))
+    logits = next(o for o in exported.graph.output if o.name == "logits")
+    assert logits.type.tensor_type.shape.dim[1].dim_value == 8
+    code, _, err = cli(capsys, "check-grad", path, "--output", "features", "-i",
+                       tmp_path / "row.npy", "-t", "2")
+    assert code == 0, err
+    code, lines, err = cli(capsys, "pathway", path, tmp_path / "row.npy", "--output", "features",
+                           "--json", "-t", "1")
+    assert code == 0, err
+    assert lines[0]["target"] == 1
+    code, _, err = cli(capsys, "inspect", path, "--output", "features", "--json")
+    assert code == 0, err
+    code, lines, err = cli(capsys, "attribute", path, tmp_path / "row.npy", "--output",
+                           "features", "-t", "3", "-o", tmp_path / "out")
+    assert code == 0, err
+    assert relative_error(np.load(lines[0]["outputs"]["npy"])[None],
+                          m.mlp_reference(x[None], 3, "features")) < TOL

@@ -163,6 +163,9 @@ def attribute(
 
     Example: onnxpath attribute model.onnx cat.png -m gradient,integrated-gradients,gradcam
     --steps 32 --side-by-side -o out/
+
+    Example: onnxpath attribute bert.onnx --text "a great film" --tokenizer tokenizer.json
+    -m integrated-gradients,lime  (also: rows.csv, signal.wav, reviews.txt, ids.npz)
     """
     methods = [m.strip() for m in method.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]

@@ -182,3 +182,29 @@ def test_python_api_carries_tokens(bert, tokenizer_json):
     assert result.tokens == [["[CLS]", "a", "great", "plot", "[SEP]"]]
     assert result.scores().shape == (1, 5) and result.wrt == "/word/Gather_output_0"
     np.testing.assert_allclose(result.scores(), result.maps.sum(axis=2), rtol=1e-6)
+
+
+def test_bad_jsonl_line_and_missing_tokenizer(capsys, bert, tokenizer_json, tmp_path):
+    _, path, _ = bert
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"txt": "no text field"}\n')
+    good = tmp_path / "good.txt"
+    good.write_text("a good film\n")
+    code, lines, err = run_cli(capsys, path, bad, good, "--tokenizer", tokenizer_json)
+    assert code == 1 and "'text' field" in lines[0]["error"] and lines[1]["error"] is None
+    assert "Traceback" not in err
+    code, _, err = run_cli(capsys, path, good)
+    assert code == 2 and "--tokenizer" in err and "Traceback" not in err
+
+
+def test_token_reductions(capsys, bert, tokenizer_json):
+    _, path, _ = bert
+    results = {}
+    for reduce in ("sum", "abs-sum", "l2"):
+        code, lines, _ = run_cli(capsys, path, "--text", "very bad", "--tokenizer",
+                                 tokenizer_json, "--token-reduce", reduce, "-m",
+                                 "input-x-gradient")
+        assert code == 0
+        results[reduce] = np.array([t["score"] for t in lines[0]["tokens"]])
+    assert (results["abs-sum"] >= np.abs(results["sum"]) - 1e-7).all()
+    assert (results["l2"] >= 0).all() and (results["l2"] <= results["abs-sum"] + 1e-7).all()

@@ -171,3 +171,18 @@ def picture(tokens: list[str], scores: np.ndarray, width: int = 720):
         draw.rectangle([x, y, x + w, y + height], fill=fill, outline=(200, 200, 200))
         draw.text((x + 5, y + 5), token, fill=(0, 0, 0))
     return image
+
+
+def html(tokens: list[str], scores: np.ndarray) -> str:
+    """The coloured tokens as an HTML fragment (inline styles: a self-contained report can
+    embed it as is), each token's score in its title."""
+    from html import escape
+    scale = float(np.abs(scores).max()) or 1.0
+    spans = []
+    for token, score in zip(tokens, scores, strict=True):
+        level = int(200 * min(1.0, abs(float(score)) / scale))
+        r, g, b = (255, 255 - level, 255 - level) if score >= 0 else \
+            (255 - level, 255 - level, 255)
+        spans.append(f'<span title="{float(score):.4g}" style="background:rgb({r},{g},{b});'
+                     f'padding:1px 3px;margin:1px;border-radius:3px">{escape(token)}</span>')
+    return '<p class="onnxpath-tokens">' + " ".join(spans) + "</p>"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from onnxpath.explainer import Explainer
-from onnxpath.io.text import ansi
+from onnxpath.io.text import ansi, html
 from tests.io.io_helpers import run_cli
 from tests.io.text_models import VOCAB, build, embedding_gradient, export
 
@@ -168,9 +168,12 @@ def test_pathway_on_gelu_needs_opted_in_layers(bert):
     assert result.maps.shape == (1, 4, 16)
 
 
-def test_ansi_colours_every_token():
+def test_ansi_and_html_colour_every_token():
     line = ansi(["good", "bad"], np.array([1.0, -0.5]))
     assert line.count("\x1b[0m") == 2 and "good" in line and "bad" in line
+    fragment = html(["good", "<b>"], np.array([1.0, -0.5]))
+    assert fragment.count("<span") == 2 and "&lt;b&gt;" in fragment
+    assert "rgb(255,55,55)" in fragment and "rgb(155,155,255)" in fragment
 
 
 def test_python_api_carries_tokens(bert, tokenizer_json):

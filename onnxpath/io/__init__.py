@@ -15,7 +15,6 @@ they get the tensor that `Explainer` attributes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -34,12 +33,3 @@ class Example:
     sample_rate: int | None = None
     extra: dict = field(default_factory=dict)
 
-
-SUFFIXES = {".csv", ".wav", ".txt", ".jsonl", ".npz", ".npy"}
-
-
-def is_modal_input(path: Path) -> bool:
-    return path.suffix.lower() in {".csv", ".wav", ".txt", ".jsonl", ".npz"}
-
-
-__all__ = ["Example", "SUFFIXES", "is_modal_input", "np"]

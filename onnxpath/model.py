@@ -298,11 +298,11 @@ def choose_wrt(model: onnx.ModelProto, primary: onnx.ValueInfoProto, logits: str
                intake: Intake, infos: dict) -> tuple[str, str]:
     """(the tensor to attribute, why): `--wrt`, the input when it is float, else the first
     float tensor computed from it."""
-    if intake.wrt is not None:
+    elem = primary.type.tensor_type.elem_type
+    if intake.wrt is not None and (intake.wrt != primary.name or elem in FLOAT_TYPES):
         if intake.wrt not in infos:
             raise ModelError(f"--wrt {intake.wrt}: the model has no tensor of that name")
         return intake.wrt, "chosen with --wrt"
-    elem = primary.type.tensor_type.elem_type
     if elem in FLOAT_TYPES:
         return primary.name, "the model input"
     found = cut.first_float_tensor(model, primary.name, logits, infos)

@@ -121,3 +121,17 @@ def test_check_grad_and_inspect_on_integer_inputs(tmp_path, capsys):
     assert report["wrt"]["tensor"] == "embedded" and report["wrt"]["context"] == [
         "attention_mask"]
     assert onnx.load(str(path)).graph.input[0].name == "input_ids"
+
+
+def test_single_example_commands_take_an_npz(tmp_path, capsys):
+    """check-grad and pathway on a multi-input model, from an .npz; --wrt naming the integer
+    input still attributes the float tensor computed from it."""
+    path = save(m.token_classifier(), tmp_path)
+    np.savez(tmp_path / "example.npz", input_ids=np.array([3, 7, 1, 19, 0]),
+             attention_mask=np.array([1, 1, 1, 0, 0]))
+    code, _, err = cli(capsys, "check-grad", path, "-i", tmp_path / "example.npz", "-t", "1")
+    assert code == 0, err
+    result = Explainer(m.token_classifier(), cache=False, wrt="input_ids").attribute(
+        np.array([[3, 7, 1, 19, 0]]), target=1)
+    assert result.wrt == "embedded"
+    assert relative_error(result.maps[0], m.token_reference(np.ones(5), 1)) < TOL

@@ -105,15 +105,15 @@ def check_gradient(explainer: Explainer, x: np.ndarray, *, target: int | None = 
     if not eps > 0:
         raise UsageError(f"--eps must be positive, got {eps}")
     explainer.check_differentiable()
-    batch = explainer.as_batch(x)
-    if len(batch) != 1:
-        raise UsageError(f"check one example at a time; got a batch of {len(batch)}")
-    result = explainer.attribute(batch, method="gradient", target=target)
-    grad = result.maps[0].astype(np.float64)
-    c = int(result.targets[0])
     # Differences are taken where the gradient is: in the attributed tensor (the input, or
     # the float tensor computed from an integer input), the model's other inputs held fixed.
-    batch, context, engine = explainer.prepare(batch)
+    # `x` is one example's array, or a dict of arrays by input name (an .npz).
+    batch, context, engine = explainer.prepare(x)
+    if len(batch) != 1:
+        raise UsageError(f"check one example at a time; got a batch of {len(batch)}")
+    result = explainer.attribute(x, method="gradient", target=target)
+    grad = result.maps[0].astype(np.float64)
+    c = int(result.targets[0])
     engine.bind(context)
 
     # A stream apart from random_input's, so no direction is the input itself.

@@ -61,6 +61,7 @@ class ModelInfo:
     wrt_reason: str = ""
     element_shape: tuple = ()  # one example's shape of the explained output
     softmax: str | None = None  # the Softmax node the output comes from (its name or output)
+    uncut: onnx.ModelProto | None = None  # proto before input_name was made an input (export)
 
     @property
     def ends_in_softmax(self) -> bool:
@@ -279,6 +280,7 @@ def _canonical(model: onnx.ModelProto, primary: onnx.ValueInfoProto, declared: t
         infos = value_infos(model)
         info.prefix = cut.prefix_model(model, wrt, infos)
         info.proto = cut.cut_at(model, wrt, infos)
+        info.uncut = model
     info.context = [i.name for i in data_inputs(info.proto) if i.name != wrt]
     return info
 
@@ -294,17 +296,28 @@ def softmax_name(head: heads.Head) -> str | None:
     return None if head.softmax is None else head.softmax.name or head.softmax.output[0]
 
 
+# Finders of the tensor to attribute for an integer input, tried in order before the generic
+# rule (the first float tensor computed from it). Each takes (model, input name, logits,
+# value infos) and returns (tensor, why) or None: a modality plugs in here (e.g. the
+# embedding lookup of token ids).
+WRT_FINDERS: list = []
+
+
 def choose_wrt(model: onnx.ModelProto, primary: onnx.ValueInfoProto, logits: str,
                intake: Intake, infos: dict) -> tuple[str, str]:
-    """(the tensor to attribute, why): `--wrt`, the input when it is float, else the first
-    float tensor computed from it."""
-    if intake.wrt is not None:
+    """(the tensor to attribute, why): `--wrt`, the input when it is float, else what a
+    finder in WRT_FINDERS says, else the first float tensor computed from it."""
+    elem = primary.type.tensor_type.elem_type
+    if intake.wrt is not None and (intake.wrt != primary.name or elem in FLOAT_TYPES):
         if intake.wrt not in infos:
             raise ModelError(f"--wrt {intake.wrt}: the model has no tensor of that name")
         return intake.wrt, "chosen with --wrt"
-    elem = primary.type.tensor_type.elem_type
     if elem in FLOAT_TYPES:
         return primary.name, "the model input"
+    for finder in WRT_FINDERS:
+        chosen = finder(model, primary.name, logits, infos)
+        if chosen is not None:
+            return chosen
     found = cut.first_float_tensor(model, primary.name, logits, infos)
     if found is None:  # nothing float to differentiate: forward-only methods still work
         return primary.name, "the model input (no float tensor is computed from it)"

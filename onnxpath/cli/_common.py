@@ -12,7 +12,7 @@ from PIL import Image
 
 from ..errors import UsageError
 from ..explainer import Explainer
-from ..imaging import Preprocess, resolve_preprocess
+from ..imaging import Preprocess, load_input, load_npz, resolve_preprocess
 
 
 def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
@@ -108,3 +108,11 @@ def make_explainer(model: Path, *, device: str = "cpu", threads: int | None = No
     return Explainer(model, device=device, threads=threads, cache=cache,
                      keep_probabilities=keep_probabilities, output=output, wrt=wrt,
                      target_index=parse_index(target_index), region=read_region(region))
+
+
+def load_example(explainer: Explainer, path: Path, prep: Preprocess):
+    """One example for the single-input commands (pathway, check-grad): an image or `.npy`
+    for the model's input, or an `.npz` of arrays by input name."""
+    if Path(path).suffix.lower() == ".npz":
+        return load_npz(path, explainer.inputs)
+    return load_input(path, explainer.input_shape, prep)[0]

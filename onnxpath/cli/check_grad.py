@@ -17,9 +17,9 @@ from ..gradcheck import (
     check_gradient,
     random_input,
 )
-from ..imaging import load_input, preset_for
+from ..imaging import preset_for
 from . import app
-from ._common import parse_size
+from ._common import load_example, parse_size
 
 
 @app.command("check-grad")
@@ -57,8 +57,7 @@ def check_grad(
                           cache=False, output=output)
     explainer.check_differentiable()
     if input is not None:
-        x, _ = load_input(input, explainer.input_shape, preset_for(explainer.input_shape,
-                                                                    explainer.proto))
+        x = load_example(explainer, input, preset_for(explainer.input_shape, explainer.proto))
     else:
         x = random_input(explainer, parse_size(size), seed)
     if target is not None and target < 0:

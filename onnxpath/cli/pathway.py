@@ -14,14 +14,14 @@ import typer
 
 from ..explainer import Explainer
 from ..exporting import save_model
-from ..imaging import PRESETS, load_input
+from ..imaging import PRESETS
 from ..labels import model_labels, read_labels, resolve_target
 from ..methods.pathway import SELECTIONS, critical_pathway, pathway_gradient
 from ..outputs import write_atomic
 from ..pathways import Pathway, layer_statistics, output_change, probabilities
 from ..surgery import LocalLinearityWarning, bake_pathway
 from . import app
-from ._common import build_preprocess, parse_floats, parse_size
+from ._common import build_preprocess, load_example, parse_floats, parse_size
 
 
 def pathway_options(prune: float | None, keep: float | None, selection: str, layers: str,
@@ -88,7 +88,7 @@ def pathway(
     label_names = read_labels(labels) if labels else model_labels(explainer.proto)
     prep = build_preprocess(explainer, preset, parse_size(size), parse_floats(mean, "--mean"),
                             parse_floats(std, "--std"))
-    x, _ = load_input(Path(input_path), explainer.input_shape, prep)
+    x = load_example(explainer, Path(input_path), prep)
     x, context, engine = explainer.prepare(x)
     engine.bind(context)
     c = resolve_target(target, label_names)

@@ -215,10 +215,8 @@ def canonical_logits(model: onnx.ModelProto, tensor: str, shape: tuple | None, e
 
     `objective` "elements" flattens any output (one column per element, for
     `--target-index`); "region" (or a `region` mask) sums a segmentation map per class."""
-    if shape is None:
-        if objective is None and region is None:
-            return tensor, "classes"  # unknown until a run (intake/probe.py) tells
-        raise ModelError(f"the rank of the output '{tensor}' is unknown")
+    if shape is None:  # unknown until a run (intake/probe.py) tells; gradient rules can
+        return tensor, "classes"  # still be checked on it
     rank = len(shape)
     if objective == "elements" and rank != 2:
         if rank == 1:

@@ -121,3 +121,50 @@ def test_check_grad_and_inspect_on_integer_inputs(tmp_path, capsys):
     assert report["wrt"]["tensor"] == "embedded" and report["wrt"]["context"] == [
         "attention_mask"]
     assert onnx.load(str(path)).graph.input[0].name == "input_ids"
+
+
+def test_single_example_commands_take_an_npz(tmp_path, capsys):
+    """check-grad and pathway on a multi-input model, from an .npz; --wrt naming the integer
+    input still attributes the float tensor computed from it."""
+    path = save(m.token_classifier(), tmp_path)
+    np.savez(tmp_path / "example.npz", input_ids=np.array([3, 7, 1, 19, 0]),
+             attention_mask=np.array([1, 1, 1, 0, 0]))
+    code, _, err = cli(capsys, "check-grad", path, "-i", tmp_path / "example.npz", "-t", "1")
+    assert code == 0, err
+    result = Explainer(m.token_classifier(), cache=False, wrt="input_ids").attribute(
+        np.array([[3, 7, 1, 19, 0]]), target=1)
+    assert result.wrt == "embedded"
+    assert relative_error(result.maps[0], m.token_reference(np.ones(5), 1)) < TOL
+
+
+def test_a_modality_can_plug_in_its_wrt_finder(monkeypatch):
+    """WRT_FINDERS: tried before the generic rule for integer inputs (how text plugs in)."""
+    from onnxpath import model as model_module
+
+    def finder(model, name, logits, infos):
+        return ("masked", "the masked embeddings, by a plug-in") if name == "input_ids" \
+            else None
+
+    monkeypatch.setattr(model_module, "WRT_FINDERS", [finder])
+    mask = np.array([1, 1, 0, 1, 1])
+    result = Explainer(m.token_classifier(), cache=False).attribute(
+        {"input_ids": np.array([[3, 7, 1, 19, 0]]), "attention_mask": mask[None]}, target=0)
+    assert result.wrt == "masked"
+    # d logit / d masked does not see the mask: the plain weight row for every token.
+    assert relative_error(result.maps[0], m.token_reference(np.ones(5), 0)) < TOL
+
+
+def test_export_of_an_integer_input_model_takes_its_own_inputs(tmp_path, capsys):
+    """The exported gradient graph takes uint8 pixels and returns d logit / d Cast(x)."""
+    import onnxruntime as ort
+
+    path = save(m.uint8_nhwc(), tmp_path)
+    code, _, err = cli(capsys, "export", path, "-o", tmp_path / "g.onnx")
+    assert code == 0, err
+    session = ort.InferenceSession(str(tmp_path / "g.onnx"))
+    assert [i.name for i in session.get_inputs()] == ["x"]
+    pixels = np.random.default_rng(10).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    logits, target, grad = session.run(["logits", "target", "grad"], {"x": pixels})
+    for i in range(2):
+        expected = torch_uint8_reference(pixels[i:i + 1], int(target[i]))
+        assert relative_error(grad[i:i + 1], expected) < TOL

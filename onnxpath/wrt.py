@@ -13,6 +13,7 @@ import onnx
 from onnx import TensorProto
 
 from .errors import UsageError
+from .model import WRT_FINDERS
 
 INTEGER_TYPES = (TensorProto.INT64, TensorProto.INT32, TensorProto.INT16, TensorProto.INT8,
                  TensorProto.UINT8, TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64)
@@ -39,6 +40,23 @@ def find_embedding(model: onnx.ModelProto) -> str | None:
             if size > rows:
                 best, rows = node.output[0], size
     return best
+
+
+def embedding_lookup(model: onnx.ModelProto, ids: str, logits: str,
+                     infos: dict) -> tuple[str, str] | None:
+    """A WRT_FINDERS entry (model.py): the lookup that the token ids `ids` feed directly, so a
+    float tensor computed from the ids for another purpose (a padding mask cast to float)
+    is never taken for the embeddings."""
+    tables = {i.name: i for i in model.graph.initializer if i.data_type in FLOAT_TYPES}
+    found = [(tables[n.input[0]].dims[0] if tables[n.input[0]].dims else 0, n.output[0])
+             for n in model.graph.node
+             if n.op_type == "Gather" and n.input[0] in tables and n.input[1] == ids]
+    if not found:
+        return None
+    return max(found)[1], "the embedding lookup of the token ids"
+
+
+WRT_FINDERS.append(embedding_lookup)
 
 
 def embedding_table(model: onnx.ModelProto, tensor: str):

@@ -211,3 +211,38 @@ def test_token_reductions(capsys, bert, tokenizer_json):
         results[reduce] = np.array([t["score"] for t in lines[0]["tokens"]])
     assert (results["abs-sum"] >= np.abs(results["sum"]) - 1e-7).all()
     assert (results["l2"] >= 0).all() and (results["l2"] <= results["abs-sum"] + 1e-7).all()
+
+
+def test_embedding_lookup_wins_over_a_mask_computed_first(tmp_path):
+    """The ids also feed a float padding mask, computed before the lookup in graph order:
+    the attributed tensor is still the lookup's output."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((10, 4)).astype(np.float32), "table"),
+             numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array(0, np.int64), "pad"),
+             numpy_helper.from_array(np.array([2], np.int64), "axis")]
+    nodes = [helper.make_node("Equal", ["ids", "pad"], ["is_pad"]),
+             helper.make_node("Not", ["is_pad"], ["keep"]),
+             helper.make_node("Cast", ["keep"], ["mask"], to=TensorProto.FLOAT),
+             helper.make_node("Gather", ["table", "ids"], ["emb"]),
+             helper.make_node("Unsqueeze", ["mask", "axis"], ["mask3"]),
+             helper.make_node("Mul", ["emb", "mask3"], ["masked"]),
+             helper.make_node("ReduceSum", ["masked", "one"], ["pooled"], keepdims=0),
+             helper.make_node("MatMul", ["pooled", "w"], ["logits"])]
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "one"))
+    graph = helper.make_graph(nodes, "masked_bag",
+                              [helper.make_tensor_value_info("ids", TensorProto.INT64,
+                                                             ["N", 5])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                                             ["N", 3])], initializer=inits)
+    path = tmp_path / "bag.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    ids = np.array([[3, 4, 0, 7, 0]])
+    result = Explainer(path, cache=False).attribute(ids, "gradient", 1)
+    assert result.wrt == "emb"
+    # d logit_1 / d emb[t] = mask[t] * w[:, 1]
+    weights = onnx.numpy_helper.to_array(inits[1])
+    expected = (ids[0] != 0)[:, None] * weights[:, 1][None]
+    np.testing.assert_allclose(result.maps[0], expected, rtol=1e-6)

@@ -209,7 +209,7 @@ def attribute(
     if uses_modal_loop(explainer, paths, text is not None or tokenizer is not None):
         return cli_run(explainer, paths, methods, target_index, options, label_names,
                        fallback, out, text, tokenizer, features, sample_rate, token_reduce,
-                       debug, quiet)
+                       debug, quiet, top_k)
     if not paths:
         raise UsageError("no inputs found (give images, .npy files, folders, globs or -)")
     if len(explainer.input_shape) == 4 and any(p.suffix.lower() not in (".npy", ".npz")

@@ -34,6 +34,7 @@ TEXT_SUFFIXES = (".txt", ".jsonl")
 class ModalJob:
     methods: Sequence[str] = ("gradient",)
     target: int | None = None
+    top_k: int | None = None  # --target topK: each of the K best classes
     options: dict = field(default_factory=dict)
     labels: list[str] | None = None
     fallback: str | None = None
@@ -126,16 +127,38 @@ class ModalRun:
         labels = self.job.labels
         return labels[c] if labels and 0 <= c < len(labels) else None
 
+    def targets(self, example: Example) -> list[int | None]:
+        """The classes to explain: --target, the K best (--target topK), or the prediction."""
+        if not self.job.top_k:
+            return [self.job.target]
+        logits = self.explainer.predict(example.inputs)[0]
+        return [int(c) for c in np.argsort(-logits, kind="stable")[:self.job.top_k]]
+
     def explain(self, example: Example) -> None:
         failed = False
+        try:
+            targets = self.targets(example)
+        except InputError as err:
+            targets = [None]
+            failed_read = self.failed(err)
+        else:
+            failed_read = None
         for method in self.job.methods:
-            record = self.record(example.name, method)
+            for target in targets:
+                failed |= self.explain_one(example, method, target, failed_read,
+                                           len(targets) > 1)
+        self.failures += failed
+
+    def explain_one(self, example: Example, method: str, target, error: str | None,
+                    per_class: bool) -> bool:
+        record = self.record(example.name, method, error)
+        if error is None:
             try:
                 explanation = self.explainer.attribute(
-                    example.inputs, method, self.job.target, self.job.fallback,
+                    example.inputs, method, target, self.job.fallback,
                     tokens=[example.tokens] if example.tokens is not None else None,
                     **self.job.options)
-                self.fill(record, example, explanation)
+                self.fill(record, example, explanation, per_class)
             except (InputError, OnnxPathError) as err:
                 if isinstance(err, UsageError):
                     raise
@@ -144,11 +167,10 @@ class ModalRun:
                 record["error"] = f"cannot write output: {err.strerror} ({err.filename})"
             except Exception as err:  # a bug: an error line for this input, not a traceback
                 record["error"] = self.failed(err, f"running {method} on {example.name}")
-            failed |= record["error"] is not None
-            self.emit(record)
-        self.failures += failed
+        self.emit(record)
+        return record["error"] is not None
 
-    def fill(self, record: dict, example: Example, explanation) -> None:
+    def fill(self, record: dict, example: Example, explanation, per_class: bool) -> None:
         raw = explanation.maps[0]
         scores = explanation.class_logits[0]
         c = int(explanation.targets[0])
@@ -163,7 +185,7 @@ class ModalRun:
         if not (np.isfinite(raw).all() and np.isfinite(scores).all()):
             record["error"] = f"the attribution holds NaN or Inf for {example.name}"
             return
-        base = f"{example.stem}.{explanation.method}"
+        base = f"{example.stem}.{explanation.method}" + (f".class{c}" if per_class else "")
         out, outputs = self.job.out, record["outputs"]
         if out is not None:
             outputs["npy"] = str(save_npy(out / f"{base}.npy", raw))
@@ -207,7 +229,7 @@ def uses_modal_loop(explainer: Explainer, paths: Sequence[Path], text_given: boo
 
 def cli_run(explainer: Explainer, paths: Sequence[Path], methods, target, options, labels,
             fallback, out, text_value, tokenizer_path, features_path, sample_rate,
-            token_reduce, debug: bool, quiet: bool) -> int:
+            token_reduce, debug: bool, quiet: bool, top_k: int | None = None) -> int:
     """`onnxpath attribute` for tables, series and text: exit status 0 or 1."""
     from ..cli._common import emit
     if not paths and text_value is None:
@@ -216,7 +238,7 @@ def cli_run(explainer: Explainer, paths: Sequence[Path], methods, target, option
         raise UsageError(f"--token-reduce takes sum, abs-sum or l2, got '{token_reduce}'")
     tokenizer = text.load_tokenizer(tokenizer_path) if tokenizer_path is not None else None
     names = table.read_names(features_path) if features_path is not None else None
-    job = ModalJob(methods, target, options, labels, fallback, out, tokenizer, text_value,
-                   names, sample_rate, token_reduce)
+    job = ModalJob(methods, target, top_k, options, labels, fallback, out, tokenizer,
+                   text_value, names, sample_rate, token_reduce)
     failures = ModalRun(explainer, job, emit, debug=debug).run(paths)
     return 1 if failures else 0

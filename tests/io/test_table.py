@@ -128,3 +128,21 @@ def test_pathway_on_a_relu_mlp_is_exact(tmp_path, prune):
     error = np.abs(result.maps[0] - expected).max() / np.abs(expected).max()
     print(f"\n[table] pathway P={prune} on a ReLU MLP: max relative error {error:.2e}")
     assert error <= 1e-5
+
+
+def test_top_k_explains_each_of_the_best_classes(capsys, tmp_path):
+    code, lines, err = run_cli(capsys, MODEL, ROWS, "-m", "gradient", "--target", "top2",
+                               "-o", tmp_path)
+    assert code == 0, err
+    rows = read_csv(ROWS)[1]
+    assert len(lines) == 2 * len(rows)
+    for k, row in enumerate(rows):
+        logits, jacobian = reference_gradient(row)
+        best = list(np.argsort(-logits)[:2])
+        pair = lines[2 * k: 2 * k + 2]
+        assert [line["target"] for line in pair] == best
+        for line in pair:
+            expected = jacobian[:, line["target"]]
+            assert np.allclose([f["score"] for f in line["features"]], expected, rtol=1e-5,
+                               atol=1e-7 * np.abs(expected).max())
+            assert f".class{line['target']}." in line["outputs"]["npy"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from .imaging import IMAGE_SUFFIXES
 from .storage import RemotePath, filesystem, is_url
 
-TENSOR_SUFFIXES = {".npy"}
+TENSOR_SUFFIXES = {".npy", ".npz"}
 
 
 def is_input_file(path: Path) -> bool:

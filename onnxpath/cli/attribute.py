@@ -9,7 +9,6 @@ from pathlib import Path
 import typer
 
 from ..errors import UsageError
-from ..explainer import Explainer
 from ..imaging import PRESETS, model_size
 from ..inputs import expand_inputs
 from ..labels import model_labels, read_labels
@@ -20,7 +19,14 @@ from ..progress import Progress
 from ..render import COLORMAPS, NORMALISATIONS, REDUCTIONS
 from ..storage import location
 from . import app
-from ._common import build_preprocess, emit, parse_floats, parse_scale, parse_size
+from ._common import (
+    build_preprocess,
+    emit,
+    make_explainer,
+    parse_floats,
+    parse_scale,
+    parse_size,
+)
 
 __all__ = ["attribute", "build_preprocess", "parse_floats", "parse_size"]
 
@@ -48,8 +54,10 @@ def check_choice(value: str, choices, option: str) -> str:
 @app.command()
 def attribute(
     model: Path = typer.Argument(..., help="The .onnx model to explain."),
-    inputs: list[str] = typer.Argument(..., help="Images, .npy tensors (C×H×W or 1×C×H×W, "
-                                       "model input space), directories, globs, or - for stdin."),
+    inputs: list[str] = typer.Argument(None, help="Images, .npy tensors (C×H×W or 1×C×H×W, "
+                                       "model input space), directories, globs, or - for "
+                                       "stdin; tables (.csv), series (.npy, .csv, .wav), text "
+                                       "(.txt, .jsonl, token ids in .npy/.npz)."),
     method: str = typer.Option("gradient", "--method", "-m",
                                help=f"Comma-separated methods: {', '.join(METHODS)}."),
     target: str = typer.Option(None, "--target", "-t",
@@ -127,8 +135,35 @@ def attribute(
     masks: int = typer.Option(None, "--rise-masks", help="rise: number of masks (1000)."),
     cells: int = typer.Option(None, "--cells", help="rise: grid cells per side (7)."),
     probability: float = typer.Option(None, "--probability", help="rise: keep probability."),
+    output: str = typer.Option(None, "--output", help="The model output to explain "
+                               "(default: the one reached through Softmax, or named like "
+                               "logits/probabilities; see inspect)."),
+    wrt: str = typer.Option(None, "--wrt", help="Attribute with respect to this tensor "
+                            "(default: the input, or the first float tensor computed from an "
+                            "integer input)."),
+    target_index: str = typer.Option(None, "--target-index", help="Explain one element of "
+                                     "the output, e.g. 3,10,12 (per example, no batch index)."),
+    region: Path = typer.Option(None, "--region", help="Segmentation outputs (N×K×H×W): sum "
+                                "class logits over this mask (.png/.npy; default: the pixels "
+                                "predicted as the class)."),
     fallback: str = typer.Option(None, "--fallback", help="Forward-only method (occlusion, "
                                  "rise) to run when the model has ops without gradient rules."),
+    # --- tables, series, text (onnxpath/io) ---
+    text: str = typer.Option(None, "--text", help="Text to explain (with --tokenizer)."),
+    tokenizer: Path = typer.Option(None, "--tokenizer", help="Hugging Face tokenizer.json "
+                                   "for raw text (pip install 'onnxpath[text]')."),
+    features: Path = typer.Option(None, "--features", help="Feature names, one per line, "
+                                  "for the columns of .npy table rows."),
+    sample_rate: int = typer.Option(None, "--sample-rate", help="Sample rate of the series "
+                                    "(checked against .wav files and the model's metadata)."),
+    token_reduce: str = typer.Option("sum", "--token-reduce", help="Per-token score from "
+                                     "the T×D map: sum (signed), abs-sum or l2."),
+    segments: str = typer.Option(None, "--segments", help="lime, kernel-shap, occlusion: "
+                                 "features: grid[:K], slic[:N], each, rows, windows[:K]."),
+    score: str = typer.Option(None, "--score", help="lime, kernel-shap: probability or "
+                              "logit (probability)."),
+    kernel_width: float = typer.Option(None, "--kernel-width", help="lime: kernel width "
+                                       "(0.25; 0.75·√M for table features)."),
     side_by_side: bool = typer.Option(False, "--side-by-side", help="With --out: one "
                                       "<stem>.side-by-side.png per input, a panel per method."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
@@ -173,6 +208,9 @@ def attribute(
 
     Example: onnxpath attribute model.onnx /shared/photos/ -o s3://bucket/run1 --engine ray
     --actors 2-16 --device cuda --gpus-per-actor 0.5
+
+    Example: onnxpath attribute bert.onnx --text "a great film" --tokenizer tokenizer.json
+    -m integrated-gradients,lime  (also: rows.csv, signal.wav, reviews.txt, ids.npz)
     """
     methods = [m.strip() for m in method.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
@@ -189,12 +227,16 @@ def attribute(
     if side_by_side and out is None:
         raise UsageError("--side-by-side writes a figure: give --out DIR")
     check_choice(engine, ENGINES, "--engine")
+    if engine == "ray" and any(v is not None for v in (output, wrt, target_index, region)):
+        raise UsageError("--output, --wrt, --target-index and --region are not yet passed to "
+                         "Ray workers; run them without --engine ray")
     out = location(out) if out is not None else None
     options_for_provider = parse_provider_options(provider_option)
     # On Ray the driver only plans: the workers have the device, maybe not this machine.
-    explainer = Explainer(model, device=device if engine == "local" else "cpu",
-                          threads=threads, cache=not no_cache,
-                          provider_options=options_for_provider)
+    explainer = make_explainer(model, device=device if engine == "local" else "cpu",
+                               threads=threads, cache=not no_cache, output=output, wrt=wrt,
+                               target_index=target_index, region=region,
+                               provider_options=options_for_provider)
     if fallback is None and any(METHODS[m].needs_gradients for m in methods):
         explainer.check_differentiable()
     label_names = read_labels(labels) if labels else model_labels(explainer.proto)
@@ -207,7 +249,8 @@ def attribute(
     given = dict(steps=steps, rule=rule, baseline=baseline, samples=samples, noise=noise,
                  internal_batch_size=internal_batch_size, variant=variant, seed=seed,
                  layer=layer, relu=relu, window=window, stride=stride, fill=fill, masks=masks,
-                 cells=cells, probability=probability)
+                 cells=cells, probability=probability, segments=segments, score=score,
+                 kernel_width=kernel_width)
     options = {"absolute": absolute, **{k: v for k, v in given.items() if v is not None},
                **pathway_options(prune, keep, selection, layers, layer_regex, per_layer)}
     if out is not None:
@@ -217,10 +260,19 @@ def attribute(
         if scheme.endswith(":") and len(scheme) > 2:  # not a Windows drive
             raise UsageError(f"--npz must be a local file, got '{npz}' (use --out for URLs)")
         check_writable(npz.parent, "--npz")
-    paths = expand_inputs(inputs, exclude=[out] if isinstance(out, Path) else [])
+    paths = expand_inputs(inputs or [], exclude=[out] if isinstance(out, Path) else [])
+    from ..io.run import cli_run, uses_modal_loop
+    if uses_modal_loop(explainer, paths, text is not None or tokenizer is not None):
+        if engine != "local" or report is not None:
+            raise UsageError("--engine ray and --report take image models for now; tables, "
+                             "series and text run with the local engine and no --report")
+        return cli_run(explainer, paths, methods, target_index, options, label_names,
+                       fallback, out, text, tokenizer, features, sample_rate, token_reduce,
+                       debug, quiet, top_k)
     if not paths:
         raise UsageError("no inputs found (give images, .npy files, folders, globs or -)")
-    if len(explainer.input_shape) == 4 and any(p.suffix.lower() != ".npy" for p in paths):
+    if len(explainer.input_shape) == 4 and any(p.suffix.lower() not in (".npy", ".npz")
+                                                for p in paths):
         model_size(explainer.input_shape, prep, prep.layout)  # --size problems stop here
     job = Job(methods=methods, target=target_index, top_k=top_k, options=options, prep=prep,
               labels=label_names, fallback=fallback, out=out, npz=npz,

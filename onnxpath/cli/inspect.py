@@ -22,6 +22,9 @@ def inspect(
                                "pathway neurons, e.g. Relu,Clip."),
     keep_probabilities: bool = typer.Option(False, "--keep-probabilities",
                                             help="Differentiate the Softmax output itself."),
+    output: str = typer.Option(None, "--output", help="The output to explain (default: see "
+                               "the report's `output` line for the rule's choice)."),
+    wrt: str = typer.Option(None, "--wrt", help="The tensor to attribute."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> int:
     """Show what onnxpath will differentiate in MODEL, before any run.
@@ -34,7 +37,7 @@ def inspect(
     Example: onnxpath inspect resnet50.onnx --json | jq .unsupported
     """
     names = tuple(op.strip() for op in layers.split(",") if op.strip())
-    report = inspect_model(model, parse_size(size), names, keep_probabilities)
+    report = inspect_model(model, parse_size(size), names, keep_probabilities, output, wrt)
     typer.echo(json.dumps(report) if as_json else table(report))
     return 0
 
@@ -55,6 +58,13 @@ def table(r: dict) -> str:
     for kind in ("inputs", "outputs"):
         for v in r[kind]:
             lines.append(f"{kind[:-1]:<10} {v['name']}  {shape_text(v['shape'])}  {v['dtype']}")
+    if r.get("output"):
+        lines.append(f"explains   {r['output']['name']} ({r['output']['kind']}): "
+                     f"{r['output']['reason']}")
+    if r.get("wrt"):
+        context = r["wrt"]["context"]
+        lines.append(f"wrt        {r['wrt']['tensor']}: {r['wrt']['reason']}"
+                     + (f"; other inputs: {', '.join(context)}" if context else ""))
     logits = r["logits"]
     if logits:
         ending = (f"; the model ends in Softmax ('{logits['softmax_node']}')"

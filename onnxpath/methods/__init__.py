@@ -71,6 +71,8 @@ from . import (  # noqa: E402,F401  (importing a method module registers it)
     guided_backprop,
     input_x_gradient,
     integrated_gradients,
+    kernel_shap,
+    lime,
     occlusion,
     pathway,
     rise,

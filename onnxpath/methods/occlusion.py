@@ -5,6 +5,12 @@ is the mean, over the windows covering it, of f(x) - f(x occluded). Window start
 Captum: ceil((size - window) / stride) + 1 per axis, the last window cropped at the border, so
 every pixel is covered. Only forward runs are needed, batched `internal_batch_size` at a time,
 so this also serves models whose ops have no gradient rule.
+
+Inputs that are not images (a table row, a C×T series, a T×D text embedding), or any input given
+`segments`, are occluded feature by feature instead (a column, a time window, a token; see
+`_features.partition`): each feature's drop f(x) − f(x without it) is spread evenly over its
+elements, so a map summed over a feature gives its drop. Switched-off elements take `baseline`
+(the pad token's embedding for text) when given, else `fill`.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from ..engine import GradientEngine
 from ..errors import UsageError
 from . import Attribution, method
 from ._common import logits_rows, pick, row_chunks
+from ._features import evaluate, fill_values, partition, spread
 
 
 def pair(value, option: str) -> tuple[int, int]:
@@ -43,8 +50,11 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
 
 @method("occlusion", needs_gradients=False)
 def occlusion(engine: GradientEngine, x: np.ndarray, targets: np.ndarray, *,
-              window=16, stride=8, fill: float = 0.0,
+              window=16, stride=8, fill: float = 0.0, segments=None, baseline=None,
               internal_batch_size: int | None = 32) -> Attribution:
+    if segments is not None or x.ndim < 4:
+        return occlude_features(engine, x, targets, segments,
+                                fill if baseline is None else baseline, internal_batch_size)
     (wh, ww), (sh, sw) = pair(window, "window"), pair(stride, "stride")
     height, width = x.shape[-2:]
     boxes = [(t, min(t + wh, height), s, min(s + ww, width))
@@ -67,3 +77,17 @@ def occlusion(engine: GradientEngine, x: np.ndarray, targets: np.ndarray, *,
             t, b, s, e = boxes[k]
             total[i, ..., t:b, s:e] += drop[row]
     return Attribution(total / count, [{"windows": len(boxes)} for _ in range(len(x))])
+
+
+def occlude_features(engine: GradientEngine, x: np.ndarray, targets: np.ndarray, segments,
+                     baseline, batch: int | None) -> Attribution:
+    maps, extras = [], []
+    for i, example in enumerate(x):
+        ids = partition(segments, example)
+        features = int(ids.max()) + 1
+        masks = np.vstack([np.ones((1, features)), 1 - np.eye(features)])
+        scores = evaluate(engine, example, fill_values(baseline, example, ids, 0), ids, masks,
+                          int(targets[i]), "logit", batch)
+        maps.append(spread(scores[0] - scores[1:], ids, example.shape))
+        extras.append({"features": features})
+    return Attribution(np.stack(maps), extras)

@@ -36,7 +36,7 @@ def rise(engine: GradientEngine, x: np.ndarray, targets: np.ndarray, *,
          internal_batch_size: int | None = 32) -> Attribution:
     if masks < 1 or cells < 1 or not 0 < probability <= 1:
         raise UsageError("RISE needs --masks >= 1, --cells >= 1 and 0 < --probability <= 1")
-    size = x.shape[-2:]
+    size = x.shape[-2:] if x.ndim >= 3 else (1, x.shape[-1])  # a table row: a 1×F strip
     rng = np.random.default_rng(seed)
     grids = rng.random((masks, cells, cells)) < probability
     cell = (math.ceil(size[0] / cells), math.ceil(size[1] / cells))
@@ -46,10 +46,12 @@ def rise(engine: GradientEngine, x: np.ndarray, targets: np.ndarray, *,
     per_chunk = max(1, (internal_batch_size or masks * len(x)) // len(x))
     for part in row_chunks(masks, per_chunk):
         chunk = rise_masks(grids[part], shifts[part], size)
-        masked = (x[None] * chunk[:, None, None]).reshape(-1, *x.shape[1:])
+        shaped = chunk.reshape(len(chunk), 1, *(1,) * (x.ndim - 3), *x.shape[-min(2, x.ndim - 1):])
+        masked = (x[None] * shaped).reshape(-1, *x.shape[1:])
         probs = softmax(logits_rows(engine, masked, internal_batch_size).astype(np.float64))
         scores = probs[np.arange(len(masked)), np.tile(targets, len(chunk))]
         saliency += np.einsum("me,mhw->ehw", scores.reshape(len(chunk), len(x)), chunk)
     saliency /= masks * probability
-    maps = np.repeat(saliency[:, None], x.shape[1], axis=1)
+    maps = np.broadcast_to(saliency.reshape(len(x), *(1,) * (x.ndim - 3),
+                                            *x.shape[-min(2, x.ndim - 1):]), x.shape)
     return Attribution(maps, [{"masks": masks} for _ in range(len(x))])

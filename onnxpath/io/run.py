@@ -1,0 +1,244 @@
+"""The `attribute` loop for tables, series and text (images go through `pipeline.py`).
+
+Each input file becomes examples (`read`), each example is attributed with every method, and
+each (example, method) gets one JSON line: the image fields (`input`, `method`, `target`,
+`label`, `logit`, `prob`, `top`, `outputs`, `params`, `time_ms`, `error`, `extras`) plus `wrt`
+and the modality's own field (`tokens` or `features`). With `--out`: the raw map as `.npy`, and
+a CSV of scores (tables) or a line plot (series). A bad input is an error line; the rest go on.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, OnnxPathError, UsageError, unexpected
+from ..explainer import Explainer, reduce_features
+from ..inputs import output_stems
+from ..methods import METHODS, effective_params
+from ..model import data_inputs
+from ..outputs import save_npy, save_png, write_atomic
+from ..pipeline import TOP, top_classes
+from ..wrt import FLOAT_TYPES, find_embedding
+from . import Example, series, table, text
+
+TEXT_SUFFIXES = (".txt", ".jsonl")
+
+
+@dataclass
+class ModalJob:
+    methods: Sequence[str] = ("gradient",)
+    target: int | None = None
+    top_k: int | None = None  # --target topK: each of the K best classes
+    options: dict = field(default_factory=dict)
+    labels: list[str] | None = None
+    fallback: str | None = None
+    out: Path | None = None
+    tokenizer: object = None
+    text: str | None = None
+    feature_names: list[str] | None = None
+    sample_rate: int | None = None
+    token_reduce: str = "sum"
+
+
+def is_text_model(explainer: Explainer) -> bool:
+    """Token ids in, through an embedding lookup (or a --wrt inside the graph)."""
+    dtype = explainer.input_dtype
+    integer = dtype is not None and dtype not in FLOAT_TYPES
+    return integer and (explainer.intake.wrt is not None
+                        or find_embedding(explainer.proto) is not None)
+
+
+def kind_of(explainer: Explainer, path: Path | None, job: ModalJob) -> str:
+    """text, table or series, from the model and the file."""
+    if is_text_model(explainer) or path is None or job.tokenizer is not None \
+            or path.suffix.lower() in TEXT_SUFFIXES:
+        return "text"
+    shape = explainer.input_shape
+    if path.suffix.lower() == ".wav" or len(shape) >= 3:
+        return "series"
+    if len(shape) == 2 and path.suffix.lower() == ".csv":
+        columns = table.read_csv(path)[0]
+        return "table" if len(columns) == shape[1] or not isinstance(shape[1], int) \
+            else "series"
+    long = isinstance(shape[-1], int) and shape[-1] > 256
+    return "series" if long or job.sample_rate is not None else "table"
+
+
+def read(explainer: Explainer, path: Path | None, job: ModalJob) -> list[Example]:
+    kind = kind_of(explainer, path, job)
+    if kind == "text":
+        return text.read(path, explainer.proto, job.tokenizer, job.text if path is None
+                         else None)
+    if kind == "table":
+        return table.read(path, explainer.input_shape[1], job.feature_names)
+    return series.read(path, explainer.input_shape[1:], job.sample_rate,
+                       series.model_sample_rate(explainer.proto))
+
+
+class ModalRun:
+    def __init__(self, explainer: Explainer, job: ModalJob, emit: Callable[[dict], None],
+                 note: Callable[[str], None] | None = None, debug: bool = False):
+        self.explainer, self.job, self.emit, self.debug = explainer, job, emit, debug
+        self.note = note or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.failures = 0
+        explainer.pad_id = text.pad_id(job.tokenizer)
+
+    def run(self, paths: Sequence[Path]) -> int:
+        items: list[Path | None] = list(paths) + ([None] if self.job.text is not None else [])
+        stems = output_stems([p for p in items if p is not None])
+        for item in items:
+            stem = stems.pop(0) if item is not None else "text"
+            try:
+                examples = read(self.explainer, item, self.job)
+            except Exception as err:  # InputError: its message; anything else is a bug
+                if isinstance(err, UsageError):
+                    raise
+                message = self.failed(err) if isinstance(err, InputError) else \
+                    self.failed(err, f"reading {item if item is not None else '--text'}")
+                for method in self.job.methods:
+                    self.emit(self.record(str(item), method, message))
+                self.failures += 1
+                continue
+            for example in examples:
+                if item is not None and len(examples) == 1:
+                    example.stem = stem
+                self.explain(example)
+        return self.failures
+
+    def failed(self, err: Exception, stage: str | None = None) -> str:
+        """The error line's message; `stage` marks an unexpected exception (a bug)."""
+        if self.debug:
+            traceback.print_exception(err, file=sys.stderr)
+        return str(err) if stage is None else unexpected(err, stage)
+
+    def record(self, name: str, method: str, error: str | None = None) -> dict:
+        return {"input": name, "method": method, "target": None, "label": None,
+                "logit": None, "prob": None, "top": [], "outputs": {},
+                "params": effective_params(METHODS[method], self.job.options),
+                "time_ms": None, "error": error, "extras": {}, "wrt": None}
+
+    def label(self, c: int) -> str | None:
+        labels = self.job.labels
+        return labels[c] if labels and 0 <= c < len(labels) else None
+
+    def targets(self, example: Example) -> list[int | None]:
+        """The classes to explain: --target, the K best (--target topK), or the prediction."""
+        if not self.job.top_k:
+            return [self.job.target]
+        logits = self.explainer.predict(example.inputs)[0]
+        return [int(c) for c in np.argsort(-logits, kind="stable")[:self.job.top_k]]
+
+    def explain(self, example: Example) -> None:
+        failed = False
+        try:
+            targets = self.targets(example)
+        except InputError as err:
+            targets = [None]
+            failed_read = self.failed(err)
+        else:
+            failed_read = None
+        for method in self.job.methods:
+            for target in targets:
+                failed |= self.explain_one(example, method, target, failed_read,
+                                           len(targets) > 1)
+        self.failures += failed
+
+    def explain_one(self, example: Example, method: str, target, error: str | None,
+                    per_class: bool) -> bool:
+        record = self.record(example.name, method, error)
+        if error is None:
+            try:
+                explanation = self.explainer.attribute(
+                    example.inputs, method, target, self.job.fallback,
+                    tokens=[example.tokens] if example.tokens is not None else None,
+                    **self.job.options)
+                self.fill(record, example, explanation, per_class)
+            except (InputError, OnnxPathError) as err:
+                if isinstance(err, UsageError):
+                    raise
+                record["error"] = self.failed(err)
+            except OSError as err:
+                record["error"] = f"cannot write output: {err.strerror} ({err.filename})"
+            except Exception as err:  # a bug: an error line for this input, not a traceback
+                record["error"] = self.failed(err, f"running {method} on {example.name}")
+        self.emit(record)
+        return record["error"] is not None
+
+    def fill(self, record: dict, example: Example, explanation, per_class: bool) -> None:
+        raw = explanation.maps[0]
+        scores = explanation.class_logits[0]
+        c = int(explanation.targets[0])
+        record.update(method=explanation.method, target=c, label=self.label(c),
+                      wrt=explanation.wrt,
+                      extras=explanation.extras[0], time_ms=round(explanation.time_ms, 2),
+                      logit=float(explanation.logits[0]),
+                      prob=None if len(scores) == 1 else float(explanation.probs[0]),
+                      top=[{"class": k, "label": self.label(k), "logit": logit,
+                            "prob": None if len(scores) == 1 else prob}
+                           for k, logit, prob in top_classes(scores, TOP)])
+        if not (np.isfinite(raw).all() and np.isfinite(scores).all()):
+            record["error"] = f"the attribution holds NaN or Inf for {example.name}"
+            return
+        base = f"{example.stem}.{explanation.method}" + (f".class{c}" if per_class else "")
+        out, outputs = self.job.out, record["outputs"]
+        if out is not None:
+            outputs["npy"] = str(save_npy(out / f"{base}.npy", raw))
+        if example.kind == "text":
+            per_token = reduce_features(raw[None], self.job.token_reduce)[0]
+            record["tokens"] = text.tokens_field(example.tokens, per_token)
+            if out is not None and example.tokens:
+                outputs["png"] = str(save_png(out / f"{base}.png",
+                                              text.picture(example.tokens, per_token)))
+            if example.tokens and sys.stderr.isatty():
+                self.note(f"{example.name} [{explanation.method}] "
+                          + text.ansi(example.tokens, per_token))
+        elif example.kind == "table":
+            record["features"] = table.features_field(example.feature_names, example.values,
+                                                      raw)
+            if out is not None:
+                data = table.scores_csv(example.feature_names, example.values, raw)
+                outputs["csv"] = str(write_atomic(out / f"{base}.csv", data))
+                outputs["png"] = str(save_png(out / f"{base}.png",
+                                              table.bars(example.feature_names, raw)))
+        else:
+            per_step = raw.reshape(-1, raw.shape[-1]).sum(axis=0)
+            if out is not None:
+                outputs["png"] = str(save_png(out / f"{base}.png",
+                                              series.plot(example.values, per_step)))
+
+
+def uses_modal_loop(explainer: Explainer, paths: Sequence[Path], text_given: bool) -> bool:
+    """Whether `attribute` takes this loop: text, several inputs, or a model whose input is
+    not an image batch (N×C×H×W), or inputs that only this loop reads."""
+    if text_given or is_text_model(explainer):
+        return True
+    if len(explainer.input_shape) == 4:  # an image model: a .txt among images is a bad image
+        return False
+    if any(p.suffix.lower() in (".csv", ".wav", ".txt", ".jsonl") for p in paths):
+        return True
+    float_input = explainer.input_dtype in FLOAT_TYPES
+    return float_input and len(explainer.input_shape) in (2, 3) \
+        and len(data_inputs(explainer.proto)) == 1
+
+
+def cli_run(explainer: Explainer, paths: Sequence[Path], methods, target, options, labels,
+            fallback, out, text_value, tokenizer_path, features_path, sample_rate,
+            token_reduce, debug: bool, quiet: bool, top_k: int | None = None) -> int:
+    """`onnxpath attribute` for tables, series and text: exit status 0 or 1."""
+    from ..cli._common import emit
+    if not paths and text_value is None:
+        raise UsageError("no inputs found (give files, folders, globs, - or --text)")
+    if token_reduce not in ("sum", "abs-sum", "l2"):
+        raise UsageError(f"--token-reduce takes sum, abs-sum or l2, got '{token_reduce}'")
+    tokenizer = text.load_tokenizer(tokenizer_path) if tokenizer_path is not None else None
+    names = table.read_names(features_path) if features_path is not None else None
+    job = ModalJob(methods, target, top_k, options, labels, fallback, out, tokenizer,
+                   text_value, names, sample_rate, token_reduce)
+    failures = ModalRun(explainer, job, emit, debug=debug).run(paths)
+    return 1 if failures else 0

@@ -27,6 +27,10 @@ from onnxpath import Explainer  # noqa: E402
 from onnxpath.errors import OnnxPathError  # noqa: E402
 
 TOLERANCE = 1e-3
+# Pathway selection is a threshold: float32 rounding that differs between CPU and CUDA kernels
+# flips the few neurons that sit at it, so its maps are compared as against the torch oracle
+# (tests/pathways): Pearson >= 0.999, not elementwise.
+PATHWAY_PEARSON = 0.999
 METHODS = {"gradient": {}, "integrated-gradients": {"steps": 16, "internal_batch_size": 16},
            "pathway": {"prune_percent": 85}}
 
@@ -106,6 +110,12 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> float:
     return float((diff / np.maximum(size, 1e-12)).max())
 
 
+def pearson(got: np.ndarray, want: np.ndarray) -> float:
+    """Worst per-example Pearson correlation over the batch."""
+    return float(min(np.corrcoef(g.ravel(), w.ravel())[0, 1] for g, w in
+                     zip(got, want, strict=True)))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -131,12 +141,18 @@ def main() -> int:
         got = cuda.attribute(x[:4], method=method, **options)
         error = relative_error(got.maps, want.maps)
         same_targets = bool((got.targets == want.targets).all())
-        ok = error <= TOLERANCE and same_targets
+        if method == "pathway":
+            r = pearson(got.maps, want.maps)
+            ok = r >= PATHWAY_PEARSON and same_targets
+            error_text = f"rel. error {error:.2e}, Pearson {r:.6f}"
+        else:
+            ok = error <= TOLERANCE and same_targets
+            error_text = f"rel. error {error:.2e}"
         failed |= not ok
         t_cpu = per_image(cpu, x[:1], method, options, args.repeats)
         t_gpu1 = per_image(cuda, x[:1], method, options, args.repeats)
         t_gpu = per_image(cuda, x, method, options, args.repeats)
-        print(f"{method:22s} rel. error {error:.2e} {'OK ' if ok else 'BAD'}  "
+        print(f"{method:22s} {error_text} {'OK ' if ok else 'BAD'}  "
               f"cpu {t_cpu * 1000:8.1f} ms/image  cuda {t_gpu1 * 1000:7.1f} ms/image (batch 1, "
               f"{t_cpu / t_gpu1:5.1f}x)  {t_gpu * 1000:7.1f} ms/image (batch {args.batch}, "
               f"{t_cpu / t_gpu:5.1f}x)")

@@ -36,7 +36,38 @@ def test_cuda_without_the_provider_says_what_to_install():
 def test_cuda_provider_selected_when_available(monkeypatch):
     monkeypatch.setattr(ort, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    assert providers_for("cuda") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert providers_for("cuda") == [("CUDAExecutionProvider", {"use_tf32": "0"}),
+                                     "CPUExecutionProvider"]
+
+
+def test_cuda_runs_in_float32_unless_told_otherwise(monkeypatch):
+    """TF32 put a ResNet-50's CUDA input gradient 3e-2 off the CPU's on an H200 and flipped
+    pathway masks; exact float32 is the default, `--provider-option use_tf32=1` opts in."""
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    options = providers_for("cuda", {"use_tf32": "1", "gpu_mem_limit": 1 << 30})[0][1]
+    assert options == {"use_tf32": "1", "gpu_mem_limit": str(1 << 30)}
+    assert providers_for("cpu", {"arena_extend_strategy": "kSameAsRequested"})[0] == (
+        "CPUExecutionProvider", {"arena_extend_strategy": "kSameAsRequested"})
+
+
+def test_a_model_from_a_newer_onnx_than_the_runtime_still_loads(tmp_path):
+    """onnx 1.23 writes IR 14, onnxruntime-gpu 1.31 reads up to 13: retried at the runtime's
+    newest IR version, in memory and from a path."""
+    from onnx import helper, save
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", 1, [2])],
+                              [helper.make_tensor_value_info("y", 1, [2])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 99
+    with pytest.raises(Exception, match="Unsupported model IR version: 99"):
+        ort.InferenceSession(proto.SerializeToString())
+    x = np.array([-1.0, 2.0], np.float32)
+    assert make_session(proto).run(None, {"x": x})[0].tolist() == [0.0, 2.0]
+    save(proto, str(tmp_path / "new.onnx"))
+    session = runtime.open_optimised(str(tmp_path / "new.onnx"))
+    assert session.run(None, {"x": x})[0].tolist() == [0.0, 2.0]
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="simulates a CUDA provider that fails to start")

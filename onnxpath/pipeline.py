@@ -249,7 +249,7 @@ class Pipeline:
         problems: dict[int, str] = {}
         for i, (path, _) in enumerate(chunk):
             try:
-                if Path(path).suffix.lower() == ".npz":
+                if str(path).lower().endswith(".npz"):
                     loaded[i] = load_npz(path, self.explainer.inputs), None
                 else:
                     loaded[i] = load_input(path, self.explainer.input_shape, self.job.prep)

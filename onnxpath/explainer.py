@@ -163,9 +163,13 @@ class Explainer:
             logits = np.concatenate([r.logits for r in results])
             targets = logits.argmax(axis=1)
         else:
-            logits = self.predict(x)
-            targets = self.resolve_targets(target, logits)
+            classes = self.class_count(x)
+            logits = None if classes and target is not None else self.predict(x)
+            targets = self.resolve_targets(target, logits, classes, len(x))
             results = [run(part, targets[part]) for part in parts]
+            if logits is None:  # the method's own run of the model serves the prediction
+                logits = (np.concatenate([r.logits for r in results])
+                          if all(r.logits is not None for r in results) else self.predict(x))
         maps = np.concatenate([r.maps for r in results])
         extras = [{**e, **note} for r in results for e in r.extras]
         rows = np.arange(len(x))
@@ -174,13 +178,26 @@ class Explainer:
         return Explanation(method, maps, targets, logits[rows, targets], probs, extras, elapsed,
                            logits)
 
+    def class_count(self, x: np.ndarray) -> int | None:
+        """The number of classes when the model declares it; None sends `attribute` to a
+        forward pass first (to find the argmax, or the count)."""
+        try:
+            return self.engine(x[:self.fixed_batch or len(x)].shape).num_classes
+        except ValueError:
+            return None
+
     @staticmethod
-    def resolve_targets(target, logits: np.ndarray) -> np.ndarray:
-        """One class index per example: the argmax, or `target` broadcast to the batch."""
+    def resolve_targets(target, logits: np.ndarray | None, classes: int | None = None,
+                        count: int | None = None) -> np.ndarray:
+        """One class index per example: the argmax, or `target` broadcast to the batch (whose
+        size and class count come from `logits`, or from `classes` when no logits are at hand:
+        an explicit target needs no forward pass)."""
         if target is None:
             return logits.argmax(axis=1)
-        targets = np.broadcast_to(np.asarray(target, dtype=np.int64), (len(logits),)).copy()
-        if targets.min() < 0 or targets.max() >= logits.shape[1]:
+        if logits is not None:
+            count, classes = logits.shape[0], logits.shape[1]
+        targets = np.broadcast_to(np.asarray(target, dtype=np.int64), (count,)).copy()
+        if targets.min() < 0 or targets.max() >= classes:
             raise UsageError(f"target {target} is out of range: the model has "
-                             f"{logits.shape[1]} classes")
+                             f"{classes} classes")
         return targets

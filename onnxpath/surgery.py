@@ -21,13 +21,14 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper
 
-from .autodiff.walk import SEED, value_infos
+from .autodiff.walk import SEED, grad_name, prune_unused, value_infos
 from .errors import ModelError
 
 # The paper's local-linearity argument (a fixed pathway makes the network linear around x)
 # holds for these only; any other activation is allowed but earns a warning.
 PIECEWISE_LINEAR = frozenset({"Relu", "LeakyRelu", "PRelu", "Clip"})
 MASK_PREFIX = "onnxpath_mask/"
+CONTRIBUTION_PREFIX = "onnxpath_contribution/"
 
 
 class LocalLinearityWarning(UserWarning):
@@ -124,6 +125,43 @@ def bake_pathway(model: onnx.ModelProto, layers: Sequence[MaskLayer],
         graph.inputs.remove(variable)
         variable.to_constant(values.astype(variable.dtype or np.float32))
     return _export(graph.cleanup(remove_unused_graph_inputs=False), model)
+
+
+def contribution_name(tensor: str) -> str:
+    return CONTRIBUTION_PREFIX + tensor
+
+
+def contribution_taps(gradient_model: onnx.ModelProto,
+                      tensors: Sequence[str]) -> onnx.ModelProto:
+    """Turn a gradient graph taken with respect to activation tensors into a scoring graph.
+
+    Each `onnxpath_grad/<t>` output (d logit / d t) is replaced by `onnxpath_contribution/<t>`,
+    t * d logit / d t: the signed contribution that d logit / d mask gives at mask = 1 in the
+    masked model, computed on the unmodified network. No mask is a graph input, so ONNX
+    Runtime keeps its blocked (NCHWc) layout through the whole graph, and the backward pass
+    stops at the first tapped activation instead of reaching the input. Other outputs (the
+    logits, extra outputs) stay.
+    """
+    result = onnx.ModelProto()
+    result.CopyFrom(gradient_model)
+    graph = result.graph
+    grads = {grad_name(t): t for t in tensors}
+    outputs = []
+    for output in graph.output:
+        tensor = grads.get(output.name)
+        if tensor is None:
+            outputs.append(output)
+            continue
+        name = contribution_name(tensor)
+        graph.node.append(helper.make_node("Mul", [tensor, output.name], [name],
+                                           name=f"{name}/node"))
+        tapped = onnx.ValueInfoProto()
+        tapped.CopyFrom(output)
+        tapped.name = name
+        outputs.append(tapped)
+    del graph.output[:]
+    graph.output.extend(outputs)
+    return prune_unused(result)
 
 
 def seed_from_cross_entropy(gradient_model: onnx.ModelProto, logits: str) -> onnx.ModelProto:

@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 
 from .autodiff import missing_rules
+from .batching import fastest_batch
 from .cache import SessionCache, bytes_digest, file_digest
 from .engine import GradientEngine
 from .errors import InputError, UnsupportedOpError, UsageError
@@ -114,6 +115,12 @@ class Explainer:
         """Logits (the differentiated tensor) for a batch or a single example."""
         x = self.as_batch(x)
         return self._per_batch(x, lambda part: self.engine(part.shape).logits(part))
+
+    def fastest_batch(self, shape: tuple[int, ...]) -> int:
+        """The forward batch size with the lowest time per input for inputs of `shape` (a
+        batch's shape; its first dim is ignored), measured once (`batching.fastest_batch`)."""
+        shape = tuple(shape)
+        return fastest_batch(self.engine((1, *shape[1:])), shape[1:])
 
     def _per_batch(self, x: np.ndarray, fn):
         step = self.fixed_batch or len(x)

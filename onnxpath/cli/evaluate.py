@@ -159,7 +159,8 @@ def evaluate_command(
     csv_path: Path = typer.Option(None, "--csv", help="Write every score and curve as CSV."),
     json_path: Path = typer.Option(None, "--json", help="Write the report as JSON."),
     plots: Path = typer.Option(None, "--plots", help="Write one PNG per curve here."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Inputs per forward run."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Inputs per forward run "
+                                   "(default: the fastest, measured once for the model)."),
     preset: str = typer.Option(None, "--preset",
                                help=f"Preprocessing preset: {', '.join(PRESETS)}."),
     size: str = typer.Option(None, "--size", help="Model input size HxW, e.g. 224x224."),

@@ -60,9 +60,24 @@ def test_two_sessions_serve_every_pathway_call_and_no_forward_pass_runs(resnet):
     explainer.attribute(x, method="pathway", target=1, prune_percent=50, per_layer=True)
     explainer.attribute(x, method="pathway", target=2)
     net = masked_network(engine)
-    assert len(net.engine._gradients) == 1  # the masked input gradient
+    assert len(net.gated()._gradients) == 1  # the masked input gradient, Relu masks as gates
+    assert not net.engine._gradients
     assert len(engine._sessions) == 2  # the tap graph, with a given seed and with argmax
     assert engine._forward is None and net.engine._forward is None
+
+
+def test_relu_gates_give_the_mask_multiply_s_values(case):
+    """The gated graph (Relu(z + g), g in {0, -inf}) against the masked graph (Relu(z) * m)."""
+    x = image(17, n=2)
+    net = masked_network(case.engine(x))
+    rng = np.random.default_rng(0)
+    masks = [rng.random((2, *layer.shape)) < 0.6 for layer in net.layers]
+    seed = net.engine.seed([1, 3])
+    gated, gated_logits = net.input_gradient(x, seed, masks)
+    mul, mul_logits = net.input_gradient(x, seed, [m.astype(np.float32) for m in masks])
+    assert any(not m.all() for m in masks) and np.abs(mul).max() > 0
+    np.testing.assert_allclose(gated_logits, mul_logits, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(gated, mul, rtol=1e-5, atol=1e-6 * np.abs(mul).max())
 
 
 def test_the_scoring_graph_has_no_mask_inputs_and_reports_the_prediction(resnet):

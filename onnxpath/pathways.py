@@ -38,7 +38,7 @@ from .surgery import (
 )
 
 DEFAULT_PRUNE_PERCENT = 85.0
-GATE_VALUES = np.array([-np.inf, 0.0], np.float32)  # indexed by a keep mask: pruned, kept
+NEG_INF_BITS = np.uint32(0xFF800000)  # float32 -inf; 0 is +0.0
 ORDERED_BITS = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 
 
@@ -132,7 +132,7 @@ class MaskedNetwork:
         feeds = {}
         for layer, mask in zip(self.layers, masks, strict=True):
             if layer.mask in names:
-                feeds[names[layer.mask]] = GATE_VALUES[np.asarray(mask).view(np.uint8)]
+                feeds[names[layer.mask]] = gate_values(np.asarray(mask))
             else:
                 feeds[layer.mask] = np.asarray(mask, np.float32)
         logits, grads, _ = gated.gradients(x, seed, wrt=[self.input_name], feeds=feeds)
@@ -145,6 +145,14 @@ class MaskedNetwork:
             return self.engine.rewritten(replace(self.engine.info, proto=proto),
                                          tag=("relu-gates",))
         return self.engine.derived(("relu-gates",), build)
+
+
+def gate_values(keep: np.ndarray) -> np.ndarray:
+    """float32 gates for a keep mask: 0 where kept, -inf where pruned. Written as bit patterns
+    in one pass (a lookup table or np.where takes about four times as long)."""
+    bits = np.empty(keep.shape, np.uint32)
+    np.multiply(~keep, NEG_INF_BITS, out=bits, dtype=np.uint32)
+    return bits.view(np.float32)
 
 
 def masked_network(engine: GradientEngine, layers: Sequence[str] = ("Relu",),

@@ -33,8 +33,10 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-import torch
+os.environ.setdefault("TQDM_DISABLE", "1")  # DIANNA's progress bars; read when tqdm loads
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -296,7 +298,6 @@ def main() -> None:
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     warnings.filterwarnings("ignore")
-    os.environ.setdefault("TQDM_DISABLE", "1")  # DIANNA's progress bars
     torch.set_num_threads(args.threads)  # as many as ONNX Runtime: fair, and no oversubscription
     import tempfile
 

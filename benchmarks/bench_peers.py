@@ -19,12 +19,14 @@ Pairs (ours: `Explainer.attribute(x, method, target=t)`, the public API):
 Rounds are interleaved: each round times every pair once, ours then the peer's, so both sides
 of a ratio see the same load; medians over rounds are printed, with the median of the rounds'
 ratios (peer time / our time: above 1 means onnxpath is faster). torch runs with as many
-threads as ONNX Runtime. A peer that is not installed is reported as skipped.
+threads as ONNX Runtime, and like it without spinning waits (OMP_WAIT_POLICY=PASSIVE, unless
+set). A peer that is not installed is reported as skipped.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import statistics
@@ -34,6 +36,9 @@ import warnings
 from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # DIANNA's progress bars; read when tqdm loads
+# ONNX Runtime runs with spinning off (runtime.py); torch's OpenMP threads get the same, or
+# under contention they spin at barriers and torch slows down many times over.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -47,7 +52,7 @@ from onnxpath.explainer import Explainer  # noqa: E402
 
 MODELS = {"resnet50": resnet50, "resnet18": resnet18, "vgg16": vgg16}
 TARGETS = {"gradient": 2.0, "integrated-gradients": 1.5, "pathway": 3.0, "rise": 3.0}
-IG_BATCHES = (10, 25, 50)
+IG_BATCHES = (5, 10, 25)  # 50 ResNet-50 images with their activations: several GB
 
 
 class Pair:
@@ -73,8 +78,9 @@ class TorchPathway:
     own node)."""
 
     def __init__(self, model: torch.nn.Module):
-        self.model, self.masks, self.calls = model, None, []
-        for m in model.modules():
+        # Its own copy: the hooks must not touch the model the other peers run.
+        self.model, self.masks, self.calls = copy.deepcopy(model), None, []
+        for m in self.model.modules():
             if isinstance(m, torch.nn.ReLU):
                 m.inplace = False
                 m.register_forward_hook(self.hook)
@@ -99,7 +105,7 @@ class TorchPathway:
         xi = x.clone().requires_grad_()
         y = self.model(xi)[0, target]
         grad = torch.autograd.grad(y, xi)[0]
-        self.masks = None
+        self.masks, self.calls = None, []
         return grad
 
 

@@ -57,7 +57,7 @@ PY
     if [[ -n "${PEERS:-}" ]]; then
         "$PYTHON" -c "import captum, ttach, dianna, xarray, skimage" 2>/dev/null \
             || install -r benchmarks/peers-requirements.txt
-        timeout 540 "$PYTHON" benchmarks/bench_peers.py --device cuda --threads 4 --rounds 5
+        timeout 400 "$PYTHON" benchmarks/bench_peers.py --device cuda --threads 4 --rounds 5
     fi
     exit 0
 fi

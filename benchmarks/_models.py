@@ -1,5 +1,6 @@
 """Reference networks for the benchmarks, defined in torch (torchvision is not a dependency):
-ResNet-18/50 with torchvision's layout, random weights, exported once to a temporary file."""
+ResNet-18/50 and VGG16 with torchvision's layout, random weights, exported once to a temporary
+file."""
 
 from __future__ import annotations
 
@@ -90,6 +91,33 @@ def resnet50() -> nn.Module:
 
 def resnet18() -> nn.Module:
     return ResNet(BasicBlock, [2, 2, 2, 2])
+
+
+class VGG(nn.Module):
+    """torchvision's VGG16 (configuration D, no BatchNorm): 13 convolutions, 15 ReLUs."""
+
+    def __init__(self, classes: int = 1000):
+        super().__init__()
+        layers, channels = [], 3
+        for width in [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+                      512, 512, 512, "M"]:
+            if width == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True)]
+                channels = width
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(7)
+        self.classifier = nn.Sequential(
+            nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(),
+            nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(), nn.Linear(4096, classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def vgg16() -> nn.Module:
+    return VGG()
 
 
 def randomise_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:

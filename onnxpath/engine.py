@@ -77,6 +77,7 @@ class GradientEngine:
         self._forward = None
         self._gradients: dict[tuple, object] = {}
         self._derived: dict[Hashable, object] = {}
+        self._sessions: dict[tuple, object] = {}
         self._resident: dict[int, tuple] = {}
         # The model's other inputs (attention mask, ...) for the examples being run, one row
         # or one per row of x; shared with the engines derived from this one (surgery).
@@ -98,19 +99,19 @@ class GradientEngine:
 
     @property
     def num_classes(self) -> int:
-        shape = value_infos(self.info.proto).get(self.info.logits, (0, None))[1]
-        if not shape or not isinstance(shape[-1], int):
-            raise ValueError(f"the class dimension of '{self.info.logits}' is not static")
-        return shape[-1]
+        if not hasattr(self, "_classes"):  # shape inference: once per engine
+            shape = value_infos(self.info.proto).get(self.info.logits, (0, None))[1]
+            if not shape or not isinstance(shape[-1], int):
+                raise ValueError(f"the class dimension of '{self.info.logits}' is not static")
+            self._classes = shape[-1]
+        return self._classes
 
     def seed(self, targets) -> np.ndarray | None:
         """The one-hot seed that selects each example's target logit; None (no targets) stays
         None, which `gradients` reads as "each row's largest logit"."""
         if targets is None:
             return None
-        if not hasattr(self, "_classes"):
-            self._classes = self.num_classes
-        return one_hot(targets, self._classes)
+        return one_hot(targets, self.num_classes)
 
     def _cache_for(self, recipe: tuple) -> SessionCache | None:
         if self.cache is None or self.identity is None or not nameable(recipe):
@@ -175,6 +176,13 @@ class GradientEngine:
                 lambda: cut_at(self.info.proto, [self.info.logits]))
         return self.run(self._forward, [self.info.logits],
                         {self.input_name: x, **self.context_feeds(len(x)), **(feeds or {})})[0]
+
+    def session_for(self, recipe: tuple, build: Callable[[], onnx.ModelProto]):
+        """The session for a graph derived from this model (`build` makes it), built once per
+        `recipe` and disk-cached under it like the engine's own sessions."""
+        if recipe not in self._sessions:
+            self._sessions[recipe] = self._session(recipe, build)
+        return self._sessions[recipe]
 
     def derived(self, key: Hashable, build: Callable[[], T]) -> T:
         """Something built once per key from this engine, typically an engine over a rewritten

@@ -13,6 +13,7 @@ import onnx
 from onnx import helper
 
 from .autodiff import missing_rules
+from .batching import fastest_batch
 from .cache import SessionCache, bytes_digest, entry_key, file_digest
 from .engine import GradientEngine
 from .errors import (
@@ -260,6 +261,12 @@ class Explainer:
             results.append(fn(part))
         return np.concatenate(results) if isinstance(results[0], np.ndarray) else results
 
+    def fastest_batch(self, shape: tuple[int, ...]) -> int:
+        """The forward batch size with the lowest time per input for inputs of `shape` (a
+        batch's shape; its first dim is ignored), measured once (`batching.fastest_batch`)."""
+        shape = tuple(shape)
+        return fastest_batch(self.engine((1, *shape[1:])), shape[1:])
+
     def resolve_fallback(self, method: str, fallback: str | None) -> tuple[str, dict]:
         """(method to run, note): `fallback`, a forward-only method, replaces a gradient method
         when the model has ops without gradient rules; the note says so (empty otherwise)."""
@@ -313,9 +320,15 @@ class Explainer:
             logits = np.concatenate([r.logits for r in results])
             targets = logits.argmax(axis=1)
         else:
-            logits = self._per_batch(x, context, engine, lambda part: engine.logits(x[part]))
-            targets = self.resolve_targets(target, logits)
+            classes = self.class_count(engine) if target is not None else None
+            logits = None if classes else self._per_batch(
+                x, context, engine, lambda part: engine.logits(x[part]))
+            targets = self.resolve_targets(target, logits, classes, len(x))
             results = [run(part, targets[part]) for part in parts]
+            if logits is None:  # the method's own run of the model serves the prediction
+                logits = (np.concatenate([r.logits for r in results])
+                          if all(r.logits is not None for r in results) else self._per_batch(
+                              x, context, engine, lambda part: engine.logits(x[part])))
         maps = np.concatenate([r.maps for r in results])
         extras = [{**e, **note} for r in results for e in r.extras]
         rows = np.arange(len(x))
@@ -331,14 +344,31 @@ class Explainer:
                            self.feature_names)
 
     @staticmethod
-    def resolve_targets(target, logits: np.ndarray) -> np.ndarray:
-        """One class index per example: the argmax, or `target` broadcast to the batch."""
+    def class_count(engine: GradientEngine) -> int | None:
+        """The number of classes when the model declares it; None sends `attribute` to a
+        forward pass first (to find the argmax, or the count). Only plain classifiers with
+        no other inputs riding along take the shortcut."""
+        if engine.info.kind != "classes" or engine.info.context:
+            return None
+        try:
+            return engine.num_classes
+        except ValueError:
+            return None
+
+    @staticmethod
+    def resolve_targets(target, logits: np.ndarray | None, classes: int | None = None,
+                        count: int | None = None) -> np.ndarray:
+        """One class index per example: the argmax, or `target` broadcast to the batch (whose
+        size and class count come from `logits`, or from `classes` when no logits are at hand:
+        an explicit target needs no forward pass)."""
         if target is None:
             return logits.argmax(axis=1)
-        targets = np.broadcast_to(np.asarray(target, dtype=np.int64), (len(logits),)).copy()
-        if targets.min() < 0 or targets.max() >= logits.shape[1]:
+        if logits is not None:
+            count, classes = logits.shape[0], logits.shape[1]
+        targets = np.broadcast_to(np.asarray(target, dtype=np.int64), (count,)).copy()
+        if targets.min() < 0 or targets.max() >= classes:
             raise UsageError(f"target {target} is out of range: the model has "
-                             f"{logits.shape[1]} classes")
+                             f"{classes} classes")
         return targets
 
 

@@ -1,12 +1,18 @@
 """Critical pathways (methods.md sections 1-3, 5, 7): contributions, selection, statistics.
 
-A `MaskedNetwork` is a gradient engine over the model after `insert_masks`, plus its layers.
-Every pass runs the same gradient graph, taken with respect to [input, masks...] and exposing
-the unmasked activations, and fetches only what it needs: scoring reads d logit / d masks at
-masks = 1, the integrated variant at masks = alpha, the pathway gradient reads d logit / d input
-at binary masks. So one ONNX Runtime session serves them all (the learned variant's
-cross-entropy graph is the one other). ONNX Runtime 1.32 still runs every node whatever is
-fetched; fetching less saves the copies out, not the compute.
+A `MaskedNetwork` is a gradient engine over the model after `insert_masks`, plus its layers,
+plus the engine of the unmodified model it came from. Three graphs serve the passes:
+- scoring (section 2) runs a tap graph of the unmodified model: its gradient taken with respect
+  to the chosen activations, whose outputs are a * d logit / d a (`contribution_taps`). That
+  equals d logit / d mask at masks = 1, but no mask input breaks ONNX Runtime's blocked conv
+  layout and the backward pass stops at the first activation;
+- the pathway gradient runs the masked model's gradient with respect to the input alone, with
+  the masks of Relu layers as additive gates before the Relu (`gate_relus`: same values, no
+  mask multiply to break the blocked layout or to run backwards);
+- the integrated variant and the learned gates run the masked model's gradient with respect to
+  the masks (masks = alpha, or gates).
+ONNX Runtime runs every node of a graph whatever is fetched, so each pass gets a graph that
+computes only what it needs.
 """
 
 from __future__ import annotations
@@ -18,11 +24,21 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .autodiff import SEED
 from .engine import GradientEngine
 from .errors import UsageError
-from .surgery import MaskLayer, insert_masks
+from .surgery import (
+    MaskLayer,
+    contribution_name,
+    contribution_taps,
+    gate_name,
+    gate_relus,
+    insert_masks,
+    seed_from_argmax,
+)
 
 DEFAULT_PRUNE_PERCENT = 85.0
+NEG_INF_BITS = np.uint32(0xFF800000)  # float32 -inf; 0 is +0.0
 ORDERED_BITS = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 
 
@@ -32,7 +48,9 @@ class MaskedNetwork:
 
     engine: GradientEngine
     layers: list[MaskLayer]
+    base: GradientEngine | None = None  # the unmodified model's engine (scoring taps)
     _ones: dict[int, list[np.ndarray]] = field(default_factory=dict, repr=False)
+    _gates: dict[tuple, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def mask_names(self) -> list[str]:
@@ -75,6 +93,79 @@ class MaskedNetwork:
         """Forward pass only (its own light session): the masked network's logits."""
         return self.engine.logits(x, self.feeds(masks))
 
+    def taps(self, x: np.ndarray, seed: np.ndarray | None,
+             with_activations: bool = False) -> tuple[np.ndarray, list, list]:
+        """(logits, a * d logit / d a per layer, activations or []) from the unmodified
+        network's tap graph. `seed` None takes each row's predicted class, found in the run."""
+        base = self.base or self.engine
+        tensors = tuple(layer.tensor for layer in self.layers)
+        extra = tensors if with_activations else ()
+        argmax = seed is None
+
+        def build():
+            model = contribution_taps(base.gradient_model(tensors, extra_outputs=extra),
+                                      tensors)
+            return seed_from_argmax(model, base.info.logits, base.num_classes) if argmax \
+                else model
+
+        session = base.session_for(("contribution-taps", base.info.logits, tensors,
+                                    with_activations, argmax), build)
+        names = [base.info.logits, *(contribution_name(t) for t in tensors), *extra]
+        inputs = {base.input_name: x}
+        if not argmax:
+            inputs[SEED] = seed.astype(x.dtype)
+        values = base.run(session, names, inputs)
+        k = len(tensors)
+        return values[0], values[1:1 + k], values[1 + k:]
+
+    def input_gradient(self, x: np.ndarray, seed: np.ndarray,
+                       masks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(d logit / d x, logits) of the masked network: its own graph, with respect to the
+        input only (no mask gradients computed, no activations copied out). Binary (bool)
+        masks run the gated graph (`gate_relus`): the same values, faster."""
+        if not all(np.asarray(m).dtype == bool for m in masks):
+            logits, grads, _ = self.engine.gradients(x, seed, wrt=[self.input_name],
+                                                     feeds=self.feeds(masks))
+            return grads[self.input_name], logits
+        gated = self.gated()
+        names = {layer.mask: gate_name(layer.tensor) for layer in self.layers
+                 if layer.op_type == "Relu"}
+        feeds = {}
+        for layer, mask in zip(self.layers, masks, strict=True):
+            if layer.mask in names:
+                feeds[names[layer.mask]] = gate_values(np.asarray(mask),
+                                                       self.gate_buffer(layer, len(x)))
+            else:
+                feeds[layer.mask] = np.asarray(mask, np.float32)
+        logits, grads, _ = gated.gradients(x, seed, wrt=[self.input_name], feeds=feeds)
+        return grads[self.input_name], logits
+
+    def gate_buffer(self, layer: MaskLayer, n: int) -> np.ndarray:
+        """A gate buffer per layer and batch size, reused by every call: fresh 40 MB of gates
+        per ResNet-50 call cost page faults (a run reads its feeds before it returns, so the
+        next call may overwrite them)."""
+        key = (layer.mask, n)
+        if key not in self._gates:
+            self._gates[key] = np.empty((n, *layer.shape), np.uint32)
+        return self._gates[key]
+
+    def gated(self) -> GradientEngine:
+        """An engine over the masked model with its Relu masks as additive gates."""
+        def build() -> GradientEngine:
+            proto = gate_relus(self.engine.info.proto, self.layers)
+            return self.engine.rewritten(replace(self.engine.info, proto=proto),
+                                         tag=("relu-gates",))
+        return self.engine.derived(("relu-gates",), build)
+
+
+def gate_values(keep: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """float32 gates for a keep mask: 0 where kept, -inf where pruned. Written as bit patterns
+    in one pass (a lookup table or np.where takes about four times as long), into `out` (a
+    uint32 buffer shaped like `keep`) when given."""
+    bits = np.empty(keep.shape, np.uint32) if out is None else out
+    np.multiply(~keep, NEG_INF_BITS, out=bits, dtype=np.uint32)
+    return bits.view(np.float32)
+
 
 def masked_network(engine: GradientEngine, layers: Sequence[str] = ("Relu",),
                    layer_regex: str | None = None) -> MaskedNetwork:
@@ -84,23 +175,21 @@ def masked_network(engine: GradientEngine, layers: Sequence[str] = ("Relu",),
     def build() -> MaskedNetwork:
         proto, masked = insert_masks(engine.info.proto, layers, layer_regex)
         # Everything else stays: names, and the path that external weights resolve against.
-        return MaskedNetwork(engine.rewritten(replace(engine.info, proto=proto), tag=key), masked)
+        return MaskedNetwork(engine.rewritten(replace(engine.info, proto=proto), tag=key), masked,
+                             engine)
 
     key = ("pathway-masks", layers, layer_regex)
     return engine.derived(key, build)
 
 
-def contributions(net: MaskedNetwork, x: np.ndarray, targets: Sequence[int],
+def contributions(net: MaskedNetwork, x: np.ndarray, targets: Sequence[int] | None,
                   with_activations: bool = False) -> tuple[np.ndarray, list[np.ndarray], list]:
     """(logits, signed a * dy/da per layer shaped (N, *layer), activations or []).
 
-    With the mask trick this is d y / d m at m = 1 for every neuron, in one backward pass.
+    This is d y / d m at m = 1 for every neuron, in one backward pass of the tap graph.
+    `targets` None scores each example's predicted class (read it from the logits).
     """
-    fetch = [*net.mask_names, *([layer.tensor for layer in net.layers] if with_activations
-                                else [])]
-    logits, out = net.run(x, net.engine.seed(targets), net.ones(len(x)), fetch)
-    activations = [out[layer.tensor] for layer in net.layers] if with_activations else []
-    return logits, [out[name] for name in net.mask_names], activations
+    return net.taps(x, None if targets is None else net.engine.seed(targets), with_activations)
 
 
 def integrated_contributions(net: MaskedNetwork, x: np.ndarray, targets: Sequence[int],
@@ -274,6 +363,7 @@ class Pathway:
     selection: str
     logits: np.ndarray  # (N, classes) of the original network
     activations: list[np.ndarray] = field(default_factory=list)  # unmasked, when asked for
+    targets: np.ndarray | None = None  # (N,) the classes the pathway was selected for
 
     @property
     def layers(self) -> list[MaskLayer]:

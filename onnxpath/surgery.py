@@ -21,13 +21,15 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper
 
-from .autodiff.walk import SEED, value_infos
+from .autodiff.walk import SEED, grad_name, prune_unused, value_infos
 from .errors import ModelError
 
 # The paper's local-linearity argument (a fixed pathway makes the network linear around x)
 # holds for these only; any other activation is allowed but earns a warning.
 PIECEWISE_LINEAR = frozenset({"Relu", "LeakyRelu", "PRelu", "Clip"})
 MASK_PREFIX = "onnxpath_mask/"
+CONTRIBUTION_PREFIX = "onnxpath_contribution/"
+GATE_PREFIX = "onnxpath_gate/"
 
 
 class LocalLinearityWarning(UserWarning):
@@ -111,6 +113,49 @@ def insert_masks(model: onnx.ModelProto, op_types: Sequence[str] = ("Relu",),
     return _export(graph.toposort(), model), layers
 
 
+def gate_name(tensor: str) -> str:
+    return GATE_PREFIX + tensor
+
+
+def gate_relus(masked: onnx.ModelProto, layers: Sequence[MaskLayer]) -> onnx.ModelProto:
+    """The masked model of `insert_masks` with each Relu layer's mask turned into an additive
+    gate before the Relu: Relu(z + g), g = 0 keeps a neuron, g = -inf prunes it.
+
+    For binary masks the values are the same, bit for bit: Relu(z + 0) = Relu(z) and
+    Relu(z - inf) = 0 = Relu(z) * 0 for finite z (z = +inf gives NaN either way). The gradient
+    is the same too: the Relu rule gates on its output, which is 0 where the neuron is pruned.
+    But no mask multiplies a convolution's output, so ONNX Runtime keeps its blocked (NCHWc)
+    layout, and the backward pass needs no mask multiply (ResNet-50's masked input gradient:
+    1.30 -> 0.85 x a plain gradient on 2 cores). Other activations keep their Mul masks; the
+    gate inputs are named `onnxpath_gate/<tensor>` and replace those layers' mask inputs.
+    """
+    gated = {layer.tensor: layer for layer in layers if layer.op_type == "Relu"}
+    result = onnx.ModelProto()
+    result.CopyFrom(masked)
+    graph = result.graph
+    masked_of = {f"{tensor}/onnxpath_masked": tensor for tensor in gated}
+    nodes = []
+    for node in graph.node:
+        if node.op_type == "Mul" and node.output and node.output[0] in masked_of:
+            continue
+        node.input[:] = [masked_of.get(i, i) for i in node.input]
+        if node.op_type == "Relu" and node.output[0] in gated:
+            tensor = node.output[0]
+            shifted = f"{tensor}/onnxpath_gated_input"
+            nodes.append(helper.make_node("Add", [node.input[0], gate_name(tensor)], [shifted],
+                                          name=f"onnxpath_gate_node/{tensor}"))
+            node.input[0] = shifted
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    for output in graph.output:
+        output.name = masked_of.get(output.name, output.name)
+    masks = {gated[t].mask: gate_name(t) for t in gated}
+    for value in graph.input:
+        value.name = masks.get(value.name, value.name)
+    return result
+
+
 def bake_pathway(model: onnx.ModelProto, layers: Sequence[MaskLayer],
                  masks: Sequence[np.ndarray]) -> onnx.ModelProto:
     """A standalone model: the masked model of `insert_masks` with each mask input replaced by a
@@ -124,6 +169,43 @@ def bake_pathway(model: onnx.ModelProto, layers: Sequence[MaskLayer],
         graph.inputs.remove(variable)
         variable.to_constant(values.astype(variable.dtype or np.float32))
     return _export(graph.cleanup(remove_unused_graph_inputs=False), model)
+
+
+def contribution_name(tensor: str) -> str:
+    return CONTRIBUTION_PREFIX + tensor
+
+
+def contribution_taps(gradient_model: onnx.ModelProto,
+                      tensors: Sequence[str]) -> onnx.ModelProto:
+    """Turn a gradient graph taken with respect to activation tensors into a scoring graph.
+
+    Each `onnxpath_grad/<t>` output (d logit / d t) is replaced by `onnxpath_contribution/<t>`,
+    t * d logit / d t: the signed contribution that d logit / d mask gives at mask = 1 in the
+    masked model, computed on the unmodified network. No mask is a graph input, so ONNX
+    Runtime keeps its blocked (NCHWc) layout through the whole graph, and the backward pass
+    stops at the first tapped activation instead of reaching the input. Other outputs (the
+    logits, extra outputs) stay.
+    """
+    result = onnx.ModelProto()
+    result.CopyFrom(gradient_model)
+    graph = result.graph
+    grads = {grad_name(t): t for t in tensors}
+    outputs = []
+    for output in graph.output:
+        tensor = grads.get(output.name)
+        if tensor is None:
+            outputs.append(output)
+            continue
+        name = contribution_name(tensor)
+        graph.node.append(helper.make_node("Mul", [tensor, output.name], [name],
+                                           name=f"{name}/node"))
+        tapped = onnx.ValueInfoProto()
+        tapped.CopyFrom(output)
+        tapped.name = name
+        outputs.append(tapped)
+    del graph.output[:]
+    graph.output.extend(outputs)
+    return prune_unused(result)
 
 
 def seed_from_cross_entropy(gradient_model: onnx.ModelProto, logits: str) -> onnx.ModelProto:

@@ -183,7 +183,8 @@ def evaluate_command(
     plots: Path = typer.Option(None, "--plots", help="Write one PNG per curve here."),
     report_path: str = typer.Option(None, "--report", help="Write an HTML report: the table, "
                                     "every curve and the sanity cascade (FILE.html or DIR/)."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Inputs per forward run."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Inputs per forward run "
+                                   "(default: the fastest, measured once for the model)."),
     preset: str = typer.Option(None, "--preset",
                                help=f"Preprocessing preset: {', '.join(PRESETS)}."),
     size: str = typer.Option(None, "--size", help="Model input size HxW, e.g. 224x224."),

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from ..batching import BufferRing, pipelined
+
 Forward = Callable[[np.ndarray], np.ndarray]  # (B, C, H, W) model inputs -> (B, K) logits
 RANKS = ("signed", "abs")
 
@@ -25,29 +27,40 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def forward_stacks(forward: Forward, stacks: Iterable[np.ndarray],
                    batch_size: int = 64) -> list[np.ndarray]:
-    """Logits for each stack of perturbed inputs, run `batch_size` inputs at a time; memory
-    stays bounded by one batch plus one stack, whatever the number of stacks."""
-    results: list[np.ndarray] = []
-    pending: list[np.ndarray] = []
+    """Logits for each stack of perturbed inputs, run `batch_size` inputs at a time.
+
+    Stacks are copied into reused batch buffers on a worker thread, which builds the next
+    batch while `forward` runs the current one (`batching.pipelined`); memory stays bounded by
+    three batches plus one stack, whatever the number of stacks."""
     sizes: list[int] = []
 
-    def flush() -> None:
-        if not pending:
-            return
-        inputs = np.concatenate(pending)
-        out = np.concatenate([forward(inputs[i:i + batch_size])
-                              for i in range(0, len(inputs), batch_size)])
-        results.extend(np.split(out, np.cumsum(sizes)[:-1]))
-        pending.clear()
-        sizes.clear()
+    def batches():
+        ring = None
+        filled = 0
+        for stack in stacks:
+            stack = np.asarray(stack, dtype=np.float32)
+            sizes.append(len(stack))
+            done = 0
+            while done < len(stack):
+                if ring is None:
+                    ring = BufferRing(batch_size, stack.shape[1:])
+                if filled == 0:
+                    out = ring.next()
+                take = min(batch_size - filled, len(stack) - done)
+                out[filled:filled + take] = stack[done:done + take]
+                filled += take
+                done += take
+                if filled == batch_size:
+                    yield out
+                    filled = 0
+        if filled:
+            yield out[:filled]
 
-    for stack in stacks:
-        pending.append(np.asarray(stack, dtype=np.float32))
-        sizes.append(len(stack))
-        if sum(sizes) >= batch_size:
-            flush()
-    flush()
-    return results
+    # Copied: a forward function may return a view of its input, whose buffer is reused.
+    logits = [np.array(lg, copy=True) for lg in pipelined(forward, batches())]
+    if not logits:
+        return [np.zeros((0, 0), np.float32) for _ in sizes]
+    return np.split(np.concatenate(logits), np.cumsum(sizes)[:-1])
 
 
 def ranking_key(heat: np.ndarray, rank: str = "signed") -> np.ndarray:

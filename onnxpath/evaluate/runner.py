@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -42,7 +42,7 @@ class Settings:
     sanity_steps: int | None = None  # None = every cascade step
     sanity_std: float = 0.1
     tolerance: float | None = None  # pointing game, px; None = 15 px scaled from 224 px
-    batch_size: int = 64
+    batch_size: int | None = None  # None = the fastest measured for the model (batching.py)
     seed: int = 0
     method_options: dict = field(default_factory=dict)
 
@@ -102,6 +102,8 @@ class Evaluation:
         self.explainer = explainer
         self.x = x
         self.methods = check_methods(methods)
+        if not settings.batch_size or settings.batch_size < 1:
+            settings = replace(settings, batch_size=explainer.fastest_batch(x.shape))
         self.settings = settings
         self.masks = masks
         self.progress = progress or (lambda message: None)

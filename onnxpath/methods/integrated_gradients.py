@@ -65,10 +65,10 @@ def integrated_gradients(engine: GradientEngine, x: np.ndarray, targets: np.ndar
     path_integral = weighted_gradients(engine, rows_x, rows_example, rows_weight, targets,
                                        x.shape, internal_batch_size)
     maps = span * path_integral
-    ends = pick(logits_rows(engine, np.concatenate([x, reference]), internal_batch_size),
-                np.tile(targets, 2))
+    logits = logits_rows(engine, np.concatenate([x, reference]), internal_batch_size)
+    ends = pick(logits, np.tile(targets, 2))
     f_x, f_ref = ends[:len(x)], ends[len(x):]
     sums = maps.reshape(len(x), -1).sum(axis=1)
     extras = [{"delta": float(s - (a - b)), "f_x": float(a), "f_baseline": float(b)}
               for s, a, b in zip(sums, f_x, f_ref, strict=True)]
-    return Attribution(maps, extras)
+    return Attribution(maps, extras, logits=logits[:len(x)])  # x's run serves the prediction

@@ -3,8 +3,10 @@
 A `window` patch (all channels) is set to `fill`, slid with `stride`; each pixel's attribution
 is the mean, over the windows covering it, of f(x) - f(x occluded). Window starts follow
 Captum: ceil((size - window) / stride) + 1 per axis, the last window cropped at the border, so
-every pixel is covered. Only forward runs are needed, batched `internal_batch_size` at a time,
-so this also serves models whose ops have no gradient rule.
+every pixel is covered. Only forward runs are needed, batched `internal_batch_size` at a time
+(default: the fastest batch size measured for the model) and built vectorised while the
+previous batch runs (`batching.py`), so this also serves models whose ops have no gradient
+rule, at ONNX Runtime's own throughput.
 
 Inputs that are not images (a table row, a C×T series, a T×D text embedding), or any input given
 `segments`, are occluded feature by feature instead (a column, a time window, a token; see
@@ -19,10 +21,11 @@ import math
 
 import numpy as np
 
+from ..batching import engine_rows
 from ..engine import GradientEngine
 from ..errors import UsageError
 from . import Attribution, method
-from ._common import logits_rows, pick, row_chunks
+from ._common import logits_rows, pick
 from ._features import evaluate, fill_values, partition, spread
 
 
@@ -48,35 +51,56 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
     return [i * stride for i in range(math.ceil((size - window) / stride) + 1)]
 
 
+def box_sums(shape: tuple[int, int, int], rows: np.ndarray, boxes: np.ndarray,
+             values: np.ndarray) -> np.ndarray:
+    """(N, H, W) float64: sum over r of values[r] on the box boxes[r] = (top, bottom, left,
+    right) of example rows[r]. Each box adds its value at four corners of a difference array
+    and two cumulative sums spread it, so the cost does not grow with the box area."""
+    n, height, width = shape
+    diff = np.zeros((n, height + 1, width + 1))
+    t, b, s, e = boxes.T
+    for ys, xs, sign in ((t, s, 1.0), (t, e, -1.0), (b, s, -1.0), (b, e, 1.0)):
+        np.add.at(diff, (rows, ys, xs), sign * values)
+    return diff.cumsum(axis=1).cumsum(axis=2)[:, :height, :width]
+
+
 @method("occlusion", needs_gradients=False)
 def occlusion(engine: GradientEngine, x: np.ndarray, targets: np.ndarray, *,
               window=16, stride=8, fill: float = 0.0, segments=None, baseline=None,
-              internal_batch_size: int | None = 32) -> Attribution:
+              internal_batch_size: int | None = None) -> Attribution:
+    """`internal_batch_size` None runs the batch size measured fastest for the model."""
     if segments is not None or x.ndim < 4:
         return occlude_features(engine, x, targets, segments,
                                 fill if baseline is None else baseline, internal_batch_size)
     (wh, ww), (sh, sw) = pair(window, "window"), pair(stride, "stride")
     height, width = x.shape[-2:]
-    boxes = [(t, min(t + wh, height), s, min(s + ww, width))
-             for t in window_starts(height, wh, sh) for s in window_starts(width, ww, sw)]
-    base = pick(logits_rows(engine, x, internal_batch_size), targets)
-    total = np.zeros(x.shape, dtype=np.float64)
-    count = np.zeros((height, width))
-    for t, b, s, e in boxes:
-        count[t:b, s:e] += 1
-    rows_example = np.repeat(np.arange(len(x)), len(boxes))
-    rows_box = np.tile(np.arange(len(boxes)), len(x))
-    for part in row_chunks(len(rows_example), internal_batch_size):
-        ex, bx = rows_example[part], rows_box[part]
-        occluded = x[ex].copy()
-        for row, k in enumerate(bx):
-            t, b, s, e = boxes[k]
-            occluded[row, ..., t:b, s:e] = fill
-        drop = base[ex] - pick(logits_rows(engine, occluded), targets[ex])
-        for row, (i, k) in enumerate(zip(ex, bx, strict=True)):
-            t, b, s, e = boxes[k]
-            total[i, ..., t:b, s:e] += drop[row]
-    return Attribution(total / count, [{"windows": len(boxes)} for _ in range(len(x))])
+    boxes = np.array([(t, min(t + wh, height), s, min(s + ww, width))
+                      for t in window_starts(height, wh, sh)
+                      for s in window_starts(width, ww, sw)])
+    logits = logits_rows(engine, x, internal_batch_size)
+    base = pick(logits, targets)
+    ys, xs = np.arange(height), np.arange(width)
+    spatial = (-1, *[1] * (x.ndim - 3), height, width)
+
+    def occlude(start: int, stop: int, out: np.ndarray) -> None:
+        rows = np.arange(start, stop)
+        t, b, s, e = boxes[rows % len(boxes)].T
+        inside = (((ys >= t[:, None]) & (ys < b[:, None]))[:, :, None]
+                  & ((xs >= s[:, None]) & (xs < e[:, None]))[:, None, :])
+        np.take(x, rows // len(boxes), axis=0, out=out, mode="clip")  # unbuffered
+        np.copyto(out, np.float32(fill), where=inside.reshape(spatial))
+
+    total = len(x) * len(boxes)
+    occluded = engine_rows(engine, total, x.shape[1:], occlude, internal_batch_size)
+    examples = np.arange(total) // len(boxes)
+    drop = base[examples].astype(np.float64) - pick(occluded, targets[examples])
+    tiled = np.tile(boxes, (len(x), 1))
+    sums = box_sums((len(x), height, width), examples, tiled, drop)
+    count = box_sums((1, height, width), np.zeros(len(boxes), int), boxes,
+                     np.ones(len(boxes)))[0]
+    maps = np.broadcast_to((sums / count).reshape(len(x), *[1] * (x.ndim - 3), height, width),
+                           x.shape)
+    return Attribution(maps, [{"windows": len(boxes)} for _ in range(len(x))], logits=logits)
 
 
 def occlude_features(engine: GradientEngine, x: np.ndarray, targets: np.ndarray, segments,

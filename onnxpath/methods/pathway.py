@@ -2,8 +2,9 @@
 with the critical pathway's masks fixed as constants (methods.md section 4).
 
 `critical_pathway` selects the pathway (contribution, integrated, learned or random); the method
-then takes the input gradient of the masked network. Scoring and the masked gradient run the
-same cached session of the masked model's gradient graph.
+then takes the input gradient of the masked network. Scoring runs the unmodified network's tap
+graph, the masked gradient the masked model's input-gradient graph (see `pathways.py`); the
+scoring pass's logits are the prediction, so no separate forward pass is run.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from . import Attribution, method
 SELECTIONS = ("contribution", "integrated", "learned", "random")
 
 
-def critical_pathway(engine: GradientEngine, x: np.ndarray, targets: Sequence[int], *,
+def critical_pathway(engine: GradientEngine, x: np.ndarray, targets: Sequence[int] | None, *,
                      prune_percent: float | None = None, keep: float | None = None,
                      selection: str = "contribution", layers: Sequence[str] = ("Relu",),
                      layer_regex: str | None = None, per_layer: bool = False, seed: int = 0,
@@ -40,7 +41,8 @@ def critical_pathway(engine: GradientEngine, x: np.ndarray, targets: Sequence[in
 
     selection: "contribution" (section 3, the default), "integrated" (section 5), "learned"
     (section 6's pruning objective: `iterations` SGD steps from gates `gate_init`, "ones" or
-    "uniform") or "random" (section 7).
+    "uniform") or "random" (section 7). `targets` None selects for each example's predicted
+    class, read from the first pass's logits.
     """
     if selection not in SELECTIONS:
         raise UsageError(f"unknown selection '{selection}'; choose from {', '.join(SELECTIONS)}")
@@ -51,9 +53,10 @@ def critical_pathway(engine: GradientEngine, x: np.ndarray, targets: Sequence[in
         logits, signed, activations = contributions(net, x, targets, with_activations)
     else:
         logits, signed, activations = net.logits(x, net.ones(len(x))), [], []
+    targets = logits.argmax(axis=1) if targets is None else np.asarray(targets)
     if selection == "random":
         masks = random_selection(net.layers, len(x), prune, rng)
-        return Pathway(net, masks, prune, selection, logits, activations)
+        return Pathway(net, masks, prune, selection, logits, activations, targets)
     if selection == "integrated":
         signed = integrated_contributions(net, x, targets)
     if selection == "learned":
@@ -61,19 +64,20 @@ def critical_pathway(engine: GradientEngine, x: np.ndarray, targets: Sequence[in
     else:
         scores = [np.abs(s, out=s) for s in signed]  # the arrays are ours: no copy
     masks, _ = select(scores, prune, per_layer)
-    return Pathway(net, masks, prune, selection, logits, activations)
+    return Pathway(net, masks, prune, selection, logits, activations, targets)
 
 
 def pathway_gradient(pathway: Pathway, x: np.ndarray,
-                     targets: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """(d logit_c / d x with the pathway's masks fixed, the masked network's logits)."""
+                     targets: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(d logit_c / d x with the pathway's masks fixed, the masked network's logits); the
+    targets default to the pathway's own."""
     net = pathway.network
-    logits, out = net.run(x, net.engine.seed(targets), pathway.masks, [net.input_name])
-    return out[net.input_name], logits
+    targets = pathway.targets if targets is None else targets
+    return net.input_gradient(x, net.engine.seed(targets), pathway.masks)
 
 
-@method("pathway")
-def pathway(engine: GradientEngine, x: np.ndarray, targets: np.ndarray, *,
+@method("pathway", picks_target=True)
+def pathway(engine: GradientEngine, x: np.ndarray, targets: np.ndarray | None, *,
             prune_percent: float | None = None, keep: float | None = None,
             selection: str = "contribution", layers: Sequence[str] = ("Relu",),
             layer_regex: str | None = None, per_layer: bool = False,
@@ -82,10 +86,10 @@ def pathway(engine: GradientEngine, x: np.ndarray, targets: np.ndarray, *,
     found = critical_pathway(engine, x, targets, prune_percent=prune_percent, keep=keep,
                              selection=selection, layers=layers, layer_regex=layer_regex,
                              per_layer=per_layer, seed=seed)
-    maps, masked_logits = pathway_gradient(found, x, targets)
-    change = output_change(found.logits, masked_logits, targets)
+    maps, masked_logits = pathway_gradient(found, x)
+    change = output_change(found.logits, masked_logits, found.targets)
     extras = [{"prune_percent": found.prune_percent, "selection": selection,
                "layers": len(found.layers), "neurons": found.network.neurons,
                "kept_percent": 100.0 * found.kept_fraction(i),
                "output_change": float(change[i])} for i in range(len(x))]
-    return Attribution(maps, extras)
+    return Attribution(maps, extras, logits=found.logits)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from onnxpath.autodiff import SEED
+from onnxpath.explainer import Explainer
 from onnxpath.methods.pathway import critical_pathway, pathway_gradient
 from onnxpath.pathways import contributions, integrated_contributions, masked_network
 
@@ -50,13 +52,47 @@ def test_contributions_are_signed_a_times_gradient(resnet):
     assert min(s.min() for s in signed) < 0 < max(s.max() for s in signed)
 
 
-def test_scoring_and_gradient_share_one_session(resnet):
+def test_two_sessions_serve_every_pathway_call_and_no_forward_pass_runs(resnet):
     x = image(12)
-    engine = resnet.engine(x)
-    resnet.explainer.attribute(x, method="pathway")
-    resnet.explainer.attribute(x, method="pathway", prune_percent=50, per_layer=True)
+    explainer = Explainer(resnet.proto, cache=False)  # fresh: no session built before
+    engine = explainer.engine(x.shape)
+    explainer.attribute(x, method="pathway")
+    explainer.attribute(x, method="pathway", target=1, prune_percent=50, per_layer=True)
+    explainer.attribute(x, method="pathway", target=2)
     net = masked_network(engine)
-    assert len(net.engine._gradients) == 1
+    assert len(net.gated()._gradients) == 1  # the masked input gradient, Relu masks as gates
+    assert not net.engine._gradients
+    assert len(engine._sessions) == 2  # the tap graph, with a given seed and with argmax
+    assert engine._forward is None and net.engine._forward is None
+
+
+def test_relu_gates_give_the_mask_multiply_s_values(case):
+    """The gated graph (Relu(z + g), g in {0, -inf}) against the masked graph (Relu(z) * m)."""
+    x = image(17, n=2)
+    net = masked_network(case.engine(x))
+    rng = np.random.default_rng(0)
+    masks = [rng.random((2, *layer.shape)) < 0.6 for layer in net.layers]
+    seed = net.engine.seed([1, 3])
+    gated, gated_logits = net.input_gradient(x, seed, masks)
+    mul, mul_logits = net.input_gradient(x, seed, [m.astype(np.float32) for m in masks])
+    assert any(not m.all() for m in masks) and np.abs(mul).max() > 0
+    np.testing.assert_allclose(gated_logits, mul_logits, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(gated, mul, rtol=1e-5, atol=1e-6 * np.abs(mul).max())
+
+
+def test_the_scoring_graph_has_no_mask_inputs_and_reports_the_prediction(resnet):
+    x = image(16, n=2)
+    engine = resnet.engine(x)
+    net = masked_network(engine)
+    logits, signed, _ = contributions(net, x, None)
+    np.testing.assert_allclose(logits, engine.logits(x), rtol=1e-5, atol=1e-5)
+    _, given, _ = contributions(net, x, logits.argmax(axis=1))
+    for a, b in zip(signed, given, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for session in engine._sessions.values():  # no mask among the scoring graph's inputs
+        assert {i.name for i in session.get_inputs()} <= {engine.input_name, SEED}
+    result = resnet.explainer.attribute(x, method="pathway")
+    np.testing.assert_array_equal(result.targets, logits.argmax(axis=1))
 
 
 def test_a_batch_equals_its_examples_one_by_one(vgg):

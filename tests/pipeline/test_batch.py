@@ -39,7 +39,9 @@ def test_default_target_needs_no_separate_forward_pass(model, tmp_path):
     found = explainer.attribute(x)
     engine = explainer.engine(x.shape)
     assert engine._forward is None, "the argmax came from the gradient run itself"
-    given = Explainer(model).attribute(x, target=found.targets)
+    again = Explainer(model)
+    given = again.attribute(x, target=found.targets)
+    assert again.engine(x.shape)._forward is None, "a given target needs no forward pass"
     np.testing.assert_array_equal(found.targets, given.targets)
     np.testing.assert_allclose(found.maps, given.maps, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(found.class_logits, given.class_logits, rtol=1e-6)

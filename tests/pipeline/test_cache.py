@@ -54,7 +54,9 @@ def test_keys_separate_methods_models_shapes_and_runtimes(tmp_path, model, monke
     explainer = Explainer(model, cache=folder)
     explainer.attribute(X, method="gradient")
     explainer.attribute(X, method="guided-backprop")
-    explainer.attribute(X, method="gradient", target=1)  # seed as input, and a forward pass
+    explainer.attribute(X, method="gradient", target=1)  # seed as input; its logits serve
+    assert len(entries(folder)) == 3
+    explainer.predict(X)  # the forward pass
     assert len(entries(folder)) == 4
     other = classifier(tmp_path / "other" / "tiny.onnx", classes=5)
     Explainer(other, cache=folder).attribute(X)

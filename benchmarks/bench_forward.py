@@ -1,0 +1,154 @@
+"""Forward-only methods and protocols against their forward-pass limit.
+
+    python benchmarks/bench_forward.py [--model resnet18] [--size 112] [--rounds 3]
+
+The limit of a run that pushes R perturbed rows through the model at batch size B is
+R x (ONNX Runtime's own time per row at B): session.run on a ready buffer of B rows, nothing
+else. Each round measures that per-row time first, then every method and protocol once, so
+the ratio of a round divides two figures taken under the same load; the medians of the rounds'
+ratios are printed (target <= 1.15). B is the batch size onnxpath picks for the model
+(`batching.fastest_batch`, measured once), the one every method below runs with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from onnxpath.evaluate import perturbation, road, sensitivity  # noqa: E402
+from onnxpath.explainer import Explainer  # noqa: E402
+
+TARGET = 1.15
+
+
+def own_time_per_row(engine, shape: tuple[int, ...], batch: int, repeats: int = 3) -> float:
+    """ORT's own time per row at `batch`: the forward session on a preallocated buffer."""
+    x = np.random.default_rng(1).standard_normal((batch, *shape)).astype(np.float32)
+    engine.logits(x)  # builds the session, allocates for this batch size
+    session, feeds = engine._forward, {engine.input_name: x}
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, feeds)
+        times.append(time.perf_counter() - start)
+    return min(times) / batch
+
+
+class Counting:
+    """A forward function that counts the rows it runs."""
+
+    def __init__(self, explainer: Explainer):
+        self.explainer, self.rows = explainer, 0
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.rows += len(batch)
+        return self.explainer.predict(batch)
+
+
+def workloads(explainer: Explainer, x: np.ndarray, batch: int, masks: int, window: int):
+    """name -> (run it, number of forward rows it needs). Method rows: one unperturbed run
+    where the method makes one, plus the perturbed rows."""
+    n, _, h, w = x.shape
+    targets = explainer.predict(x).argmax(axis=1)
+    heats = np.random.default_rng(2).standard_normal((n, h, w))
+    starts = len(range(0, h - window + 1, window))
+    jobs = {
+        "occlusion": (lambda: explainer.attribute(x, "occlusion", target=targets, window=window,
+                                                  stride=window), n + n * starts * starts),
+        "rise": (lambda: explainer.attribute(x, "rise", target=targets, masks=masks,
+                                             cells=7), n * masks),
+    }
+    fractions = tuple(i / 10 for i in range(1, 10))
+    protocols = {
+        "lerf": lambda f: perturbation.pixel_perturbation(f, x, heats, targets, fractions,
+                                                          "lerf", batch_size=batch),
+        "morf": lambda f: perturbation.pixel_perturbation(f, x, heats, targets, fractions,
+                                                          "morf", batch_size=batch),
+        "deletion": lambda f: perturbation.deletion_insertion(f, x, heats, targets, "deletion",
+                                                              step=h * w // 16,
+                                                              batch_size=batch),
+        "insertion": lambda f: perturbation.deletion_insertion(f, x, heats, targets,
+                                                               "insertion", step=h * w // 16,
+                                                               batch_size=batch),
+        "road": lambda f: road.road(f, x, heats, targets, batch_size=batch),
+        "sensitivity-n": lambda f: sensitivity.output_drops(f, x, targets, (1, 16, 256),
+                                                            samples=16, batch_size=batch),
+    }
+    for name, run in protocols.items():
+        counter = Counting(explainer)
+        run(counter)  # once, to count its rows
+        jobs[name] = (lambda run=run: run(explainer.predict), counter.rows)
+    return jobs
+
+
+def measure(explainer: Explainer, x: np.ndarray, rounds: int, masks: int,
+            window: int) -> tuple[int, float, dict[str, tuple[int, float, float]]]:
+    """(batch size, median ORT time per row, {name: (rows, median seconds, median ratio)})."""
+    batch = explainer.fastest_batch(x.shape)
+    engine = explainer.engine(x.shape)
+    jobs = workloads(explainer, x, batch, masks, window)
+    for run, _ in jobs.values():
+        run()  # warm: sessions, buffers
+    per_row, seconds = [], {name: [] for name in jobs}
+    ratios = {name: [] for name in jobs}
+    for _ in range(rounds):
+        own = own_time_per_row(engine, x.shape[1:], batch)
+        per_row.append(own)
+        for name, (run, rows) in jobs.items():
+            start = time.perf_counter()
+            run()
+            took = time.perf_counter() - start
+            seconds[name].append(took)
+            ratios[name].append(took / (rows * own))
+    return batch, statistics.median(per_row), {
+        name: (jobs[name][1], statistics.median(seconds[name]), statistics.median(ratios[name]))
+        for name in jobs}
+
+
+def report(batch: int, per_row: float, rows: dict, out=print) -> None:
+    out(f"batch size (fastest measured): {batch}; ORT's own time per row there: "
+        f"{per_row * 1000:.2f} ms")
+    out(f"{'method / protocol':18s} {'rows':>7s} {'time':>9s} {'limit':>9s} "
+        f"{'ratio':>6s}  (target <= {TARGET})")
+    for name, (count, took, ratio) in rows.items():
+        out(f"{name:18s} {count:7d} {took:8.2f}s {count * per_row:8.2f}s {ratio:6.2f}"
+            f"{'' if ratio <= TARGET else '  over'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet18", choices=["resnet18", "resnet50"])
+    parser.add_argument("--size", type=int, default=112)
+    parser.add_argument("--images", type=int, default=2)
+    parser.add_argument("--masks", type=int, default=200)
+    parser.add_argument("--window", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    import torch
+    from _models import export, randomise_batchnorm, resnet18, resnet50
+    torch.manual_seed(0)
+    net = {"resnet18": resnet18, "resnet50": resnet50}[args.model]()
+    path = export(randomise_batchnorm(net), size=args.size)
+    explainer = Explainer(path, threads=args.threads, cache=False)
+    x = np.random.default_rng(0).standard_normal(
+        (args.images, 3, args.size, args.size)).astype(np.float32)
+    print(f"{args.model} {args.size}x{args.size}, {args.images} images, {args.threads} ORT "
+          f"threads; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    report(*measure(explainer, x, args.rounds, args.masks, args.window))
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -26,7 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from onnxpath import Explainer  # noqa: E402
 from onnxpath.errors import OnnxPathError  # noqa: E402
 
-TOLERANCE = 1e-3
+# Relative L2 between the CUDA and CPU maps. Both run float32 (TF32 is off by default, see
+# runtime.CUDA_DEFAULTS), but cuDNN's and MLAS's convolution algorithms sum in different orders:
+# on an H200 this ResNet-18-shaped net's gradient differed by 1.2e-3 and IG by 1.0e-3 (with TF32
+# on: 7.4e-2 and 2.9e-2). A wrong kernel or rule is off by order 1.
+TOLERANCE = 5e-3
 # Pathway selection is a threshold: float32 rounding that differs between CPU and CUDA kernels
 # flips the few neurons that sit at it, so its maps are compared as against the torch oracle
 # (tests/pathways): Pearson >= 0.999, not elementwise.

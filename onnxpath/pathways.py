@@ -114,6 +114,9 @@ class MaskedNetwork:
         inputs = {base.input_name: x}
         if not argmax:
             inputs[SEED] = seed.astype(x.dtype)
+        # Inputs that ride along (a text model's attention mask): those the graph still reads.
+        wanted = {i.name for i in session.get_inputs()}
+        inputs.update({k: v for k, v in base.context_feeds(len(x)).items() if k in wanted})
         values = base.run(session, names, inputs)
         k = len(tensors)
         return values[0], values[1:1 + k], values[1 + k:]

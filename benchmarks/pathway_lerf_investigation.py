@@ -17,6 +17,11 @@ fixed subset of the benchmark inputs and scores LeRF@1..10% under each candidate
   channel-max     RoarTorch's np.max over channels (`--rank max`)
   sum / abs-sum   the channel sum, and its magnitude
 
+and one protocol variant (`--masked-forward`): the perturbed copies go through the *pruned*
+network (the pathway's masks, chosen on the unperturbed input, left in place, as a Pruner whose
+hooks were not removed would do), while p_c stays the original network's. Pixels outside the
+pathway then cannot move the output at all, and LeRF tends to the pruning's own output change.
+
 Writes benchmarks/results/real/investigation.json (and a Markdown table on stdout).
 """
 
@@ -74,6 +79,51 @@ def raw_maps(explainer: Explainer, x: np.ndarray, targets: np.ndarray, percents,
     return out, {f"P{p:g}": float(np.mean(v)) for p, v in zeros.items()}
 
 
+def masked_lerf(explainer: Explainer, x: np.ndarray, targets: np.ndarray, percent: float,
+                layers, batch: int = 8) -> dict:
+    """LeRF@1..10% of the pathway map with the perturbed inputs run through the pruned network;
+    p_c is the original network's. Returns per-key (N, F) changes and the output change."""
+    fractions = tuple(i / 100 for i in range(1, 11))
+    net = masked_network(explainer.engine((batch, *x.shape[1:])), tuple(layers))
+    out = {key: np.zeros((len(x), len(fractions))) for key in ("signed-maxabs", "abs")}
+    change = np.zeros(len(x))
+    for start in range(0, len(x), batch):
+        part = np.arange(start, min(start + batch, len(x)))
+        pad = np.concatenate([part, np.repeat(part[-1:], batch - len(part))])
+        xs, ts = x[pad], targets[pad]
+        logits, signed, _ = contributions(net, xs, ts)
+        masks, _ = select([np.abs(v, out=v) for v in signed], percent, False)
+        g, masked_logits = pathway_gradient(Pathway(net, masks, percent, "contribution",
+                                                    logits), xs, ts)
+        p = perturbation.softmax(logits)[np.arange(batch), ts]
+        q = perturbation.softmax(masked_logits)[np.arange(batch), ts]
+        for j, i in enumerate(part):
+            change[i] = abs(q[j] - p[j]) / p[j]
+            mine = [m[j:j + 1] for m in masks]
+
+            def forward(b, mine=mine):
+                return net.logits(b, [np.repeat(m, len(b), axis=0) for m in mine])
+
+            for key in out:
+                heat = KEYS[key](g[j])[None]
+                stacks = perturbation.forward_stacks(forward, [_lerf_stack(
+                    xs[j], heat[0], fractions, int(i))], 16)[0]
+                p_pert = perturbation.softmax(stacks)[:, ts[j]]
+                out[key][i] = np.abs(p[j] - p_pert) / p[j]
+    return {"rows": out, "output_change": change}
+
+
+def _lerf_stack(x: np.ndarray, heat: np.ndarray, fractions, seed: int) -> np.ndarray:
+    """The LeRF-perturbed copies of one input (least relevant first, fill 0), as
+    `perturbation.pixel_perturbation` builds them."""
+    h, w = heat.shape
+    counts = perturbation.counts_for(fractions, h * w)
+    ranked = perturbation.pixel_order(heat, "signed", seed)[::-1]
+    position = perturbation.removal_positions(ranked).reshape(h, w)
+    removed = position[None] < counts[:, None, None]
+    return np.where(removed[:, None], np.float32(0.0), x[None])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "models/efficientnet_lite0.onnx")
@@ -81,6 +131,8 @@ def main() -> None:
     parser.add_argument("--views", default="0,3,9,14")
     parser.add_argument("--prune", default="70,85,95")
     parser.add_argument("--layers", default="Clip")
+    parser.add_argument("--masked-forward", type=float, default=None, metavar="P",
+                        help="also score pathway at P with the pruned network's forward")
     parser.add_argument("--out", type=Path,
                         default=ROOT / "benchmarks/results/real/investigation.json")
     args = parser.parse_args()
@@ -105,10 +157,22 @@ def main() -> None:
             score = rows[f"{method}/{key}"]["lerf10"]["mean"]
             print(f"{method:16s} {key:14s} LeRF@10% {score:.3f}",
                   flush=True)
+    masked = None
+    if args.masked_forward is not None:
+        found = masked_lerf(explainer, x, targets, args.masked_forward, args.layers.split(","))
+        masked = {"P": args.masked_forward,
+                  "output_change": summary(found["output_change"], photo),
+                  "rows": {k: {"lerf10": summary(v[:, -1], photo),
+                               "curve": v.mean(axis=0).tolist()}
+                           for k, v in found["rows"].items()}}
+        for k, v in masked["rows"].items():
+            print(f"pathway-P{args.masked_forward:g} through the pruned network, {k}: "
+                  f"LeRF@10% {v['lerf10']['mean']:.3f} (output change "
+                  f"{masked['output_change']['mean']:.3f})", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "inputs": len(x), "views": sorted(views), "model": args.model.name,
-        "zero_pixel_fraction": zero_fraction, "rows": rows,
+        "zero_pixel_fraction": zero_fraction, "rows": rows, "masked_forward": masked,
         "seconds": round(time.perf_counter() - start, 1)}, indent=1, default=float) + "\n")
     print("| map | " + " | ".join(KEYS) + " |")
     print("|---|" + "---|" * len(KEYS))

@@ -92,7 +92,7 @@ def main() -> None:
          *[Line(f"LeRF@10% {rank}", SWEEP, [r[f"lerf10_{rank}"]["mean"] for r in rows])
            for rank in ("signed", "abs")]],
         "digits CNN: pathway output change and LeRF@10% vs P", "P (% of neurons pruned)",
-        "|Δp|/p"))
+        "|p' - p| / p"))
 
     opts = {"prune_percent": chosen}
     report = evaluate(explainer, x, METHODS, METRICS,

@@ -34,6 +34,28 @@ class Preprocess:
     bgr: bool = False
     layout: str = "nchw"
     gray: bool = False
+    resample: str = "bilinear"  # Pillow filter for every resize: bilinear, bicubic, ...
+
+
+RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+            "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS,
+            "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING}
+# Hugging Face's `resample` is Pillow's integer code (2 bilinear, 3 bicubic).
+RESAMPLE_CODES = {int(v): k for k, v in RESAMPLE.items()}
+
+
+def resample_name(value) -> str:
+    """A resampling filter by name or by Pillow's integer code."""
+    if isinstance(value, bool):
+        raise ValueError(f"resample must be a filter name or code, got {value!r}")
+    if isinstance(value, int):
+        if value not in RESAMPLE_CODES:
+            raise ValueError(f"unknown resample code {value}")
+        return RESAMPLE_CODES[value]
+    name = str(value).lower()
+    if name not in RESAMPLE:
+        raise ValueError(f"unknown resample '{value}'; choose from {', '.join(RESAMPLE)}")
+    return name
 
 
 PRESETS = {
@@ -167,6 +189,7 @@ def _from_json(config: dict) -> Preprocess:
         bgr=bool(config.get("bgr", False)),
         gray=bool(config.get("gray", False)),
         layout=str(config.get("layout", "nchw")),
+        resample=resample_name(config.get("resample", "bilinear")),
     )
     resize = config.get("resize")  # our own key: a shorter side, or [H, W] (no crop)
     if isinstance(resize, (list, tuple)):
@@ -237,23 +260,24 @@ def to_tensor(img: Image.Image, prep: Preprocess, size: tuple[int, int],
         raise InputError(f"the model takes {channels}-channel input; images give 1, 3 or 4 "
                          "channels (give .npy tensors instead)")
     mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
+    resample = RESAMPLE[prep.resample]
     img = eight_bit(img)
     img = img.convert("L").convert(mode) if prep.gray and channels == 3 else img.convert(mode)
     if prep.crop and prep.resize:
         w, h = img.size
         ratio = prep.resize / min(w, h)
         img = img.resize((max(1, round(w * ratio)), max(1, round(h * ratio))),
-                         Image.Resampling.BILINEAR)
+                         resample)
         w, h = img.size
         if w < size[1] or h < size[0]:  # --resize smaller than the crop: scale up to fit
             ratio = max(size[1] / w, size[0] / h)
             img = img.resize((max(size[1], round(w * ratio)), max(size[0], round(h * ratio))),
-                             Image.Resampling.BILINEAR)
+                             resample)
             w, h = img.size
         top, left = (h - size[0]) // 2, (w - size[1]) // 2
         img = img.crop((left, top, left + size[1], top + size[0]))
     else:
-        img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        img = img.resize((size[1], size[0]), resample)
     seen = np.asarray(img.convert("RGB"), dtype=np.uint8)
     array = np.asarray(img, dtype=np.float32)
     if array.ndim == 2:

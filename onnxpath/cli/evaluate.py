@@ -19,6 +19,7 @@ from PIL import Image
 from ..errors import InputError, UsageError
 from ..evaluate import METRICS, Settings, evaluate
 from ..evaluate.localisation import shapes_scenes
+from ..evaluate.perturbation import RANKS
 from ..evaluate.plot import write_plots
 from ..evaluate.runner import MASK_METRICS, check_methods, check_metrics
 from ..explainer import Explainer
@@ -162,7 +163,8 @@ def evaluate_command(
                              "(the dataset mean of normalised inputs), mean (of these "
                              "inputs), or numbers per channel."),
     rank: str = typer.Option("signed", "--rank", help="Rank pixels by the signed max-abs map "
-                             "(signed, the paper) or its magnitude (abs)."),
+                             "(signed, the paper), its magnitude (abs), or the channel maximum "
+                             "of the raw map (max, the authors' RoarTorch evaluation code)."),
     step: int = typer.Option(None, "--step", help="deletion/insertion pixels per step "
                              "(default: the image width)."),
     road_fractions: str = typer.Option(None, "--road-fractions",
@@ -220,8 +222,8 @@ def evaluate_command(
     metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
     have_masks = masks is not None or scenes is not None
     metric_names = check_metrics(metric_names, have_masks)
-    if rank not in ("signed", "abs"):
-        raise UsageError(f"unknown --rank '{rank}'; choose signed or abs")
+    if rank not in RANKS:
+        raise UsageError(f"unknown --rank '{rank}'; choose {', '.join(RANKS)}")
     if masks is not None and not masks.is_dir():
         raise UsageError(f"--masks {masks} is not a directory")
     if scenes is None and not inputs:

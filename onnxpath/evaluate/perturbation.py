@@ -15,7 +15,7 @@ import numpy as np
 from ..batching import BufferRing, pipelined
 
 Forward = Callable[[np.ndarray], np.ndarray]  # (B, C, H, W) model inputs -> (B, K) logits
-RANKS = ("signed", "abs")
+RANKS = ("signed", "abs", "max")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -64,8 +64,10 @@ def forward_stacks(forward: Forward, stacks: Iterable[np.ndarray],
 
 
 def ranking_key(heat: np.ndarray, rank: str = "signed") -> np.ndarray:
-    """The value pixels are ranked by: the signed map (the paper) or its magnitude."""
-    if rank == "signed":
+    """The value pixels are ranked by: the signed map (the paper), or its magnitude. With "max"
+    the heat already holds each pixel's channel maximum (see `runner.Evaluation.ranked`) and is
+    ranked as it is."""
+    if rank in ("signed", "max"):
         return np.asarray(heat, dtype=np.float64)
     if rank == "abs":
         return np.abs(np.asarray(heat, dtype=np.float64))

@@ -32,7 +32,7 @@ class Settings:
 
     fractions: tuple[float, ...] = LERF_FRACTIONS  # lerf/morf
     fill: float | tuple[float, ...] = 0.0  # model-input space; 0 = the dataset mean
-    rank: str = "signed"  # rank pixels by the signed max-abs map, or by its magnitude
+    rank: str = "signed"  # signed max-abs map, its magnitude (abs), or channel maximum (max)
     step: int | None = None  # deletion/insertion pixels per step; None = image width
     road_fractions: tuple[float, ...] = road.ROAD_FRACTIONS
     road_noise: float = 0.01
@@ -71,6 +71,12 @@ def heat_maps(maps: np.ndarray) -> np.ndarray:
     """(N, H, W) pixel heat: signed max-abs over channels (maps may be (N,C,H,W) or (N,H,W))."""
     return np.stack([reduce_channels(m[0] if m.ndim == 3 and m.shape[0] == 1 else m)
                      for m in maps])
+
+
+def channel_max(maps: np.ndarray) -> np.ndarray:
+    """(N, H, W) the largest channel value, sign included: the pixel key of the authors'
+    evaluation code (RoarTorch's `np.max(attribution_map, axis=0)`), `rank="max"`."""
+    return maps.max(axis=1) if maps.ndim == 4 else maps
 
 
 def pixel_sums(maps: np.ndarray) -> np.ndarray:
@@ -131,6 +137,13 @@ class Evaluation:
     def heat(self, method: str) -> np.ndarray:
         return heat_maps(self.maps[method])
 
+    def ranked(self, method: str) -> np.ndarray:
+        """The pixel heat the perturbation and localisation protocols rank by: the signed
+        max-abs map, or the channel maximum of the raw map with `rank="max"`."""
+        if self.settings.rank == "max":
+            return channel_max(self.maps[method])
+        return self.heat(method)
+
     def run(self, metrics: Sequence[str]) -> Report:
         start = time.perf_counter()
         metrics = check_metrics(metrics, self.masks is not None)
@@ -152,7 +165,7 @@ class Evaluation:
         s = self.settings
         for method in self.methods:
             change = perturbation.pixel_perturbation(
-                self.forward, self.x, self.heat(method), self.targets, s.fractions, order,
+                self.forward, self.x, self.ranked(method), self.targets, s.fractions, order,
                 s.fill, s.rank, s.batch_size, s.seed)
             better = "lower" if order == "lerf" else "higher"
             self.report.series.append(Series(order, "abs_frac_change", method,
@@ -171,7 +184,7 @@ class Evaluation:
         s = self.settings
         for method in self.methods:
             curve = perturbation.deletion_insertion(
-                self.forward, self.x, self.heat(method), self.targets, mode, s.step, s.fill,
+                self.forward, self.x, self.ranked(method), self.targets, mode, s.step, s.fill,
                 s.rank, s.batch_size, s.seed)
             x = list(np.linspace(0.0, 1.0, curve.shape[1]))
             better = "lower" if mode == "deletion" else "higher"
@@ -192,7 +205,7 @@ class Evaluation:
         for order in ("morf", "lerf"):
             better = "lower" if order == "morf" else "higher"
             for method in self.methods:
-                probs, accuracy = road.road(self.forward, self.x, self.heat(method),
+                probs, accuracy = road.road(self.forward, self.x, self.ranked(method),
                                             self.targets, s.road_fractions, order, s.rank,
                                             s.road_noise, s.batch_size, s.seed)
                 xs = list(s.road_fractions)
@@ -263,7 +276,7 @@ class Evaluation:
 
     def _pointing_game(self) -> None:
         for method in self.methods:
-            hits = localisation.pointing_game(self.heat(method), self.masks,
+            hits = localisation.pointing_game(self.ranked(method), self.masks,
                                               self.settings.tolerance, self.settings.rank)
             self.report.scores.append(Score("pointing-game", method, hits, "higher",
                                             "hit rate of the map's maximum"))
@@ -274,7 +287,7 @@ class Evaluation:
 
     def _relevance_mass(self) -> None:
         for method in self.methods:
-            mass = localisation.relevance_mass(self.heat(method), self.masks,
+            mass = localisation.relevance_mass(self.ranked(method), self.masks,
                                                self.settings.rank)
             self.report.scores.append(Score("relevance-mass", method, mass, "higher",
                                             "share of positive relevance inside the mask"))

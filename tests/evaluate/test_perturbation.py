@@ -125,3 +125,30 @@ def test_forward_stacks_batches_and_keeps_order():
     assert max(calls) <= 4 and sum(calls) == 16
     for i, (stack, result) in enumerate(zip(stacks, out, strict=True)):
         assert result.shape == (len(stack), 1) and (result == i).all()
+
+
+def test_rank_max_ranks_by_the_channel_maximum_not_the_max_abs():
+    """The authors' evaluation code keys each pixel by np.max over channels. A pixel whose
+    channels are (-3, 2, 2) is the least relevant by signed max-abs (-3) but the most relevant
+    by channel maximum (2); on the one-pixel model that decides whether LeRF removes the only
+    pixel that matters."""
+    from onnxpath.evaluate import Evaluation, Settings
+    from onnxpath.evaluate.runner import channel_max
+    from onnxpath.explainer import Explainer
+
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.5, 1.5, (3, 3, 8, 8)).astype(np.float32)
+    maps = rng.uniform(0.1, 0.5, x.shape).astype(np.float32)  # everything else: small, > 0
+    maps[:, :, PIXEL[0], PIXEL[1]] = np.array([-3.0, 2.0, 2.0])[None, :]
+    np.testing.assert_array_equal(channel_max(maps)[:, PIXEL[0], PIXEL[1]], 2.0)
+    assert list(pixel_order(channel_max(maps)[0], "max"))[0] == PIXEL[0] * 8 + PIXEL[1]
+    explainer = Explainer(one_pixel_model(pixel=PIXEL))
+    p, p_cut = probabilities_without_pixel(x, model_forward(one_pixel_model(pixel=PIXEL)))
+    results = {}
+    for rank in ("signed", "max"):
+        ev = Evaluation(explainer, x, ["gradient"], Settings(rank=rank, fractions=(1 / 64,)),
+                        targets=np.zeros(3, dtype=int))
+        ev.maps = {"gradient": maps}
+        results[rank] = ev.run(["lerf"]).scores[0].values
+    np.testing.assert_allclose(results["signed"], np.abs(p - p_cut) / p, rtol=1e-5)
+    np.testing.assert_allclose(results["max"], 0.0, atol=1e-6)

@@ -20,6 +20,7 @@ import numpy as np
 
 from .engine import GradientEngine
 from .errors import UsageError
+from .relu_family import RELU_FAMILY
 from .surgery import MaskLayer, insert_masks
 
 DEFAULT_PRUNE_PERCENT = 85.0
@@ -76,7 +77,7 @@ class MaskedNetwork:
         return self.engine.logits(x, self.feeds(masks))
 
 
-def masked_network(engine: GradientEngine, layers: Sequence[str] = ("Relu",),
+def masked_network(engine: GradientEngine, layers: Sequence[str] = RELU_FAMILY,
                    layer_regex: str | None = None) -> MaskedNetwork:
     """The masked version of `engine`'s model, built once per layer choice and kept with it."""
     layers = tuple(layers)

@@ -25,6 +25,7 @@ from ..pathways import (
     resolve_prune_percent,
     select,
 )
+from ..relu_family import RELU_FAMILY
 from . import Attribution, method
 
 SELECTIONS = ("contribution", "integrated", "learned", "random")
@@ -32,7 +33,7 @@ SELECTIONS = ("contribution", "integrated", "learned", "random")
 
 def critical_pathway(engine: GradientEngine, x: np.ndarray, targets: Sequence[int], *,
                      prune_percent: float | None = None, keep: float | None = None,
-                     selection: str = "contribution", layers: Sequence[str] = ("Relu",),
+                     selection: str = "contribution", layers: Sequence[str] = RELU_FAMILY,
                      layer_regex: str | None = None, per_layer: bool = False, seed: int = 0,
                      with_activations: bool = False, iterations: int = 1000,
                      gate_init: str = "ones") -> Pathway:
@@ -75,7 +76,7 @@ def pathway_gradient(pathway: Pathway, x: np.ndarray,
 @method("pathway")
 def pathway(engine: GradientEngine, x: np.ndarray, targets: np.ndarray, *,
             prune_percent: float | None = None, keep: float | None = None,
-            selection: str = "contribution", layers: Sequence[str] = ("Relu",),
+            selection: str = "contribution", layers: Sequence[str] = RELU_FAMILY,
             layer_regex: str | None = None, per_layer: bool = False,
             seed: int = 0) -> Attribution:
     """Raw, signed C x H x W maps; extras report the pathway's size and the output change."""

@@ -1,0 +1,87 @@
+"""The exporter corpus (issue 10): every committed model, as its exporter wrote it, against the
+float64 input gradient its source framework computed (tests/exporters/build.py).
+
+Correct means: within twice float32's own error of the float64 reference (the source framework
+run in float32, stored with the case), with a floor of FLOOR for ONNX Runtime's own float32
+summation order, or agreeing with central differences where that is the reference. Models
+without a gradient (tree ensembles) must run forward-only methods and refuse gradient methods
+in one line. Every case also runs through the CLI: no traceback, ever.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from onnxpath import Explainer
+from onnxpath.cli import main
+
+from .fixture import CORPUS, relative_error
+
+FLOOR = 1e-6
+CASES = sorted(p.stem for p in CORPUS.glob("*.json"))
+
+
+def load(name: str) -> tuple[dict, dict[str, np.ndarray]]:
+    meta = json.loads((CORPUS / f"{name}.json").read_text())
+    with np.load(CORPUS / f"{name}.npz") as data:
+        return meta, {k: data[k] for k in data.files}
+
+
+def tolerance(meta: dict) -> float:
+    return max(2.0 * (meta["float32_error"] or 0.0), FLOOR)
+
+
+def test_corpus_is_as_documented():
+    """At least 25 models from at least 6 sources, each listed in the README's table."""
+    metas = [load(name)[0] for name in CASES]
+    assert len(metas) >= 25 and len({m["source"] for m in metas}) >= 6
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [m["name"] for m in metas if f"`{m['name']}`" not in readme]
+    assert not missing, f"not in the README's Tested exporters table: {missing}"
+    size = sum(p.stat().st_size for p in CORPUS.iterdir())
+    assert size < 30 * 2**20, f"corpus is {size / 2**20:.1f} MB"
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_input_gradient_matches_float64_reference(name):
+    meta, data = load(name)
+    if meta["kind"] != "gradient":
+        pytest.skip("forward-only model: see test_cli_runs_without_traceback")
+    explainer = Explainer(CORPUS / f"{name}.onnx")
+    result = explainer.attribute(data["x"], "gradient", target=meta["target"])
+    error = relative_error(result.maps, data["grad64"])
+    print(f"\n[corpus] {name:36s} error {error:.2e}  float32 {meta['float32_error']:.2e}")
+    assert error <= tolerance(meta), f"{name}: relative error {error:.3g} > {tolerance(meta):.3g}"
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_cli_runs_without_traceback(name, tmp_path, capsys):
+    """`attribute` end to end: exit 0 with a JSON line, or for forward-only models a one-line
+    refusal of the gradient and a working occlusion run."""
+    meta, data = load(name)
+    sample = tmp_path / "x.npy"
+    np.save(sample, data["x"])
+    model = CORPUS / f"{name}.onnx"
+    methods = "gradient,pathway" if "pathway" in meta.get("cli", "gradient") else "gradient"
+    if meta["kind"] == "gradient":
+        code = main(["attribute", str(model), str(sample), "-m", methods, "--out",
+                     str(tmp_path / "out")])
+        out, err = capsys.readouterr()
+        assert "Traceback" not in err
+        assert code == 0, err
+        lines = [json.loads(line) for line in out.splitlines() if line.strip()]
+        assert lines and all(line["error"] is None for line in lines)
+        return
+    code = main(["attribute", str(model), str(sample), "-m", "gradient", "--out",
+                 str(tmp_path / "out")])
+    _, err = capsys.readouterr()
+    assert "Traceback" not in err and code in (1, 2) and len(err.strip().splitlines()) == 1
+    code = main(["attribute", str(model), str(sample), "-m", "occlusion", "--out",
+                 str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    assert code == 0, err

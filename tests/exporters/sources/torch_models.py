@@ -49,11 +49,13 @@ class MobileNetV2(nn.Module):
 
 
 class SqueezeNetHead(nn.Module):
-    """The zoo's SqueezeNet convention: a conv classifier, GlobalAveragePool, logits N x K x 1 x 1."""
+    """The zoo's SqueezeNet convention: a conv classifier, GlobalAveragePool, logits
+    N x K x 1 x 1."""
 
     def __init__(self, classes=10):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, 2), nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True),
+        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, 2), nn.ReLU(),
+                                      nn.MaxPool2d(3, 2, ceil_mode=True),
                                       nn.Conv2d(16, 16, 1), nn.ReLU())
         self.classifier = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(16, classes, 1), nn.ReLU(),
                                         nn.AdaptiveAvgPool2d(1))
@@ -67,7 +69,8 @@ class TwoOutputs(nn.Module):
 
     def __init__(self, classes=10):
         super().__init__()
-        self.body = nn.Sequential(*conv_bn(3, 16, 3, 2), nn.ReLU(), *conv_bn(16, 32, 3, 2), nn.ReLU())
+        self.body = nn.Sequential(*conv_bn(3, 16, 3, 2), nn.ReLU(), *conv_bn(16, 32, 3, 2),
+                                  nn.ReLU())
         self.fc = nn.Linear(32, classes)
 
     def forward(self, x):
@@ -80,8 +83,8 @@ class Segmenter(nn.Module):
 
     def __init__(self, classes=4):
         super().__init__()
-        self.body = nn.Sequential(*conv_bn(3, 16, 3, 2), nn.ReLU(), *conv_bn(16, 16, 3, 1), nn.ReLU(),
-                                  nn.Conv2d(16, classes, 1))
+        self.body = nn.Sequential(*conv_bn(3, 16, 3, 2), nn.ReLU(), *conv_bn(16, 16, 3, 1),
+                                  nn.ReLU(), nn.Conv2d(16, classes, 1))
 
     def forward(self, x):
         return nn.functional.interpolate(self.body(x), scale_factor=2.0, mode="bilinear",

@@ -1,0 +1,214 @@
+"""The ONNX model zoo graphs shipped in the onnx wheel (onnx/backend/test/data/light): real
+SqueezeNet, ShuffleNet, DenseNet-121, Inception v1 and ResNet-50 graphs (opset 9, IR 3, the zoo's
+quirks: initializers listed as inputs, N x K x 1 x 1 logits, Softmax outputs, asymmetric
+AveragePool pads), whose weights the wheel replaces by ConstantOfShape(0.02) nodes.
+
+Weights: SqueezeNet and ShuffleNet get seeded random initializers; the three larger graphs keep
+their ConstantOfShape nodes (files stay tiny) with values rescaled by each tensor's fan-in, so
+that activations stay finite. References: an independent torch float64 interpreter of the
+graph's ops (below), its input gradient of the pre-Softmax logit by autograd.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from onnx import helper, numpy_helper
+
+from ..fixture import directional_check, save_case
+
+SOURCE = "onnx zoo (onnx wheel)"
+LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
+
+
+def consumers(graph: onnx.GraphProto) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
+    found: dict[str, list] = {}
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            found.setdefault(name, []).append((node, i))
+    return found
+
+
+def weight_value(role: tuple[str, int], shape: tuple[int, ...], rng, random: bool):
+    """A random (or constant) tensor for a weight of `shape` used as input `role`."""
+    op, index = role
+    if op == "BatchNormalization":
+        value = {1: (0.5, 1.5), 2: (-0.2, 0.2), 3: (-0.2, 0.2), 4: (0.5, 1.5)}[index]
+        return rng.uniform(*value, shape) if random else np.full(shape, np.mean(value))
+    fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    if len(shape) == 1:  # biases
+        return 0.05 * rng.standard_normal(shape) if random else np.full(shape, 0.01)
+    if random:
+        return rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+    return np.full(shape, 1.0 / fan_in)
+
+
+def reweight(model: onnx.ModelProto, random: bool, seed: int) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    graph = model.graph
+    used_by = consumers(graph)
+    shapes = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    nodes, new_inits = [], []
+    for node in graph.node:
+        if node.op_type != "ConstantOfShape":
+            nodes.append(node)
+            continue
+        shape = tuple(int(d) for d in shapes[node.input[0]])
+        consumer, index = used_by[node.output[0]][0]
+        value = weight_value((consumer.op_type, index), shape, rng, random).astype(np.float32)
+        if random:
+            new_inits.append(numpy_helper.from_array(value, node.output[0]))
+            continue
+        constant = helper.make_tensor("value", onnx.TensorProto.FLOAT, [1], [float(value.flat[0])])
+        nodes.append(helper.make_node("ConstantOfShape", list(node.input), list(node.output),
+                                      value=constant))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(new_inits)
+    if random:  # the weights are initializers now; IR 3 lists initializers among the inputs
+        declared = {i.name for i in graph.input}
+        for t in new_inits:
+            if t.name not in declared:
+                graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, t.dims))
+        used = {i for n in graph.node for i in n.input}
+        keep = [t for t in graph.initializer if t.name in used]
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+        keep_inputs = [i for i in graph.input if i.name in used]
+        del graph.input[:]
+        graph.input.extend(keep_inputs)
+    return model
+
+
+# --- an independent float64 interpreter of the zoo's ops, in torch --------------------------
+
+def pads_of(attrs, n=2):
+    pads = list(attrs.get("pads", [0] * 2 * n))
+    return pads[:n], pads[n:]
+
+
+def pad_input(x, begin, end, value=0.0):
+    return F.pad(x, (begin[1], end[1], begin[0], end[0]), value=value)
+
+
+def run_graph(model: onnx.ModelProto, x: torch.Tensor, stop_at: str) -> torch.Tensor:
+    """Evaluate the graph up to tensor `stop_at` in x's float type."""
+    graph = model.graph
+    dtype = x.dtype
+    env = {}
+    for t in graph.initializer:
+        value = numpy_helper.to_array(t)
+        env[t.name] = torch.tensor(value, dtype=dtype if value.dtype.kind == "f" else torch.int64)
+    data = next(i.name for i in graph.input if i.name not in env)
+    env[data] = x
+    for node in graph.node:
+        a = {at.name: helper.get_attribute_value(at) for at in node.attribute}
+        ins = [env[i] if i else None for i in node.input]
+        op = node.op_type
+        if op == "ConstantOfShape":
+            v = numpy_helper.to_array(a["value"]).astype(np.float64)[0]
+            out = torch.full(tuple(int(d) for d in ins[0]), float(v), dtype=dtype)
+        elif op == "Conv":
+            begin, end = pads_of(a)
+            out = F.conv2d(pad_input(ins[0], begin, end), ins[1], ins[2] if len(ins) > 2 else None,
+                           stride=a.get("strides", [1, 1]), dilation=a.get("dilations", [1, 1]),
+                           groups=a.get("group", 1))
+        elif op == "Relu":
+            out = torch.relu(ins[0])
+        elif op == "MaxPool":
+            begin, end = pads_of(a)
+            out = F.max_pool2d(pad_input(ins[0], begin, end, float("-inf")), a["kernel_shape"],
+                               a.get("strides", [1, 1]))
+        elif op == "AveragePool":  # count_include_pad=0: divide by in-bounds counts
+            begin, end = pads_of(a)
+            k, s = a["kernel_shape"], a.get("strides", [1, 1])
+            total = F.avg_pool2d(pad_input(ins[0], begin, end), k, s) * (k[0] * k[1])
+            ones = torch.ones((1, 1, *ins[0].shape[2:]), dtype=dtype)
+            count = F.avg_pool2d(pad_input(ones, begin, end), k, s) * (k[0] * k[1])
+            out = total / count
+        elif op == "GlobalAveragePool":
+            out = ins[0].mean(dim=(2, 3), keepdim=True)
+        elif op == "BatchNormalization":
+            shape = (1, -1, 1, 1)
+            out = (ins[0] - ins[3].view(shape)) / torch.sqrt(ins[4].view(shape) + a.get(
+                "epsilon", 1e-5)) * ins[1].view(shape) + ins[2].view(shape)
+        elif op == "LRN":
+            out = F.local_response_norm(ins[0], a["size"], a.get("alpha", 1e-4),
+                                        a.get("beta", 0.75), a.get("bias", 1.0))
+        elif op == "Concat":
+            out = torch.cat(ins, dim=a["axis"])
+        elif op in ("Dropout", "Identity"):
+            out = ins[0]
+        elif op in ("Sum", "Add"):
+            out = ins[0]
+            for other in ins[1:]:
+                out = out + other
+        elif op == "Mul":
+            out = ins[0] * ins[1]
+        elif op == "Reshape":
+            shape = [int(d) for d in ins[1]]
+            shape = [ins[0].shape[i] if d == 0 else d for i, d in enumerate(shape)]
+            out = ins[0].reshape(shape)
+        elif op == "Transpose":
+            out = ins[0].permute(*a["perm"])
+        elif op == "Unsqueeze":
+            out = ins[0]
+            for axis in sorted(a["axes"]):
+                out = out.unsqueeze(axis)
+        elif op == "Gemm":
+            b = ins[1].T if a.get("transB", 0) else ins[1]
+            out = a.get("alpha", 1.0) * ins[0] @ b + a.get("beta", 1.0) * ins[2]
+        else:
+            raise NotImplementedError(op)
+        env[node.output[0]] = out
+        if node.output[0] == stop_at:
+            return out
+    raise KeyError(stop_at)
+
+
+def case(name: str, random: bool, seed: int, covers: list[str]) -> dict:
+    model = reweight(onnx.load(os.path.join(LIGHT, f"light_{name}.onnx")), random, seed)
+    softmax = [n for n in model.graph.node if n.op_type == "Softmax"]
+    logits_name = softmax[0].input[0] if softmax else model.graph.output[0].name
+    x = np.random.default_rng(seed).standard_normal((1, 3, 224, 224)).astype(np.float32)
+
+    def gradient(dtype):
+        t = torch.tensor(x, dtype=dtype, requires_grad=True)
+        out = run_graph(model, t, logits_name).reshape(1, -1)
+        chosen = int(out[0].argmax()) if dtype == torch.float64 else target
+        return chosen, out.detach().numpy(), torch.autograd.grad(out[0, chosen], t)[0].numpy()
+
+    target = None
+    target, logits64, grad64 = gradient(torch.float64)
+    _, _, grad32 = gradient(torch.float32)  # float32's own error: the same interpreter
+
+    def f(batch):
+        with torch.no_grad():
+            t = torch.tensor(batch)
+            return run_graph(model, t, logits_name).reshape(len(batch), -1)[:, target].numpy()
+
+    check = directional_check(f, x.astype(np.float64), grad64, directions=2)
+    return save_case(f"zoo_{name}", model.SerializeToString(), x, source=SOURCE,
+                     covers=covers, target=target, grad64=grad64, grad32=grad32,
+                     logits64=logits64, output=model.graph.output[0].name,
+                     reference="torch float64 interpreter of the ONNX graph, autograd",
+                     notes=("random weights" if random else
+                            "shipped ConstantOfShape weights, values scaled by fan-in"),
+                     check={"directional_central_differences": check})
+
+
+def build() -> list[dict]:
+    return [
+        case("squeezenet", True, 1, ["logits N x K x 1 x 1", "Softmax output", "IR 3 "
+                                     "initializers as inputs"]),
+        case("shufflenet", True, 2, ["channel shuffle (Reshape/Transpose)", "Softmax output"]),
+        case("densenet121", False, 3, ["logits N x K x 1 x 1 (no Softmax)",
+                                       "ConstantOfShape weights"]),
+        case("inception_v1", False, 4, ["LRN", "AveragePool with asymmetric pads",
+                                        "Softmax output"]),
+        case("resnet50", False, 5, ["residual, BatchNorm", "Softmax output"]),
+    ]

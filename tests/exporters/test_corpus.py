@@ -8,12 +8,16 @@ CLI: no traceback, ever.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from PIL import Image
 
 from onnxpath.cli import main
+from onnxpath.relu_family import RELU_FAMILY
 
 from .checks import cases, gradient_error, load
 from .fixture import CORPUS
@@ -30,6 +34,37 @@ def test_corpus_is_as_documented():
     assert not missing, f"not in the README's Tested exporters table: {missing}"
     size = sum(p.stat().st_size for p in CORPUS.iterdir())
     assert size < 30 * 2**20, f"corpus is {size / 2**20:.1f} MB"
+
+
+def pathway_applies(name: str, x: np.ndarray) -> bool:
+    """Images up to 64 x 64 with a ReLU-family activation also run `-m pathway` (the zoo's
+    224 x 224 models only the gradient, to keep the suite short)."""
+    ops = {n.op_type for n in onnx.load(CORPUS / f"{name}.onnx").graph.node}
+    return x.ndim == 4 and x.size <= 3 * 64 * 64 and bool(ops & set(RELU_FAMILY))
+
+
+def pathway_layers(tmp_path, capsys, name: str, image: Path) -> tuple[int, dict]:
+    code = main(["attribute", str(CORPUS / f"{name}.onnx"), str(image), "-m",
+                 "gradient,pathway", "--out", str(tmp_path / name)])
+    out, err = capsys.readouterr()
+    assert code == 0 and "Traceback" not in err, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["method"] for line in lines] == ["gradient", "pathway"]
+    ops = Counter(n.op_type for n in onnx.load(CORPUS / f"{name}.onnx").graph.node)
+    return lines[1]["extras"]["layers"], ops
+
+
+def test_relu6_networks_get_a_pathway_over_every_relu6_with_no_flags(tmp_path, capsys):
+    """Issue 10's acceptance: `onnxpath attribute mobilenet_v2_relu6.onnx img.jpg -m
+    gradient,pathway` with no flags; the pathway runs over every ReLU6 (Clip) layer, and a
+    network mixing ReLU6 and ReLU gets all of them."""
+    image = tmp_path / "img.jpg"
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(image)
+    layers, ops = pathway_layers(tmp_path, capsys, "torch_mobilenet_v2_relu6", image)
+    assert ops["Relu"] == 0 and layers == ops["Clip"] == 10
+    layers, ops = pathway_layers(tmp_path, capsys, "torch_mixed_relu6_relu", image)
+    assert ops["Relu"] == 1 and layers == ops["Clip"] + ops["Relu"] == 10
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -51,7 +86,7 @@ def test_cli_runs_without_traceback(name, tmp_path, capsys):
     sample = tmp_path / "x.npy"
     np.save(sample, data["x"])
     model = CORPUS / f"{name}.onnx"
-    methods = "gradient,pathway" if "pathway" in meta.get("cli", "gradient") else "gradient"
+    methods = "gradient,pathway" if pathway_applies(name, data["x"]) else "gradient"
     if meta["kind"] == "gradient":
         code = main(["attribute", str(model), str(sample), "-m", methods, "--out",
                      str(tmp_path / "out")])

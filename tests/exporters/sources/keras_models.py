@@ -29,7 +29,8 @@ def mobilenet_v3_small(float_input: bool, logits: bool):
 
 
 def uint8_net(float_input: bool, logits: bool):
-    inputs = tf.keras.Input(SIZE, dtype="float32" if float_input else "uint8", name="pixels")
+    inputs = tf.keras.Input(SIZE, dtype=tf.keras.backend.floatx() if float_input else "uint8",
+                            name="pixels")
     x = inputs if float_input else layers.Lambda(
         lambda t: tf.cast(t, tf.keras.backend.floatx()))(inputs)
     x = layers.Rescaling(1 / 127.5, offset=-1.0)(x)
@@ -84,13 +85,20 @@ def resnet_bn(float_input: bool, logits: bool):
     return tf.keras.Model(inputs, layers.Dense(10, name="logits")(x))
 
 
-def randomise_bn(model, seed: int):
+def randomise_bn(model, seed: int, pixels: bool):
+    """Random affine terms, then running statistics from one batch (momentum 0), so BatchNorm
+    normalises: arbitrary statistics make deep untrained networks vanish (logits ~1e-11)."""
     rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([0.5 + rng.random(gamma.shape), 0.2 * rng.standard_normal(
-                beta.shape), 0.2 * rng.standard_normal(mean.shape), 0.5 + rng.random(var.shape)])
+    bns = [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
+    for layer in bns:
+        gamma, beta, mean, var = layer.get_weights()
+        layer.set_weights([0.5 + rng.random(gamma.shape), 0.2 * rng.standard_normal(beta.shape),
+                           mean, var])
+        layer.momentum = 0.0
+    if bns:
+        shape = (16, *model.inputs[0].shape[1:])
+        batch = rng.uniform(0, 255, shape) if pixels else rng.standard_normal(shape)
+        model(tf.constant(batch.astype(model.inputs[0].dtype.as_numpy_dtype)), training=True)
 
 
 def gradient(model, x: np.ndarray, target: int, dtype):
@@ -107,7 +115,8 @@ def case(name: str, builder, covers: list[str], seed: int, uint8: bool = False,
     tf.keras.backend.set_floatx("float32")
     tf.keras.utils.set_random_seed(seed)
     model = builder(float_input=False, logits=not softmax)
-    randomise_bn(model, seed)
+    pixels = uint8 or builder is mobilenet_v3_small  # inputs 0..255
+    randomise_bn(model, seed, pixels)
     weights = model.get_weights()
     tf.keras.backend.set_floatx("float64")
     model64 = builder(float_input=True, logits=True)

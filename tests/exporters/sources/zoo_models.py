@@ -3,10 +3,11 @@ SqueezeNet, ShuffleNet, DenseNet-121, Inception v1 and ResNet-50 graphs (opset 9
 quirks: initializers listed as inputs, N x K x 1 x 1 logits, Softmax outputs, asymmetric
 AveragePool pads), whose weights the wheel replaces by ConstantOfShape(0.02) nodes.
 
-Weights: SqueezeNet gets seeded random initializers; the other graphs keep their
-ConstantOfShape nodes (files stay tiny) with values rescaled by each tensor's fan-in, so that
-activations stay finite. References: an independent torch float64 interpreter of the
-graph's ops (below), its input gradient of the pre-Softmax logit by autograd.
+Weights: SqueezeNet gets seeded random initializers; in the other graphs each ConstantOfShape
+becomes a deterministic in-graph sine pattern with He-like scale, and the opset becomes 11 for
+Range (files stay tiny; the wheel's equal weights make all 1000 logits equal). References: an
+independent torch float64 interpreter of the graph's ops (below), its input gradient of the
+pre-Softmax logit by autograd.
 """
 
 from __future__ import annotations
@@ -33,18 +34,40 @@ def consumers(graph: onnx.GraphProto) -> dict[str, list[tuple[onnx.NodeProto, in
     return found
 
 
-def weight_value(role: tuple[str, int], shape: tuple[int, ...], rng, random: bool):
-    """A random (or constant) tensor for a weight of `shape` used as input `role`."""
+def weight_scale(role: tuple[str, int], shape: tuple[int, ...]) -> tuple[float, float]:
+    """(amplitude, offset) of a weight used as input `role`: He-like for conv and Gemm weights
+    (a sine pattern has variance amplitude^2 / 2), near-identity for BatchNorm."""
     op, index = role
     if op == "BatchNormalization":
-        value = {1: (0.5, 1.5), 2: (-0.2, 0.2), 3: (-0.2, 0.2), 4: (0.5, 1.5)}[index]
-        return rng.uniform(*value, shape) if random else np.full(shape, np.mean(value))
-    fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        return {1: (0.3, 1.0), 2: (0.1, 0.0), 3: (0.1, 0.0), 4: (0.4, 1.0)}[index]
     if len(shape) == 1:  # biases
-        return 0.05 * rng.standard_normal(shape) if random else np.full(shape, 0.01)
-    if random:
-        return rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
-    return np.full(shape, 1.0 / fan_in)
+        return 0.05, 0.0
+    return 2.0 / np.sqrt(np.prod(shape[1:])), 0.0
+
+
+def random_weight(shape, role, rng) -> np.ndarray:
+    amplitude, offset = weight_scale(role, shape)
+    return offset + amplitude * np.sin(rng.uniform(0, 2 * np.pi, shape))
+
+
+def sine_weight_nodes(node: onnx.NodeProto, shape, role, k: int):
+    """The weight as an in-graph pattern, offset + amplitude * sin(12.9898 i + phase) over its
+    flat index i: pseudo-random, deterministic, and a few bytes in the file (the wheel's
+    ConstantOfShape keeps every weight equal, which makes all 1000 logits equal)."""
+    amplitude, offset = weight_scale(role, shape)
+    out, p = node.output[0], f"{node.output[0]}/sine"
+    scalars = {f"{p}/start": 0.0, f"{p}/limit": float(np.prod(shape)), f"{p}/delta": 1.0,
+               f"{p}/freq": 12.9898, f"{p}/phase": 0.61 * k, f"{p}/amp": amplitude,
+               f"{p}/offset": offset}
+    inits = [numpy_helper.from_array(np.asarray(v, np.float32), n) for n, v in scalars.items()]
+    nodes = [helper.make_node("Range", [f"{p}/start", f"{p}/limit", f"{p}/delta"], [f"{p}/i"]),
+             helper.make_node("Mul", [f"{p}/i", f"{p}/freq"], [f"{p}/a"]),
+             helper.make_node("Add", [f"{p}/a", f"{p}/phase"], [f"{p}/b"]),
+             helper.make_node("Sin", [f"{p}/b"], [f"{p}/s"]),
+             helper.make_node("Reshape", [f"{p}/s", node.input[0]], [f"{p}/r"]),
+             helper.make_node("Mul", [f"{p}/r", f"{p}/amp"], [f"{p}/m"]),
+             helper.make_node("Add", [f"{p}/m", f"{p}/offset"], [out])]
+    return nodes, inits
 
 
 def reweight(model: onnx.ModelProto, random: bool, seed: int) -> onnx.ModelProto:
@@ -52,35 +75,37 @@ def reweight(model: onnx.ModelProto, random: bool, seed: int) -> onnx.ModelProto
     graph = model.graph
     used_by = consumers(graph)
     shapes = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    nodes, new_inits = [], []
-    for node in graph.node:
+    nodes, new_inits, weights = [], [], []
+    for k, node in enumerate(graph.node):
         if node.op_type != "ConstantOfShape":
             nodes.append(node)
             continue
         shape = tuple(int(d) for d in shapes[node.input[0]])
         consumer, index = used_by[node.output[0]][0]
-        value = weight_value((consumer.op_type, index), shape, rng, random).astype(np.float32)
+        role = (consumer.op_type, index)
         if random:
-            new_inits.append(numpy_helper.from_array(value, node.output[0]))
+            value = random_weight(shape, role, rng).astype(np.float32)
+            weights.append(numpy_helper.from_array(value, node.output[0]))
             continue
-        constant = helper.make_tensor("value", onnx.TensorProto.FLOAT, [1], [float(value.flat[0])])
-        nodes.append(helper.make_node("ConstantOfShape", list(node.input), list(node.output),
-                                      value=constant))
+        added, inits = sine_weight_nodes(node, shape, role, k)
+        nodes.extend(added)
+        new_inits.extend(inits)
     del graph.node[:]
     graph.node.extend(nodes)
-    graph.initializer.extend(new_inits)
-    if random:  # the weights are initializers now; IR 3 lists initializers among the inputs
-        declared = {i.name for i in graph.input}
-        for t in new_inits:
-            if t.name not in declared:
-                graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, t.dims))
-        used = {i for n in graph.node for i in n.input}
-        keep = [t for t in graph.initializer if t.name in used]
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
-        keep_inputs = [i for i in graph.input if i.name in used]
-        del graph.input[:]
-        graph.input.extend(keep_inputs)
+    graph.initializer.extend(new_inits + weights)
+    # IR 3 lists initializers among the graph inputs: keep that quirk for the new ones.
+    declared = {i.name for i in graph.input}
+    for t in new_inits + weights:
+        if t.name not in declared:
+            graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, t.dims))
+    used = {i for n in graph.node for i in n.input}
+    for field in (graph.initializer, graph.input):
+        keep = [t for t in field if t.name in used]
+        del field[:]
+        field.extend(keep)
+    if not random:
+        # Range needs opset 11; none of these graphs' ops changes meaning from 9 to 11.
+        model.opset_import[0].version = 11
     return model
 
 
@@ -149,6 +174,10 @@ def run_graph(model: onnx.ModelProto, x: torch.Tensor, stop_at: str) -> torch.Te
                 out = out + other
         elif op == "Mul":
             out = ins[0] * ins[1]
+        elif op == "Range":
+            out = torch.arange(float(ins[0]), float(ins[1]), float(ins[2]), dtype=dtype)
+        elif op == "Sin":
+            out = torch.sin(ins[0])
         elif op == "Reshape":
             shape = [int(d) for d in ins[1]]
             shape = [ins[0].shape[i] if d == 0 else d for i, d in enumerate(shape)]
@@ -197,7 +226,8 @@ def case(name: str, random: bool, seed: int, covers: list[str]) -> dict:
                      logits64=logits64, output=model.graph.output[0].name,
                      reference="torch float64 interpreter of the ONNX graph, autograd",
                      notes=("random weights" if random else
-                            "shipped ConstantOfShape weights, values scaled by fan-in"),
+                            "in-graph sine-pattern weights (Range, Sin) replacing "
+                            "ConstantOfShape"),
                      check={"directional_central_differences": check})
 
 

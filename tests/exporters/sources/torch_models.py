@@ -91,9 +91,21 @@ class Segmenter(nn.Module):
                                          align_corners=False)
 
 
-def spatial_sum(out):
-    """A segmentation's class scores: the sum of each class map over the image."""
-    return first(out).sum(dim=(2, 3))
+def predicted_regions(module: nn.Module, x: np.ndarray):
+    """A segmentation's class scores as onnxpath's default defines them: class c's logits
+    summed over the pixels predicted as c (the region fixed at x, from a float64 forward)."""
+    import copy
+
+    with torch.no_grad():
+        scores = copy.deepcopy(module).double()(torch.tensor(x, dtype=torch.float64))
+    pred = scores.argmax(dim=1, keepdim=True)  # (1, 1, H, W)
+    regions = (pred == torch.arange(scores.shape[1]).view(1, -1, 1, 1)).double()
+
+    def select(out):
+        out = first(out)
+        return (out * regions.to(out.dtype)).sum(dim=(2, 3))
+
+    return select
 
 
 class EfficientNetHead(nn.Module):
@@ -242,7 +254,19 @@ def uint8_case(exporter: str, name: str, source: str) -> dict:
                      check={"directional_central_differences": check})
 
 
-def build() -> list[dict]:
+def segmentation(name: str, seed: int, exporter: str, source: str) -> dict:
+    module, x = seeded(Segmenter, seed), image(seed)
+    return torch_case(name, module, x, exporter=exporter, source=source,
+                      output_names=["scores"], select=predicted_regions(module, x),
+                      covers=["segmentation output N x K x H x W"],
+                      notes="reference: class c's logits summed over the pixels predicted as c")
+
+
+def build(only: set[str] | None = None) -> list[dict]:
+    if only:  # rebuild some cases: the segmentation ones are cheap to single out
+        return [segmentation(name, seed, exporter, source) for name, seed, exporter, source in
+                [("torch_segmentation_nkhw", 5, "torchscript", "torch TorchScript"),
+                 ("dynamo_segmentation_nkhw", 15, "dynamo", "torch dynamo")] if name in only]
     ts, dy = "torch TorchScript", "torch dynamo"
     cases = [
         torch_case("torch_mobilenet_v2_relu6", seeded(MobileNetV2, 1), image(1),
@@ -256,10 +280,7 @@ def build() -> list[dict]:
                    exporter="torchscript", source=ts, output_names=["features", "logits"],
                    select=lambda out: out[1], output="logits",
                    covers=["two outputs, the second is the logits"]),
-        torch_case("torch_segmentation_nkhw", seeded(Segmenter, 5), image(5),
-                   exporter="torchscript", source=ts, output_names=["scores"],
-                   select=spatial_sum, covers=["segmentation output N x K x H x W"],
-                   notes="reference: gradient of the class map summed over the image"),
+        segmentation("torch_segmentation_nkhw", 5, "torchscript", ts),
         torch_case("torch_efficientnet_avgpool_1280", seeded(EfficientNetHead, 6), image(6),
                    exporter="torchscript", source=ts,
                    covers=["AveragePool with a 1280 x 1280 ceil_mode kernel"]),
@@ -283,9 +304,6 @@ def build() -> list[dict]:
                    exporter="dynamo", source=dy, output_names=["features", "logits"],
                    select=lambda out: out[1], output="logits",
                    covers=["two outputs, the second is the logits"]),
-        torch_case("dynamo_segmentation_nkhw", seeded(Segmenter, 15), image(15),
-                   exporter="dynamo", source=dy, output_names=["scores"], select=spatial_sum,
-                   covers=["segmentation output N x K x H x W"],
-                   notes="reference: gradient of the class map summed over the image"),
+        segmentation("dynamo_segmentation_nkhw", 15, "dynamo", dy),
     ]
     return cases

@@ -4,7 +4,7 @@ quirks: initializers listed as inputs, N x K x 1 x 1 logits, Softmax outputs, as
 AveragePool pads), whose weights the wheel replaces by ConstantOfShape(0.02) nodes.
 
 Weights: SqueezeNet gets seeded random initializers; in the other graphs each ConstantOfShape
-becomes a deterministic in-graph sine pattern with He-like scale, and the opset becomes 11 for
+becomes a deterministic in-graph pseudo-random pattern with He-like scale, and the opset becomes 11 for
 Range (files stay tiny; the wheel's equal weights make all 1000 logits equal). References: an
 independent torch float64 interpreter of the graph's ops (below), its input gradient of the
 pre-Softmax logit by autograd.
@@ -35,38 +35,45 @@ def consumers(graph: onnx.GraphProto) -> dict[str, list[tuple[onnx.NodeProto, in
 
 
 def weight_scale(role: tuple[str, int], shape: tuple[int, ...]) -> tuple[float, float]:
-    """(amplitude, offset) of a weight used as input `role`: He-like for conv and Gemm weights
-    (a sine pattern has variance amplitude^2 / 2), near-identity for BatchNorm."""
+    """(standard deviation, mean) of a weight used as input `role`: He for conv and Gemm
+    weights, near-identity for BatchNorm, small for biases."""
     op, index = role
     if op == "BatchNormalization":
-        return {1: (0.3, 1.0), 2: (0.1, 0.0), 3: (0.1, 0.0), 4: (0.4, 1.0)}[index]
+        return {1: (0.2, 1.0), 2: (0.1, 0.0), 3: (0.1, 0.0), 4: (0.2, 1.0)}[index]
     if len(shape) == 1:  # biases
         return 0.05, 0.0
-    return 2.0 / np.sqrt(np.prod(shape[1:])), 0.0
+    return float(np.sqrt(2.0 / np.prod(shape[1:]))), 0.0
 
 
 def random_weight(shape, role, rng) -> np.ndarray:
-    amplitude, offset = weight_scale(role, shape)
-    return offset + amplitude * np.sin(rng.uniform(0, 2 * np.pi, shape))
+    std, mean = weight_scale(role, shape)
+    return mean + std * rng.standard_normal(shape)
 
 
-def sine_weight_nodes(node: onnx.NodeProto, shape, role, k: int):
-    """The weight as an in-graph pattern, offset + amplitude * sin(12.9898 i + phase) over its
-    flat index i: pseudo-random, deterministic, and a few bytes in the file (the wheel's
-    ConstantOfShape keeps every weight equal, which makes all 1000 logits equal)."""
-    amplitude, offset = weight_scale(role, shape)
-    out, p = node.output[0], f"{node.output[0]}/sine"
-    scalars = {f"{p}/start": 0.0, f"{p}/limit": float(np.prod(shape)), f"{p}/delta": 1.0,
-               f"{p}/freq": 12.9898, f"{p}/phase": 0.61 * k, f"{p}/amp": amplitude,
-               f"{p}/offset": offset}
-    inits = [numpy_helper.from_array(np.asarray(v, np.float32), n) for n, v in scalars.items()]
+PRIME = 16777213  # below 2**24: every pattern value is exact in float32
+
+
+def pattern_weight_nodes(node: onnx.NodeProto, shape, role, k: int):
+    """The weight as an in-graph pseudo-random pattern: u = ((A i + B_k) mod PRIME) over the flat
+    index i, exact in int64 and in float32, then mean + std * sqrt(3) * (2 u / PRIME - 1) (a
+    uniform of that mean and deviation). A few bytes in the file instead of the weights (the
+    wheel's ConstantOfShape makes every weight equal, and so all 1000 logits)."""
+    std, mean = weight_scale(role, shape)
+    out, p = node.output[0], f"{node.output[0]}/pattern"
+    ints = {f"{p}/start": 0, f"{p}/limit": int(np.prod(shape)), f"{p}/delta": 1,
+            f"{p}/a": 1103515245, f"{p}/b": 12345 + 7919 * k, f"{p}/prime": PRIME}
+    floats = {f"{p}/scale": 2.0 * std * np.sqrt(3.0) / PRIME,
+              f"{p}/shift": mean - std * np.sqrt(3.0)}
+    inits = [numpy_helper.from_array(np.asarray(v, np.int64), n) for n, v in ints.items()]
+    inits += [numpy_helper.from_array(np.asarray(v, np.float32), n) for n, v in floats.items()]
     nodes = [helper.make_node("Range", [f"{p}/start", f"{p}/limit", f"{p}/delta"], [f"{p}/i"]),
-             helper.make_node("Mul", [f"{p}/i", f"{p}/freq"], [f"{p}/a"]),
-             helper.make_node("Add", [f"{p}/a", f"{p}/phase"], [f"{p}/b"]),
-             helper.make_node("Sin", [f"{p}/b"], [f"{p}/s"]),
-             helper.make_node("Reshape", [f"{p}/s", node.input[0]], [f"{p}/r"]),
-             helper.make_node("Mul", [f"{p}/r", f"{p}/amp"], [f"{p}/m"]),
-             helper.make_node("Add", [f"{p}/m", f"{p}/offset"], [out])]
+             helper.make_node("Mul", [f"{p}/i", f"{p}/a"], [f"{p}/ai"]),
+             helper.make_node("Add", [f"{p}/ai", f"{p}/b"], [f"{p}/aib"]),
+             helper.make_node("Mod", [f"{p}/aib", f"{p}/prime"], [f"{p}/u"]),
+             helper.make_node("Cast", [f"{p}/u"], [f"{p}/uf"], to=onnx.TensorProto.FLOAT),
+             helper.make_node("Reshape", [f"{p}/uf", node.input[0]], [f"{p}/r"]),
+             helper.make_node("Mul", [f"{p}/r", f"{p}/scale"], [f"{p}/m"]),
+             helper.make_node("Add", [f"{p}/m", f"{p}/shift"], [out])]
     return nodes, inits
 
 
@@ -87,7 +94,7 @@ def reweight(model: onnx.ModelProto, random: bool, seed: int) -> onnx.ModelProto
             value = random_weight(shape, role, rng).astype(np.float32)
             weights.append(numpy_helper.from_array(value, node.output[0]))
             continue
-        added, inits = sine_weight_nodes(node, shape, role, k)
+        added, inits = pattern_weight_nodes(node, shape, role, k)
         nodes.extend(added)
         new_inits.extend(inits)
     del graph.node[:]
@@ -134,6 +141,10 @@ def run_graph(model: onnx.ModelProto, x: torch.Tensor, stop_at: str) -> torch.Te
         a = {at.name: helper.get_attribute_value(at) for at in node.attribute}
         ins = [env[i] if i else None for i in node.input]
         op = node.op_type
+        # Weight patterns are computed in float32 by ONNX Runtime: here too, bit for bit.
+        pattern = any("/pattern" in i for i in node.input)
+        if pattern:
+            ins = [t.float() if t.is_floating_point() else t for t in ins]
         if op == "ConstantOfShape":
             v = numpy_helper.to_array(a["value"]).astype(np.float64)[0]
             out = torch.full(tuple(int(d) for d in ins[0]), float(v), dtype=dtype)
@@ -175,9 +186,11 @@ def run_graph(model: onnx.ModelProto, x: torch.Tensor, stop_at: str) -> torch.Te
         elif op == "Mul":
             out = ins[0] * ins[1]
         elif op == "Range":
-            out = torch.arange(float(ins[0]), float(ins[1]), float(ins[2]), dtype=dtype)
-        elif op == "Sin":
-            out = torch.sin(ins[0])
+            out = torch.arange(int(ins[0]), int(ins[1]), int(ins[2]), dtype=torch.int64)
+        elif op == "Mod":
+            out = torch.remainder(ins[0], ins[1])
+        elif op == "Cast":
+            out = ins[0].to(torch.float32 if pattern else dtype)
         elif op == "Reshape":
             shape = [int(d) for d in ins[1]]
             shape = [ins[0].shape[i] if d == 0 else d for i, d in enumerate(shape)]
@@ -193,6 +206,8 @@ def run_graph(model: onnx.ModelProto, x: torch.Tensor, stop_at: str) -> torch.Te
             out = a.get("alpha", 1.0) * ins[0] @ b + a.get("beta", 1.0) * ins[2]
         else:
             raise NotImplementedError(op)
+        if pattern:
+            out = out if "/pattern" in node.output[0] else out.to(dtype)
         env[node.output[0]] = out
         if node.output[0] == stop_at:
             return out
@@ -226,7 +241,7 @@ def case(name: str, random: bool, seed: int, covers: list[str]) -> dict:
                      logits64=logits64, output=model.graph.output[0].name,
                      reference="torch float64 interpreter of the ONNX graph, autograd",
                      notes=("random weights" if random else
-                            "in-graph sine-pattern weights (Range, Sin) replacing "
+                            "in-graph pseudo-random weights (Range, Mod) replacing "
                             "ConstantOfShape"),
                      check={"directional_central_differences": check})
 

@@ -4,8 +4,8 @@ quirks: initializers listed as inputs, N x K x 1 x 1 logits, Softmax outputs, as
 AveragePool pads), whose weights the wheel replaces by ConstantOfShape(0.02) nodes.
 
 Weights: SqueezeNet gets seeded random initializers; in the other graphs each ConstantOfShape
-becomes a deterministic in-graph pseudo-random pattern with He-like scale, and the opset becomes 11 for
-Range (files stay tiny; the wheel's equal weights make all 1000 logits equal). References: an
+becomes a deterministic in-graph pseudo-random pattern with He-like scale, and the opset
+becomes 11 for Range (files stay tiny; the wheel's equal weights make all 1000 logits equal). References: an
 independent torch float64 interpreter of the graph's ops (below), its input gradient of the
 pre-Softmax logit by autograd.
 """

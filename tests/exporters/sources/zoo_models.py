@@ -5,9 +5,9 @@ AveragePool pads), whose weights the wheel replaces by ConstantOfShape(0.02) nod
 
 Weights: SqueezeNet gets seeded random initializers; in the other graphs each ConstantOfShape
 becomes a deterministic in-graph pseudo-random pattern with He-like scale, and the opset
-becomes 11 for Range (files stay tiny; the wheel's equal weights make all 1000 logits equal). References: an
-independent torch float64 interpreter of the graph's ops (below), its input gradient of the
-pre-Softmax logit by autograd.
+becomes 11 for Range (files stay tiny; the wheel's equal weights make all 1000 logits equal).
+References: an independent torch float64 interpreter of the graph's ops (below), its input
+gradient of the pre-Softmax logit by autograd.
 """
 
 from __future__ import annotations

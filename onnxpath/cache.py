@@ -36,6 +36,7 @@ from .errors import OnnxPathError
 CACHE_FORMAT = 1  # bump when the entry layout changes
 DEFAULT_MAX_MB = 4096
 SUFFIX = ".ort.onnx"
+NOTE_SUFFIX = ".note.json"
 
 
 def cache_dir() -> Path:
@@ -179,6 +180,23 @@ class SessionCache:
             tmp.unlink(missing_ok=True)
         self.trim()
 
+    def load_note(self, key: str) -> dict | None:
+        """A small JSON note kept beside the sessions (the probed shapes of a model), or None."""
+        try:
+            note = json.loads((self.folder / f"{key}{NOTE_SUFFIX}").read_text())
+        except (OSError, ValueError):
+            return None
+        return note if isinstance(note, dict) else None
+
+    def save_note(self, key: str, note: dict) -> None:
+        """Write a note atomically; a folder that cannot be written skips it, silently."""
+        with contextlib.suppress(OSError):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".part", dir=self.folder)
+            with os.fdopen(fd, "w") as f:
+                json.dump(note, f)
+            os.replace(tmp, self.folder / f"{key}{NOTE_SUFFIX}")
+
     def entries(self) -> list[Path]:
         try:
             return [p for p in self.folder.iterdir() if p.name.endswith(SUFFIX)]
@@ -205,6 +223,8 @@ class SessionCache:
         entries = self.entries()
         for path in entries:
             path.unlink(missing_ok=True)
+        for note in self.folder.glob(f"*{NOTE_SUFFIX}") if self.folder.is_dir() else []:
+            note.unlink(missing_ok=True)
         for stray in self.folder.glob(".*.part") if self.folder.is_dir() else []:
             stray.unlink(missing_ok=True)
         return len(entries)

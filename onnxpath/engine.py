@@ -76,6 +76,19 @@ class GradientEngine:
         self._gradients: dict[tuple, object] = {}
         self._derived: dict[Hashable, object] = {}
         self._resident: dict[int, tuple] = {}
+        # The model's other inputs (attention mask, ...) for the examples being run, one row
+        # or one per row of x; shared with the engines derived from this one (surgery).
+        self.context: dict[str, np.ndarray] = {}
+
+    def bind(self, context: Mapping[str, np.ndarray]) -> None:
+        """Set the other inputs for the next runs (in place: derived engines see it too)."""
+        self.context.clear()
+        self.context.update(context)
+
+    def context_feeds(self, rows: int) -> dict[str, np.ndarray]:
+        """The bound context for `rows` rows of x: a one-row context is repeated."""
+        return {k: np.repeat(v, rows, axis=0) if len(v) == 1 and rows != 1 else v
+                for k, v in self.context.items()}
 
     @property
     def input_name(self) -> str:
@@ -154,7 +167,7 @@ class GradientEngine:
                 ("forward", self.info.logits),
                 lambda: cut_at(self.info.proto, [self.info.logits]))
         return self.run(self._forward, [self.info.logits],
-                        {self.input_name: x, **(feeds or {})})[0]
+                        {self.input_name: x, **self.context_feeds(len(x)), **(feeds or {})})[0]
 
     def derived(self, key: Hashable, build: Callable[[], T]) -> T:
         """Something built once per key from this engine, typically an engine over a rewritten
@@ -168,7 +181,9 @@ class GradientEngine:
         """An engine over another model (e.g. this one after surgery), same device and threads.
         `tag` names the rewrite (its options); without one the new engine is not disk-cached."""
         identity = None if tag is None or self.identity is None else (*self.identity, tag)
-        return (kind or GradientEngine)(info, self.device, self.threads, identity, self.cache)
+        engine = (kind or GradientEngine)(info, self.device, self.threads, identity, self.cache)
+        engine.context = self.context
+        return engine
 
     def gradient_model(self, wrt: Sequence[str], overrides: Mapping[str, Rule] | None = None,
                        extra_outputs: Sequence[str] = ()) -> onnx.ModelProto:
@@ -207,7 +222,7 @@ class GradientEngine:
         grad_of = [w for w in wrt if w in wanted]
         extra_of = [e for e in extra_outputs if e in wanted]
         names = [self.info.logits, *(grad_name(w) for w in grad_of), *extra_of]
-        inputs = {self.input_name: x, **(feeds or {})}
+        inputs = {self.input_name: x, **self.context_feeds(len(x)), **(feeds or {})}
         if not argmax:
             inputs[SEED] = seed.astype(x.dtype)
         values = self.run(session, names, inputs)

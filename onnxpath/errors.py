@@ -15,15 +15,19 @@ class ModelError(OnnxPathError):
     """The model cannot be loaded, normalised or differentiated. Nothing is processed."""
 
 
-class UnsupportedOpError(ModelError):
+class NotDifferentiableError(ModelError):
+    """Gradient methods cannot apply to this model; forward-only methods still can."""
+
+
+class UnsupportedOpError(NotDifferentiableError):
     """An op on the differentiated path has no gradient rule."""
 
     def __init__(self, ops: list[tuple[str, str]]):
         self.ops = ops
         listed = ", ".join(f"{op} (node '{name}')" for op, name in ops)
         super().__init__(
-            f"no gradient rule for {listed}; use a forward-only method (occlusion, rise) "
-            "or report the op"
+            f"no gradient rule for {listed}; gradient methods cannot apply: rerun with "
+            "--fallback occlusion (or -m occlusion, rise), or report the op"
         )
 
 
@@ -43,3 +47,24 @@ class DeviceError(OnnxPathError):
 
 class OutputError(OnnxPathError):
     """The output folder cannot be written. Nothing is processed."""
+
+
+DEBUG_HINT = "rerun with --debug to see the traceback"
+# The stage onnxpath last entered (loading, normalising, building, running): what a one-line
+# report of an unexpected error names. Set by `stage()`; the CLI clears it per command.
+STAGE: list[str] = []
+
+
+def stage(text: str) -> None:
+    """Announce the stage being entered (replaces the previous one)."""
+    STAGE[:] = [text]
+
+
+def unexpected(err: BaseException, stage: str) -> str:
+    """One line for an exception onnxpath did not foresee (a bug): what failed, where, and
+    how to see more."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    what = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    if len(what) > 300:
+        what = what[:297] + "..."
+    return f"unexpected error while {stage} ({what}); {DEBUG_HINT}"

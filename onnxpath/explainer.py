@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import helper
 
 from .autodiff import missing_rules
-from .cache import SessionCache, bytes_digest, file_digest
+from .cache import SessionCache, bytes_digest, entry_key, file_digest
 from .engine import GradientEngine
-from .errors import InputError, UnsupportedOpError, UsageError
+from .errors import (
+    InputError,
+    NotDifferentiableError,
+    UnsupportedOpError,
+    UsageError,
+    stage,
+)
+from .intake.cut import default_input
 from .methods import METHODS, Attribution, options_for
-from .model import ModelInfo, data_inputs, declared_shape, find_logits, load_model, normalise
-from .runtime import providers_for
+from .model import Intake, ModelInfo, data_inputs, declared_shape, load_model, normalise
+from .runtime import make_session, providers_for, run_session
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -30,24 +39,40 @@ class Explanation:
     """One method's result for a batch: raw maps plus what the prediction was."""
 
     method: str
-    maps: np.ndarray  # (N, *input shape)
-    targets: np.ndarray  # (N,) class indices
+    maps: np.ndarray  # (N, *attributed tensor's shape)
+    targets: np.ndarray  # (N,) class (or output element) indices
     logits: np.ndarray  # (N,) target logit
-    probs: np.ndarray  # (N,) target softmax probability
+    probs: np.ndarray  # (N,) target probability; NaN where the output has none (regression)
     extras: list[dict] = field(default_factory=list)
     time_ms: float = 0.0
     class_logits: np.ndarray | None = None  # (N, classes): every class's logit
+    wrt: str | None = None  # the tensor attributed, when it is not the model input itself
+    kind: str = "classes"  # classes, regression, region or elements (see intake/heads.py)
+    probabilities: bool = False  # the logits are probabilities (no Softmax to undo)
+
+
+INTEGER_KINDS = "iub"
 
 
 class Explainer:
-    """Explains one ONNX model. Engines (and their sessions) are built once per input shape."""
+    """Explains one ONNX model. Engines (and their sessions) are built once per input shape.
+
+    `output` names the output to explain (default: the rule in intake/heads.py); `wrt` the
+    tensor to attribute (default: the input, or the first float tensor computed from an
+    integer input); `target_index` one element of the output per example (i, j, ...), and
+    `region` (an H×W mask) the pixels a segmentation output's class logits are summed over.
+    """
 
     def __init__(self, model: str | os.PathLike | onnx.ModelProto, device: str = "cpu",
                  threads: int | None = None, keep_probabilities: bool = False,
-                 cache: bool | str | os.PathLike | SessionCache = True):
+                 cache: bool | str | os.PathLike | SessionCache = True,
+                 output: str | None = None, wrt: str | None = None,
+                 target_index: tuple[int, ...] | None = None,
+                 region: np.ndarray | None = None):
         """`cache`: keep built sessions on disk (True: the default folder, see `cache.py`; a
         path or a SessionCache: that folder; False: build in every process)."""
         providers_for(device)  # an unknown device or a missing CUDA provider: say so now
+        stage(f"loading the model {model if not isinstance(model, onnx.ModelProto) else ''}")
         self.path = None if isinstance(model, onnx.ModelProto) else Path(model)
         self.proto = model if isinstance(model, onnx.ModelProto) else load_model(model)
         self.device = device
@@ -56,19 +81,42 @@ class Explainer:
         self.cache = (cache if isinstance(cache, SessionCache) else None if cache is False
                       else SessionCache() if cache is True else SessionCache(cache))
         self._digest: str | None = None
-        inputs = data_inputs(self.proto)
-        self.input_name = inputs[0].name if inputs else None
-        self.input_shape = declared_shape(inputs[0]) if inputs else ()
-        self.input_dtype = inputs[0].type.tensor_type.elem_type if inputs else None
+        self.target_index = None if target_index is None else tuple(int(i) for i in
+                                                                      target_index)
+        region_key = None if region is None else tuple(map(tuple, np.asarray(region) > 0))
+        self.intake = Intake(output, wrt, "elements" if self.target_index is not None else
+                             "region" if region is not None else None, region_key)
+        self.inputs = data_inputs(self.proto)
+        primary = next((i for i in self.inputs if i.name == wrt), self.inputs[0]) \
+            if self.inputs else None
+        self.input_name = primary.name if primary is not None else None
+        self.input_shape = declared_shape(primary) if primary is not None else ()
+        self.input_dtype = primary.type.tensor_type.elem_type if primary is not None else None
         self._engines: dict[tuple, GradientEngine] = {}
+        self._prefixes: dict[tuple, object] = {}
 
     def check_differentiable(self) -> None:
-        """Refuse, before any input is read, a model whose logits path lacks gradient rules."""
-        if not hasattr(self, "_missing_rules"):  # shape inference: once per explainer
-            logits, _ = find_logits(self.proto, self.keep_probabilities)
-            self._missing_rules = missing_rules(self.proto, logits, [self.input_name])
-        if self._missing_rules:
-            raise UnsupportedOpError(self._missing_rules)
+        """Refuse, before any input is read, a model whose logits path lacks gradient rules
+        (or that has no float tensor to differentiate)."""
+        if not hasattr(self, "_not_differentiable"):  # shape inference: once per explainer
+            stage("checking the gradient rules of the model")
+            proto = onnx.ModelProto()
+            proto.CopyFrom(self.proto)
+            info = normalise(proto, None, self.keep_probabilities, self.intake)
+            self._not_differentiable = None
+            missing = missing_rules(info.proto, info.logits, [info.input_name])
+            if missing:
+                self._not_differentiable = UnsupportedOpError(missing)
+            elif info.input_name == info.raw_input and self.input_dtype is not None and \
+                    np.dtype(helper.tensor_dtype_to_np_dtype(self.input_dtype)).kind \
+                    in INTEGER_KINDS:
+                self._not_differentiable = NotDifferentiableError(
+                    f"the input '{self.input_name}' is an integer tensor and no float tensor "
+                    "computed from it reaches the output; gradient methods cannot apply: "
+                    "rerun with --fallback occlusion (or -m occlusion, rise), or name a float "
+                    "tensor with --wrt")
+        if self._not_differentiable is not None:
+            raise self._not_differentiable
 
     @property
     def fixed_batch(self) -> int | None:
@@ -76,14 +124,27 @@ class Explainer:
         first = self.input_shape[0] if self.input_shape else None
         return first if isinstance(first, int) else None
 
-    def engine(self, shape: tuple[int, ...]) -> GradientEngine:
-        key = tuple(shape[1:])
+    def engine(self, shape: tuple[int, ...],
+               shapes: Mapping[str, tuple[int, ...]] | None = None) -> GradientEngine:
+        """The engine for inputs of `shape` (and other inputs of `shapes`, by name)."""
+        others = tuple(sorted((k, tuple(v[1:])) for k, v in (shapes or {}).items()))
+        key = (tuple(shape[1:]), others)
         if key not in self._engines:
+            stage(f"normalising the model for inputs of shape {tuple(shape)}")
             proto = onnx.ModelProto()
             proto.CopyFrom(self.proto)
-            info: ModelInfo = normalise(proto, tuple(shape), self.keep_probabilities)
+            identity = (self.model_digest(), tuple(shape[1:]), others, self.keep_probabilities,
+                        self.intake.key())
+            # Shapes probed in an ONNX Runtime run (intake/probe.py) are kept with the sessions.
+            note_key = None if not self.cache else entry_key(
+                ("probed-shapes", *identity), (self.fixed_batch,), "any", [])
+            memo = (self.cache.load_note(note_key) if note_key else None) or {}
+            known = "probe" in memo
+            info: ModelInfo = normalise(proto, tuple(shape), self.keep_probabilities,
+                                        self.intake, dict(shapes or {}), memo)
+            if note_key and not known and "probe" in memo:
+                self.cache.save_note(note_key, memo)
             info.path = self.path
-            identity = (self.model_digest(), tuple(shape[1:]), self.keep_probabilities)
             self._engines[key] = GradientEngine(info, self.device, self.threads,
                                                 identity if self.cache else None, self.cache)
         return self._engines[key]
@@ -97,6 +158,7 @@ class Explainer:
         return self._digest
 
     def as_batch(self, x: np.ndarray) -> np.ndarray:
+        """A batch of the model's input (its own dtype: float32, or integers rounded)."""
         x = np.asarray(x)
         rank = len(self.input_shape)
         if x.ndim == rank - 1:
@@ -108,17 +170,67 @@ class Explainer:
             if isinstance(want, int) and got != want:
                 raise InputError(f"input has shape {x.shape[1:]} per example; the model expects "
                                  f"{tuple(self.input_shape[1:])}")
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return as_dtype(x, self.input_dtype)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def prepare(self, inputs) -> tuple[np.ndarray, dict[str, np.ndarray], GradientEngine]:
+        """(the attributed tensor for a batch, the other inputs the model needs, the engine).
+
+        `inputs` is the model input's array, or a dict of arrays by input name (an `.npz`);
+        inputs not given get the defaults documented in intake/cut.py."""
+        arrays = dict(inputs) if isinstance(inputs, Mapping) else {self.input_name: inputs}
+        unknown = [k for k in arrays if k not in {i.name for i in self.inputs}]
+        if unknown:
+            raise InputError(f"no model input named {', '.join(map(repr, unknown))}; the "
+                             f"model's inputs are {', '.join(i.name for i in self.inputs)}")
+        if self.input_name not in arrays:
+            raise InputError(f"no array for the model input '{self.input_name}'")
+        x = self.as_batch(arrays.pop(self.input_name))
+        others = {}
+        for value in self.inputs:
+            if value.name == self.input_name:
+                continue
+            dtype = value.type.tensor_type.elem_type
+            if value.name in arrays:
+                array = np.asarray(arrays[value.name])
+                rank = len(value.type.tensor_type.shape.dim)
+                array = array[None] if array.ndim == rank - 1 else array
+                if len(array) != len(x):
+                    array = np.broadcast_to(array, (len(x), *array.shape[1:]))
+                others[value.name] = as_dtype(array, dtype)
+            else:
+                others[value.name] = default_input(value.name, x, value)
+        engine = self.engine(x.shape, {k: v.shape for k, v in others.items()})
+        info = engine.info
+        feeds = {self.input_name: x, **others}
+        if info.prefix is not None:
+            key = (tuple(x.shape[1:]), tuple(sorted((k, v.shape[1:]) for k, v in others.items())))
+            if key not in self._prefixes:
+                self._prefixes[key] = make_session(info.prefix, self.device, self.threads,
+                                                   info.folder)
+            session = self._prefixes[key]
+            wanted = {i.name for i in info.prefix.graph.input}
+            x = run_session(session, [info.input_name],
+                            {k: v for k, v in feeds.items() if k in wanted}, self.device)[0]
+        context = {name: feeds[name] for name in info.context}
+        return np.ascontiguousarray(x), context, engine
+
+    def predict(self, inputs) -> np.ndarray:
         """Logits (the differentiated tensor) for a batch or a single example."""
-        x = self.as_batch(x)
-        return self._per_batch(x, lambda part: self.engine(part.shape).logits(part))
+        x, context, engine = self.prepare(inputs)
+        return self._per_batch(x, context, engine, lambda part: engine.logits(x[part]))
 
-    def _per_batch(self, x: np.ndarray, fn):
-        step = self.fixed_batch or len(x)
-        parts = [fn(x[i:i + step]) for i in range(0, len(x), step)]
-        return np.concatenate(parts) if isinstance(parts[0], np.ndarray) else parts
+    def parts(self, n: int, context: dict) -> list[slice]:
+        """Slices of the batch run together: one example at a time when other inputs ride
+        along (methods repeat rows of x; the engine repeats a one-row context to match)."""
+        step = 1 if context else self.fixed_batch or n
+        return [slice(i, i + step) for i in range(0, n, step)]
+
+    def _per_batch(self, x: np.ndarray, context: dict, engine: GradientEngine, fn):
+        results = []
+        for part in self.parts(len(x), context):
+            engine.bind({k: v[part] for k, v in context.items()})
+            results.append(fn(part))
+        return np.concatenate(results) if isinstance(results[0], np.ndarray) else results
 
     def resolve_fallback(self, method: str, fallback: str | None) -> tuple[str, dict]:
         """(method to run, note): `fallback`, a forward-only method, replaces a gradient method
@@ -131,14 +243,15 @@ class Explainer:
                              f"({', '.join(forward_only)}), got '{fallback}'")
         try:
             self.check_differentiable()
-        except UnsupportedOpError as err:
+        except NotDifferentiableError as err:
             return fallback, {"fallback_from": method, "fallback_reason": str(err)}
         return method, {}
 
-    def attribute(self, x: np.ndarray, method: str = "gradient",
+    def attribute(self, x, method: str = "gradient",
                   target: int | list[int] | np.ndarray | None = None,
                   fallback: str | None = None, **options) -> Explanation:
-        """Attribute the target logit (default: the argmax) of each example in `x`.
+        """Attribute the target logit (default: the argmax) of each example in `x` (an array
+        for the model's input, or a dict of arrays by input name).
 
         `fallback` names a forward-only method (occlusion, rise) to run instead when `method`
         needs gradients and the model has ops without gradient rules; the extras then carry
@@ -147,32 +260,45 @@ class Explainer:
         if method not in METHODS:
             raise UsageError(f"unknown method '{method}'; choose from {', '.join(METHODS)}")
         method, note = self.resolve_fallback(method, fallback)
-        x = self.as_batch(x)
+        if METHODS[method].needs_gradients:
+            self.check_differentiable()
+        x, context, engine = self.prepare(x)
+        stage(f"running {method}")
         start = time.perf_counter()
         fn = METHODS[method]
         kwargs = options_for(fn, options)
-        step = self.fixed_batch or len(x)
-        parts = [slice(i, i + step) for i in range(0, len(x), step)]
+        info = engine.info
+        if target is None and self.target_index is not None:
+            target = flat_index(self.target_index, info.element_shape)
+        if target is None and info.kind == "regression":
+            target = 0
 
         def run(part: slice, part_targets) -> Attribution:
-            return fn(self.engine(x[part].shape), x[part], part_targets, **kwargs)
+            engine.bind({k: v[part] for k, v in context.items()})
+            return fn(engine, x[part], part_targets, **kwargs)
 
+        parts = self.parts(len(x), context)
         if target is None and fn.picks_target:
             # The gradient run finds the predicted class itself: no separate forward pass.
             results = [run(part, None) for part in parts]
             logits = np.concatenate([r.logits for r in results])
             targets = logits.argmax(axis=1)
         else:
-            logits = self.predict(x)
+            logits = self._per_batch(x, context, engine, lambda part: engine.logits(x[part]))
             targets = self.resolve_targets(target, logits)
             results = [run(part, targets[part]) for part in parts]
         maps = np.concatenate([r.maps for r in results])
         extras = [{**e, **note} for r in results for e in r.extras]
         rows = np.arange(len(x))
-        probs = softmax(logits.astype(np.float64))[rows, targets]
+        if info.kind != "classes":
+            probs = np.full(len(x), np.nan)
+        elif info.probabilities:
+            probs = logits[rows, targets].astype(np.float64)
+        else:
+            probs = softmax(logits.astype(np.float64))[rows, targets]
         elapsed = (time.perf_counter() - start) * 1000
         return Explanation(method, maps, targets, logits[rows, targets], probs, extras, elapsed,
-                           logits)
+                           logits, info.wrt, info.kind, info.probabilities)
 
     @staticmethod
     def resolve_targets(target, logits: np.ndarray) -> np.ndarray:
@@ -184,3 +310,32 @@ class Explainer:
             raise UsageError(f"target {target} is out of range: the model has "
                              f"{logits.shape[1]} classes")
         return targets
+
+
+def as_dtype(x: np.ndarray, elem_type: int | None) -> np.ndarray:
+    """`x` in an ONNX element type: float32 by default, integers rounded and clipped."""
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)) if elem_type else None
+    except (KeyError, TypeError, ValueError):
+        dtype = None
+    if dtype is None or dtype.kind == "f":
+        return np.ascontiguousarray(x, dtype=np.float32 if dtype is None else dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        x = np.clip(np.rint(np.asarray(x, np.float64)), info.min, info.max) \
+            if np.asarray(x).dtype.kind == "f" else x
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
+def flat_index(index: tuple[int, ...], shape: tuple) -> int:
+    """`--target-index i,j,...` as a column of the flattened output (one example's shape)."""
+    if len(index) != len(shape):
+        raise UsageError(f"--target-index has {len(index)} values; the output has "
+                         f"{len(shape)} dims per example {tuple(shape)}")
+    if not all(isinstance(d, int) for d in shape):
+        raise UsageError(f"--target-index needs the output's shape, which stays dynamic: "
+                         f"{tuple(shape)}")
+    if any(not 0 <= i < d for i, d in zip(index, shape, strict=True)):
+        raise UsageError(f"--target-index {','.join(map(str, index))} is out of range for "
+                         f"the output's shape {tuple(shape)} per example")
+    return int(np.ravel_multi_index(index, shape))

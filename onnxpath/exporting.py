@@ -21,7 +21,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from . import __version__
-from .autodiff import SEED, grad_name
+from .autodiff import SEED, grad_name, gradient_graph
 from .autodiff.walk import value_infos
 from .errors import UsageError
 from .explainer import Explainer
@@ -64,7 +64,12 @@ def gradient_export(explainer: Explainer, size: tuple[int, int] | None = None,
     fill = iter(size or ())
     dims = [d if isinstance(d, int) else next(fill, size[-1]) for d in dims]
     engine = explainer.engine((1, *dims))
-    model = engine.gradient_model([engine.input_name])
+    if engine.info.uncut is not None:
+        # An integer input: the graph takes the model's own inputs and differentiates the
+        # float tensor computed from them (`wrt`), as `attribute` does.
+        model = gradient_graph(engine.info.uncut, engine.info.logits, [engine.input_name])
+    else:
+        model = engine.gradient_model([engine.input_name])
     graph = model.graph
     input_name = engine.input_name
     if input_name in NAMES:

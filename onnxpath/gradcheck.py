@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from onnx import helper
 
 from .errors import UsageError
 from .explainer import Explainer
@@ -28,6 +29,7 @@ STEP_FACTORS = (3.0, 1.0, 1 / 3)
 CHUNK = 16  # examples per forward run, to bound memory on 224×224 models
 DEFAULT_DIRECTIONS = 8
 DEFAULT_SIZE = 224  # for dynamic spatial dims when no input is given
+TOKENS = 8  # for the dynamic length of an integer (token id) input when no input is given
 
 
 @dataclass
@@ -82,7 +84,15 @@ def random_input(explainer: Explainer, size: tuple[int, int] | None = None,
     for k, i in enumerate(spatial):
         # channels-first images have the dynamic dims last; reuse the last given size beyond two
         dims[i] = fill[min(k, len(fill) - 1)]
-    return np.random.default_rng(seed).standard_normal(dims).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    if explainer.input_dtype is not None and np.dtype(helper.tensor_dtype_to_np_dtype(
+            explainer.input_dtype)).kind in "iub":
+        # Integer inputs (token ids, pixels): small valid values; the check runs in the float
+        # tensor computed from them. Dynamic sequence dims take TOKENS, not image sizes.
+        dims = [d if isinstance(explainer.input_shape[1 + i], int) or len(dims) != 1
+                else TOKENS for i, d in enumerate(dims)]
+        return rng.integers(0, 2, dims).astype(np.int64)
+    return rng.standard_normal(dims).astype(np.float32)
 
 
 def check_gradient(explainer: Explainer, x: np.ndarray, *, target: int | None = None,
@@ -95,12 +105,16 @@ def check_gradient(explainer: Explainer, x: np.ndarray, *, target: int | None = 
     if not eps > 0:
         raise UsageError(f"--eps must be positive, got {eps}")
     explainer.check_differentiable()
-    batch = explainer.as_batch(x)
+    # Differences are taken where the gradient is: in the attributed tensor (the input, or
+    # the float tensor computed from an integer input), the model's other inputs held fixed.
+    # `x` is one example's array, or a dict of arrays by input name (an .npz).
+    batch, context, engine = explainer.prepare(x)
     if len(batch) != 1:
         raise UsageError(f"check one example at a time; got a batch of {len(batch)}")
-    result = explainer.attribute(batch, method="gradient", target=target)
+    result = explainer.attribute(x, method="gradient", target=target)
     grad = result.maps[0].astype(np.float64)
     c = int(result.targets[0])
+    engine.bind(context)
 
     # A stream apart from random_input's, so no direction is the input itself.
     rng = np.random.default_rng([seed, 1])
@@ -113,8 +127,8 @@ def check_gradient(explainer: Explainer, x: np.ndarray, *, target: int | None = 
 
     best = [Direction(float(a), float("nan"), float("inf"), 0.0) for a in analytic]
     for h in steps:
-        numeric = (target_logits(explainer, batch + h * v, c)
-                   - target_logits(explainer, batch - h * v, c)) / (2 * h)
+        numeric = (target_logits(engine, batch + h * v, c)
+                   - target_logits(engine, batch - h * v, c)) / (2 * h)
         errors = np.abs(numeric - analytic) / np.maximum(
             np.maximum(np.abs(numeric), np.abs(analytic)), floor)
         for k, (n, e) in enumerate(zip(numeric, errors, strict=True)):
@@ -125,8 +139,7 @@ def check_gradient(explainer: Explainer, x: np.ndarray, *, target: int | None = 
                      directions=best)
 
 
-def target_logits(explainer: Explainer, points: np.ndarray, target: int) -> np.ndarray:
-    points = points.astype(np.float32)
-    parts = [explainer.predict(points[i:i + CHUNK])[:, target]
-             for i in range(0, len(points), CHUNK)]
-    return np.concatenate(parts).astype(np.float64)
+def target_logits(engine, points: np.ndarray, target: int) -> np.ndarray:
+    from .methods._common import logits_rows
+
+    return logits_rows(engine, points.astype(np.float32), CHUNK)[:, target].astype(np.float64)

@@ -78,9 +78,21 @@ def preset_for(input_shape: tuple, model: onnx.ModelProto | None = None) -> Prep
         hints = metadata_hints(model)
         if hints:
             return replace(PRESETS["none"], layout=layout, **hints)
+    if model is not None and integer_input(model):
+        # uint8 pixels, cast and normalised inside the graph: feed the raw 0..255 values
+        return replace(PRESETS["none"], scale=1.0, layout=layout)
     if tuple(input_shape[1:]) == (3, 224, 224):
         return PRESETS["imagenet"]
     return replace(PRESETS["none"], layout=layout)
+
+
+def integer_input(model: onnx.ModelProto) -> bool:
+    """Whether the model's (first) input takes integers."""
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    return bool(inputs) and inputs[0].type.tensor_type.elem_type in (
+        onnx.TensorProto.UINT8, onnx.TensorProto.INT8, onnx.TensorProto.UINT16,
+        onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64)
 
 
 def resolve_preprocess(input_shape: tuple, model: onnx.ModelProto | None = None,
@@ -293,7 +305,9 @@ def load_npy(path: Path, input_shape: tuple) -> np.ndarray:
     array = array.reshape(array.shape[1:]) if array.ndim == len(input_shape) else array
     if not np.isfinite(array).all():
         raise InputError(f"{path}: tensor holds NaN or Inf values")
-    return np.ascontiguousarray(array, dtype=np.float32)
+    # Integers (token ids, uint8 pixels) stay exact; the model input's dtype is applied later.
+    return np.ascontiguousarray(array, dtype=np.int64 if array.dtype.kind in "biu"
+                                else np.float32)
 
 
 def npy_header(f, path: Path) -> tuple[tuple, np.dtype]:
@@ -343,6 +357,39 @@ def model_size(input_shape: tuple, prep: Preprocess, layout: str) -> tuple[tuple
     else:
         raise UsageError("the model's spatial size is dynamic; give --size HxW")
     return size, (c if isinstance(c, int) else 3)
+
+
+def load_npz(path: str | Path, inputs: list) -> dict[str, np.ndarray]:
+    """One example of a model with several inputs: an `.npz` with one array per input name
+    (with or without a leading batch of 1). Inputs it lacks get their documented defaults
+    later; a name the model does not have is an error. Pickles are never loaded."""
+    path = Path(path)
+    ranks = {i.name: len(i.type.tensor_type.shape.dim) for i in inputs}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except FileNotFoundError as err:
+        raise InputError(f"input not found: {path}") from err
+    except Exception as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"cannot read {path} as an .npz of named arrays ({first})") from err
+    unknown = [name for name in arrays if name not in ranks]
+    if unknown:
+        raise InputError(f"{path}: no model input named {', '.join(map(repr, unknown))}; the "
+                         f"model's inputs are {', '.join(ranks)}")
+    result = {}
+    for name, array in arrays.items():
+        if array.dtype.kind not in "biuf":
+            raise InputError(f"{path}: array '{name}' has dtype {array.dtype}, not numbers")
+        if array.ndim == ranks[name] and array.shape[0] == 1:
+            array = array[0]
+        elif array.ndim != ranks[name] - 1:
+            raise InputError(f"{path}: array '{name}' has shape {array.shape}; the model input "
+                             f"has rank {ranks[name]} (one example, with or without the batch)")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise InputError(f"{path}: array '{name}' holds NaN or Inf values")
+        result[name] = array
+    return result
 
 
 def load_input(path: str | Path, input_shape: tuple,

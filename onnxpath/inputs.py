@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .imaging import IMAGE_SUFFIXES
 
-TENSOR_SUFFIXES = {".npy"}
+TENSOR_SUFFIXES = {".npy", ".npz"}
 
 
 def is_input_file(path: Path) -> bool:

@@ -21,7 +21,7 @@ from .autodiff.walk import value_infos
 from .errors import ModelError
 from .external import external_files, numel
 from .imaging import PRESETS, preset_for
-from .model import data_inputs, declared_shape, load_model, normalise, opset_of, trailing_softmax
+from .model import Intake, data_inputs, declared_shape, load_model, normalise, opset_of
 from .relu_family import RELU_FAMILY, graph_constants, node_is_relu_family
 
 ACTIVATION_OPS = ("Relu", "LeakyRelu", "PRelu", "Clip", "Elu", "Selu", "Celu", "Gelu",
@@ -92,7 +92,8 @@ def activation_layers(model: onnx.ModelProto, logits: str, infos: dict,
 
 def inspect_model(path: str | os.PathLike, size: tuple[int, int] | None = None,
                   layers: tuple[str, ...] = RELU_FAMILY,
-                  keep_probabilities: bool = False) -> dict:
+                  keep_probabilities: bool = False, output: str | None = None,
+                  wrt: str | None = None) -> dict:
     """A JSON-ready report. Raises ModelError only when the file is not a readable model;
     anything onnxpath cannot do with a readable one is listed under `problems`."""
     path = Path(path)
@@ -109,32 +110,37 @@ def inspect_model(path: str | os.PathLike, size: tuple[int, int] | None = None,
         "external_data": external_files(proto),
         "inputs": [describe(v) for v in data_inputs(proto)],
         "outputs": [describe(v) for v in proto.graph.output],
-        "analysed_shape": None, "logits": None, "preprocess": None, "activations": [],
+        "analysed_shape": None, "output": None, "wrt": None, "logits": None,
+        "preprocess": None, "activations": [],
         "layers": list(layers), "neurons": None, "neurons_all": None, "unsupported": [],
         "problems": [],
     }
-    if len(report["inputs"]) != 1:
-        report["problems"].append(f"onnxpath explains models with one tensor input; this one "
-                                  f"has {len(report['inputs'])}")
+    inputs = data_inputs(proto)
+    if not inputs:
+        report["problems"].append("the model has no inputs")
         return report
-    declared = declared_shape(data_inputs(proto)[0])
+    primary = next((i for i in inputs if i.name == wrt), inputs[0])
+    declared = declared_shape(primary)
     prep = preset_for(declared, proto)
     report["preprocess"] = {"preset": preset_name(prep), **asdict(prep)}
     shape = concrete_shape(declared, size or prep.size)
     report["analysed_shape"] = list(shape)
-    softmax, _ = trailing_softmax(proto)
+    shapes = {i.name: concrete_shape(declared_shape(i), size or prep.size) for i in inputs
+              if i.name != primary.name}
     try:
-        info = normalise(proto, shape, keep_probabilities)
+        info = normalise(proto, shape, keep_probabilities, Intake(output, wrt), shapes)
         infos = value_infos(info.proto)
     except (ModelError, onnx.shape_inference.InferenceError) as err:
         report["problems"].append(str(err).splitlines()[0])
         return report
     logits_shape = infos.get(info.logits, (0, None))[1]
+    report["output"] = {"name": info.output, "reason": info.output_reason, "kind": info.kind}
+    report["wrt"] = {"tensor": info.input_name, "reason": info.wrt_reason,
+                     "context": list(info.context)}
     report["logits"] = {
         "tensor": info.logits, "output": info.output, "shape": list(logits_shape or []) or None,
-        "ends_in_softmax": softmax is not None,
-        "softmax_node": (softmax.name or softmax.output[0]) if softmax is not None else None,
-        "differentiates_probabilities": keep_probabilities and softmax is not None}
+        "ends_in_softmax": info.softmax is not None, "softmax_node": info.softmax,
+        "differentiates_probabilities": keep_probabilities and info.softmax is not None}
     report["activations"] = activation_layers(info.proto, info.logits, infos, tuple(layers))
     counts = [a["neurons"] for a in report["activations"]]
     report["neurons_all"] = sum(counts) if None not in counts else None

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, UsageError
+from . import errors
+from .errors import InputError, OnnxPathError, UsageError, unexpected
 from .explainer import Explainer, Explanation
-from .imaging import Preprocess, load_input
+from .imaging import Preprocess, load_input, load_npz
 from .inputs import output_stems
 from .methods import METHODS, effective_params
 from .outputs import Bundle, save_npy, save_png
@@ -167,9 +168,14 @@ class Pipeline:
         problems: dict[int, str] = {}
         for i, (path, _) in enumerate(chunk):
             try:
-                loaded[i] = load_input(path, self.explainer.input_shape, self.job.prep)
+                if Path(path).suffix.lower() == ".npz":
+                    loaded[i] = load_npz(path, self.explainer.inputs), None
+                else:
+                    loaded[i] = load_input(path, self.explainer.input_shape, self.job.prep)
             except InputError as err:
                 problems[i] = self.failed(err)
+            except Exception as err:  # a bug: one error line for this input, not a traceback
+                problems[i] = self.failed(err, f"reading {path}")
         return loaded, problems
 
     def compute(self, size: int, loaded: dict) -> dict[int, dict[str, object]]:
@@ -177,9 +183,9 @@ class Pipeline:
         results: dict[int, dict[str, object]] = {i: {} for i in range(size)}
         groups: dict[tuple, list[int]] = {}
         for i, (x, _) in loaded.items():
-            groups.setdefault(x.shape, []).append(i)
+            groups.setdefault(shape_key(x), []).append(i)
         for members in groups.values():
-            x = np.stack([loaded[i][0] for i in members])
+            x = stack([loaded[i][0] for i in members])
             for asked in self.job.methods:
                 for i, result in zip(members, self.attribute(x, asked), strict=True):
                     results[i][asked] = result
@@ -202,11 +208,17 @@ class Pipeline:
         one input is retried input by input, so the error lands on the right one."""
         try:
             explanation, rows = self._attribute(x, asked)
-            return [(explanation, rows[i]) for i in range(len(x))]
+            return [(explanation, rows[i]) for i in range(rows_of(x))]
         except InputError as err:
-            if len(x) == 1:
+            if rows_of(x) == 1:
                 return [self.failed(err)]
-        return [self.attribute(x[i:i + 1], asked)[0] for i in range(len(x))]
+        except OnnxPathError:
+            raise  # the model, the options or the device: nothing more can be processed
+        except Exception as err:  # a bug: an error line for the input, not a traceback
+            if rows_of(x) == 1:
+                return [self.failed(err, errors.STAGE[-1] if errors.STAGE else
+                                    f"running {asked}")]
+        return [self.attribute(take(x, slice(i, i + 1)), asked)[0] for i in range(rows_of(x))]
 
     def _attribute(self, x: np.ndarray, asked: str) -> tuple[Explanation, list[list[int]]]:
         job = self.job
@@ -215,17 +227,18 @@ class Pipeline:
             k = min(job.top_k, logits.shape[1])
             order = np.argsort(-logits, axis=1, kind="stable")[:, :k]
             explanation = self.explainer.attribute(
-                np.repeat(x, k, axis=0), method=asked, target=order.ravel(),
+                repeat_rows(x, k), method=asked, target=order.ravel(),
                 fallback=job.fallback, **job.options)
-            return explanation, [list(range(i * k, (i + 1) * k)) for i in range(len(x))]
+            return explanation, [list(range(i * k, (i + 1) * k)) for i in range(rows_of(x))]
         explanation = self.explainer.attribute(x, method=asked, target=job.target,
                                                fallback=job.fallback, **job.options)
-        return explanation, [[i] for i in range(len(x))]
+        return explanation, [[i] for i in range(rows_of(x))]
 
-    def failed(self, err: Exception) -> str:
+    def failed(self, err: Exception, stage: str | None = None) -> str:
+        """The error line's message; `stage` marks an unexpected exception (a bug)."""
         if self.debug:
             traceback.print_exception(err, file=sys.stderr)
-        return str(err)
+        return str(err) if stage is None else unexpected(err, stage)
 
     # --- one input -------------------------------------------------------------------------
 
@@ -254,7 +267,7 @@ class Pipeline:
 
     def record(self, path: Path, method: str, error: str | None = None) -> dict:
         return {"input": str(path), "method": method, "target": None, "label": None,
-                "logit": None, "prob": None, "top": [], "outputs": {},
+                "logit": None, "prob": None, "wrt": None, "top": [], "outputs": {},
                 "params": effective_params(METHODS[method], self.job.options),
                 "time_ms": None, "error": error, "extras": {}}
 
@@ -279,9 +292,13 @@ class Pipeline:
             where = "the model's output" if not np.isfinite(scores).all() else "the attribution"
             record["error"] = f"{where} holds NaN or Inf for {path}; nothing written"
             return record
-        record.update(logit=float(explanation.logits[row]), prob=float(explanation.probs[row]),
-                      top=[{"class": k, "label": self.label(k), "logit": logit, "prob": prob}
-                           for k, logit, prob in top_classes(scores, TOP)])
+        prob = float(explanation.probs[row])
+        record.update(logit=float(explanation.logits[row]), wrt=explanation.wrt,
+                      prob=None if np.isnan(prob) else prob,
+                      top=[{"class": k, "label": self.label(k), "logit": logit,
+                            "prob": prob if explanation.kind == "classes" else None}
+                           for k, logit, prob in top_classes(scores, TOP,
+                                                             explanation.probabilities)])
         base = f"{stem}.{name}" + (f".class{c}" if per_class else "")
         try:
             self.save(record, base, raw, image, panels,
@@ -291,6 +308,8 @@ class Pipeline:
             record["error"] = cannot_write(self.failed(err) and err)
         except InputError as err:
             record["error"] = self.failed(err)
+        except Exception as err:  # a bug: an error line for this input, not a traceback
+            record["error"] = self.failed(err, f"writing the results of {path}")
         return record
 
     def save(self, record: dict, base: str, raw: np.ndarray, image, panels: list,
@@ -320,12 +339,40 @@ def channels_first(raw: np.ndarray, layout: str) -> np.ndarray:
     return np.moveaxis(raw, -1, 0) if layout == "nhwc" and raw.ndim == 3 else raw
 
 
-def top_classes(scores: np.ndarray, k: int) -> list[tuple[int, float, float]]:
-    """The k best classes as (class, logit, softmax probability)."""
+def top_classes(scores: np.ndarray, k: int,
+                probabilities: bool = False) -> list[tuple[int, float, float]]:
+    """The k best classes as (class, logit, softmax probability, or the score itself when
+    the scores are probabilities)."""
     shifted = scores.astype(np.float64) - scores.max()
-    probs = np.exp(shifted) / np.exp(shifted).sum()
+    probs = scores.astype(np.float64) if probabilities else \
+        np.exp(shifted) / np.exp(shifted).sum()
     order = np.argsort(-scores, kind="stable")[:k]
     return [(int(c), float(scores[c]), float(probs[c])) for c in order]
+
+
+def shape_key(x) -> tuple:
+    """Inputs that stack together: same shape, or the same shapes by input name (.npz)."""
+    return tuple(sorted((k, v.shape) for k, v in x.items())) if isinstance(x, dict) else x.shape
+
+
+def stack(examples: list):
+    if isinstance(examples[0], dict):
+        return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+    return np.stack(examples)
+
+
+def rows_of(x) -> int:
+    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+
+
+def take(x, rows: slice):
+    return {k: v[rows] for k, v in x.items()} if isinstance(x, dict) else x[rows]
+
+
+def repeat_rows(x, k: int):
+    if isinstance(x, dict):
+        return {name: np.repeat(v, k, axis=0) for name, v in x.items()}
+    return np.repeat(x, k, axis=0)
 
 
 def cannot_write(err: OSError) -> str:

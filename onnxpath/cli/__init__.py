@@ -12,7 +12,8 @@ import warnings
 
 import typer
 
-from ..errors import OnnxPathError
+from .. import errors
+from ..errors import OnnxPathError, unexpected
 
 app = typer.Typer(
     name="onnxpath",
@@ -50,6 +51,7 @@ def one_line_warnings(message, category, filename, lineno, file=None, line=None)
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    errors.STAGE.clear()
     shown = warnings.showwarning
     if not debug:
         warnings.showwarning = one_line_warnings
@@ -79,9 +81,28 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         code = 141
+    except Exception as err:  # a bug: one line, never a traceback unless asked for
+        if debug:
+            raise
+        print(f"onnxpath: error: {subject(args)}{unexpected(err, stage_of(args))}",
+              file=sys.stderr)
+        code = 2
     finally:
         warnings.showwarning = shown
     return int(code or 0)
+
+
+def subject(args: list[str]) -> str:
+    """The model the command was given (its first argument), as a prefix of the line."""
+    model = next((a for a in args[1:2] if not a.startswith("-")), None)
+    return f"{model}: " if model else ""
+
+
+def stage_of(args: list[str]) -> str:
+    """What the command was doing: the last stage the library announced, else the command."""
+    if errors.STAGE:
+        return errors.STAGE[-1]
+    return f"running {args[0] if args else 'onnxpath'}"
 
 
 def run() -> None:

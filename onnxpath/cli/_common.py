@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 from ..errors import UsageError
 from ..explainer import Explainer
-from ..imaging import Preprocess, resolve_preprocess
+from ..imaging import Preprocess, load_input, load_npz, resolve_preprocess
 
 
 def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
@@ -60,3 +64,55 @@ def emit(record: dict) -> None:
     """One JSON line on stdout, flushed so `| jq` sees it while the batch runs."""
     sys.stdout.write(json.dumps(record) + "\n")
     sys.stdout.flush()
+
+
+def parse_index(text: str | None) -> tuple[int, ...] | None:
+    """`--target-index i,j,...`: one element of the output, per example (no batch index)."""
+    if text is None:
+        return None
+    try:
+        index = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError as err:
+        raise UsageError(f"--target-index takes comma-separated integers, e.g. 3,10,12; got "
+                         f"'{text}'") from err
+    if any(i < 0 for i in index):
+        raise UsageError(f"--target-index takes non-negative integers, got '{text}'")
+    return index
+
+
+def read_region(path: Path | None) -> np.ndarray | None:
+    """`--region mask.png` (pixels brighter than mid-gray) or a `.npy` (non-zero): an H×W bool
+    mask, resampled to the output's size later."""
+    if path is None:
+        return None
+    try:
+        if path.suffix.lower() == ".npy":
+            mask = np.asarray(np.load(path, allow_pickle=False)).squeeze() != 0
+        else:
+            with Image.open(path) as img:
+                mask = np.asarray(img.convert("L")) > 127
+    except Exception as err:
+        raise UsageError(f"cannot read --region {path} as a mask image or .npy "
+                         f"({type(err).__name__})") from err
+    if mask.ndim != 2 or not mask.any():
+        raise UsageError(f"--region {path} must be a 2-D mask with at least one pixel set")
+    return mask
+
+
+def make_explainer(model: Path, *, device: str = "cpu", threads: int | None = None,
+                   cache: bool = True, keep_probabilities: bool = False,
+                   output: str | None = None, wrt: str | None = None,
+                   target_index: str | None = None, region: Path | None = None) -> Explainer:
+    """The Explainer with the model-intake choices every command shares (--output, --wrt,
+    --target-index, --region)."""
+    return Explainer(model, device=device, threads=threads, cache=cache,
+                     keep_probabilities=keep_probabilities, output=output, wrt=wrt,
+                     target_index=parse_index(target_index), region=read_region(region))
+
+
+def load_example(explainer: Explainer, path: Path, prep: Preprocess):
+    """One example for the single-input commands (pathway, check-grad): an image or `.npy`
+    for the model's input, or an `.npz` of arrays by input name."""
+    if Path(path).suffix.lower() == ".npz":
+        return load_npz(path, explainer.inputs)
+    return load_input(path, explainer.input_shape, prep)[0]

@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 
 from ..errors import UsageError
-from ..explainer import Explainer
 from ..imaging import PRESETS, model_size
 from ..inputs import expand_inputs
 from ..labels import model_labels, read_labels
@@ -19,7 +18,14 @@ from ..progress import Progress
 from ..relu_family import RELU_FAMILY
 from ..render import COLORMAPS, NORMALISATIONS, REDUCTIONS
 from . import app
-from ._common import build_preprocess, emit, parse_floats, parse_scale, parse_size
+from ._common import (
+    build_preprocess,
+    emit,
+    make_explainer,
+    parse_floats,
+    parse_scale,
+    parse_size,
+)
 
 __all__ = ["attribute", "build_preprocess", "parse_floats", "parse_size"]
 
@@ -113,6 +119,17 @@ def attribute(
     masks: int = typer.Option(None, "--rise-masks", help="rise: number of masks (1000)."),
     cells: int = typer.Option(None, "--cells", help="rise: grid cells per side (7)."),
     probability: float = typer.Option(None, "--probability", help="rise: keep probability."),
+    output: str = typer.Option(None, "--output", help="The model output to explain "
+                               "(default: the one reached through Softmax, or named like "
+                               "logits/probabilities; see inspect)."),
+    wrt: str = typer.Option(None, "--wrt", help="Attribute with respect to this tensor "
+                            "(default: the input, or the first float tensor computed from an "
+                            "integer input)."),
+    target_index: str = typer.Option(None, "--target-index", help="Explain one element of "
+                                     "the output, e.g. 3,10,12 (per example, no batch index)."),
+    region: Path = typer.Option(None, "--region", help="Segmentation outputs (N×K×H×W): sum "
+                                "class logits over this mask (.png/.npy; default: the pixels "
+                                "predicted as the class)."),
     fallback: str = typer.Option(None, "--fallback", help="Forward-only method (occlusion, "
                                  "rise) to run when the model has ops without gradient rules."),
     side_by_side: bool = typer.Option(False, "--side-by-side", help="With --out: one "
@@ -145,7 +162,9 @@ def attribute(
         raise UsageError(f"--percentile must lie in (0, 100], got {percentile}")
     if side_by_side and out is None:
         raise UsageError("--side-by-side writes a figure: give --out DIR")
-    explainer = Explainer(model, device=device, threads=threads, cache=not no_cache)
+    explainer = make_explainer(model, device=device, threads=threads, cache=not no_cache,
+                               output=output, wrt=wrt, target_index=target_index,
+                               region=region)
     if fallback is None and any(METHODS[m].needs_gradients for m in methods):
         explainer.check_differentiable()
     label_names = read_labels(labels) if labels else model_labels(explainer.proto)
@@ -168,7 +187,8 @@ def attribute(
     paths = expand_inputs(inputs, exclude=[out] if out is not None else [])
     if not paths:
         raise UsageError("no inputs found (give images, .npy files, folders, globs or -)")
-    if len(explainer.input_shape) == 4 and any(p.suffix.lower() != ".npy" for p in paths):
+    if len(explainer.input_shape) == 4 and any(p.suffix.lower() not in (".npy", ".npz")
+                                                for p in paths):
         model_size(explainer.input_shape, prep, prep.layout)  # --size problems stop here
     job = Job(methods=methods, target=target_index, top_k=top_k, options=options, prep=prep,
               labels=label_names, fallback=fallback, out=out, npz=npz,

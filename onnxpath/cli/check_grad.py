@@ -17,9 +17,9 @@ from ..gradcheck import (
     check_gradient,
     random_input,
 )
-from ..imaging import load_input, preset_for
+from ..imaging import preset_for
 from . import app
-from ._common import parse_size
+from ._common import load_example, parse_size
 
 
 @app.command("check-grad")
@@ -41,6 +41,8 @@ def check_grad(
                                             "Softmax output instead of the logits before it."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    output: str = typer.Option(None, "--output", help="The model output to explain (default: "
+                               "see `onnxpath inspect`)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> int:
     """Check MODEL's gradient graph against finite differences along random directions.
@@ -52,11 +54,10 @@ def check_grad(
     """
     # A check builds the gradient graph it checks: never a cached session.
     explainer = Explainer(model, device=device, keep_probabilities=keep_probabilities,
-                          cache=False)
+                          cache=False, output=output)
     explainer.check_differentiable()
     if input is not None:
-        x, _ = load_input(input, explainer.input_shape, preset_for(explainer.input_shape,
-                                                                    explainer.proto))
+        x = load_example(explainer, input, preset_for(explainer.input_shape, explainer.proto))
     else:
         x = random_input(explainer, parse_size(size), seed)
     if target is not None and target < 0:

@@ -27,7 +27,7 @@ from ..inputs import expand_inputs
 from ..methods import METHODS
 from ..outputs import write_atomic
 from . import app
-from ._common import build_preprocess, parse_floats, parse_size
+from ._common import build_preprocess, parse_floats, parse_scale, parse_size
 
 
 def parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
@@ -46,18 +46,40 @@ def parse_fractions(text: str | None, option: str) -> tuple[float, ...] | None:
     return values
 
 
+def parse_value(text: str):
+    """One option value: JSON when it parses (numbers, true), else the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def parse_options(items: list[str] | None) -> dict:
-    """`key=value` method options; values are read as JSON when they parse (numbers, true)."""
+    """`key=value` method options; values are read as JSON when they parse (numbers, true),
+    `key=a,b` is the list [a, b], and one value of an option whose default is a sequence
+    (`-o layers=Clip`) is a list of one."""
     options = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--option takes key=value, got '{item}'")
-        try:
-            options[key.strip().replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip().replace("-", "_")] = value
+        key = key.strip().replace("-", "_")
+        parsed = parse_value(value)
+        if isinstance(parsed, str) and "," in value:
+            parsed = [parse_value(v.strip()) for v in value.split(",") if v.strip()]
+        elif not isinstance(parsed, list) and key in sequence_options():
+            parsed = [parsed]
+        options[key] = parsed
     return options
+
+
+def sequence_options() -> set[str]:
+    """Method options whose default is a tuple or list (e.g. the pathway's `layers`)."""
+    import inspect
+
+    return {name for fn in METHODS.values()
+            for name, p in inspect.signature(fn).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and isinstance(p.default, (tuple, list))}
 
 
 def find_mask(directory: Path, stem: str) -> Path:
@@ -165,6 +187,19 @@ def evaluate_command(
     size: str = typer.Option(None, "--size", help="Model input size HxW, e.g. 224x224."),
     mean: str = typer.Option(None, "--mean", help="Per-channel mean, e.g. 0.485,0.456,0.406."),
     std: str = typer.Option(None, "--std", help="Per-channel std, e.g. 0.229,0.224,0.225."),
+    preprocess: Path = typer.Option(None, "--preprocess", help="Preprocessing JSON, e.g. a "
+                                    "Hugging Face preprocessor_config.json."),
+    resize: int = typer.Option(None, "--resize", help="Shorter side before the center crop, "
+                               "e.g. 256; 0 squashes the image to --size."),
+    crop: bool = typer.Option(None, "--crop/--no-crop", help="Center-crop after --resize."),
+    scale: str = typer.Option(None, "--scale", help="Pixel scale before mean/std, e.g. 1/255 "
+                              "or 1."),
+    bgr: bool = typer.Option(None, "--bgr/--rgb", help="Channel order the model expects."),
+    layout: str = typer.Option(None, "--layout", help="nchw or nhwc (default: guessed from "
+                               "the input shape)."),
+    gray: bool = typer.Option(None, "--gray", help="Convert images to grayscale."),
+    output: str = typer.Option(None, "--output", help="The model output to explain (default: "
+                               "see `onnxpath inspect`)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     threads: int = typer.Option(None, "--threads", help="ONNX Runtime intra-op threads."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Build sessions afresh; neither "
@@ -190,11 +225,14 @@ def evaluate_command(
         raise UsageError("give inputs, or --scenes N to generate the shapes benchmark")
     if step is not None and step < 1:
         raise UsageError(f"--step must be at least 1, got {step}")
-    explainer = Explainer(model, device=device, threads=threads, cache=not no_cache)
+    explainer = Explainer(model, device=device, threads=threads, cache=not no_cache,
+                          output=output)
     if any(METHODS[m].needs_gradients for m in method_names):
         explainer.check_differentiable()
     prep = build_preprocess(explainer, preset, parse_size(size), parse_floats(mean, "--mean"),
-                            parse_floats(std, "--std"))
+                            parse_floats(std, "--std"), config=preprocess, resize=resize,
+                            crop=crop, scale=parse_scale(scale), bgr=bgr, layout=layout,
+                            gray=gray)
     failures = 0
     if scenes is not None:
         x, gt_masks = scene_inputs(explainer, prep, scenes, seed)

@@ -24,6 +24,8 @@ def export(
     keep_probabilities: bool = typer.Option(False, "--keep-probabilities",
                                             help="Differentiate the Softmax output itself."),
     as_json: bool = typer.Option(False, "--json", help="Print the signature as JSON."),
+    output: str = typer.Option(None, "--output", help="The model output to explain (default: "
+                               "see `onnxpath inspect`)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> int:
     """Write MODEL's gradient graph as plain ONNX, runnable from any ONNX Runtime binding.
@@ -34,7 +36,7 @@ def export(
 
     Example: onnxpath export resnet50.onnx -o resnet50.grad.onnx --target-independent
     """
-    explainer = Explainer(model, keep_probabilities=keep_probabilities)
+    explainer = Explainer(model, keep_probabilities=keep_probabilities, output=output)
     graph = gradient_export(explainer, parse_size(size), target_independent)
     written = save_model(graph, out, model.parent)
     if as_json:

@@ -23,6 +23,9 @@ def inspect(
                                "counted as pathway neurons (Clip: lower bound 0 only)."),
     keep_probabilities: bool = typer.Option(False, "--keep-probabilities",
                                             help="Differentiate the Softmax output itself."),
+    output: str = typer.Option(None, "--output", help="The output to explain (default: see "
+                               "the report's `output` line for the rule's choice)."),
+    wrt: str = typer.Option(None, "--wrt", help="The tensor to attribute."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> int:
     """Show what onnxpath will differentiate in MODEL, before any run.
@@ -35,7 +38,7 @@ def inspect(
     Example: onnxpath inspect resnet50.onnx --json | jq .unsupported
     """
     names = tuple(op.strip() for op in layers.split(",") if op.strip())
-    report = inspect_model(model, parse_size(size), names, keep_probabilities)
+    report = inspect_model(model, parse_size(size), names, keep_probabilities, output, wrt)
     typer.echo(json.dumps(report) if as_json else table(report))
     return 0
 
@@ -56,6 +59,13 @@ def table(r: dict) -> str:
     for kind in ("inputs", "outputs"):
         for v in r[kind]:
             lines.append(f"{kind[:-1]:<10} {v['name']}  {shape_text(v['shape'])}  {v['dtype']}")
+    if r.get("output"):
+        lines.append(f"explains   {r['output']['name']} ({r['output']['kind']}): "
+                     f"{r['output']['reason']}")
+    if r.get("wrt"):
+        context = r["wrt"]["context"]
+        lines.append(f"wrt        {r['wrt']['tensor']}: {r['wrt']['reason']}"
+                     + (f"; other inputs: {', '.join(context)}" if context else ""))
     logits = r["logits"]
     if logits:
         ending = (f"; the model ends in Softmax ('{logits['softmax_node']}')"

@@ -14,7 +14,7 @@ import typer
 
 from ..explainer import Explainer
 from ..exporting import save_model
-from ..imaging import PRESETS, load_input
+from ..imaging import PRESETS
 from ..labels import model_labels, read_labels, resolve_target
 from ..methods.pathway import SELECTIONS, critical_pathway, pathway_gradient
 from ..outputs import write_atomic
@@ -22,7 +22,7 @@ from ..pathways import Pathway, layer_statistics, output_change, probabilities
 from ..relu_family import RELU_FAMILY
 from ..surgery import LocalLinearityWarning, bake_pathway
 from . import app
-from ._common import build_preprocess, parse_floats, parse_size
+from ._common import build_preprocess, load_example, parse_floats, parse_size
 
 
 def pathway_options(prune: float | None, keep: float | None, selection: str, layers: str,
@@ -75,6 +75,8 @@ def pathway(
     threads: int = typer.Option(None, "--threads", help="ONNX Runtime intra-op threads."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Build sessions afresh; neither "
                                   "read nor write the on-disk session cache."),
+    output: str = typer.Option(None, "--output", help="The model output to explain (default: "
+                               "see `onnxpath inspect`)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> int:
     """Select the critical pathway of one input and report it layer by layer.
@@ -82,13 +84,14 @@ def pathway(
     Example: onnxpath pathway resnet.onnx cat.png --prune 75 --masks m.npz --export pruned.onnx
     """
     start = time.perf_counter()
-    explainer = Explainer(model, device=device, threads=threads, cache=not no_cache)
+    explainer = Explainer(model, device=device, threads=threads, cache=not no_cache,
+                          output=output)
     label_names = read_labels(labels) if labels else model_labels(explainer.proto)
     prep = build_preprocess(explainer, preset, parse_size(size), parse_floats(mean, "--mean"),
                             parse_floats(std, "--std"))
-    x, _ = load_input(Path(input_path), explainer.input_shape, prep)
-    x = explainer.as_batch(x)
-    engine = explainer.engine(x.shape)
+    x = load_example(explainer, Path(input_path), prep)
+    x, context, engine = explainer.prepare(x)
+    engine.bind(context)
     c = resolve_target(target, label_names)
     if c is None:
         c = int(engine.logits(x).argmax(axis=1)[0])

@@ -45,11 +45,19 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
 def occlusion(engine: GradientEngine, x: np.ndarray, targets: np.ndarray, *,
               window=16, stride=8, fill: float = 0.0,
               internal_batch_size: int | None = 32) -> Attribution:
+    shape = x.shape
+    if x.ndim == 2:
+        # One vector per example (tabular features, a series): occlude along it, one element
+        # at a time unless a window is given.
+        x = x[:, None, :]
+        if (window, stride) == (16, 8):
+            window, stride = 1, 1
     (wh, ww), (sh, sw) = pair(window, "window"), pair(stride, "stride")
     height, width = x.shape[-2:]
+    wh, sh = (1, 1) if len(shape) == 2 else (wh, sh)
     boxes = [(t, min(t + wh, height), s, min(s + ww, width))
              for t in window_starts(height, wh, sh) for s in window_starts(width, ww, sw)]
-    base = pick(logits_rows(engine, x, internal_batch_size), targets)
+    base = pick(logits_rows(engine, x.reshape(shape), internal_batch_size), targets)
     total = np.zeros(x.shape, dtype=np.float64)
     count = np.zeros((height, width))
     for t, b, s, e in boxes:
@@ -62,8 +70,10 @@ def occlusion(engine: GradientEngine, x: np.ndarray, targets: np.ndarray, *,
         for row, k in enumerate(bx):
             t, b, s, e = boxes[k]
             occluded[row, ..., t:b, s:e] = fill
-        drop = base[ex] - pick(logits_rows(engine, occluded), targets[ex])
+        drop = base[ex] - pick(logits_rows(engine, occluded.reshape(-1, *shape[1:])),
+                               targets[ex])
         for row, (i, k) in enumerate(zip(ex, bx, strict=True)):
             t, b, s, e = boxes[k]
             total[i, ..., t:b, s:e] += drop[row]
-    return Attribution(total / count, [{"windows": len(boxes)} for _ in range(len(x))])
+    return Attribution((total / count).reshape(shape),
+                       [{"windows": len(boxes)} for _ in range(len(x))])

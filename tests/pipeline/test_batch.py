@@ -17,7 +17,7 @@ from onnxpath import Explainer
 from onnxpath.inputs import expand_inputs, output_stems
 from onnxpath.progress import Progress
 
-FIELDS = {"input", "method", "target", "label", "logit", "prob", "top", "outputs", "params",
+FIELDS = {"input", "method", "target", "label", "logit", "prob", "wrt", "top", "outputs", "params",
           "time_ms", "error", "extras"}
 
 

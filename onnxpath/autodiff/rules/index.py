@@ -11,6 +11,7 @@ from ..builder import GraphBuilder, Node
 from . import rule
 
 INT64_MAX = np.iinfo(np.int64).max
+INT32_MAX = np.iinfo(np.int32).max
 
 
 def _known(b: GraphBuilder, name: str | None, what: str) -> np.ndarray | None:
@@ -63,6 +64,8 @@ def slice_(node: Node, dy, b: GraphBuilder):
     for axis, start, end, step in zip(axes, starts, ends, steps, strict=True):
         length = shape[axis]
         if not isinstance(length, int):
+            if int(start) == 0 and int(step) == 1 and int(end) >= INT32_MAX:
+                continue  # the whole axis, whatever its length (tf2onnx slices every axis)
             raise ValueError(f"Slice along dynamic axis {axis}")
         positions = slice_positions(int(start), int(end), int(step), length)
         if positions == list(range(length)):

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from onnx import helper, numpy_helper
 
-from ..fixture import directional_check, save_case
+from ..fixture import directional_check, relative_error, save_case
 
 SOURCE = "onnx zoo (onnx wheel)"
 LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
@@ -228,7 +228,19 @@ def case(name: str, random: bool, seed: int, covers: list[str]) -> dict:
 
     target = None
     target, logits64, grad64 = gradient(torch.float64)
-    _, _, grad32 = gradient(torch.float32)  # float32's own error: the same interpreter
+    # float32's own error: the same interpreter in float32, at x and at x moved by float32
+    # rounding noise. Deep nets have ReLU inputs within 1e-7 of zero, whose side float32
+    # cannot tell: another float32 runtime (ONNX Runtime) may flip them where torch did not.
+    grad32, worst = None, -1.0
+    for k in range(3):
+        noise = np.random.default_rng(100 + k).standard_normal(x.shape) * 2.0**-24 * k
+        x_k = x
+        x = (x_k * (1 + noise)).astype(np.float32)
+        _, _, candidate = gradient(torch.float32)
+        x = x_k
+        error = relative_error(candidate, grad64)
+        if error > worst:
+            grad32, worst = candidate, error
 
     def f(batch):
         with torch.no_grad():

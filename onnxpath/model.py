@@ -259,7 +259,7 @@ def shapes_from_a_run(model: onnx.ModelProto, tensor: str, actual: dict[str, tup
     if not found:
         return model
     probe.fold_values(model, found.get("values", {}))
-    probe.apply_shapes(model, found.get("shapes", {}), value_infos(model))
+    probe.apply_shapes(model, found.get("shapes", {}))
     return explicit_pads(fold_shape_arithmetic(model))
 
 
@@ -277,7 +277,6 @@ def _canonical(model: onnx.ModelProto, primary: onnx.ValueInfoProto, declared: t
                      element_shape=tuple(shape[1:]) if shape else (),
                      softmax=softmax_name(head))
     if wrt != primary.name and wrt not in {i.name for i in model.graph.input}:
-        infos = value_infos(model)
         info.prefix = cut.prefix_model(model, wrt, infos)
         info.proto = cut.cut_at(model, wrt, infos)
         info.uncut = model

@@ -3,10 +3,12 @@
 Static inference gives up on many graphs that run fine: shapes computed through Shape ->
 Gather -> Concat -> Reshape chains it cannot follow, Resize with computed sizes, Slice with
 computed ends, ops of the ai.onnx.ml domain. The real shapes are known the moment the model
-runs once. So the model runs once on inputs of the actual shape, with every tensor whose
-shape is unknown as an extra output, and the shapes read back are written into the graph's
-value_info. Shape ops then fold into constants (fold.py), and a Slice, Gather or Resize
-"along a dynamic axis" is a static one.
+runs once. So the model runs once on inputs of the actual shape, with the Shape of every
+tensor whose shape is unknown as an extra output (the activations themselves are not kept),
+and the shapes read back are written into the graph's value_info. Shape-derived values that
+gradient rules need as constants (Slice bounds, Pad pads, Resize sizes) are read in the same
+run and become constants. Shape ops then fold into constants (fold.py), and a Slice, Gather
+or Resize "along a dynamic axis" is a static one.
 
 With a dynamic batch the model runs at two batch sizes: a dim that changes with the batch
 stays symbolic (the batch name when it equals the batch), so one engine keeps serving every
@@ -124,25 +126,42 @@ def feed_for(value: onnx.ValueInfoProto, shape: tuple[int, ...]) -> np.ndarray:
     return np.zeros(shape, dtype)
 
 
-def run_values(model: onnx.ModelProto, names: list[str], infos: dict,
-               shapes: dict[str, tuple[int, ...]], folder=None) -> dict[str, np.ndarray]:
-    """{tensor: its value} from one run on inputs of `shapes` (by input name)."""
+SHAPE_OF = "/onnxpath_probe_shape"
+
+
+def probe_session(model: onnx.ModelProto, shaped: list[str], valued: list[str], infos: dict,
+                  folder=None):
+    """A session over `model` whose outputs are the shapes of `shaped` (Shape nodes, so no
+    activation is kept alive) and the values of `valued` (small shape arithmetic)."""
     from ..runtime import make_session
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     del probe.graph.output[:]
-    for name in names:
+    for name in shaped:
+        probe.graph.node.append(helper.make_node("Shape", [name], [name + SHAPE_OF],
+                                                 name=name + SHAPE_OF))
+        probe.graph.output.append(helper.make_tensor_value_info(
+            name + SHAPE_OF, onnx.TensorProto.INT64, None))
+    for name in valued:
         elem = infos.get(name, (onnx.TensorProto.FLOAT,))[0] or onnx.TensorProto.FLOAT
         probe.graph.output.append(helper.make_tensor_value_info(name, elem, None))
-    session = make_session(probe, "cpu", 1, folder)
+    return make_session(probe, "cpu", 1, folder)
+
+
+def run_probe(session, model: onnx.ModelProto, shaped: list[str], valued: list[str],
+              shapes: dict[str, tuple[int, ...]]) -> tuple[dict, dict]:
+    """({tensor: shape}, {tensor: value}) from one run on inputs of `shapes` (by name)."""
     initializers = {i.name for i in model.graph.initializer}
     feeds = {i.name: feed_for(i, shapes[i.name]) for i in model.graph.input
              if i.name not in initializers and i.name in shapes}
     quiet = ort.RunOptions()
     quiet.log_severity_level = 4  # a failed probe is not the user's error: no ORT log line
-    values = session.run(names, feeds, quiet)
-    return dict(zip(names, values, strict=True))
+    names = [n + SHAPE_OF for n in shaped] + valued
+    results = session.run(names, feeds, quiet)
+    found = [tuple(int(d) for d in r) for r in results[:len(shaped)]]
+    return dict(zip(shaped, found, strict=True)), dict(zip(valued, results[len(shaped):],
+                                                           strict=True))
 
 
 def probe(model: onnx.ModelProto, tensor: str, shapes: dict[str, tuple[int, ...]],
@@ -152,31 +171,31 @@ def probe(model: onnx.ModelProto, tensor: str, shapes: dict[str, tuple[int, ...]
     shapes, and the shape-derived values rules need as constants. Empty when nothing is."""
     infos = value_infos(model)
     names = to_probe(model, tensor, infos, batch)
-    folds = values_to_fold(model, tensor)
+    folds = [n for n in values_to_fold(model, tensor) if n not in names]
     if not names and not folds:
         return {}
-    wanted = list(dict.fromkeys([*names, *folds]))
+    size = next(iter(shapes.values()))[0]
     try:
-        first = run_values(model, wanted, infos, shapes, folder)
+        session = probe_session(model, names, folds, infos, folder)
+        first = run_probe(session, model, names, folds, shapes)
         second = first
         if batch is not None:
-            size = next(iter(shapes.values()))[0]
             other = {k: (size + 1, *v[1:]) for k, v in shapes.items()}
-            second = run_values(model, wanted, infos, other, folder)
+            second = run_probe(session, model, names, folds, other)
     except Exception:  # noqa: BLE001  the model refuses these made-up values (e.g. token
         # positions past its table): static inference is all there is, and the real run
         # reports a real input's problem in its own words.
         return {}
-    size = next(iter(shapes.values()))[0]
     found: dict = {"shapes": {}, "values": {}}
     for name in names:
-        a, b = np.shape(first[name]), np.shape(second[name])
+        a, b = first[0][name], second[0][name]
         if len(a) != len(b):
             continue  # the rank changes with the batch: leave it to static inference
-        found["shapes"][name] = [d if d == e else batch if (d, e) == (size, size + 1)
-                                 else None for d, e in zip(a, b, strict=True)]
+        dims = [d if d == e else batch if (d, e) == (size, size + 1) else None
+                for d, e in zip(a, b, strict=True)]
+        found["shapes"][name] = [infos.get(name, (0,))[0] or onnx.TensorProto.FLOAT, dims]
     for name in folds:
-        a, b = np.asarray(first[name]), np.asarray(second[name])
+        a, b = np.asarray(first[1][name]), np.asarray(second[1][name])
         if a.size <= SMALL and a.shape == b.shape and np.array_equal(a, b):
             found["values"][name] = [a.dtype.str, list(a.shape), a.ravel().tolist()]
     return found
@@ -202,15 +221,15 @@ def fold_values(model: onnx.ModelProto, values: dict) -> None:
     graph.node.extend(nodes)
 
 
-def apply_shapes(model: onnx.ModelProto, found: dict[str, list], infos: dict) -> None:
-    """Write the probed shapes into the graph's value_info (replacing what was there)."""
+def apply_shapes(model: onnx.ModelProto, found: dict[str, list]) -> None:
+    """Write the probed shapes ({tensor: [element type, dims]}) into the graph's value_info,
+    replacing what was there."""
     graph = model.graph
     kept = [v for v in graph.value_info if v.name not in found]
     del graph.value_info[:]
     graph.value_info.extend(kept)
     outputs = {o.name: o for o in graph.output}
-    for name, dims in found.items():
-        elem = infos.get(name, (onnx.TensorProto.FLOAT,))[0] or onnx.TensorProto.FLOAT
+    for name, (elem, dims) in found.items():
         value = helper.make_tensor_value_info(name, elem, dims)
         if name in outputs:
             outputs[name].CopyFrom(value)

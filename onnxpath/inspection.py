@@ -22,6 +22,7 @@ from .errors import ModelError
 from .external import external_files, numel
 from .imaging import PRESETS, preset_for
 from .model import Intake, data_inputs, declared_shape, load_model, normalise, opset_of
+from .relu_family import RELU_FAMILY, graph_constants, node_is_relu_family
 
 ACTIVATION_OPS = ("Relu", "LeakyRelu", "PRelu", "Clip", "Elu", "Selu", "Celu", "Gelu",
                   "HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "Softplus", "Softsign", "Mish",
@@ -72,6 +73,7 @@ def needed_by(model: onnx.ModelProto, tensor: str) -> set[str]:
 def activation_layers(model: onnx.ModelProto, logits: str, infos: dict,
                       layers: tuple[str, ...]) -> list[dict]:
     needed = needed_by(model, logits)
+    constants = graph_constants(model.graph)
     found = []
     for node in model.graph.node:
         if node.op_type not in ACTIVATION_OPS or node.output[0] not in needed:
@@ -82,12 +84,14 @@ def activation_layers(model: onnx.ModelProto, logits: str, infos: dict,
         found.append({"name": node.name or node.output[0], "op_type": node.op_type,
                       "output": node.output[0], "shape": per_example,
                       "neurons": int(np.prod(per_example)) if known else None,
-                      "selected": node.op_type in layers})
+                      "relu_family": node_is_relu_family(node, constants),
+                      "selected": node.op_type in layers and (
+                          node.op_type != "Clip" or node_is_relu_family(node, constants))})
     return found
 
 
 def inspect_model(path: str | os.PathLike, size: tuple[int, int] | None = None,
-                  layers: tuple[str, ...] = ("Relu",),
+                  layers: tuple[str, ...] = RELU_FAMILY,
                   keep_probabilities: bool = False, output: str | None = None,
                   wrt: str | None = None) -> dict:
     """A JSON-ready report. Raises ModelError only when the file is not a readable model;

@@ -27,6 +27,7 @@ import numpy as np
 from .autodiff import SEED
 from .engine import GradientEngine
 from .errors import UsageError
+from .relu_family import RELU_FAMILY
 from .surgery import (
     MaskLayer,
     contribution_name,
@@ -170,7 +171,7 @@ def gate_values(keep: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return bits.view(np.float32)
 
 
-def masked_network(engine: GradientEngine, layers: Sequence[str] = ("Relu",),
+def masked_network(engine: GradientEngine, layers: Sequence[str] = RELU_FAMILY,
                    layer_regex: str | None = None) -> MaskedNetwork:
     """The masked version of `engine`'s model, built once per layer choice and kept with it."""
     layers = tuple(layers)

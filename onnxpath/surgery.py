@@ -23,6 +23,7 @@ from onnx import helper
 
 from .autodiff.walk import SEED, grad_name, prune_unused, value_infos
 from .errors import ModelError
+from .relu_family import RELU_FAMILY, graph_constants, node_is_relu_family
 
 # The paper's local-linearity argument (a fixed pathway makes the network linear around x)
 # holds for these only; any other activation is allowed but earns a warning.
@@ -55,18 +56,22 @@ def mask_name(tensor: str) -> str:
     return MASK_PREFIX + tensor
 
 
-def choose_activations(model: onnx.ModelProto, op_types: Sequence[str] = ("Relu",),
+def choose_activations(model: onnx.ModelProto, op_types: Sequence[str] = RELU_FAMILY,
                        name_regex: str | None = None) -> list[onnx.NodeProto]:
     """The nodes to mask, in graph order: op type in `op_types` and, when a regex is given,
-    node name or output name matching it (`re.search`)."""
+    node name or output name matching it (`re.search`). A Clip counts only with a lower bound
+    of 0 (ReLU6): see `relu_family`."""
     pattern = re.compile(name_regex) if name_regex else None
+    constants = graph_constants(model.graph)
     chosen = [n for n in model.graph.node
               if n.op_type in op_types and n.domain in ("", "ai.onnx")
+              and (n.op_type != "Clip" or node_is_relu_family(n, constants))
               and (pattern is None or pattern.search(n.name) or pattern.search(n.output[0]))]
     if not chosen:
         where = f" matching /{name_regex}/" if name_regex else ""
-        raise ModelError(f"no {'/'.join(op_types)} node{where} to put pathway masks on; choose "
-                         "layers with --layers (op types) or --layer-regex")
+        clip = " (a Clip counts when its lower bound is 0)" if "Clip" in op_types else ""
+        raise ModelError(f"no {'/'.join(op_types)} node{where} to put pathway masks on{clip}; "
+                         "choose layers with --layers (op types) or --layer-regex")
     rough = sorted({n.op_type for n in chosen} - PIECEWISE_LINEAR)
     if rough:
         warnings.warn(f"{', '.join(rough)} is not piecewise linear: the pathway gradient is "
@@ -76,7 +81,7 @@ def choose_activations(model: onnx.ModelProto, op_types: Sequence[str] = ("Relu"
     return chosen
 
 
-def insert_masks(model: onnx.ModelProto, op_types: Sequence[str] = ("Relu",),
+def insert_masks(model: onnx.ModelProto, op_types: Sequence[str] = RELU_FAMILY,
                  name_regex: str | None = None) -> tuple[onnx.ModelProto, list[MaskLayer]]:
     """A copy of `model` whose chosen activation outputs are multiplied by mask inputs.
 

@@ -113,6 +113,12 @@ class GraphBuilder:
         self.constants[name] = array
         return name
 
+    def ones(self, shape: Sequence[int]) -> str:
+        """A constant of ones in the graph's float type, made in that type (a float64 array
+        first would double the memory). Callers bound `shape` by tensor shapes, never by
+        attributes alone: an attribute can be as large as the exporter likes."""
+        return self.const(np.ones(tuple(shape), helper.tensor_dtype_to_np_dtype(self.float_type)))
+
     def ints(self, values: Sequence[int]) -> str:
         return self.const(np.asarray(list(values), dtype=np.int64))
 

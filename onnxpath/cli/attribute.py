@@ -16,6 +16,7 @@ from ..methods import METHODS
 from ..outputs import check_writable
 from ..pipeline import Job, Pipeline, Style, parse_target
 from ..progress import Progress
+from ..relu_family import RELU_FAMILY
 from ..render import COLORMAPS, NORMALISATIONS, REDUCTIONS
 from ..storage import location
 from . import app
@@ -109,7 +110,8 @@ def attribute(
     keep: float = typer.Option(None, "--keep", help="Pathway: % of neurons to keep (100-P)."),
     selection: str = typer.Option("contribution", "--selection", help="Pathway: contribution, "
                                   "integrated, learned or random."),
-    layers: str = typer.Option("Relu", "--layers", help="Pathway: op types to mask: Relu,Clip."),
+    layers: str = typer.Option(",".join(RELU_FAMILY), "--layers",
+                               help="Pathway: op types to mask (Clip: lower bound 0 only)."),
     layer_regex: str = typer.Option(None, "--layer-regex", help="Pathway: layer name regex."),
     per_layer: bool = typer.Option(False, "--per-layer", help="Pathway: threshold per layer."),
     # --- baseline methods: None means "the method's own default" (see each method's doc) ---

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from ..inspection import inspect_model
+from ..relu_family import RELU_FAMILY
 from . import app
 from ._common import parse_size
 
@@ -18,8 +19,8 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
     size: str = typer.Option(None, "--size", help="HxW for dynamic spatial dims (default: the "
                              "preset's, else 224); neuron counts depend on it."),
-    layers: str = typer.Option("Relu", "--layers", help="Activation op types counted as "
-                               "pathway neurons, e.g. Relu,Clip."),
+    layers: str = typer.Option(",".join(RELU_FAMILY), "--layers", help="Activation op types "
+                               "counted as pathway neurons (Clip: lower bound 0 only)."),
     keep_probabilities: bool = typer.Option(False, "--keep-probabilities",
                                             help="Differentiate the Softmax output itself."),
     output: str = typer.Option(None, "--output", help="The output to explain (default: see "

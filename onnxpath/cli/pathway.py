@@ -19,6 +19,7 @@ from ..labels import model_labels, read_labels, resolve_target
 from ..methods.pathway import SELECTIONS, critical_pathway, pathway_gradient
 from ..outputs import write_atomic
 from ..pathways import Pathway, layer_statistics, output_change, probabilities
+from ..relu_family import RELU_FAMILY
 from ..surgery import LocalLinearityWarning, bake_pathway
 from . import app
 from ._common import build_preprocess, load_example, parse_floats, parse_size
@@ -52,8 +53,8 @@ def pathway(
     keep: float = typer.Option(None, "--keep", help="Percentage to keep: --prune 100-K."),
     selection: str = typer.Option("contribution", "--selection",
                                   help=f"How to select: {', '.join(SELECTIONS)}."),
-    layers: str = typer.Option("Relu", "--layers",
-                               help="Activation op types to mask, e.g. Relu,Clip,LeakyRelu."),
+    layers: str = typer.Option(",".join(RELU_FAMILY), "--layers",
+                               help="Activation op types to mask (Clip: lower bound 0 only)."),
     layer_regex: str = typer.Option(None, "--layer-regex",
                                     help="Only layers whose node or tensor name matches."),
     per_layer: bool = typer.Option(False, "--per-layer", help="One threshold per layer."),

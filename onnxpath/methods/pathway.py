@@ -26,6 +26,7 @@ from ..pathways import (
     resolve_prune_percent,
     select,
 )
+from ..relu_family import RELU_FAMILY
 from . import Attribution, method
 
 SELECTIONS = ("contribution", "integrated", "learned", "random")
@@ -33,7 +34,7 @@ SELECTIONS = ("contribution", "integrated", "learned", "random")
 
 def critical_pathway(engine: GradientEngine, x: np.ndarray, targets: Sequence[int] | None, *,
                      prune_percent: float | None = None, keep: float | None = None,
-                     selection: str = "contribution", layers: Sequence[str] = ("Relu",),
+                     selection: str = "contribution", layers: Sequence[str] = RELU_FAMILY,
                      layer_regex: str | None = None, per_layer: bool = False, seed: int = 0,
                      with_activations: bool = False, iterations: int = 1000,
                      gate_init: str = "ones") -> Pathway:
@@ -79,7 +80,7 @@ def pathway_gradient(pathway: Pathway, x: np.ndarray,
 @method("pathway", picks_target=True)
 def pathway(engine: GradientEngine, x: np.ndarray, targets: np.ndarray | None, *,
             prune_percent: float | None = None, keep: float | None = None,
-            selection: str = "contribution", layers: Sequence[str] = ("Relu",),
+            selection: str = "contribution", layers: Sequence[str] = RELU_FAMILY,
             layer_regex: str | None = None, per_layer: bool = False,
             seed: int = 0) -> Attribution:
     """Raw, signed C x H x W maps; extras report the pathway's size and the output change."""

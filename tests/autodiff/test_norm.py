@@ -57,8 +57,9 @@ def onnx_lrn(size: int, alpha: float, beta: float, bias: float):
 
 # ONNX Runtime's LRN kernel accepts odd sizes only.
 @pytest.mark.parametrize("size,alpha,beta,bias", [(3, 1e-4, 0.75, 1.0), (1, 0.1, 0.75, 2.0),
-                                                  (5, 0.5, 0.5, 1.0)],
-                         ids=["size3_default", "size1", "size5_strong"])
+                                                  (5, 0.5, 0.5, 1.0), (13, 0.5, 0.75, 1.0)],
+                         ids=["size3_default", "size1", "size5_strong",
+                              "size13_wider_than_channels"])
 def test_lrn(size, alpha, beta, bias):
     check_node("LRN", {"x": randn(2, 6, 3, 4)}, onnx_lrn(size, alpha, beta, bias),
                {"size": size, "alpha": alpha, "beta": beta, "bias": bias})

@@ -29,10 +29,21 @@ def test_report_lists_io_logits_preprocessing_layers_and_neurons(capsys, tmp_pat
     assert report["preprocess"]["preset"] == "none"
     layers = {a["name"]: a for a in report["activations"]}
     assert layers["relu1"]["op_type"] == "Relu" and layers["relu1"]["shape"] == [8, 16, 16]
-    assert layers["relu6"]["op_type"] == "Clip" and not layers["relu6"]["selected"]
-    assert report["neurons"] == 8 * 16 * 16
+    # ReLU6 (Clip with lower bound 0) is counted by default with the rest of the ReLU family.
+    assert layers["relu6"]["op_type"] == "Clip" and layers["relu6"]["selected"]
+    assert layers["relu6"]["relu_family"]
+    assert report["layers"] == ["Relu", "Clip", "LeakyRelu", "PRelu"]
+    assert report["neurons"] == 8 * 16 * 16 + 8 * 8 * 8
     assert report["neurons_all"] == 8 * 16 * 16 + 8 * 8 * 8
     assert report["unsupported"] == [] and report["problems"] == []
+
+
+def test_layers_option_narrows_the_count(capsys, tmp_path):
+    path = save(classifier(softmax=True), tmp_path / "net.onnx")
+    code, report, err = inspect_json(capsys, path, "--layers", "Relu")
+    assert code == 0, err
+    assert not {a["name"]: a for a in report["activations"]}["relu6"]["selected"]
+    assert report["neurons"] == 8 * 16 * 16
 
 
 def test_layers_option_and_table_output(capsys, model_path):
@@ -46,7 +57,7 @@ def test_dynamic_model_is_analysed_at_a_given_size(capsys, tmp_path):
     path = save(classifier(dynamic=True), tmp_path / "dynamic.onnx")
     code, report, _ = inspect_json(capsys, path, "--size", "32x24")
     assert code == 0 and report["analysed_shape"] == [1, 3, 32, 24]
-    assert report["neurons"] == 8 * 32 * 24
+    assert report["neurons"] == 8 * 32 * 24 + 8 * 16 * 12  # Relu and ReLU6 (Clip)
 
 
 def test_custom_domain_op_is_listed_as_unsupported_and_exits_cleanly(tmp_path):
@@ -66,7 +77,7 @@ def test_external_data_model_is_inspected_without_reading_weights(capsys,
                                                                    external_model_path):
     code, report, _ = inspect_json(capsys, external_model_path)
     assert code == 0 and report["external_data"] == ["net.bin"]
-    assert report["neurons"] == 8 * 16 * 16
+    assert report["neurons"] == 8 * 16 * 16 + 8 * 8 * 8
 
 
 def test_unreadable_model_exits_2_with_one_line(tmp_path):

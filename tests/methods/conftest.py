@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
-from torch_nets import ResidualNet, VGGNet, build, export
+from torch_nets import ReLUFamilyNet, ResidualNet, VGGNet, build, export
 
 from onnxpath.explainer import Explainer
 
@@ -29,6 +29,11 @@ def residual(tmp_path_factory):
 @pytest.fixture(scope="session")
 def vgg(tmp_path_factory):
     return _pair(VGGNet, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def relu_family(tmp_path_factory):
+    return _pair(ReLUFamilyNet, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

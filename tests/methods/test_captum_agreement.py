@@ -113,6 +113,32 @@ def test_guided_backprop(vgg, batch):
     agree("guided-backprop", ours, GuidedBackprop(model).attribute(xt, tt))
 
 
+def test_guided_backprop_relu_family(relu_family, batch):
+    """ReLU6, LeakyRelu and PRelu get the swapped rule too (issue 10): Captum's hook on
+    nn.ReLU subclasses computing those functions; hardtanh stays plain in both."""
+    explainer, model, xt, targets, tt = setup(relu_family, batch)
+    ours = explainer.attribute(batch, "guided-backprop", targets).maps
+    agree("guided-backprop relu family", ours, GuidedBackprop(model).attribute(xt, tt))
+    plain = explainer.attribute(batch, "gradient", targets).maps
+    assert np.abs(ours - plain).max() > 0.1 * np.abs(plain).max()
+
+
+def test_deconvnet_relu_family(relu_family, batch):
+    explainer, model, xt, targets, tt = setup(relu_family, batch)
+    ours = explainer.attribute(batch, "deconvnet", targets).maps
+    agree("deconvnet relu family", ours, Deconvolution(model).attribute(xt, tt))
+
+
+def test_relu_family_net_exports_every_activation(relu_family, batch):
+    """The comparisons above cover what they claim: each op is in the graph, and the first
+    ReLU6 is both cut off at 0 and saturated at 6 on the batch."""
+    explainer, model = relu_family
+    ops = [n.op_type for n in explainer.engine((1, 3, 32, 32)).info.proto.graph.node]
+    assert ops.count("Clip") == 3 and {"LeakyRelu", "PRelu", "Relu"} <= set(ops)
+    first = model.features[0](torch.from_numpy(batch).double())
+    assert (first > 6).float().mean() > 0.01 and (first < 0).float().mean() > 0.01
+
+
 def test_deconvnet(vgg, batch):
     explainer, model, xt, targets, tt = setup(vgg, batch)
     ours = explainer.attribute(batch, "deconvnet", targets).maps

@@ -47,6 +47,50 @@ class VGGNet(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
+class CaptumReLU6(nn.ReLU):
+    """nn.ReLU6's function in an nn.ReLU subclass: Captum's GuidedBackprop and Deconvolution hook
+    nn.ReLU modules only (stock nn.ReLU6 and nn.LeakyReLU get the plain gradient), so the
+    subclass is how Captum's own hook becomes the oracle for the other ReLU-family ops."""
+
+    def forward(self, x):
+        return nn.functional.relu6(x)
+
+
+class CaptumLeakyReLU(nn.ReLU):
+    def forward(self, x):
+        return nn.functional.leaky_relu(x, 0.1)
+
+
+class CaptumPReLU(nn.ReLU):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.linspace(0.05, 0.3, channels))
+
+    def forward(self, x):
+        return nn.functional.prelu(x, self.weight)
+
+
+class ReLUFamilyNet(nn.Module):
+    """Every ReLU-family activation (ReLU6 -> Clip(0, 6), LeakyRelu, PRelu, Relu), each module
+    used once, plus a hardtanh Clip(-1, 1) that is not ReLU-like and keeps its plain gradient
+    both in Captum and in onnxpath. The first conv is scaled so that ReLU6 saturates."""
+
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), CaptumReLU6(), nn.Conv2d(8, 8, 3, padding=1),
+            CaptumLeakyReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1),
+            CaptumPReLU(16), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 16, 3, padding=1), nn.Hardtanh(-1.0, 1.0))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Linear(16, 32), CaptumReLU6(), nn.Linear(32, classes))
+        with torch.no_grad():
+            self.features[0].weight.mul_(6.0)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+
 def build(cls, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     model = cls()

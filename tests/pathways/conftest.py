@@ -7,7 +7,7 @@ import pytest
 
 from onnxpath.explainer import Explainer
 
-from .reference import TinyResNet, TinyVGG, export, randomise
+from .reference import TinyMobile, TinyResNet, TinyVGG, export, randomise
 
 
 class Case:
@@ -35,7 +35,12 @@ def resnet_fixed_batch() -> Case:
     return Case(randomise(TinyResNet, 1), dynamic_batch=False)
 
 
-@pytest.fixture(params=["vgg", "resnet"])
+@pytest.fixture(scope="session")
+def mobile() -> Case:
+    return Case(randomise(TinyMobile, 2))
+
+
+@pytest.fixture(params=["vgg", "resnet", "mobile"])
 def case(request) -> Case:
     return request.getfixturevalue(request.param)
 

@@ -63,6 +63,42 @@ class TinyResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
 
 
+class TinyMobile(nn.Module):
+    """MobileNetV2's pattern (ReLU6 after conv+BN, a depthwise conv, a linear bottleneck with a
+    residual sum) mixed with ReLU, LeakyReLU and PReLU, as the ReLU-family default must mask
+    all of them. The stem is scaled so that ReLU6 saturates at 6."""
+
+    def __init__(self, classes: int = 5):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8),
+                                  nn.ReLU6())
+        self.expand = nn.Sequential(nn.Conv2d(8, 16, 1, bias=False), nn.BatchNorm2d(16),
+                                    nn.ReLU6())
+        self.depthwise = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1, groups=16, bias=False),
+                                       nn.BatchNorm2d(16), nn.LeakyReLU(0.1))
+        self.project = nn.Sequential(nn.Conv2d(16, 8, 1, bias=False), nn.BatchNorm2d(8))
+        self.head = nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 16, 1),
+                                  nn.PReLU(16))
+        self.fc = nn.Sequential(nn.Linear(16, 12), nn.ReLU6(), nn.Linear(12, classes))
+        with torch.no_grad():
+            self.stem[0].weight.mul_(4.0)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.project(self.depthwise(self.expand(x)))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.head(x), 1), 1))
+
+
+# The ReLU family as torch modules: ReLU6 is Hardtanh(0, 6), exported as Clip(0, 6).
+RELU_FAMILY_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU)
+
+
+def is_relu_family(module: nn.Module) -> bool:
+    if isinstance(module, nn.Hardtanh):
+        return module.min_val == 0.0
+    return isinstance(module, RELU_FAMILY_MODULES)
+
+
 def randomise(kind: type[nn.Module], seed: int) -> nn.Module:
     """A `kind` network with seeded random weights and non-trivial BatchNorm statistics, in
     eval mode."""
@@ -89,15 +125,16 @@ def export(model: nn.Module, size: int = 32, dynamic_batch: bool = True) -> onnx
 
 
 class ReluMasks:
-    """Forward hooks multiplying the output of every ReLU call by a per-call mask, on a float64
-    copy of the model (the caller's model is left alone)."""
+    """Forward hooks multiplying the output of every ReLU-family call (ReLU, ReLU6, LeakyReLU,
+    PReLU) by a per-call mask, on a float64 copy of the model (the caller's model is left
+    alone)."""
 
     def __init__(self, model: nn.Module):
         self.model = copy.deepcopy(model).double()
         self.masks: list[torch.Tensor] | None = None  # set before a pass; None = record ones
         self.calls: list[torch.Tensor] = []
         self.handles = [m.register_forward_hook(self.hook) for m in self.model.modules()
-                        if isinstance(m, nn.ReLU)]
+                        if is_relu_family(m)]
 
     def hook(self, module, inputs, output):
         k = len(self.calls)

@@ -42,6 +42,19 @@ def test_pathway_gradient_matches_torch(case, prune):
     assert result.extras[0]["kept_percent"] == pytest.approx(100 - prune, abs=0.1)
 
 
+def test_default_layers_are_every_relu_family_activation(mobile):
+    """MobileNetV2's ReLU6 (Clip) mixed with ReLU, LeakyReLU and PReLU: with no layer option
+    every one of them is a pathway layer, and the masks on the Clips score as torch's do."""
+    x = image(10)
+    net = masked_network(mobile.engine(x))
+    assert [layer.op_type for layer in net.layers] == \
+        ["Clip", "Clip", "LeakyRelu", "Relu", "PRelu", "Clip"]
+    _, signed, _ = contributions(net, x, [1])
+    reference = torch_contributions(mobile.torch, x.astype(np.float64), 1)
+    for ours, theirs in zip(signed, reference, strict=True):
+        np.testing.assert_allclose(ours[0], theirs, atol=1e-5 * np.abs(theirs).max())
+
+
 def test_contributions_are_signed_a_times_gradient(resnet):
     x = image(11)
     net = masked_network(resnet.engine(x))

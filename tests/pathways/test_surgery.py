@@ -29,7 +29,8 @@ def test_all_ones_masks_leave_the_logits_unchanged(case):
     net = masked_network(engine)
     original = run(case.proto, {"x": x})
     masked = net.logits(x, net.ones(2))
-    assert len(net.layers) == sum(n.op_type == "Relu" for n in case.proto.graph.node)
+    family = {"Relu", "Clip", "LeakyRelu", "PRelu"}
+    assert len(net.layers) == sum(n.op_type in family for n in case.proto.graph.node)
     np.testing.assert_allclose(masked, original, rtol=0, atol=1e-6)
 
 
@@ -95,5 +96,68 @@ def test_name_regex_restricts_the_layers(resnet):
     _, some = insert_masks(proto, name_regex="blocks.1")
     assert 0 < len(some) < len(every)
     assert all("blocks.1" in layer.node or "blocks.1" in layer.tensor for layer in some)
-    with pytest.raises(ModelError, match="no Relu node matching"):
+    with pytest.raises(ModelError, match="no Relu/Clip/LeakyRelu/PRelu node matching"):
         insert_masks(proto, name_regex="no-such-layer")
+
+
+def clip_model(opset: int, lower: float | None, upper: float | None,
+               as_constant_node: bool = False) -> onnx.ModelProto:
+    """activation_model with a Clip whose bounds are attributes (opset < 11), initializers or
+    Constant nodes (opset >= 11)."""
+    model = activation_model("Relu")
+    graph = model.graph
+    act = next(n for n in graph.node if n.name == "act")
+    del act.input[1:]
+    act.op_type = "Clip"
+    gemm = next(n for n in graph.node if n.op_type == "Gemm")  # C is required before opset 11
+    gemm.input.append("fc_bias")
+    graph.initializer.append(numpy_helper.from_array(np.zeros(2, np.float32), "fc_bias"))
+    if opset < 11:
+        bounds = {"min": lower, "max": upper}
+        act.attribute.extend(helper.make_attribute(k, v) for k, v in bounds.items()
+                             if v is not None)
+    else:
+        for name, value in (("lo", lower), ("hi", upper)):
+            if value is None:
+                act.input.append("")
+                continue
+            tensor = numpy_helper.from_array(np.asarray(value, np.float32), name)
+            if as_constant_node:
+                graph.node.insert(0, helper.make_node("Constant", [], [name], value=tensor))
+            else:
+                graph.initializer.append(tensor)
+            act.input.append(name)
+    del model.opset_import[:]
+    model.opset_import.append(helper.make_opsetid("", opset))
+    return model
+
+
+CLIPS = [
+    # id, opset, lower, upper, constant node, ReLU-like
+    ("relu6_attrs_opset10", 10, 0.0, 6.0, False, True),
+    ("relu_attr_min_only_opset7", 7, 0.0, None, False, True),
+    ("hardtanh_attrs_opset10", 10, -1.0, 1.0, False, False),
+    ("no_min_attr_opset10", 10, None, 6.0, False, False),
+    ("relu6_initializers_opset13", 13, 0.0, 6.0, False, True),
+    ("relu6_constant_nodes_opset17", 17, 0.0, 6.0, True, True),
+    ("relu_min_only_opset17", 17, 0.0, None, False, True),
+    ("hardtanh_opset17", 17, -1.0, 1.0, True, False),
+    ("max_only_opset17", 17, None, 6.0, False, False),
+]
+
+
+@pytest.mark.parametrize("opset,lower,upper,constant,relu_like", [c[1:] for c in CLIPS],
+                         ids=[c[0] for c in CLIPS])
+def test_clip_is_a_default_layer_when_its_lower_bound_is_zero(opset, lower, upper, constant,
+                                                              relu_like):
+    model = clip_model(opset, lower, upper, constant)
+    onnx.checker.check_model(model)
+    if not relu_like:
+        with pytest.raises(ModelError, match="lower bound is 0"):
+            insert_masks(model)
+        return
+    masked, layers = insert_masks(model)
+    assert [layer.op_type for layer in layers] == ["Clip"]
+    x = 3 * np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    ones = {layers[0].mask: np.ones((1, *layers[0].shape), np.float32)}
+    np.testing.assert_allclose(run(masked, {"x": x, **ones}), run(model, {"x": x}), atol=1e-5)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..builder import GraphBuilder, Node
 from . import rule
 
@@ -20,7 +18,6 @@ def batch_norm(node: Node, dy, b: GraphBuilder):
         factor = b.op("Unsqueeze", factor, b.ints(trailing))
     return [b.op("Mul", dy[0], factor), None, None, None, None]
 
-
 def _standardised_gradient(b: GraphBuilder, x: str, g: str, axes: list[int], eps: float) -> str:
     """Input gradient of (x - mean) / sqrt(var + eps) over `axes`, given `g` at its output:
     r * (g - mean(g) - xhat * mean(g * xhat)), statistics recomputed from x."""
@@ -32,7 +29,6 @@ def _standardised_gradient(b: GraphBuilder, x: str, g: str, axes: list[int], eps
     mean_gx = b.reduce("ReduceMean", b.op("Mul", g, xhat), axes)
     return b.op("Mul", r, b.op("Sub", b.op("Sub", g, mean_g), b.op("Mul", xhat, mean_gx)))
 
-
 @rule("LayerNormalization")
 def layer_norm(node: Node, dy, b: GraphBuilder):
     if dy[1:] and any(g is not None for g in dy[1:]):
@@ -43,7 +39,6 @@ def layer_norm(node: Node, dy, b: GraphBuilder):
     g = b.op("Mul", dy[0], scale)
     return [_standardised_gradient(b, x, g, axes, node.attr("epsilon", 1e-5)), None, None]
 
-
 @rule("InstanceNormalization")
 def instance_norm(node: Node, dy, b: GraphBuilder):
     x, scale = node.inputs[0], node.inputs[1]
@@ -53,15 +48,13 @@ def instance_norm(node: Node, dy, b: GraphBuilder):
     axes = list(range(2, rank))
     return [_standardised_gradient(b, x, g, axes, node.attr("epsilon", 1e-5)), None, None]
 
-
 def _channel_window_sum(b: GraphBuilder, t: str, rank: int, size: int, before: int,
                         after: int) -> str:
     """Sum over channels c-before..c+after (clipped at the edges), as a Conv over a unit axis."""
-    kernel = b.const(np.ones((1, 1, size) + (1,) * (rank - 2)))
+    kernel = b.ones((1, 1, size) + (1,) * (rank - 2))
     pads = [before] + [0] * (rank - 2) + [after] + [0] * (rank - 2)
     summed = b.op("Conv", b.op("Unsqueeze", t, b.ints([1])), kernel, pads=pads)
     return b.op("Squeeze", summed, b.ints([1]))
-
 
 @rule("LRN")
 def lrn(node: Node, dy, b: GraphBuilder):
@@ -72,10 +65,15 @@ def lrn(node: Node, dy, b: GraphBuilder):
     rank, size = b.rank(x), node.attr("size")
     alpha, beta = node.attr("alpha", 1e-4), node.attr("beta", 0.75)
     back, forward = (size - 1) // 2, size // 2
-    squares = _channel_window_sum(b, b.op("Mul", x, x), rank, size, back, forward)
+    channels = b.static_shape(x, 1)[0]
+    # A window reaching past every channel sums the same channels as one that just spans them:
+    # bound the summing kernel (an attribute) by the channel count.
+    back, forward = min(back, channels - 1), min(forward, channels - 1)
+    window = back + forward + 1
+    squares = _channel_window_sum(b, b.op("Mul", x, x), rank, window, back, forward)
     s = b.op("Add", b.scalar(node.attr("bias", 1.0)), b.op("Mul", squares, b.scalar(alpha / size)))
     direct = b.op("Mul", dy[0], b.op("Pow", s, b.scalar(-beta)))
     through_s = b.op("Mul", b.op("Mul", dy[0], x), b.op("Pow", s, b.scalar(-beta - 1.0)))
-    spread = _channel_window_sum(b, through_s, rank, size, forward, back)
+    spread = _channel_window_sum(b, through_s, rank, window, forward, back)
     coupling = b.op("Mul", b.op("Mul", x, spread), b.scalar(2.0 * alpha * beta / size))
     return [b.op("Sub", direct, coupling)]

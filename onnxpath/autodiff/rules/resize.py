@@ -10,6 +10,7 @@ runtime's kernel does. That subgraph depends on constants only and ONNX Runtime 
 from __future__ import annotations
 
 import numpy as np
+from onnx import helper
 
 from ..builder import GraphBuilder, Node
 from . import rule
@@ -38,7 +39,8 @@ def _interpolation_matrix(node: Node, b: GraphBuilder, axis: int, helper_axis: i
     axis the op leaves alone."""
     shape = [1] * rank
     shape[axis] = shape[helper_axis] = length_in
-    eye = np.eye(length_in).reshape(shape)
+    # Sized by the input's length, not by an attribute; made in the graph's float type.
+    eye = np.eye(length_in, dtype=helper.tensor_dtype_to_np_dtype(b.float_type)).reshape(shape)
     attrs = {k: v for k, v in node.attrs.items() if k not in ("axes", "extrapolation_value")}
     if scales is None:
         target = list(shape)

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from ..errors import UsageError
-from ..imaging import PRESETS, model_size
+from ..imaging import model_size
 from ..inputs import expand_inputs
 from ..labels import model_labels, read_labels
 from ..methods import METHODS
@@ -20,6 +20,7 @@ from ..relu_family import RELU_FAMILY
 from ..render import COLORMAPS, NORMALISATIONS, REDUCTIONS
 from ..storage import location
 from . import app
+from . import options as shared
 from ._common import (
     build_preprocess,
     emit,
@@ -76,23 +77,17 @@ def attribute(
     no_cache: bool = typer.Option(False, "--no-cache", help="Build sessions afresh; neither "
                                   "read nor write the on-disk session cache."),
     # --- preprocessing: flags override --preprocess, which overrides --preset ---
-    preset: str = typer.Option(None, "--preset", help=f"Preprocessing preset: "
-                               f"{', '.join(PRESETS)} (default: the model's metadata, else "
-                               "imagenet for 3x224x224 inputs, else none)."),
-    preprocess: Path = typer.Option(None, "--preprocess", help="Preprocessing JSON, e.g. a "
-                                    "Hugging Face preprocessor_config.json."),
-    size: str = typer.Option(None, "--size", help="Model input size HxW, e.g. 224x224."),
-    resize: int = typer.Option(None, "--resize", help="Shorter side before the center crop, "
-                               "e.g. 256; 0 squashes the image to --size."),
-    crop: bool = typer.Option(None, "--crop/--no-crop", help="Center-crop after --resize."),
-    mean: str = typer.Option(None, "--mean", help="Per-channel mean, e.g. 0.485,0.456,0.406."),
-    std: str = typer.Option(None, "--std", help="Per-channel std, e.g. 0.229,0.224,0.225."),
-    scale: str = typer.Option(None, "--scale", help="Pixel scale before mean/std, e.g. 1/255 "
-                              "or 1."),
-    bgr: bool = typer.Option(None, "--bgr/--rgb", help="Channel order the model expects."),
-    layout: str = typer.Option(None, "--layout", help="nchw or nhwc (default: guessed from "
-                               "the input shape)."),
-    gray: bool = typer.Option(None, "--gray", help="Convert images to grayscale."),
+    preset: str = shared.PRESET,
+    preprocess: Path = shared.PREPROCESS,
+    size: str = shared.SIZE,
+    resize: int = shared.RESIZE,
+    crop: bool = shared.CROP,
+    mean: str = shared.MEAN,
+    std: str = shared.STD,
+    scale: str = shared.SCALE,
+    bgr: bool = shared.BGR,
+    layout: str = shared.LAYOUT,
+    gray: bool = shared.GRAY,
     # --- rendering ---
     reduce: str = typer.Option("max-abs", "--reduce",
                                help=f"Channel reduction for the PNG: {', '.join(REDUCTIONS)}."),

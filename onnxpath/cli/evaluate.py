@@ -23,11 +23,12 @@ from ..evaluate.perturbation import RANKS
 from ..evaluate.plot import write_plots
 from ..evaluate.runner import MASK_METRICS, check_methods, check_metrics
 from ..explainer import Explainer
-from ..imaging import IMAGE_SUFFIXES, PRESETS, Preprocess, load_input, model_size, to_tensor
+from ..imaging import IMAGE_SUFFIXES, Preprocess, load_input, model_size, to_tensor
 from ..inputs import expand_inputs
 from ..methods import METHODS
 from ..outputs import write_atomic
 from . import app
+from . import options as shared
 from ._common import build_preprocess, parse_floats, parse_scale, parse_size
 
 
@@ -187,22 +188,17 @@ def evaluate_command(
                                     "every curve and the sanity cascade (FILE.html or DIR/)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Inputs per forward run "
                                    "(default: the fastest, measured once for the model)."),
-    preset: str = typer.Option(None, "--preset",
-                               help=f"Preprocessing preset: {', '.join(PRESETS)}."),
-    size: str = typer.Option(None, "--size", help="Model input size HxW, e.g. 224x224."),
-    mean: str = typer.Option(None, "--mean", help="Per-channel mean, e.g. 0.485,0.456,0.406."),
-    std: str = typer.Option(None, "--std", help="Per-channel std, e.g. 0.229,0.224,0.225."),
-    preprocess: Path = typer.Option(None, "--preprocess", help="Preprocessing JSON, e.g. a "
-                                    "Hugging Face preprocessor_config.json."),
-    resize: int = typer.Option(None, "--resize", help="Shorter side before the center crop, "
-                               "e.g. 256; 0 squashes the image to --size."),
-    crop: bool = typer.Option(None, "--crop/--no-crop", help="Center-crop after --resize."),
-    scale: str = typer.Option(None, "--scale", help="Pixel scale before mean/std, e.g. 1/255 "
-                              "or 1."),
-    bgr: bool = typer.Option(None, "--bgr/--rgb", help="Channel order the model expects."),
-    layout: str = typer.Option(None, "--layout", help="nchw or nhwc (default: guessed from "
-                               "the input shape)."),
-    gray: bool = typer.Option(None, "--gray", help="Convert images to grayscale."),
+    preset: str = shared.PRESET,
+    size: str = shared.SIZE,
+    mean: str = shared.MEAN,
+    std: str = shared.STD,
+    preprocess: Path = shared.PREPROCESS,
+    resize: int = shared.RESIZE,
+    crop: bool = shared.CROP,
+    scale: str = shared.SCALE,
+    bgr: bool = shared.BGR,
+    layout: str = shared.LAYOUT,
+    gray: bool = shared.GRAY,
     output: str = typer.Option(None, "--output", help="The model output to explain (default: "
                                "see `onnxpath inspect`)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),

@@ -14,7 +14,6 @@ import typer
 
 from ..explainer import Explainer
 from ..exporting import save_model
-from ..imaging import PRESETS
 from ..labels import model_labels, read_labels, resolve_target
 from ..methods.pathway import SELECTIONS, critical_pathway, pathway_gradient
 from ..outputs import write_atomic
@@ -22,6 +21,7 @@ from ..pathways import Pathway, layer_statistics, output_change, probabilities
 from ..relu_family import RELU_FAMILY
 from ..surgery import LocalLinearityWarning, bake_pathway
 from . import app
+from . import options as shared
 from ._common import build_preprocess, load_example, parse_floats, parse_size
 
 
@@ -65,11 +65,10 @@ def pathway(
                                 help="Write the pathway baked into a standalone .onnx model."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
     labels: Path = typer.Option(None, "--labels", help="Labels: .txt one per line, or JSON."),
-    preset: str = typer.Option(None, "--preset",
-                               help=f"Preprocessing preset: {', '.join(PRESETS)}."),
-    size: str = typer.Option(None, "--size", help="Model input size HxW, e.g. 224x224."),
-    mean: str = typer.Option(None, "--mean", help="Per-channel mean, e.g. 0.485,0.456,0.406."),
-    std: str = typer.Option(None, "--std", help="Per-channel std, e.g. 0.229,0.224,0.225."),
+    preset: str = shared.PRESET,
+    size: str = shared.SIZE,
+    mean: str = shared.MEAN,
+    std: str = shared.STD,
     seed: int = typer.Option(0, "--seed", help="Random generator seed (random, learned)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     threads: int = typer.Option(None, "--threads", help="ONNX Runtime intra-op threads."),

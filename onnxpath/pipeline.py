@@ -17,7 +17,6 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,74 +24,15 @@ import numpy as np
 from . import errors
 from .errors import InputError, OnnxPathError, UsageError, unexpected
 from .explainer import Explainer, Explanation
-from .imaging import Preprocess, load_input, load_npz
+from .imaging import load_input, load_npz
 from .inputs import output_stems
+from .job import TOP, Job, top_classes
 from .methods import METHODS, effective_params
 from .outputs import Bundle, read_npy, save_npy, save_png
 from .progress import Progress
 from .render import overlay, reduce_channels, side_by_side
 from .resume import RunState, job_fingerprint
 from .storage import as_location
-
-TOP = 5  # predictions listed in each record
-
-
-@dataclass
-class Style:
-    """How a raw map becomes a picture (see render.py)."""
-
-    reduce: str = "max-abs"
-    colormap: str = "jet"
-    normalise: str = "percentile"
-    percentile: float | None = None
-    alpha: float = 0.5
-
-    def overlay_args(self) -> dict:
-        return {"alpha": self.alpha, "colormap": self.colormap, "how": self.normalise,
-                "percentile": self.percentile}
-
-
-@dataclass
-class Job:
-    """What to compute for every input, and where to put it."""
-
-    methods: Sequence[str] = ("gradient",)
-    target: int | None = None  # a class index; None: the prediction (or the top_k classes)
-    top_k: int | None = None  # attribute each of the K best classes
-    options: dict = field(default_factory=dict)  # method options (steps, prune_percent, ...)
-    prep: Preprocess = field(default_factory=Preprocess)
-    labels: list[str] | None = None
-    fallback: str | None = None
-    out: Path | None = None
-    npz: Path | None = None
-    side_by_side: bool = False
-    batch_size: int = 1
-    style: Style = field(default_factory=Style)
-    resume: bool = True  # with `out`: skip inputs a previous run of this job finished
-
-
-def parse_target(text: str | int | None, labels: list[str] | None) -> tuple[int | None,
-                                                                           int | None]:
-    """`--target`: (class index or None, K of topK or None). Accepts an index, a label (case
-    insensitive) or topK."""
-    if text is None or text == "":
-        return None, None
-    if isinstance(text, int):
-        return text, None
-    lowered = text.strip().lower()
-    if lowered.startswith("top") and lowered[3:].isdigit():
-        k = int(lowered[3:])
-        if k < 1:
-            raise UsageError(f"--target {text}: K must be at least 1")
-        return None, k
-    if lowered.lstrip("-").isdigit():
-        return int(lowered), None
-    if labels:
-        names = [label.lower() for label in labels]
-        if lowered in names:
-            return names.index(lowered), None
-    raise UsageError(f"--target '{text}' is neither a class index, a known label nor topK"
-                     + ("" if labels else " (no labels given: use --labels FILE)"))
 
 
 def chunks(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -418,17 +358,6 @@ class Pipeline:
 
 def channels_first(raw: np.ndarray, layout: str) -> np.ndarray:
     return np.moveaxis(raw, -1, 0) if layout == "nhwc" and raw.ndim == 3 else raw
-
-
-def top_classes(scores: np.ndarray, k: int,
-                probabilities: bool = False) -> list[tuple[int, float, float]]:
-    """The k best classes as (class, logit, softmax probability, or the score itself when
-    the scores are probabilities)."""
-    shifted = scores.astype(np.float64) - scores.max()
-    probs = scores.astype(np.float64) if probabilities else \
-        np.exp(shifted) / np.exp(shifted).sum()
-    order = np.argsort(-scores, kind="stable")[:k]
-    return [(int(c), float(scores[c]), float(probs[c])) for c in order]
 
 
 def shape_key(x) -> tuple:

@@ -11,10 +11,11 @@ import typer
 from ..errors import UsageError
 from ..imaging import model_size
 from ..inputs import expand_inputs
+from ..job import Job, Style, parse_target
 from ..labels import model_labels, read_labels
 from ..methods import METHODS
 from ..outputs import check_writable
-from ..pipeline import Job, Pipeline, Style, parse_target
+from ..pipeline import Pipeline
 from ..progress import Progress
 from ..relu_family import RELU_FAMILY
 from ..render import COLORMAPS, NORMALISATIONS, REDUCTIONS

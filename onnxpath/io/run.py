@@ -20,10 +20,10 @@ import numpy as np
 from ..errors import InputError, OnnxPathError, UsageError, unexpected
 from ..explainer import Explainer, reduce_features
 from ..inputs import output_stems
+from ..job import TOP, top_classes
 from ..methods import METHODS, effective_params
 from ..model import data_inputs
 from ..outputs import save_npy, save_png, write_atomic
-from ..pipeline import TOP, top_classes
 from ..wrt import FLOAT_TYPES, find_embedding
 from . import Example, series, table, text
 

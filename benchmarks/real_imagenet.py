@@ -378,23 +378,6 @@ class _CachedEvaluation(Evaluation):
 
     cached: dict
 
-    def sweep_inputs(self) -> np.ndarray:
-        return self.subset(SWEEP_VIEWS)
-
-    def pathway_all(self, prune: float) -> np.ndarray:
-        """Pathway heat on every input; the sweep's inputs come from its cache when there."""
-        heat = np.zeros((len(self.x), 224, 224), np.float32)
-        done = np.zeros(len(self.x), bool)
-        cached = self.cache.folder / f"sweep-maps-{prune:g}.npy"
-        if cached.exists():
-            idx = self.sweep_inputs()
-            heat[idx] = np.load(cached)
-            done[idx] = True
-        rest = np.flatnonzero(~done)
-        if len(rest):
-            heat[rest] = self.pathway_maps(rest, [prune])["maps"][prune]
-        return heat
-
     def heat(self, method: str) -> np.ndarray:
         return self.cached[method]
 

@@ -138,15 +138,19 @@ def tokens_field(tokens: list[str] | None, scores: np.ndarray) -> list[dict]:
     return [{"token": t, "score": float(s)} for t, s in zip(tokens, scores, strict=True)]
 
 
+def token_colour(score: float, scale: float) -> tuple[int, int, int]:
+    """White to red for positive scores, white to blue for negative, by |score| / scale."""
+    level = int(200 * min(1.0, abs(float(score)) / scale))
+    return (255, 255 - level, 255 - level) if score >= 0 else (255 - level, 255 - level, 255)
+
+
 def ansi(tokens: list[str], scores: np.ndarray) -> str:
     """Tokens on coloured backgrounds (24-bit ANSI): red for positive scores, blue for
     negative, the strength proportional to |score| / max |score|."""
     scale = float(np.abs(scores).max()) or 1.0
     parts = []
     for token, score in zip(tokens, scores, strict=True):
-        level = int(200 * min(1.0, abs(float(score)) / scale))
-        r, g, b = (255, 255 - level, 255 - level) if score >= 0 else \
-            (255 - level, 255 - level, 255)
+        r, g, b = token_colour(score, scale)
         parts.append(f"\x1b[48;2;{r};{g};{b}m\x1b[38;2;0;0;0m{token}\x1b[0m")
     return " ".join(parts)
 
@@ -166,8 +170,7 @@ def picture(tokens: list[str], scores: np.ndarray, width: int = 720):
     image = Image.new("RGB", (width, y + height + 8), "white")
     draw = ImageDraw.Draw(image)
     for x, y, w, token, score in boxes:
-        level = int(200 * min(1.0, abs(score) / scale))
-        fill = (255, 255 - level, 255 - level) if score >= 0 else (255 - level, 255 - level, 255)
+        fill = token_colour(score, scale)
         draw.rectangle([x, y, x + w, y + height], fill=fill, outline=(200, 200, 200))
         draw.text((x + 5, y + 5), token, fill=(0, 0, 0))
     return image
@@ -180,9 +183,7 @@ def html(tokens: list[str], scores: np.ndarray) -> str:
     scale = float(np.abs(scores).max()) or 1.0
     spans = []
     for token, score in zip(tokens, scores, strict=True):
-        level = int(200 * min(1.0, abs(float(score)) / scale))
-        r, g, b = (255, 255 - level, 255 - level) if score >= 0 else \
-            (255 - level, 255 - level, 255)
+        r, g, b = token_colour(score, scale)
         spans.append(f'<span title="{float(score):.4g}" style="background:rgb({r},{g},{b});'
                      f'padding:1px 3px;margin:1px;border-radius:3px">{escape(token)}</span>')
     return '<p class="onnxpath-tokens">' + " ".join(spans) + "</p>"

@@ -16,6 +16,12 @@ Pairs (ours: `Explainer.attribute(x, method, target=t)`, the public API):
   is how its documentation calls it (it then builds a session per batch);
 - each forward-only method and protocol against its forward-pass limit (bench_forward.py).
 
+Ceilings: beside each pair with a target, the run also times ONNX Runtime's own minimum work
+for the method (a plain forward session run, times the passes the method cannot avoid; see
+`floors`), and prints peer time / that floor: the best speed-up any ONNX Runtime
+implementation could show. A target above its ceiling cannot be met on this runtime and
+machine by any implementation.
+
 Rounds are interleaved: each round times every pair once, ours then the peer's, so both sides
 of a ratio see the same load; medians over rounds are printed, with the median of the rounds'
 ratios (peer time / our time: above 1 means onnxpath is faster). torch runs with as many
@@ -56,10 +62,16 @@ IG_BATCHES = (5, 10, 25)  # 50 ResNet-50 images with their activations: several 
 
 
 class Pair:
-    def __init__(self, name: str, ours, peer, peer_name: str, note: str = ""):
+    """One method, ours against a peer; `floor` (optional) times the ONNX Runtime work that any
+    implementation of the method on ONNX Runtime must do at least, `floor_factor` times over
+    (see `floors`). peer / floor is then the best speed-up any ORT-based tool could show."""
+
+    def __init__(self, name: str, ours, peer, peer_name: str, note: str = "",
+                 floor=None, floor_factor: float = 1.0, floor_note: str = ""):
         self.name, self.ours, self.peer, self.peer_name, self.note = (name, ours, peer,
                                                                       peer_name, note)
-        self.times: dict[str, list[float]] = {"ours": [], "peer": []}
+        self.floor, self.floor_factor, self.floor_note = floor, floor_factor, floor_note
+        self.times: dict[str, list[float]] = {"ours": [], "peer": [], "floor": []}
 
 
 def clock(fn, device: str) -> float:
@@ -252,9 +264,16 @@ def rise_pairs(args, folder: Path) -> list[Pair]:
             model, image, labels=[t], batch_size=100)
 
     fastest = explainer.fastest_batch(x.shape)
+    rows = np.repeat(image[None], fastest, axis=0)
+
+    def forward_limit():  # the masked images' forward passes alone, at the fastest batch
+        for _ in range(-(-args.masks // fastest)):
+            run(rows)
+
+    limit_note = f"{args.masks} forwards at batch {fastest}"
     pairs = [Pair("rise", ours, lambda: peer(run), "DIANNA RISEImage, one prepared session",
                   f"DIANNA's MNIST model, {args.masks} masks, 8x8, p=0.5; DIANNA batch 100, "
-                  f"onnxpath its fastest, {fastest}"),
+                  f"onnxpath its fastest, {fastest}", forward_limit, 1.0, limit_note),
              Pair("rise (both batch 100)", lambda: ours(100), lambda: peer(run),
                   "DIANNA RISEImage, one prepared session")]
     if args.device == "cpu":
@@ -263,19 +282,43 @@ def rise_pairs(args, folder: Path) -> list[Pair]:
     return pairs
 
 
+def floors(explainer, x: np.ndarray, steps: int) -> dict[str, tuple | None]:
+    """ONNX Runtime's own forward pass on the model, and how many of them each method needs at
+    the least: a backward pass costs at least a forward one (its data convolutions have the
+    forward's FLOPs; ORT's stride-1 ones run the very same Conv kernels), so a gradient is >= 2
+    forwards, IG-n >= 2 forwards of its n rows (one batch of n, ORT's cheapest per row), pathway
+    >= 4 (two forward+backward passes: the issue's own limit of 2 gradients)."""
+    def forward_of(rows: int):
+        engine = explainer.engine((rows, *x.shape[1:]))
+        feeds = {engine.input_name: np.repeat(x, rows, axis=0)}
+        engine.logits(feeds[engine.input_name])  # builds the forward session
+        return lambda: engine._forward.run(None, feeds)
+
+    one = forward_of(1)
+    return {"gradient": (one, 2.0, "2 forwards"),
+            "integrated-gradients": (forward_of(steps), 2.0,
+                                     f"2 forwards of {steps} rows in one batch"),
+            "pathway": (one, 4.0, "4 forwards")}
+
+
 def run_rounds(pairs: list[Pair], rounds: int, device: str) -> None:
     for pair in pairs:  # warm: sessions, graphs, allocations
         pair.ours()
         pair.peer()
+        if pair.floor is not None:
+            pair.floor()
     for _ in range(rounds):
         for pair in pairs:
             pair.times["ours"].append(clock(pair.ours, device))
             pair.times["peer"].append(clock(pair.peer, device))
+            if pair.floor is not None:
+                pair.times["floor"].append(clock(pair.floor, device) * pair.floor_factor)
 
 
 def print_table(pairs: list[Pair]) -> None:
     print(f"{'method':30s} {'onnxpath':>10s} {'peer':>10s} {'speed-up':>9s} {'target':>7s}  "
           "peer")
+    ceilings = []
     for p in pairs:
         ours, peer = (statistics.median(p.times[k]) for k in ("ours", "peer"))
         ratio = statistics.median(b / a for a, b in zip(p.times["ours"], p.times["peer"],
@@ -287,6 +330,21 @@ def print_table(pairs: list[Pair]) -> None:
         note = f"; {p.note}" if p.note else ""
         print(f"{p.name:30s} {ours * 1000:8.1f}ms {peer * 1000:8.1f}ms {ratio:8.2f}x "
               f"{mark:>7s}  {p.peer_name}{note}")
+        if p.times["floor"]:
+            floor = statistics.median(p.times["floor"])
+            ceiling = statistics.median(b / f for b, f in zip(p.times["peer"], p.times["floor"],
+                                                               strict=True))
+            reach = "" if target is None else ("reachable" if ceiling >= target
+                                               else "UNREACHABLE")
+            ceilings.append(f"{p.name:30s} {floor * 1000:8.1f}ms {ceiling:8.2f}x "
+                            f"{'' if target is None else f'>= {target:g}':>7s} {reach:11s} "
+                            f"{p.floor_note}")
+    if ceilings:
+        print("\nceilings: ONNX Runtime's own minimum work for the method (floor), and the "
+              "best speed-up\nany ONNX Runtime implementation could show against the peer "
+              "(peer time / floor, median of the rounds):")
+        print(f"{'method':30s} {'floor':>10s} {'ceiling':>9s} {'target':>7s}")
+        print("\n".join(ceilings))
 
 
 def main() -> None:
@@ -334,6 +392,12 @@ def main() -> None:
             pairs += pathway_pair(explainer, net, x, xt, t)
         if "rise" not in skip:
             pairs += rise_pairs(args, folder)
+        minimum = floors(explainer, x, args.ig_steps)
+        for pair in pairs:
+            base = pair.name.split(" ")[0]
+            base = base.rsplit("-", 1)[0] if base.startswith("integrated") else base
+            if minimum.get(base) and pair.floor is None:
+                pair.floor, pair.floor_factor, pair.floor_note = minimum[base]
         run_rounds(pairs, args.rounds, args.device)
         print(f"\nmedians of {args.rounds} interleaved rounds (speed-up = peer time / "
               "onnxpath time, median of the rounds' ratios):")

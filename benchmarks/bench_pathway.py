@@ -33,7 +33,8 @@ from _models import export, randomise_batchnorm, resnet18, resnet50  # noqa: E40
 from onnxpath.explainer import Explainer  # noqa: E402
 from onnxpath.learned_gates import learned_gates  # noqa: E402
 from onnxpath.methods.pathway import critical_pathway, pathway, pathway_gradient  # noqa: E402
-from onnxpath.pathways import contributions, masked_network, select  # noqa: E402
+from onnxpath.pathways import contributions, masked_network  # noqa: E402
+from onnxpath.selection import select  # noqa: E402
 
 
 def export_model(model, path: Path) -> float:

@@ -60,8 +60,8 @@ from onnxpath.pathways import (  # noqa: E402
     contributions,
     masked_network,
     output_change,
-    select,
 )
+from onnxpath.selection import select  # noqa: E402
 
 METHODS = ("pathway", "gradient", "input-x-gradient", "integrated-gradients",
            "guided-backprop", "gradcam")

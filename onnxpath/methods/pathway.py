@@ -22,11 +22,10 @@ from ..pathways import (
     integrated_contributions,
     masked_network,
     output_change,
-    random_selection,
     resolve_prune_percent,
-    select,
 )
 from ..relu_family import RELU_FAMILY
+from ..selection import random_selection, select
 from . import Attribution, method
 
 SELECTIONS = ("contribution", "integrated", "learned", "random")

@@ -24,8 +24,9 @@ import numpy as np
 from . import errors
 from .errors import InputError, OnnxPathError, UsageError, unexpected
 from .explainer import Explainer, Explanation
-from .imaging import load_input, load_npz
+from .imaging import load_input
 from .inputs import output_stems
+from .io.tensors import load_npz
 from .job import TOP, Job, top_classes
 from .methods import METHODS, effective_params
 from .outputs import Bundle, read_npy, save_npy, save_png

@@ -12,7 +12,8 @@ from PIL import Image
 
 from ..errors import UsageError
 from ..explainer import Explainer
-from ..imaging import Preprocess, load_input, load_npz, resolve_preprocess
+from ..imaging import Preprocess, load_input, resolve_preprocess
+from ..io.tensors import load_npz
 
 
 def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:

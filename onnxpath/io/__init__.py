@@ -7,9 +7,10 @@ One small interface per modality:
 - **render**: an example's map becomes a JSON field (`tokens`, `features`), a picture (a line
   plot for a series) or a report fragment (coloured tokens, a CSV of scores).
 
-`table.py` reads CSV rows and names features, `series.py` reads `.npy`, CSV columns and `.wav`
-and plots, `text.py` tokenises raw text and colours tokens. The methods never see any of this:
-they get the tensor that `Explainer` attributes.
+`tensors.py` reads `.npy` and `.npz` tensors for any model, `table.py` reads CSV rows and
+names features, `series.py` reads `.npy`, CSV columns and `.wav` and plots, `text.py`
+tokenises raw text and colours tokens. The methods never see any of this: they get the tensor
+that `Explainer` attributes.
 """
 
 from __future__ import annotations

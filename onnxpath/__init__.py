@@ -1,6 +1,7 @@
 """onnxpath: feature attribution for ONNX models as deployed."""
 
-from .explainer import Explainer, Explanation
+from .explainer import Explainer
+from .explanation import Explanation
 from .methods import METHODS
 from .model import load_model
 

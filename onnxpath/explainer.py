@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,55 +22,12 @@ from .errors import (
     UsageError,
     stage,
 )
+from .explanation import Explanation, softmax
 from .intake.cut import default_input
 from .methods import METHODS, Attribution, options_for
 from .model import Intake, ModelInfo, data_inputs, declared_shape, load_model, normalise
 from .runtime import make_session, providers_for, run_session
 from .wrt import embedding_defaults
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(shifted)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-@dataclass
-class Explanation:
-    """One method's result for a batch: raw maps plus what the prediction was."""
-
-    method: str
-    maps: np.ndarray  # (N, *attributed tensor's shape)
-    targets: np.ndarray  # (N,) class (or output element) indices
-    logits: np.ndarray  # (N,) target logit
-    probs: np.ndarray  # (N,) target probability; NaN where the output has none (regression)
-    extras: list[dict] = field(default_factory=list)
-    time_ms: float = 0.0
-    class_logits: np.ndarray | None = None  # (N, classes): every class's logit
-    wrt: str | None = None  # the tensor attributed, when it is not the model input itself
-    kind: str = "classes"  # classes, regression, region or elements (see intake/heads.py)
-    probabilities: bool = False  # the logits are probabilities (no Softmax to undo)
-    tokens: list[list[str]] | None = None  # per example, for text
-    feature_names: list[str] | None = None  # for tables
-
-    def scores(self, reduce: str = "sum") -> np.ndarray:
-        """One score per token, feature or time step: the map reduced over every axis after
-        the first of each example (D of a T×D text map, C of a C×T series). `sum` (signed),
-        `abs-sum` or `l2`."""
-        return reduce_features(self.maps, reduce)
-
-
-def reduce_features(maps: np.ndarray, reduce: str = "sum") -> np.ndarray:
-    """(N, K): maps (N, K, ...) reduced over their trailing axes (maps of rank 2 unchanged)."""
-    flat = maps.reshape(len(maps), maps.shape[1] if maps.ndim > 1 else 1, -1).astype(np.float64)
-    if reduce == "sum":
-        return flat.sum(axis=2)
-    if reduce == "abs-sum":
-        return np.abs(flat).sum(axis=2)
-    if reduce == "l2":
-        return np.sqrt((flat ** 2).sum(axis=2))
-    raise UsageError(f"unknown token/feature reduction '{reduce}'; choose sum, abs-sum or l2")
-
 
 INTEGER_KINDS = "iub"
 

@@ -23,7 +23,8 @@ import numpy as np
 
 from . import errors
 from .errors import InputError, OnnxPathError, UsageError, unexpected
-from .explainer import Explainer, Explanation
+from .explainer import Explainer
+from .explanation import Explanation
 from .imaging import load_input
 from .inputs import output_stems
 from .io.tensors import load_npz

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, OnnxPathError, UsageError, unexpected
-from ..explainer import Explainer, reduce_features
+from ..explainer import Explainer
+from ..explanation import reduce_features
 from ..inputs import output_stems
 from ..job import TOP, top_classes
 from ..methods import METHODS, effective_params

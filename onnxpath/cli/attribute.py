@@ -261,12 +261,19 @@ def attribute(
     paths = expand_inputs(inputs or [], exclude=[out] if isinstance(out, Path) else [])
     from ..io.run import cli_run, uses_modal_loop
     if uses_modal_loop(explainer, paths, text is not None or tokenizer is not None):
-        if engine != "local" or report is not None:
-            raise UsageError("--engine ray and --report take image models for now; tables, "
-                             "series and text run with the local engine and no --report")
-        return cli_run(explainer, paths, methods, target_index, options, label_names,
-                       fallback, out, text, tokenizer, features, sample_rate, token_reduce,
-                       debug, quiet, top_k)
+        if engine != "local":
+            raise UsageError("--engine ray takes image models for now; tables, series and "
+                             "text run with the local engine")
+        note = None if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+        page = open_report(report, report_every, report_at_end, model, methods, style,
+                           note) if report else None
+        try:
+            return cli_run(explainer, paths, methods, target_index, options, label_names,
+                           fallback, out, text, tokenizer, features, sample_rate, token_reduce,
+                           debug, quiet, top_k, None if page is None else page.add)
+        finally:
+            if page is not None:
+                page.close()
     if not paths:
         raise UsageError("no inputs found (give images, .npy files, folders, globs or -)")
     if len(explainer.input_shape) == 4 and any(p.suffix.lower() not in (".npy", ".npz")

@@ -209,6 +209,7 @@ class ModalRun:
                                               table.bars(example.feature_names, raw)))
         else:
             per_step = raw.reshape(-1, raw.shape[-1]).sum(axis=0)
+            record["series"] = series.series_field(example.values, raw)
             if out is not None:
                 outputs["png"] = str(save_png(out / f"{base}.png",
                                               series.plot(example.values, per_step)))
@@ -230,8 +231,10 @@ def uses_modal_loop(explainer: Explainer, paths: Sequence[Path], text_given: boo
 
 def cli_run(explainer: Explainer, paths: Sequence[Path], methods, target, options, labels,
             fallback, out, text_value, tokenizer_path, features_path, sample_rate,
-            token_reduce, debug: bool, quiet: bool, top_k: int | None = None) -> int:
-    """`onnxpath attribute` for tables, series and text: exit status 0 or 1."""
+            token_reduce, debug: bool, quiet: bool, top_k: int | None = None,
+            also: Callable[[dict], None] | None = None) -> int:
+    """`onnxpath attribute` for tables, series and text: exit status 0 or 1. `also` sees
+    every record after it is printed (the --report page)."""
     from ..cli._common import emit
     if not paths and text_value is None:
         raise UsageError("no inputs found (give files, folders, globs, - or --text)")
@@ -241,5 +244,6 @@ def cli_run(explainer: Explainer, paths: Sequence[Path], methods, target, option
     names = table.read_names(features_path) if features_path is not None else None
     job = ModalJob(methods, target, top_k, options, labels, fallback, out, tokenizer,
                    text_value, names, sample_rate, token_reduce)
-    failures = ModalRun(explainer, job, emit, debug=debug).run(paths)
+    sink = emit if also is None else (lambda record: (emit(record), also(record)))
+    failures = ModalRun(explainer, job, sink, debug=debug).run(paths)
     return 1 if failures else 0

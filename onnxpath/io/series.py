@@ -116,3 +116,28 @@ def plot(values: np.ndarray, scores: np.ndarray, width: int = 900,
         ys = top + (panel - 12) * (1 - (values[c] - low) / span) + 2
         draw.line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill=(20, 20, 20), width=1)
     return image
+
+
+SERIES_POINTS = 2048  # a JSON line stays small; the raw map at full length is the .npy
+
+
+def binned(row: np.ndarray, points: int, how: str) -> np.ndarray:
+    """`row` (T) in at most `points` equal bins, each its samples' "mean" or "sum"; as it is
+    when T fits."""
+    if len(row) <= points:
+        return row
+    starts = np.linspace(0, len(row), points + 1).round().astype(int)[:-1]
+    total = np.add.reduceat(row, starts)
+    return total / np.diff(np.append(starts, len(row))) if how == "mean" else total
+
+
+def series_field(values: np.ndarray, raw: np.ndarray, points: int = SERIES_POINTS):
+    """The record's `series`: {"values", "scores"} per channel (a list when C > 1), the score
+    of a step being the attribution of that channel's sample. Series longer than `points`
+    are binned: values averaged, scores summed (a bin's score is its samples' total)."""
+    values = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    scores = np.asarray(raw, dtype=np.float64).reshape(values.shape)
+    channels = [{"values": binned(v, points, "mean").tolist(),
+                 "scores": binned(s, points, "sum").tolist()}
+                for v, s in zip(values, scores, strict=True)]
+    return channels[0] if len(channels) == 1 else channels

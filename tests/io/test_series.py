@@ -16,6 +16,7 @@ from PIL import Image
 from torch import nn
 
 from onnxpath.explainer import Explainer
+from onnxpath.io import series
 from onnxpath.methods.pathway import critical_pathway
 from tests.io.io_helpers import run_cli
 from tests.pathways.reference import torch_contributions, torch_pathway_gradient, torch_select
@@ -134,3 +135,35 @@ def test_pathway_on_a_1d_cnn_is_exact(audio, prune):
     error = np.abs(result.maps[0] - expected).max() / np.abs(expected).max()
     print(f"\n[series] pathway P={prune}: vs float64 torch, max relative error {error:.2e}")
     assert error <= 1e-5
+
+
+def test_series_field_carries_the_signal_and_its_scores_binned_when_long():
+    values = np.linspace(-1, 1, 10)
+    raw = np.arange(10, dtype=np.float64)
+    field = series.series_field(values, raw)
+    assert field == {"values": pytest.approx(values.tolist()), "scores": raw.tolist()}
+    binned = series.series_field(values, raw, points=4)
+    # Bins of 10 samples into 4: values averaged, scores summed (totals kept).
+    starts = [0, 2, 5, 8]  # linspace(0, 10, 5) rounded, half to even
+    ends = [2, 5, 8, 10]
+    assert binned["values"] == pytest.approx([values[a:b].mean() for a, b in zip(starts, ends)])
+    assert binned["scores"] == pytest.approx([raw[a:b].sum() for a, b in zip(starts, ends)])
+    assert sum(binned["scores"]) == pytest.approx(raw.sum())
+    two = series.series_field(np.stack([values, -values]), np.stack([raw, 2 * raw]))
+    assert isinstance(two, list) and two[1]["scores"] == (2 * raw).tolist()
+
+
+def test_report_of_a_series_run_plots_each_record(capsys, audio, tmp_path):
+    _, path, inputs = audio
+    page = tmp_path / "report.html"
+    code, lines, err = run_cli(capsys, path, inputs["npy"][0], inputs["wav"][0], "-m",
+                               "gradient,integrated-gradients", "--report", page)
+    assert code == 0, err
+    assert len(lines) == 4
+    for line in lines:
+        assert len(line["series"]["values"]) == LENGTH == len(line["series"]["scores"])
+    raw = np.load(inputs["npy"][0])
+    assert lines[0]["series"]["values"] == pytest.approx(raw[0].tolist(), abs=1e-6)
+    html = page.read_text()
+    assert html.count('class="chart series"') == 4
+    assert html.count('<section class="row"') == 2

@@ -146,3 +146,25 @@ def test_top_k_explains_each_of_the_best_classes(capsys, tmp_path):
             assert np.allclose([f["score"] for f in line["features"]], expected, rtol=1e-5,
                                atol=1e-7 * np.abs(expected).max())
             assert f".class{line['target']}." in line["outputs"]["npy"]
+
+
+def test_report_of_a_table_run_has_a_bar_per_feature_and_errors_in_place(capsys, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b,c,d,e,f\n1,2,3,x,5,6\n")
+    page = tmp_path / "report.html"
+    code, lines, err = run_cli(capsys, MODEL, ROWS, bad, "-m", "gradient", "--report", page)
+    assert code == 1 and "Traceback" not in err  # the bad row fails, the rest are explained
+    good = [line for line in lines if line["error"] is None]
+    html = page.read_text()
+    assert html.count('<section class="row"') == len(lines)
+    assert html.count('class="chart bars"') == len(good)
+    # One bar per feature, each labelled with the record's own score.
+    for line in good:
+        for feature in line["features"]:
+            assert f"{feature['name']} = {feature['value']}: {feature['score']:g}" in html
+    assert "not a number" in html
+
+
+def test_ray_engine_refuses_tables_in_one_line(capsys):
+    code, lines, err = run_cli(capsys, MODEL, ROWS, "--engine", "ray")
+    assert code == 2 and lines == [] and "--engine ray takes image models" in err

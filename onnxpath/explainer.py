@@ -79,6 +79,14 @@ class Explainer:
         self.feature_names = feature_names  # tables: names of the input's columns
         self.pad_id = 0  # text: the token whose embedding is the default baseline
 
+    def intake_options(self) -> dict:
+        """The constructor arguments that chose the model's ends (output, wrt, target_index,
+        region): what another process needs to build the same Explainer."""
+        region = self.intake.region
+        return {"output": self.intake.output, "wrt": self.intake.wrt,
+                "target_index": self.target_index,
+                "region": None if region is None else np.asarray(region, dtype=bool)}
+
     def check_differentiable(self) -> None:
         """Refuse, before any input is read, a model whose logits path lacks gradient rules
         (or that has no float tensor to differentiate)."""

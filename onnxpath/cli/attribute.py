@@ -225,9 +225,6 @@ def attribute(
     if side_by_side and out is None:
         raise UsageError("--side-by-side writes a figure: give --out DIR")
     check_choice(engine, ENGINES, "--engine")
-    if engine == "ray" and any(v is not None for v in (output, wrt, target_index, region)):
-        raise UsageError("--output, --wrt, --target-index and --region are not yet passed to "
-                         "Ray workers; run them without --engine ray")
     out = location(out) if out is not None else None
     options_for_provider = parse_provider_options(provider_option)
     # On Ray the driver only plans: the workers have the device, maybe not this machine.

@@ -64,13 +64,14 @@ class AttributeBatch:
 
     def __init__(self, model: str | os.PathLike, job: Job, device: str = "cpu",
                  threads: int | None = None, cache: bool | str = True,
-                 provider_options: dict[str, str] | None = None, cwd: str | None = None):
+                 provider_options: dict[str, str] | None = None, cwd: str | None = None,
+                 intake: dict | None = None):
         if cwd and os.path.isdir(cwd) and os.getcwd() != cwd:
             # Same paths as the driver where its folder is visible (a shared filesystem): the
             # records then name inputs and outputs exactly as the plain CLI does.
             os.chdir(cwd)
         self.explainer = Explainer(model, device=device, threads=threads, cache=cache,
-                                   provider_options=provider_options)
+                                   provider_options=provider_options, **(intake or {}))
         self.job = replace(job, resume=False, npz=None)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

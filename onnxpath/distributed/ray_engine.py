@@ -202,7 +202,9 @@ def run_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike], job: J
     worker = {"model": os.path.abspath(model), "job": job, "device": device,
               # ONNX Runtime ignores OMP_NUM_THREADS and would take every core in every actor
               "threads": threads or max(1, int(cluster.cpus_per_actor)), "cache": cache,
-              "provider_options": provider_options, "cwd": os.getcwd()}
+              "provider_options": provider_options, "cwd": os.getcwd(),
+              # --output, --wrt, --target-index, --region: the driver's choice, made once
+              "intake": explainer.intake_options()}
     # Ray forwards workers' stdout, and some of its own messages, to the driver's sys.stdout,
     # where they would mix with the JSON lines: send them to stderr. `emit` must therefore
     # not look up sys.stdout when it is called (the CLI binds its stream beforehand).

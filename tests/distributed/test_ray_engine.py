@@ -95,3 +95,16 @@ def test_an_unreachable_cluster_exits_2_in_one_line(tmp_path, model):
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [
         "onnxpath: error: cannot reach the Ray cluster at 127.0.0.1:1: Connection refused"]
+
+
+def test_output_and_target_index_reach_the_workers(capsys, tmp_path, model):
+    """The driver's intake choices travel to every actor: the lines equal the plain CLI's."""
+    inputs = make_inputs(tmp_path / "in", 6)
+    choice = ("--target-index", "2", "-m", "gradient,integrated-gradients")
+    code, plain, _ = run_cli(capsys, model, *inputs, *choice, "-o", tmp_path / "plain", "-q")
+    out = tmp_path / "ray"
+    code_ray, lines, _ = run_cli(capsys, model, *inputs, *choice, "-o", out, *RAY)
+    assert code == code_ray == 0 and len(lines) == 12
+    assert {line["target"] for line in lines} == {2}
+    assert comparable(lines, out) == comparable(plain, tmp_path / "plain")
+    assert result_files(out) == result_files(tmp_path / "plain")

@@ -7,6 +7,7 @@ then works on arrays. Progress goes to the `progress` callback (the CLI sends it
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -259,6 +260,10 @@ class Evaluation:
                 for k in sanity.MEASURES:
                     results[method][k].append([v[k] for v in values])
             self.progress(f"sanity: {step} layer(s) randomised, down to '{layer.node}'")
+            # Each step's model brings its own sessions (GBs at batch 32 on a 224² model):
+            # free them before the next step builds its own, not whenever the collector runs.
+            del randomised
+            gc.collect()
         for method in self.methods:
             for k in sanity.MEASURES:
                 values = np.asarray(results[method][k], dtype=np.float64).T  # (N, steps)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -262,15 +263,11 @@ def attribute(
             raise UsageError("--engine ray takes image models for now; tables, series and "
                              "text run with the local engine")
         note = None if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-        page = open_report(report, report_every, report_at_end, model, methods, style,
-                           note) if report else None
-        try:
+        with report_page(report, report_every, report_at_end, model, methods, style,
+                         note) as page:
             return cli_run(explainer, paths, methods, target_index, options, label_names,
                            fallback, out, text, tokenizer, features, sample_rate, token_reduce,
                            debug, quiet, top_k, None if page is None else page.add)
-        finally:
-            if page is not None:
-                page.close()
     if not paths:
         raise UsageError("no inputs found (give images, .npy files, folders, globs or -)")
     if len(explainer.input_shape) == 4 and any(p.suffix.lower() not in (".npy", ".npz")
@@ -280,9 +277,8 @@ def attribute(
               labels=label_names, fallback=fallback, out=out, npz=npz,
               side_by_side=side_by_side, batch_size=batch_size, style=style, resume=resume)
     progress = Progress(len(paths), enabled=False if quiet else None)
-    page = open_report(report, report_every, report_at_end, model, methods, style,
-                       progress.note) if report else None
-    try:
+    with report_page(report, report_every, report_at_end, model, methods, style,
+                     progress.note) as page:
         if engine == "ray":
             from ..distributed import Cluster, parse_actors, run_ray
             cluster = Cluster(address, parse_actors(actors), cpus_per_actor, gpus_per_actor)
@@ -303,18 +299,25 @@ def attribute(
             if page is not None:
                 pipeline.overlay_hook = page.overlay
             failures = pipeline.run(paths)
-    finally:
-        if page is not None:  # also after Ctrl-C: the page shows every finished input
-            page.close()
     return 1 if failures else 0
 
 
-def open_report(target: str, every: int, at_end: bool, model: Path, methods: list[str],
+@contextmanager
+def report_page(target: str | None, every: int, at_end: bool, model: Path, methods: list[str],
                 style: Style, note):
+    """The --report page (None without --report), closed (written) at the end of the run,
+    also after an error or Ctrl-C: the page then shows every finished input."""
+    if target is None:
+        yield None
+        return
     from ..report import AttributeReport
 
     if every < 1:
         raise UsageError(f"--report-every must be at least 1, got {every}")
-    return AttributeReport(target, every=every, at_end=at_end, colormap=style.colormap,
+    page = AttributeReport(target, every=every, at_end=at_end, colormap=style.colormap,
                            meta={"model": model.name, "methods": ", ".join(methods),
                                  "colour map": style.colormap}, note=note)
+    try:
+        yield page
+    finally:
+        page.close()

@@ -144,10 +144,9 @@ def test_series_field_carries_the_signal_and_its_scores_binned_when_long():
     assert field == {"values": pytest.approx(values.tolist()), "scores": raw.tolist()}
     binned = series.series_field(values, raw, points=4)
     # Bins of 10 samples into 4: values averaged, scores summed (totals kept).
-    starts = [0, 2, 5, 8]  # linspace(0, 10, 5) rounded, half to even
-    ends = [2, 5, 8, 10]
-    assert binned["values"] == pytest.approx([values[a:b].mean() for a, b in zip(starts, ends)])
-    assert binned["scores"] == pytest.approx([raw[a:b].sum() for a, b in zip(starts, ends)])
+    bins = [(0, 2), (2, 5), (5, 8), (8, 10)]  # linspace(0, 10, 5) rounded, half to even
+    assert binned["values"] == pytest.approx([values[a:b].mean() for a, b in bins])
+    assert binned["scores"] == pytest.approx([raw[a:b].sum() for a, b in bins])
     assert sum(binned["scores"]) == pytest.approx(raw.sum())
     two = series.series_field(np.stack([values, -values]), np.stack([raw, 2 * raw]))
     assert isinstance(two, list) and two[1]["scores"] == (2 * raw).tolist()

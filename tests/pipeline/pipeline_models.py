@@ -69,3 +69,11 @@ def run_cli(capsys, *args):
     captured = capsys.readouterr()
     lines = [json.loads(line) for line in captured.out.splitlines() if line.strip()]
     return code, lines, captured.err
+
+
+def default_sigint() -> None:
+    """`preexec_fn` for a child the test will interrupt: SIGINT back to its default action.
+    A test run started in the background (`cmd &` in a script, nohup) passes SIGINT on as
+    ignored, and Python then never raises KeyboardInterrupt in the child."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

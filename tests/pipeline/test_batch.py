@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from pipeline_models import run_cli, save_png
+from pipeline_models import default_sigint, run_cli, save_png
 
 from onnxpath import Explainer
 from onnxpath.inputs import expand_inputs, output_stems
@@ -150,7 +150,7 @@ def test_sigint_in_a_real_process(tmp_path, model):
     process = subprocess.Popen(
         [sys.executable, "-m", "onnxpath", "attribute", str(model), *[str(x)] * 400,
          "-m", "occlusion", "--window", "2", "--stride", "1", "-o", str(tmp_path / "out")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     first = process.stdout.readline()
     process.send_signal(signal.SIGINT)
     rest, err = process.communicate(timeout=60)

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from pipeline_models import run_cli, save_png
+from pipeline_models import default_sigint, run_cli, save_png
 
 from onnxpath import Explainer
 from onnxpath.resume import STATE
@@ -165,7 +165,7 @@ def test_ctrl_c_then_resume_equals_one_uninterrupted_run(tmp_path, model):
                            text=True, check=True)
     out = tmp_path / "out"
     process = subprocess.Popen([*args, "-o", str(out)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     first = [process.stdout.readline() for _ in range(3)]
     process.send_signal(signal.SIGINT)
     rest, _ = process.communicate(timeout=120)

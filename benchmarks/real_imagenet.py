@@ -1,6 +1,6 @@
 """The papers' experiments on a real ImageNet classifier: EfficientNet-Lite0 on the shipped photos.
 
-    python benchmarks/real_imagenet.py --prune 50           # every stage, ~1.5 h on 2 idle cores
+    python benchmarks/real_imagenet.py                      # every stage, ~1.5 h on 2 idle cores
     python benchmarks/real_imagenet.py --stages sweep,lerf  # some stages (maps are cached)
 
 Inputs: every photo in models/photos/ (13), each as 16 deterministic variants (8 crops of the
@@ -22,11 +22,12 @@ Stages, each writing `<stage>.json` (and plots) to --out as soon as it is done:
   road     ROAD MoRF and LeRF at 10/50/90% on all 208 inputs (noisy linear imputation: about
            0.1-0.4 s per image, method, order and fraction on an idle core).
 
-Sizing: the machine is 2 cores shared with six other jobs (load 14-15 during the recorded run),
-where one Lite0 forward pass costs ~0.1 s and one gradient ~0.3 s. Integrated gradients uses 8
-Gauss-Legendre points, not 50 (its completeness gap goes to ig_completeness.json); LeRF uses 6 of
-the 10 fractions, MoRF 3; the subsets above are fixed by index, never chosen by results. Maps are
-cached in --cache, so stages rerun without recomputing them.
+Sizing: on 2 idle cores one Lite0 forward pass costs ~15 ms and one gradient ~40 ms.
+Integrated gradients uses 8 Gauss-Legendre points, not 50 (its completeness gap goes to
+ig_completeness.json); LeRF uses 6 of the 10 fractions, MoRF 3, the sanity cascade 4 of its 50
+steps; the subsets above are fixed by index, never chosen by results. Maps are cached in
+--cache, so stages rerun without recomputing them; --prune sets P for stages run without the
+sweep's choice in that cache.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ Stages, each writing `<stage>.json` (and plots) to --out as soon as it is done:
   road     ROAD MoRF and LeRF at 10/50/90% on all 208 inputs (noisy linear imputation: about
            0.1-0.4 s per image, method, order and fraction on an idle core).
 
-Sizing: on 2 idle cores one Lite0 forward pass costs ~15 ms and one gradient ~40 ms.
+Sizing: on 2 idle cores one Lite0 forward pass costs ~5 ms and one gradient ~24 ms.
 Integrated gradients uses 8 Gauss-Legendre points, not 50 (its completeness gap goes to
 ig_completeness.json); LeRF uses 6 of the 10 fractions, MoRF 3, the sanity cascade 4 of its 50
 steps; the subsets above are fixed by index, never chosen by results. Maps are cached in

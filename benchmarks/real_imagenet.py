@@ -21,9 +21,13 @@ Stages, each writing `<stage>.json` (and plots) to --out as soon as it is done:
   curves   deletion and insertion, 10 steps of 10% (5018 px), on all 208 inputs.
   road     ROAD MoRF and LeRF at 10/50/90% on all 208 inputs (noisy linear imputation: about
            0.1-0.4 s per image, method, order and fraction on an idle core).
+  replot   redraws every plot from the JSON files (`--methods` reruns do this themselves).
+
+`--methods a,b` reruns some methods only; their entries in the JSON files are replaced and the
+other methods' kept (each file records the methods rerun and `ig_steps`).
 
 Sizing: on 2 idle cores one Lite0 forward pass costs ~5 ms and one gradient ~24 ms.
-Integrated gradients uses 8 Gauss-Legendre points, not 50 (its completeness gap goes to
+Integrated gradients uses 50 Gauss-Legendre points (its completeness gap goes to
 ig_completeness.json); LeRF uses 6 of the 10 fractions, MoRF 3, the sanity cascade 4 of its 50
 steps; the subsets above are fixed by index, never chosen by results. Maps are cached in
 --cache, so stages rerun without recomputing them; --prune sets P for stages run without the
@@ -49,7 +53,7 @@ from onnxpath.evaluate import (  # noqa: E402
     Settings,
     perturbation,  # noqa: E402
 )
-from onnxpath.evaluate.plot import Line, line_plot  # noqa: E402
+from onnxpath.evaluate.plot import TITLES, Line, line_plot  # noqa: E402
 from onnxpath.evaluate.report import mean_sem  # noqa: E402
 from onnxpath.evaluate.runner import attribute, heat_maps  # noqa: E402
 from onnxpath.explainer import Explainer  # noqa: E402
@@ -150,6 +154,7 @@ class Bench:
             [self.explainer.predict(self.x[i:i + 32]) for i in range(0, len(self.x), 32)]
         ).argmax(axis=1))
         self.options = {"layers": ["Clip"], "steps": args.ig_steps}
+        self.methods = tuple(m for m in METHODS if m in args.methods.split(","))
         self.log(f"{len(self.x)} inputs from {len(np.unique(self.photo))} photos; "
                  f"correlation {correlation_note(self.x, self.photo)}")
 
@@ -162,6 +167,15 @@ class Bench:
                    if self.args.model.is_relative_to(ROOT) else str(self.args.model),
                    **payload}
         path = self.out / f"{name}.json"
+        if self.methods != METHODS and path.exists():
+            # Some methods rerun (--methods): their entries replace the old ones, the rest stay.
+            old = json.loads(path.read_text())
+            for key in ("scores", "curves", "series"):
+                if key in payload:
+                    payload[key] = {**old.get(key, {}), **payload[key]}
+            payload = {**old, **payload, "reran": sorted({*old.get("reran", []),
+                                                          *self.methods})}
+        payload["ig_steps"] = self.args.ig_steps
         path.write_text(json.dumps(payload, indent=1, default=float) + "\n")
         self.log(f"wrote {path}")
 
@@ -219,7 +233,8 @@ class Bench:
             if method == "integrated-gradients":
                 self.ig_completeness(raw)
             return heat_maps(raw)
-        return self.cache.get(f"heat-{method}", make)
+        steps = f"-{self.args.ig_steps}" if method == "integrated-gradients" else ""
+        return self.cache.get(f"heat-{method}{steps}", make)
 
     def ig_completeness(self, raw: np.ndarray) -> None:
         """sum(IG) against f(x) - f(0) for the target logit: the quadrature's error."""
@@ -303,15 +318,15 @@ class Bench:
 
     def heats(self, indices=None) -> dict:
         idx = np.arange(len(self.x)) if indices is None else indices
-        return {m: self.heat(m, self.prune)[idx] for m in METHODS}
+        return {m: self.heat(m, self.prune)[idx] for m in self.methods}
 
     def evaluation(self, indices, metric_settings: dict) -> Evaluation:
         heats = self.heats(indices)
         settings = Settings(batch_size=32, method_options=self.options, **metric_settings)
-        ev = _CachedEvaluation(self.explainer, self.x[indices], METHODS, settings,
+        ev = _CachedEvaluation(self.explainer, self.x[indices], self.methods, settings,
                                targets=self.targets[indices])
         ev.cached = heats
-        ev.maps = {m: None for m in METHODS}  # never recomputed: heat() is overridden
+        ev.maps = {m: None for m in self.methods}  # never recomputed: heat() is overridden
         return ev
 
     def run_metric(self, name: str, metric: str, indices, subset: str, **settings) -> None:
@@ -327,8 +342,17 @@ class Bench:
                           "settings": report.settings,
                           "scores": scores, "curves": curves,
                           "seconds": round(time.perf_counter() - start, 1)})
-        from onnxpath.evaluate.plot import write_plots
-        write_plots(report, self.out / "plots")
+        self.plots(report)
+
+    def plots(self, report) -> None:
+        if self.methods == METHODS:
+            from onnxpath.evaluate.plot import write_plots
+            write_plots(report, self.out / "plots")
+        else:
+            replot(self.out)
+
+    def replot(self) -> None:
+        replot(self.out)
 
     def lerf(self) -> None:
         self.run_metric("lerf", "lerf", np.arange(len(self.x)), "all inputs",
@@ -367,8 +391,46 @@ class Bench:
                               "P": self.prune, "layers": report.notes.get("sanity_layers"),
                               "series": series,
                               "seconds": round(time.perf_counter() - start, 1)})
-        from onnxpath.evaluate.plot import write_plots
-        write_plots(report, self.out / "plots")
+        self.plots(report)
+
+
+PLOT_AXES = {  # metric -> (x label, which way is better), as onnxpath.evaluate labels them
+    "lerf": ("fraction of pixels removed", "lower"), "morf": ("fraction of pixels removed",
+                                                             "higher"),
+    "deletion": ("fraction of pixels deleted", "lower"),
+    "insertion": ("fraction of pixels inserted", "higher"),
+    "road-morf": ("fraction of pixels imputed", "lower"),
+    "road-lerf": ("fraction of pixels imputed", "higher"),
+    "sanity": ("layers randomised (from the output)", "lower")}
+
+
+def replot(results: Path) -> None:
+    """Every plot from the JSON files' mean and standard-error curves, so that a partial rerun
+    (--methods) redraws the plots with every method in them."""
+    for name in ("lerf", "morf", "deletion", "insertion", "road", "sanity"):
+        path = results / f"{name}.json"
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        groups: dict[tuple[str, str], list[Line]] = {}
+        for key, curve in (data.get("curves") or {}).items():
+            metric, measure, method = key.split("/")
+            groups.setdefault((metric, measure), []).append(
+                Line(method, curve["x"], curve["mean"], curve["se"]))
+        for key, curve in (data.get("series") or {}).items():
+            measure, method = key.split("/")
+            groups.setdefault(("sanity", measure), []).append(
+                Line(method, curve["x"], curve["mean"], curve["se"]))
+        for (metric, measure), lines in groups.items():
+            order = {m: i for i, m in enumerate(METHODS)}
+            lines.sort(key=lambda line: order.get(line.label, len(order)))
+            title, ylabel = TITLES.get(metric, (metric, None))
+            xlabel, better = PLOT_AXES[metric]
+            single = sum(1 for (m, _) in groups if m == metric) == 1
+            save_png(results / "plots" / f"{metric if single else f'{metric}-{measure}'}.png",
+                     line_plot(lines, f"{title} ({measure.replace('_', ' ')}; {better} is "
+                               f"better, n={data['inputs']})", xlabel,
+                               ylabel or measure.replace("_", " ")))
 
 
 class _CachedEvaluation(Evaluation):
@@ -395,7 +457,10 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/onnxpath-real-cache"))
     parser.add_argument("--stages", default="sweep,lerf,sanity,morf,curves,road")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--ig-steps", type=int, default=8)
+    parser.add_argument("--ig-steps", type=int, default=50)
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="rerun some methods only: their entries in --out's JSON files are "
+                        "replaced, the others kept")
     parser.add_argument("--prune", type=float, default=85.0,
                         help="P when the sweep has not run")
     args = parser.parse_args()

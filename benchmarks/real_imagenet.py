@@ -173,8 +173,9 @@ class Bench:
             for key in ("scores", "curves", "series"):
                 if key in payload:
                     payload[key] = {**old.get(key, {}), **payload[key]}
-            payload = {**old, **payload, "reran": sorted({*old.get("reran", []),
-                                                          *self.methods})}
+            payload = {**old, **payload, "seconds": old.get("seconds"),
+                       "rerun_seconds": payload.get("seconds"),
+                       "reran": sorted({*old.get("reran", []), *self.methods})}
         payload["ig_steps"] = self.args.ig_steps
         path.write_text(json.dumps(payload, indent=1, default=float) + "\n")
         self.log(f"wrote {path}")

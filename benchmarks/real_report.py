@@ -61,8 +61,10 @@ def main_table(lines: list[str]) -> None:
     for file, _, _ in columns:
         data = loaded[file]
         if data:
+            rerun = (f" (then {', '.join(data['reran'])} rerun, {data['rerun_seconds']:.0f} s)"
+                     if data.get("reran") else "")
             sizes.append(f"{file}: {data.get('inputs', '?')} model inputs scored on "
-                         f"{data['subset']}, {data['seconds']:.0f} s")
+                         f"{data['subset']}, {data['seconds']:.0f} s{rerun}")
     lines.append("\n" + "; ".join(dict.fromkeys(sizes)) + ".\n")
 
 

@@ -259,15 +259,16 @@ def attribute(
     paths = expand_inputs(inputs or [], exclude=[out] if isinstance(out, Path) else [])
     from ..io.run import cli_run, uses_modal_loop
     if uses_modal_loop(explainer, paths, text is not None or tokenizer is not None):
-        if engine != "local":
-            raise UsageError("--engine ray takes image models for now; tables, series and "
-                             "text run with the local engine")
         note = None if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+        ray = None if engine == "local" else dict(
+            model=model, cluster=ray_cluster(address, actors, cpus_per_actor, gpus_per_actor),
+            device=device, threads=threads, cache=not no_cache,
+            provider_options=options_for_provider)
         with report_page(report, report_every, report_at_end, model, methods, style,
                          note) as page:
             return cli_run(explainer, paths, methods, target_index, options, label_names,
                            fallback, out, text, tokenizer, features, sample_rate, token_reduce,
-                           debug, quiet, top_k, None if page is None else page.add)
+                           debug, quiet, top_k, None if page is None else page.add, ray)
     if not paths:
         raise UsageError("no inputs found (give images, .npy files, folders, globs or -)")
     if len(explainer.input_shape) == 4 and any(p.suffix.lower() not in (".npy", ".npz")
@@ -280,8 +281,7 @@ def attribute(
     with report_page(report, report_every, report_at_end, model, methods, style,
                      progress.note) as page:
         if engine == "ray":
-            from ..distributed import Cluster, parse_actors, run_ray
-            cluster = Cluster(address, parse_actors(actors), cpus_per_actor, gpus_per_actor)
+            from ..distributed import run_ray
             stdout = sys.stdout  # Ray prints its workers' output on the driver's sys.stdout
 
             def ray_sink(record):
@@ -289,7 +289,9 @@ def attribute(
                 if page is not None:
                     page.add(record)
 
-            failures = run_ray(model, paths, job, ray_sink, cluster=cluster, device=device,
+            failures = run_ray(model, paths, job, ray_sink, device=device,
+                               cluster=ray_cluster(address, actors, cpus_per_actor,
+                                                   gpus_per_actor),
                                threads=threads, cache=not no_cache,
                                provider_options=options_for_provider, explainer=explainer,
                                progress=progress, debug=debug)
@@ -300,6 +302,13 @@ def attribute(
                 pipeline.overlay_hook = page.overlay
             failures = pipeline.run(paths)
     return 1 if failures else 0
+
+
+def ray_cluster(address: str | None, actors: str, cpus_per_actor: float,
+                gpus_per_actor: float):
+    """The --engine ray pool. Imported here, not at the top: the plain CLI never imports it."""
+    from ..distributed import Cluster, parse_actors
+    return Cluster(address, parse_actors(actors), cpus_per_actor, gpus_per_actor)
 
 
 @contextmanager

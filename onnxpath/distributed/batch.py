@@ -27,7 +27,7 @@ KILL = "ONNXPATH_TEST_KILL_WORKER"
 KILL_ONCE = "ONNXPATH_TEST_KILL_WORKER_ONCE"
 
 
-def kill_if_asked(path: Path) -> None:
+def kill_if_asked(path: Path | str) -> None:
     needle = os.environ.get(KILL)
     if not needle or needle not in str(path):
         return
@@ -38,6 +38,19 @@ def kill_if_asked(path: Path) -> None:
         except FileExistsError:
             return
     os._exit(77)
+
+
+def worker_explainer(model: str | os.PathLike, device: str, threads: int | None,
+                     cache: bool | str, provider_options: dict[str, str] | None,
+                     cwd: str | None, intake: dict | None) -> Explainer:
+    """A worker's model, loaded as the driver's was (`intake`: its --output, --wrt,
+    --target-index and --region choices)."""
+    if cwd and os.path.isdir(cwd) and os.getcwd() != cwd:
+        # Same paths as the driver where its folder is visible (a shared filesystem): the
+        # records then name inputs and outputs exactly as the plain CLI does.
+        os.chdir(cwd)
+    return Explainer(model, device=device, threads=threads, cache=cache,
+                     provider_options=provider_options, **(intake or {}))
 
 
 class _Collecting(Pipeline):
@@ -66,12 +79,8 @@ class AttributeBatch:
                  threads: int | None = None, cache: bool | str = True,
                  provider_options: dict[str, str] | None = None, cwd: str | None = None,
                  intake: dict | None = None):
-        if cwd and os.path.isdir(cwd) and os.getcwd() != cwd:
-            # Same paths as the driver where its folder is visible (a shared filesystem): the
-            # records then name inputs and outputs exactly as the plain CLI does.
-            os.chdir(cwd)
-        self.explainer = Explainer(model, device=device, threads=threads, cache=cache,
-                                   provider_options=provider_options, **(intake or {}))
+        self.explainer = worker_explainer(model, device, threads, cache, provider_options, cwd,
+                                          intake)
         self.job = replace(job, resume=False, npz=None)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -47,6 +47,10 @@ class Cluster:
     retries: int = 2  # per batch, after its actor died
     rows_per_call: int = 16  # inputs per actor call: what one crash can cost before the rerun
 
+    def check(self, device: str) -> None:
+        if self.gpus_per_actor and device == "cpu":
+            raise UsageError("--gpus-per-actor needs --device cuda")
+
 
 def parse_actors(text: str | int | None) -> int | tuple[int, int]:
     """`--actors N` or `MIN-MAX`."""
@@ -103,6 +107,83 @@ def connect(ray, address: str | None, debug: bool = False) -> bool:
     return True
 
 
+def on_actors(rows: list[dict], worker: type, kwargs: dict, cluster: Cluster, per_call: int,
+              arrive: Callable[[int, list[dict]], None], note: Callable[[str], None],
+              debug: bool = False) -> list[int]:
+    """Map `worker(**kwargs)` (built once per actor) over `rows` (dicts of equal keys, one of
+    them `position`) on the actor pool, `per_call` rows a call; hand each row's records to
+    `arrive(position, records)` once, as they come. Rows lost with their actor are rerun one at
+    a time; the positions still lost after that are returned."""
+    ray = import_ray()
+    arrived: set[int] = set()
+
+    def once(position: int, records: list[dict]) -> None:
+        if position not in arrived:  # a retried batch whose first answer came through after all
+            arrived.add(position)
+            arrive(position, records)
+
+    stream(ray, rows, worker, kwargs, cluster, per_call, once, debug)
+    missing = [row for row in rows if row["position"] not in arrived]
+    if missing:
+        note(f"onnxpath: note: workers died on {len(missing)} input(s); retrying them one at "
+             "a time")
+        # One input at a time, and one call per actor at a time (a call queued on an actor
+        # dies with it): only the culprits stay lost.
+        stream(ray, missing, worker, kwargs, cluster, 1, once, debug)
+    return [row["position"] for row in rows if row["position"] not in arrived]
+
+
+def stream(ray, rows: list[dict], worker: type, kwargs: dict, cluster: Cluster, per_call: int,
+           arrive: Callable[[int, list[dict]], None], debug: bool) -> None:
+    """One pass of `rows` through a pool of actors: each answered row goes to `arrive`; rows
+    whose actor died on every retry are simply missing (Ray Data drops their block)."""
+    from ray.data import ActorPoolStrategy, DataContext
+
+    context = DataContext.get_current()
+    context.max_errored_blocks = -1  # a lost block is ours to redo, not a failed run
+    context.enable_progress_bars = False
+    if not debug:  # lost blocks are reported by us, as records
+        logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+    actors = cluster.actors
+    sizes = ({"size": actors} if isinstance(actors, int)
+             else {"min_size": actors[0], "max_size": actors[1]})
+    pool = ActorPoolStrategy(**sizes, max_tasks_in_flight_per_actor=1 if per_call == 1
+                             else None)
+    env = {k: v for k, v in os.environ.items() if k.startswith("ONNXPATH_")}
+    dataset = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / per_call))
+    with warnings.catch_warnings():
+        # max_task_retries has no named parameter yet; ray_remote_args is its only way in.
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+        results = dataset.map_batches(
+            worker, fn_constructor_kwargs=kwargs, batch_size=per_call,
+            batch_format="numpy", compute=pool,
+            num_cpus=cluster.cpus_per_actor,
+            num_gpus=cluster.gpus_per_actor or None,
+            runtime_env={"env_vars": env} if env else None,
+            # Finite: Ray Data retries an actor's task forever by default, so one input
+            # that kills its worker would hang the run. Actors restart without limit.
+            max_restarts=-1, max_task_retries=cluster.retries)
+    for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
+        for position, text in zip(batch["position"], batch["records"], strict=True):
+            arrive(int(position), json.loads(text))
+
+
+class InOrder:
+    """Records that arrive in any order, handed on in input order."""
+
+    def __init__(self, order: Sequence[int], deliver: Callable):
+        self.order, self.deliver = list(order), deliver
+        self.ready: dict[int, tuple] = {}
+        self.cursor = 0
+
+    def add(self, position: int, *payload) -> None:
+        self.ready[position] = payload
+        while self.cursor < len(self.order) and self.order[self.cursor] in self.ready:
+            k = self.order[self.cursor]
+            self.cursor += 1
+            self.deliver(k, *self.ready.pop(k))
+
+
 class RayPipeline(Pipeline):
     """The plain pipeline's planning, resume and reporting, with the computing on Ray."""
 
@@ -113,73 +194,23 @@ class RayPipeline(Pipeline):
                          else None, debug=debug)
         self.worker = worker  # AttributeBatch's constructor arguments
         self.cluster = cluster
-        self._arrived: dict[int, tuple[list[dict], bool]] = {}
-        self._order: list[int] = []  # positions to report, in order; _cursor: the next one
-        self._cursor = 0
 
     def execute(self, todo: list[int]) -> None:
         if not todo:
             return
-        ray = import_ray()
-        self._order, self._cursor, self._arrived = list(todo), 0, {}
-        per_call = max(self.cluster.rows_per_call, self.job.batch_size)
-        self.stream(ray, todo, per_call)
-        missing = [k for k in todo if k not in self._arrived]
-        if missing:
-            self.note(f"onnxpath: note: workers died on {len(missing)} input(s); retrying "
-                      "them one at a time")
-            # One input at a time, and one call per actor at a time (a call queued on an
-            # actor dies with it): only the culprits stay lost.
-            self.stream(ray, missing, 1)
-        for k in todo:
-            if k not in self._arrived:
-                path = self._items[k][0]
-                self.arrive(k, [self.record(path, m, error=WORKER_DIED)
-                                for m in self.job.methods], from_files=False)
+        in_order = InOrder(todo, self.deliver)
 
-    def stream(self, ray, positions: Sequence[int], per_call: int) -> None:
-        from ray.data import ActorPoolStrategy, DataContext
+        def arrive(position: int, records: list[dict], from_files: bool = True) -> None:
+            self.mark(position, records)  # at once: the files are complete
+            in_order.add(position, records, from_files)
 
-        context = DataContext.get_current()
-        context.max_errored_blocks = -1  # a lost block is ours to redo, not a failed run
-        context.enable_progress_bars = False
-        if not self.debug:  # lost blocks are reported by us, as records
-            logging.getLogger("ray.data").setLevel(logging.CRITICAL)
         rows = [{"position": k, "path": str(self._items[k][0]), "stem": self._items[k][1]}
-                for k in positions]
-        actors = self.cluster.actors
-        sizes = ({"size": actors} if isinstance(actors, int)
-                 else {"min_size": actors[0], "max_size": actors[1]})
-        pool = ActorPoolStrategy(**sizes, max_tasks_in_flight_per_actor=1 if per_call == 1
-                                 else None)
-        env = {k: v for k, v in os.environ.items() if k.startswith("ONNXPATH_")}
-        dataset = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / per_call))
-        with warnings.catch_warnings():
-            # max_task_retries has no named parameter yet; ray_remote_args is its only way in.
-            warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
-            results = dataset.map_batches(
-                AttributeBatch, fn_constructor_kwargs=self.worker, batch_size=per_call,
-                batch_format="numpy", compute=pool,
-                num_cpus=self.cluster.cpus_per_actor,
-                num_gpus=self.cluster.gpus_per_actor or None,
-                runtime_env={"env_vars": env} if env else None,
-                # Finite: Ray Data retries an actor's task forever by default, so one input
-                # that kills its worker would hang the run. Actors restart without limit.
-                max_restarts=-1, max_task_retries=self.cluster.retries)
-        for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
-            for position, text in zip(batch["position"], batch["records"], strict=True):
-                self.arrive(int(position), json.loads(text), from_files=True)
-
-    def arrive(self, position: int, records: list[dict], from_files: bool) -> None:
-        """Mark at once (the files are complete); report in input order."""
-        if position in self._arrived:
-            return  # a retried batch whose first answer came through after all
-        self._arrived[position] = (records, from_files)
-        self.mark(position, records)
-        while self._cursor < len(self._order) and self._order[self._cursor] in self._arrived:
-            k = self._order[self._cursor]
-            self._cursor += 1
-            self.deliver(k, *self._arrived[k])
+                for k in todo]
+        per_call = max(self.cluster.rows_per_call, self.job.batch_size)
+        for k in on_actors(rows, AttributeBatch, self.worker, self.cluster, per_call, arrive,
+                           self.note, self.debug):
+            arrive(k, [self.record(self._items[k][0], m, error=WORKER_DIED)
+                       for m in self.job.methods], from_files=False)
 
 
 def run_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike], job: Job,
@@ -195,8 +226,7 @@ def run_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike], job: J
     cluster = cluster or Cluster()
     if job.npz is not None and job.out is None:
         raise UsageError("--npz with --engine ray reads the maps back from --out: give --out")
-    if cluster.gpus_per_actor and device == "cpu":
-        raise UsageError("--gpus-per-actor needs --device cuda")
+    cluster.check(device)
     ray = import_ray()
     explainer = explainer or Explainer(model, cache=cache)
     worker = {"model": os.path.abspath(model), "job": job, "device": device,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,6 +91,16 @@ class ModalRun:
         explainer.pad_id = text.pad_id(job.tokenizer)
 
     def run(self, paths: Sequence[Path]) -> int:
+        for unit in self.units(paths):
+            if isinstance(unit, Example):
+                self.explain(unit)
+            else:
+                self.deliver(unit)
+        return self.failures
+
+    def units(self, paths: Sequence[Path]) -> Iterator[Example | list[dict]]:
+        """Each input's examples, in order; an input that cannot be read gives its error
+        records instead (one per method)."""
         items: list[Path | None] = list(paths) + ([None] if self.job.text is not None else [])
         stems = output_stems([p for p in items if p is not None])
         for item in items:
@@ -102,15 +112,19 @@ class ModalRun:
                     raise
                 message = self.failed(err) if isinstance(err, InputError) else \
                     self.failed(err, f"reading {item if item is not None else '--text'}")
-                for method in self.job.methods:
-                    self.emit(self.record(str(item), method, message))
-                self.failures += 1
+                yield [self.record(str(item), method, message) for method in self.job.methods]
                 continue
             for example in examples:
                 if item is not None and len(examples) == 1:
                     example.stem = stem
-                self.explain(example)
-        return self.failures
+                yield example
+
+    def deliver(self, records: list[dict]) -> None:
+        """One example's (or unreadable input's) records: printed, and counted once as a
+        failure if any of them is an error line."""
+        for record in records:
+            self.emit(record)
+        self.failures += any(record["error"] is not None for record in records)
 
     def failed(self, err: Exception, stage: str | None = None) -> str:
         """The error line's message; `stage` marks an unexpected exception (a bug)."""
@@ -232,9 +246,10 @@ def uses_modal_loop(explainer: Explainer, paths: Sequence[Path], text_given: boo
 def cli_run(explainer: Explainer, paths: Sequence[Path], methods, target, options, labels,
             fallback, out, text_value, tokenizer_path, features_path, sample_rate,
             token_reduce, debug: bool, quiet: bool, top_k: int | None = None,
-            also: Callable[[dict], None] | None = None) -> int:
+            also: Callable[[dict], None] | None = None, ray: dict | None = None) -> int:
     """`onnxpath attribute` for tables, series and text: exit status 0 or 1. `also` sees
-    every record after it is printed (the --report page)."""
+    every record after it is printed (the --report page). `ray`: run on Ray, with these
+    arguments of `run_ray_modal` (model, cluster, device, threads, cache, provider_options)."""
     from ..cli._common import emit
     if not paths and text_value is None:
         raise UsageError("no inputs found (give files, folders, globs, - or --text)")
@@ -244,6 +259,17 @@ def cli_run(explainer: Explainer, paths: Sequence[Path], methods, target, option
     names = table.read_names(features_path) if features_path is not None else None
     job = ModalJob(methods, target, top_k, options, labels, fallback, out, tokenizer,
                    text_value, names, sample_rate, token_reduce)
-    sink = emit if also is None else (lambda record: (emit(record), also(record)))
-    failures = ModalRun(explainer, job, sink, debug=debug).run(paths)
+    stdout = sys.stdout  # bound now: Ray's run sends sys.stdout to stderr
+
+    def sink(record: dict) -> None:
+        emit(record, stdout)
+        if also is not None:
+            also(record)
+
+    if ray is not None:
+        from ..distributed.modal import run_ray_modal
+        failures = run_ray_modal(paths=paths, job=job, explainer=explainer, emit=sink,
+                                 debug=debug, **ray)
+    else:
+        failures = ModalRun(explainer, job, sink, debug=debug).run(paths)
     return 1 if failures else 0

@@ -163,8 +163,3 @@ def test_report_of_a_table_run_has_a_bar_per_feature_and_errors_in_place(capsys,
         for feature in line["features"]:
             assert f"{feature['name']} = {feature['value']}: {feature['score']:g}" in html
     assert "not a number" in html
-
-
-def test_ray_engine_refuses_tables_in_one_line(capsys):
-    code, lines, err = run_cli(capsys, MODEL, ROWS, "--engine", "ray")
-    assert code == 2 and lines == [] and "--engine ray takes image models" in err

@@ -4,6 +4,8 @@ token_type_ids. The T×D map over the word-embedding output equals a float64 tor
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -25,8 +27,8 @@ def bert(tmp_path_factory):
     return model, export(model, folder / "bert.onnx"), folder
 
 
-@pytest.fixture(scope="module")
-def tokenizer_json(bert):
+def tokenizer_file(path: Path) -> Path:
+    """A word-level tokenizer.json over WORDS, with BERT's [CLS] ... [SEP] template."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)},
                                            unk_token="[UNK]"))
@@ -34,9 +36,13 @@ def tokenizer_json(bert):
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    path = bert[2] / "tokenizer.json"
     tokenizer.save(str(path))
     return path
+
+
+@pytest.fixture(scope="module")
+def tokenizer_json(bert):
+    return tokenizer_file(bert[2] / "tokenizer.json")
 
 
 def relative(ours: np.ndarray, expected: np.ndarray) -> float:

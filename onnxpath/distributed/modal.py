@@ -1,0 +1,104 @@
+"""`--engine ray` for tables, series and text: the driver reads every input into examples (a
+CSV into its rows, a .jsonl into its lines) and the actors explain them, many examples a call,
+so one large table spreads over the whole pool. Records come back in input order; faults are
+handled as for images (`on_actors`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from ..explainer import Explainer
+from ..io import Example
+from ..io.run import ModalJob, ModalRun
+from .batch import kill_if_asked, worker_explainer
+from .ray_engine import WORKER_DIED, Cluster, InOrder, connect, import_ray, on_actors
+
+
+class ModalBatch:
+    """Built once per actor; each call explains a batch of pickled examples. The batch has the
+    columns `position` and `example`; the answer, `position` and `records` (JSON text)."""
+
+    def __init__(self, model: str | os.PathLike, job: ModalJob, pad_id: int, device: str = "cpu",
+                 threads: int | None = None, cache: bool | str = True,
+                 provider_options: dict[str, str] | None = None, cwd: str | None = None,
+                 intake: dict | None = None):
+        self.explainer = worker_explainer(model, device, threads, cache, provider_options, cwd,
+                                          intake)
+        self.collected: list[dict] = []
+        self.run = ModalRun(self.explainer, job, self.collected.append,
+                            note=lambda line: None)
+        self.explainer.pad_id = pad_id  # the driver's tokenizer stays with the driver
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        texts = []
+        for blob in batch["example"]:
+            example: Example = pickle.loads(blob)
+            self.collected.clear()
+            self.run.explain(example)
+            kill_if_asked(example.name)
+            texts.append(json.dumps(self.collected))
+        return {"position": np.asarray(batch["position"], dtype=np.int64),
+                "records": np.array(texts, dtype=object)}
+
+
+class RayModalRun(ModalRun):
+    """The modal loop's reading and reporting on the driver, the explaining on Ray."""
+
+    def __init__(self, explainer: Explainer, job: ModalJob, emit: Callable[[dict], None],
+                 worker: dict, cluster: Cluster, debug: bool = False):
+        super().__init__(explainer, job, emit, debug=debug)
+        self.worker = {**worker, "pad_id": explainer.pad_id,
+                       # read on the driver: the workers get examples, never files or text
+                       "job": replace(job, tokenizer=None, text=None)}
+        self.cluster = cluster
+
+    def run(self, paths: Sequence[Path]) -> int:
+        units = list(self.units(paths))
+        in_order = InOrder(range(len(units)), lambda k, records: self.deliver(records))
+        rows = []
+        for k, unit in enumerate(units):
+            if isinstance(unit, Example):
+                rows.append({"position": k, "example": pickle.dumps(unit)})
+            else:
+                in_order.add(k, unit)
+        if rows:
+            lost = on_actors(rows, ModalBatch, self.worker, self.cluster,
+                             self.cluster.rows_per_call, in_order.add, self.note, self.debug)
+            for k in lost:
+                in_order.add(k, [self.record(units[k].name, m, WORKER_DIED)
+                                 for m in self.job.methods])
+        return self.failures
+
+
+def run_ray_modal(model: str | os.PathLike, paths: Sequence[Path], job: ModalJob,
+                  explainer: Explainer, emit: Callable[[dict], None], *,
+                  cluster: Cluster | None = None, device: str = "cpu",
+                  threads: int | None = None, cache: bool = True,
+                  provider_options: dict[str, str] | None = None,
+                  debug: bool = False) -> int:
+    """`run_ray` for tables, series and text: how many examples (or unreadable inputs) failed.
+    `explainer`, on the driver, reads the inputs. While it runs, sys.stdout is stderr."""
+    cluster = cluster or Cluster()
+    cluster.check(device)
+    ray = import_ray()
+    worker = {"model": os.path.abspath(model), "device": device,
+              "threads": threads or max(1, int(cluster.cpus_per_actor)), "cache": cache,
+              "provider_options": provider_options, "cwd": os.getcwd(),
+              "intake": explainer.intake_options()}
+    with contextlib.redirect_stdout(sys.stderr):
+        started = connect(ray, cluster.address, debug)
+        try:
+            return RayModalRun(explainer, job, emit, worker, cluster, debug).run(paths)
+        finally:
+            if started:
+                ray.shutdown()

@@ -1,0 +1,107 @@
+"""`--engine ray` for tables and text on a local 2-CPU Ray: the driver reads the inputs, the
+actors explain the examples, and the lines and files equal the plain CLI's, also when a worker
+dies (the test-only $ONNXPATH_TEST_KILL_WORKER hook, here matched against an example's name).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from distributed_inputs import comparable, result_files
+
+from tests.io.io_helpers import run_cli
+
+ray = pytest.importorskip("ray")
+
+DATA = Path(__file__).resolve().parent.parent / "io" / "data"
+TABLE = DATA / "mlp_classifier.onnx"
+RAY = ("--engine", "ray", "--actors", "2")
+METHODS = ("-m", "gradient,occlusion")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    """One local Ray for the module: the CLI joins it instead of starting its own (~10 s)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def tables(tmp_path) -> list[Path]:
+    """40 rows (three actor calls of 16 at most), a file that cannot be read, and one row."""
+    rows = np.random.default_rng(0).normal(size=(40, 6))
+    many = tmp_path / "in" / "rows.csv"
+    many.parent.mkdir()
+    many.write_text("age,income,tenure,visits,score,balance\n"
+                    + "".join(",".join(f"{v:.6f}" for v in row) + "\n" for row in rows))
+    bad = tmp_path / "in" / "bad.csv"
+    bad.write_text("age,income,tenure,visits,score,balance\n1,2,x,4,5,6\n")
+    one = tmp_path / "in" / "one.csv"
+    one.write_text("age,income,tenure,visits,score,balance\n" + ",".join(["0.5"] * 6) + "\n")
+    return [many, bad, one]
+
+
+def test_table_rows_spread_over_actors_equal_the_plain_cli(capsys, tmp_path, tables):
+    code, plain, _ = run_cli(capsys, TABLE, *tables, *METHODS, "-o", tmp_path / "plain")
+    out = tmp_path / "ray"
+    code_ray, lines, err = run_cli(capsys, TABLE, *tables, *METHODS, "-o", out, *RAY)
+    assert code == code_ray == 1 and "Traceback" not in err  # bad.csv fails, the rest go on
+    assert len(lines) == 2 * 42
+    assert comparable(lines, out) == comparable(plain, tmp_path / "plain")
+    assert result_files(out) == result_files(tmp_path / "plain")  # 41 rows x 2 methods x 3
+    assert [line["input"] for line in lines if line["error"]] == [str(tables[1])] * 2
+
+
+def test_a_worker_killed_mid_run_loses_nothing(capsys, tmp_path, tables, monkeypatch):
+    _, plain, _ = run_cli(capsys, TABLE, *tables, *METHODS, "-o", tmp_path / "plain")
+    monkeypatch.setenv("ONNXPATH_TEST_KILL_WORKER", f"{tables[0]}:21")
+    monkeypatch.setenv("ONNXPATH_TEST_KILL_WORKER_ONCE", str(tmp_path / "killed"))
+    out = tmp_path / "ray"
+    code, lines, _ = run_cli(capsys, TABLE, *tables, *METHODS, "-o", out, *RAY)
+    assert (tmp_path / "killed").exists() and code == 1  # a worker died; bad.csv still fails
+    assert comparable(lines, out) == comparable(plain, tmp_path / "plain")  # each once, in order
+    assert result_files(out) == result_files(tmp_path / "plain")
+
+
+def test_a_row_that_always_kills_its_worker_is_its_error_lines(capsys, tmp_path, tables,
+                                                              monkeypatch):
+    _, plain, _ = run_cli(capsys, TABLE, tables[0], *METHODS)
+    monkeypatch.setenv("ONNXPATH_TEST_KILL_WORKER", f"{tables[0]}:9")
+    code, lines, err = run_cli(capsys, TABLE, tables[0], *METHODS, *RAY)
+    assert code == 1 and "one at a time" in err
+    failed = [k for k, line in enumerate(lines) if line["error"] is not None]
+    assert failed == [14, 15]  # the 8th row's two methods, in their places
+    assert all("worker died" in lines[k]["error"] and lines[k]["input"] == f"{tables[0]}:9"
+               for k in failed)
+    assert comparable([line for k, line in enumerate(lines) if k not in failed], Path("-")) == \
+        comparable([line for k, line in enumerate(plain) if k not in failed], Path("-"))
+
+
+def test_text_is_tokenised_on_the_driver_and_explained_on_the_actors(capsys, tmp_path,
+                                                                      monkeypatch):
+    pytest.importorskip("tokenizers")
+    pytest.importorskip("torch")
+    from tests.io.test_text import WORDS, tokenizer_file
+    from tests.io.text_models import build, export
+
+    model = export(build(), tmp_path / "bert.onnx")
+    tokenizer = tokenizer_file(tmp_path / "tokenizer.json")
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("".join(f"{' '.join(WORDS[4 + (k + j) % 14] for j in range(1 + k % 5))}\n"
+                               for k in range(20)))
+    given = (reviews, "--tokenizer", tokenizer, "--text", "great film",
+             "-m", "gradient,integrated-gradients")
+    code, plain, _ = run_cli(capsys, model, *given, "-o", tmp_path / "plain")
+    out = tmp_path / "ray"
+    # Proof that actors did the explaining: the hook exists only in them; one dies once.
+    monkeypatch.setenv("ONNXPATH_TEST_KILL_WORKER", f"{reviews}:12")
+    monkeypatch.setenv("ONNXPATH_TEST_KILL_WORKER_ONCE", str(tmp_path / "killed"))
+    code_ray, lines, _ = run_cli(capsys, model, *given, "-o", out, *RAY)
+    assert (tmp_path / "killed").exists()
+    assert code == code_ray == 0 and len(lines) == 2 * 21
+    assert comparable(lines, out) == comparable(plain, tmp_path / "plain")
+    assert result_files(out) == result_files(tmp_path / "plain")
+    assert lines[-1]["input"] == "--text" and len(lines[-1]["tokens"]) == 4

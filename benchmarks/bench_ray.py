@@ -1,6 +1,11 @@
 """`--engine ray` against the plain CLI: time per image on 500 inputs, and the start-up cost.
 
     python benchmarks/bench_ray.py [--images 500] [--method gradient] [--actors 2]
+    python benchmarks/bench_ray.py --table 2000   # one CSV of 2000 rows, the tests' MLP
+
+With --table, the input is one CSV of that many random rows for the tests' skl2onnx MLP
+(tests/io/data/mlp_classifier.onnx, 6 features): the driver reads it and the actors explain
+its rows, 16 a call.
 
 Runs `onnxpath attribute` on the demo model (models/shapes_resnet.onnx, 3x64x64) over copies
 of models/samples, as separate processes, each into a fresh --out:
@@ -27,6 +32,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "shapes_resnet.onnx"
+TABLE_MODEL = ROOT / "tests" / "io" / "data" / "mlp_classifier.onnx"
+
+
+def make_table(folder: Path, rows: int) -> Path:
+    import numpy as np
+    folder.mkdir(parents=True)
+    path = folder / "rows.csv"
+    values = np.random.default_rng(0).normal(size=(rows, 6))
+    path.write_text("age,income,tenure,visits,score,balance\n"
+                    + "".join(",".join(f"{v:.6f}" for v in row) + "\n" for row in values))
+    return path
 
 
 def make_inputs(folder: Path, count: int) -> list[Path]:
@@ -61,21 +77,31 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--method", default="gradient")
     parser.add_argument("--actors", type=int, default=2)
+    parser.add_argument("--table", type=int, default=0, help="rows of one CSV instead of images")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="onnxpath-bench-ray-"))
     try:
-        inputs = [str(p) for p in make_inputs(work / "in", args.images)]
-        base = [sys.executable, "-m", "onnxpath", "attribute", str(MODEL), *inputs, "-m",
-                args.method, "-q", "--preprocess", str(ROOT / "models" / "shapes_preprocess.json")]
+        if args.table:
+            args.images = args.table
+            model, extra = TABLE_MODEL, [str(make_table(work / "in", args.table))]
+        else:
+            model = MODEL
+            extra = ["--preprocess", str(ROOT / "models" / "shapes_preprocess.json"),
+                     *map(str, make_inputs(work / "in", args.images))]
+        base = [sys.executable, "-m", "onnxpath", "attribute", str(model), *extra, "-m",
+                args.method, "-q"]
         ray = ["--engine", "ray", "--actors", str(args.actors), "--cpus-per-actor", "1"]
         runs = {"plain": timed([*base, "-o", str(work / "plain")]),
                 f"ray, {args.actors} actors": timed([*base, "-o", str(work / "ray"), *ray])}
         names = sorted(p.name for p in (work / "plain").glob("[!.]*"))
         match, differ, missing = filecmp.cmpfiles(work / "plain", work / "ray", names,
                                                   shallow=False)
-        same = len(match) == len(names) == 2 * args.images and not differ and not missing
-        print(f"{args.images} inputs, {args.method}, {MODEL.name}; results identical: {same}")
-        print(f"{'engine':<16}{'wall/image':>12}{'steady/image':>14}{'start-up':>11}")
+        files = 3 if args.table else 2  # .npy and .png, and a table's .csv of scores
+        same = len(match) == len(names) == files * args.images and not differ and not missing
+        print(f"{args.images} {'rows' if args.table else 'inputs'}, {args.method}, "
+              f"{model.name}; results identical: {same}")
+        unit = "row" if args.table else "image"
+        print(f"{'engine':<16}{'wall/' + unit:>12}{'steady/' + unit:>14}{'start-up':>11}")
         for name, run in runs.items():
             assert run["lines"] == args.images, run
             print(f"{name:<16}{run['wall'] / args.images * 1000:>9.2f} ms"

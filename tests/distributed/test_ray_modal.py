@@ -105,3 +105,22 @@ def test_text_is_tokenised_on_the_driver_and_explained_on_the_actors(capsys, tmp
     assert comparable(lines, out) == comparable(plain, tmp_path / "plain")
     assert result_files(out) == result_files(tmp_path / "plain")
     assert lines[-1]["input"] == "--text" and len(lines[-1]["tokens"]) == 4
+
+
+def test_series_files_are_read_on_the_driver_and_explained_on_the_actors(capsys, tmp_path,
+                                                                         monkeypatch):
+    pytest.importorskip("torch")
+    from tests.io.test_series import make_audio
+
+    _, model, inputs = make_audio(tmp_path)
+    given = (inputs["wav"][0], inputs["npy"][0], "-m", "gradient,integrated-gradients")
+    code, plain, _ = run_cli(capsys, model, *given, "-o", tmp_path / "plain")
+    out = tmp_path / "ray"
+    monkeypatch.setenv("ONNXPATH_TEST_KILL_WORKER", "tone.npy")
+    monkeypatch.setenv("ONNXPATH_TEST_KILL_WORKER_ONCE", str(tmp_path / "killed"))
+    code_ray, lines, _ = run_cli(capsys, model, *given, "-o", out, *RAY)
+    assert (tmp_path / "killed").exists()  # an actor explained it (and died once)
+    assert code == code_ray == 0 and len(lines) == 4
+    assert comparable(lines, out) == comparable(plain, tmp_path / "plain")
+    assert result_files(out) == result_files(tmp_path / "plain")
+    assert all(len(line["series"]["values"]) == 256 for line in lines)

@@ -39,9 +39,13 @@ class AudioNet(nn.Module):
 
 @pytest.fixture(scope="module")
 def audio(tmp_path_factory):
+    return make_audio(tmp_path_factory.mktemp("series"))
+
+
+def make_audio(folder):
+    """(torch model, its ONNX export with a sample_rate, {"wav"/"npy": (file, signal)})."""
     torch.manual_seed(0)
     model = AudioNet().eval()
-    folder = tmp_path_factory.mktemp("series")
     path = folder / "audio.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

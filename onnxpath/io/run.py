@@ -71,15 +71,17 @@ def kind_of(explainer: Explainer, path: Path | None, job: ModalJob) -> str:
     return "series" if long or job.sample_rate is not None else "table"
 
 
-def read(explainer: Explainer, path: Path | None, job: ModalJob) -> list[Example]:
+def read(explainer: Explainer, path: Path | None, job: ModalJob,
+         stem: str | None = None) -> list[Example]:
+    """The examples of one input file (None: --text), named after `stem`."""
     kind = kind_of(explainer, path, job)
     if kind == "text":
         return text.read(path, explainer.proto, job.tokenizer, job.text if path is None
-                         else None)
+                         else None, stem)
     if kind == "table":
-        return table.read(path, explainer.input_shape[1], job.feature_names)
+        return table.read(path, explainer.input_shape[1], job.feature_names, stem)
     return series.read(path, explainer.input_shape[1:], job.sample_rate,
-                       series.model_sample_rate(explainer.proto))
+                       series.model_sample_rate(explainer.proto), stem)
 
 
 class ModalRun:
@@ -102,11 +104,12 @@ class ModalRun:
         """Each input's examples, in order; an input that cannot be read gives its error
         records instead (one per method)."""
         items: list[Path | None] = list(paths) + ([None] if self.job.text is not None else [])
-        stems = output_stems([p for p in items if p is not None])
-        for item in items:
-            stem = stems.pop(0) if item is not None else "text"
+        # One stem per input, unique in the run (a/x.csv and b/x.csv give a_x.row0 and
+        # b_x.row0, never the same files); --text is named "text" unless a file took it.
+        stems = output_stems([Path("text") if p is None else p for p in items])
+        for item, stem in zip(items, stems, strict=True):
             try:
-                examples = read(self.explainer, item, self.job)
+                examples = read(self.explainer, item, self.job, stem)
             except Exception as err:  # InputError: its message; anything else is a bug
                 if isinstance(err, UsageError):
                     raise
@@ -114,10 +117,7 @@ class ModalRun:
                     self.failed(err, f"reading {item if item is not None else '--text'}")
                 yield [self.record(str(item), method, message) for method in self.job.methods]
                 continue
-            for example in examples:
-                if item is not None and len(examples) == 1:
-                    example.stem = stem
-                yield example
+            yield from examples
 
     def deliver(self, records: list[dict]) -> None:
         """One example's (or unreadable input's) records: printed, and counted once as a

@@ -69,7 +69,7 @@ def fit(signal: np.ndarray, shape: tuple, path: Path) -> np.ndarray:
 
 
 def read(path: Path, shape: tuple, sample_rate: int | None = None,
-         expected_rate: int | None = None) -> list[Example]:
+         expected_rate: int | None = None, stem: str | None = None) -> list[Example]:
     """One example from `.npy`, `.csv` (columns are channels) or `.wav`. A .wav's rate must
     equal `sample_rate` (--sample-rate) and the model's declared rate when they are known."""
     suffix = path.suffix.lower()
@@ -93,7 +93,7 @@ def read(path: Path, shape: tuple, sample_rate: int | None = None,
     if rate is not None and expected_rate is not None and rate != expected_rate:
         raise UsageError(f"--sample-rate {rate} differs from the model's {expected_rate} Hz")
     x = fit(signal, shape, path)
-    return [Example(str(path), path.stem, x, "series", values=x, sample_rate=rate)]
+    return [Example(str(path), stem or path.stem, x, "series", values=x, sample_rate=rate)]
 
 
 def plot(values: np.ndarray, scores: np.ndarray, width: int = 900,

@@ -49,8 +49,10 @@ def read_csv(path: Path) -> tuple[list[str], np.ndarray]:
     return header, np.asarray(data, dtype=np.float32)
 
 
-def read(path: Path, features: int, names: list[str] | None = None) -> list[Example]:
-    """Examples from a CSV (one per row) or an .npy (one row, or a 2-D array of rows)."""
+def read(path: Path, features: int, names: list[str] | None = None,
+         stem: str | None = None) -> list[Example]:
+    """Examples from a CSV (one per row) or an .npy (one row, or a 2-D array of rows), their
+    output names from `stem` (default: the file's): `stem`, or `stem.rowK` for several rows."""
     if path.suffix.lower() == ".csv":
         header, rows = read_csv(path)
         names = header
@@ -66,9 +68,9 @@ def read(path: Path, features: int, names: list[str] | None = None) -> list[Exam
                          "features")
     if len(names) != features:
         raise UsageError(f"{len(names)} feature names for {features} features")
-    many = len(rows) > 1
+    many, stem = len(rows) > 1, stem or path.stem
     return [Example(f"{path}:{i + 2}" if path.suffix.lower() == ".csv" and many else str(path),
-                    f"{path.stem}.row{i}" if many else path.stem, row, "table",
+                    f"{stem}.row{i}" if many else stem, row, "table",
                     feature_names=list(names), values=row) for i, row in enumerate(rows)]
 
 

@@ -105,14 +105,16 @@ def encode(tokenizer, text: str, model) -> tuple[dict[str, np.ndarray], list[str
     return feeds, tokens
 
 
-def read(path: Path | None, model, tokenizer, text: str | None = None) -> list[Example]:
+def read(path: Path | None, model, tokenizer, text: str | None = None,
+         stem: str | None = None) -> list[Example]:
     """Examples from raw text (with a tokenizer) or token ids (.npy: ids; .npz: one array per
-    input name)."""
+    input name), their output names from `stem` (default: the file's, or "text"): `stem`, or
+    `stem.K` for a file of several texts."""
     if text is not None or (path is not None and path.suffix.lower() in (".txt", ".jsonl")):
         if tokenizer is None:
             raise UsageError("raw text needs --tokenizer tokenizer.json")
         pairs = [("--text", text)] if text is not None else read_texts(path)
-        stem = "text" if path is None else path.stem
+        stem = stem or ("text" if path is None else path.stem)
         examples = []
         for i, (name, content) in enumerate(pairs):
             feeds, tokens = encode(tokenizer, content, model)
@@ -130,7 +132,7 @@ def read(path: Path | None, model, tokenizer, text: str | None = None) -> list[E
     if ids is not None and ids.shape[0] == 1:
         tokens = [tokenizer.id_to_token(int(i)) or str(int(i)) if tokenizer else str(int(i))
                   for i in ids[0]]
-    return [Example(str(path), path.stem, feeds, "text", tokens=tokens)]
+    return [Example(str(path), stem or path.stem, feeds, "text", tokens=tokens)]
 
 
 def tokens_field(tokens: list[str] | None, scores: np.ndarray) -> list[dict]:

@@ -163,3 +163,21 @@ def test_report_of_a_table_run_has_a_bar_per_feature_and_errors_in_place(capsys,
         for feature in line["features"]:
             assert f"{feature['name']} = {feature['value']}: {feature['score']:g}" in html
     assert "not a number" in html
+
+
+def test_same_named_tables_in_two_folders_never_share_output_files(capsys, tmp_path):
+    names, rows = read_csv(ROWS)
+    for folder, sign in (("a", 1), ("b", -1)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.csv").write_text(
+            ",".join(names) + "\n" + "".join(",".join(f"{sign * v:.6f}" for v in row) + "\n"
+                                             for row in rows))
+    out = tmp_path / "out"
+    code, lines, err = run_cli(capsys, MODEL, tmp_path / "a" / "x.csv", tmp_path / "b" / "x.csv",
+                               "-m", "gradient", "-o", out)
+    assert code == 0, err
+    written = [line["outputs"]["npy"] for line in lines]
+    assert len(set(written)) == len(lines) == 2 * len(rows)  # before: b's rows overwrote a's
+    for line in lines:
+        scores = np.array([f["score"] for f in line["features"]], dtype=np.float32)
+        np.testing.assert_array_equal(np.load(line["outputs"]["npy"]), scores)

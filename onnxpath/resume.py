@@ -27,21 +27,33 @@ from .storage import RemotePath, is_url
 
 STATE = ".onnxpath"
 FORMAT = 1
-FILE_KEYS = ("npy", "png", "side_by_side")  # record outputs that are files under --out
+FILE_KEYS = ("npy", "png", "csv", "side_by_side")  # record outputs that are files under --out
+WHERE = ("out", "npz", "batch_size", "resume")  # a job's fields that do not change its results
 
 
 def job_fingerprint(model_digest: str, job) -> str:
-    """Everything a result depends on, except where it is written (--out, --npz, batch size,
-    device, threads)."""
+    """Everything a result depends on (every field of the job, a `Job` or a `ModalJob`), except
+    where it is written and how fast (--out, --npz, batch size, device, threads)."""
     from . import __version__
 
-    fields = {"version": __version__, "model": model_digest, "methods": list(job.methods),
-              "target": job.target, "top_k": job.top_k, "options": job.options,
-              "prep": dataclasses.asdict(job.prep) if dataclasses.is_dataclass(job.prep)
-              else job.prep, "labels": job.labels, "fallback": job.fallback,
-              "side_by_side": job.side_by_side, "style": dataclasses.asdict(job.style)}
+    fields = {"version": __version__, "model": model_digest}
+    for entry in dataclasses.fields(job):
+        if entry.name not in WHERE:
+            fields[entry.name] = identity(getattr(job, entry.name))
     text = json.dumps(fields, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def identity(value):
+    """A job field as JSON: dataclasses as dicts, sequences as lists, a tokenizer as its
+    JSON's digest (its repr holds a memory address)."""
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if isinstance(value, tuple):
+        return list(value)
+    if hasattr(value, "to_str"):
+        return hashlib.sha256(value.to_str().encode()).hexdigest()
+    return value
 
 
 def input_key(path: str | Path) -> str:

@@ -34,8 +34,7 @@ class ModalBatch:
                  intake: dict | None = None):
         self.explainer = worker_explainer(model, device, threads, cache, provider_options, cwd,
                                           intake)
-        self.collected: list[dict] = []
-        self.run = ModalRun(self.explainer, job, self.collected.append,
+        self.run = ModalRun(self.explainer, job, emit=lambda record: None,
                             note=lambda line: None)
         self.explainer.pad_id = pad_id  # the driver's tokenizer stays with the driver
 
@@ -43,10 +42,9 @@ class ModalBatch:
         texts = []
         for blob in batch["example"]:
             example: Example = pickle.loads(blob)
-            self.collected.clear()
-            self.run.explain(example)
+            records = self.run.explain(example)
             kill_if_asked(example.name)
-            texts.append(json.dumps(self.collected))
+            texts.append(json.dumps(records))
         return {"position": np.asarray(batch["position"], dtype=np.int64),
                 "records": np.array(texts, dtype=object)}
 
@@ -58,22 +56,29 @@ class RayModalRun(ModalRun):
                  worker: dict, cluster: Cluster, debug: bool = False):
         super().__init__(explainer, job, emit, debug=debug)
         self.worker = {**worker, "pad_id": explainer.pad_id,
-                       # read on the driver: the workers get examples, never files or text
-                       "job": replace(job, tokenizer=None, text=None)}
+                       # Read on the driver, and resumed there: the workers get examples to
+                       # explain, never files, text or markers.
+                       "job": replace(job, tokenizer=None, text=None, resume=False)}
         self.cluster = cluster
 
     def run(self, paths: Sequence[Path]) -> int:
         units = list(self.units(paths))
         in_order = InOrder(range(len(units)), lambda k, records: self.deliver(records))
+
+        def arrive(k: int, records: list[dict]) -> None:
+            self.mark(units[k], records)  # at once: the worker wrote its files
+            in_order.add(k, records)
+
         rows = []
         for k, unit in enumerate(units):
-            if isinstance(unit, Example):
+            done = self.finished(unit) if isinstance(unit, Example) else unit
+            if done is None:
                 rows.append({"position": k, "example": pickle.dumps(unit)})
-            else:
-                in_order.add(k, unit)
+            else:  # an unreadable input's error records, or an example finished before
+                in_order.add(k, done)
         if rows:
             lost = on_actors(rows, ModalBatch, self.worker, self.cluster,
-                             self.cluster.rows_per_call, in_order.add, self.note, self.debug)
+                             self.cluster.rows_per_call, arrive, self.note, self.debug)
             for k in lost:
                 in_order.add(k, [self.record(units[k].name, m, WORKER_DIED)
                                  for m in self.job.methods])

@@ -25,6 +25,7 @@ from ..job import TOP, top_classes
 from ..methods import METHODS, effective_params
 from ..model import data_inputs
 from ..outputs import save_npy, save_png, write_atomic
+from ..resume import RunState, job_fingerprint
 from ..wrt import FLOAT_TYPES, find_embedding
 from . import Example, series, table, text
 
@@ -45,6 +46,7 @@ class ModalJob:
     feature_names: list[str] | None = None
     sample_rate: int | None = None
     token_reduce: str = "sum"
+    resume: bool = True  # with `out`: skip examples a previous run of this job finished
 
 
 def is_text_model(explainer: Explainer) -> bool:
@@ -91,22 +93,38 @@ class ModalRun:
         self.note = note or (lambda line: print(line, file=sys.stderr, flush=True))
         self.failures = 0
         explainer.pad_id = text.pad_id(job.tokenizer)
+        # Resume as for images, an example at a time: OUT/.onnxpath/done/<stem>.json
+        self.state = (RunState(job.out, job_fingerprint(explainer.model_digest(), job))
+                      if job.out is not None and job.resume else None)
 
     def run(self, paths: Sequence[Path]) -> int:
         for unit in self.units(paths):
             if isinstance(unit, Example):
-                self.explain(unit)
-            else:
-                self.deliver(unit)
+                done = self.finished(unit)
+                if done is None:
+                    done = self.explain(unit)
+                    self.mark(unit, done)
+                unit = done
+            self.deliver(unit)
         return self.failures
+
+    def finished(self, example: Example) -> list[dict] | None:
+        """The records of an example a previous run of this job finished, if any."""
+        return self.state.finished(example.name, example.stem) if self.state else None
+
+    def mark(self, example: Example, records: list[dict]) -> None:
+        if self.state is not None:
+            self.state.mark(example.name, example.stem, records)
 
     def units(self, paths: Sequence[Path]) -> Iterator[Example | list[dict]]:
         """Each input's examples, in order; an input that cannot be read gives its error
         records instead (one per method)."""
         items: list[Path | None] = list(paths) + ([None] if self.job.text is not None else [])
         # One stem per input, unique in the run (a/x.csv and b/x.csv give a_x.row0 and
-        # b_x.row0, never the same files); --text is named "text" unless a file took it.
-        stems = output_stems([Path("text") if p is None else p for p in items])
+        # b_x.row0, never the same files), and with --out kept in the manifest, so adding
+        # inputs never renames earlier results; --text is "text" unless a file took it.
+        named = [Path("text") if p is None else p for p in items]
+        stems = self.state.stems(named) if self.state else output_stems(named)
         for item, stem in zip(items, stems, strict=True):
             try:
                 examples = read(self.explainer, item, self.job, stem)
@@ -149,8 +167,9 @@ class ModalRun:
         logits = self.explainer.predict(example.inputs)[0]
         return [int(c) for c in np.argsort(-logits, kind="stable")[:self.job.top_k]]
 
-    def explain(self, example: Example) -> None:
-        failed = False
+    def explain(self, example: Example) -> list[dict]:
+        """The example's records, one per method and class; its files written."""
+        records = []
         try:
             targets = self.targets(example)
         except InputError as err:
@@ -160,12 +179,12 @@ class ModalRun:
             failed_read = None
         for method in self.job.methods:
             for target in targets:
-                failed |= self.explain_one(example, method, target, failed_read,
-                                           len(targets) > 1)
-        self.failures += failed
+                records.append(self.explain_one(example, method, target, failed_read,
+                                                len(targets) > 1))
+        return records
 
     def explain_one(self, example: Example, method: str, target, error: str | None,
-                    per_class: bool) -> bool:
+                    per_class: bool) -> dict:
         record = self.record(example.name, method, error)
         if error is None:
             try:
@@ -182,8 +201,7 @@ class ModalRun:
                 record["error"] = f"cannot write output: {err.strerror} ({err.filename})"
             except Exception as err:  # a bug: an error line for this input, not a traceback
                 record["error"] = self.failed(err, f"running {method} on {example.name}")
-        self.emit(record)
-        return record["error"] is not None
+        return record
 
     def fill(self, record: dict, example: Example, explanation, per_class: bool) -> None:
         raw = explanation.maps[0]
@@ -246,7 +264,8 @@ def uses_modal_loop(explainer: Explainer, paths: Sequence[Path], text_given: boo
 def cli_run(explainer: Explainer, paths: Sequence[Path], methods, target, options, labels,
             fallback, out, text_value, tokenizer_path, features_path, sample_rate,
             token_reduce, debug: bool, quiet: bool, top_k: int | None = None,
-            also: Callable[[dict], None] | None = None, ray: dict | None = None) -> int:
+            also: Callable[[dict], None] | None = None, ray: dict | None = None,
+            resume: bool = True) -> int:
     """`onnxpath attribute` for tables, series and text: exit status 0 or 1. `also` sees
     every record after it is printed (the --report page). `ray`: run on Ray, with these
     arguments of `run_ray_modal` (model, cluster, device, threads, cache, provider_options)."""
@@ -258,7 +277,7 @@ def cli_run(explainer: Explainer, paths: Sequence[Path], methods, target, option
     tokenizer = text.load_tokenizer(tokenizer_path) if tokenizer_path is not None else None
     names = table.read_names(features_path) if features_path is not None else None
     job = ModalJob(methods, target, top_k, options, labels, fallback, out, tokenizer,
-                   text_value, names, sample_rate, token_reduce)
+                   text_value, names, sample_rate, token_reduce, resume)
     stdout = sys.stdout  # bound now: Ray's run sends sys.stdout to stderr
 
     def sink(record: dict) -> None:

@@ -124,3 +124,19 @@ def test_series_files_are_read_on_the_driver_and_explained_on_the_actors(capsys,
     assert comparable(lines, out) == comparable(plain, tmp_path / "plain")
     assert result_files(out) == result_files(tmp_path / "plain")
     assert all(len(line["series"]["values"]) == 256 for line in lines)
+
+
+def test_resume_on_ray_redoes_exactly_the_rows_without_markers(capsys, tmp_path, tables):
+    from onnxpath.resume import STATE
+
+    out = tmp_path / "ray"
+    code, lines, _ = run_cli(capsys, TABLE, *tables, *METHODS, "-o", out, *RAY)
+    assert code == 1 and len(list((out / STATE / "done").iterdir())) == 41  # not bad.csv
+    inodes = {p.name: p.stat().st_ino for p in out.glob("[!.]*")}
+    for stem in ("rows.row0", "rows.row33"):
+        (out / STATE / "done" / f"{stem}.json").unlink()
+    code, again, _ = run_cli(capsys, TABLE, *tables, *METHODS, "-o", out, *RAY)
+    assert code == 1 and comparable(again, out) == comparable(lines, out)
+    redone = {name for name, ino in inodes.items() if (out / name).stat().st_ino != ino}
+    assert redone == {f"{stem}.{method}.{kind}" for stem in ("rows.row0", "rows.row33")
+                      for method in ("gradient", "occlusion") for kind in ("npy", "csv", "png")}

@@ -181,3 +181,42 @@ def test_same_named_tables_in_two_folders_never_share_output_files(capsys, tmp_p
     for line in lines:
         scores = np.array([f["score"] for f in line["features"]], dtype=np.float32)
         np.testing.assert_array_equal(np.load(line["outputs"]["npy"]), scores)
+
+
+def test_a_table_run_resumes_row_by_row_and_adding_a_file_renames_nothing(capsys, tmp_path):
+    """The image runs' resume, per example: a rerun re-emits finished rows without touching
+    their files, redoes exactly the rows whose markers are gone, and the manifest keeps
+    every output name when a same-named file joins."""
+    from onnxpath.resume import STATE
+
+    names, rows = read_csv(ROWS)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        (tmp_path / folder / "x.csv").write_text(ROWS.read_text())
+    first, out = tmp_path / "a" / "x.csv", tmp_path / "out"
+    code, lines, _ = run_cli(capsys, MODEL, first, "-m", "gradient", "-o", out)
+    assert code == 0 and len(lines) == len(rows)
+    assert len(list((out / STATE / "done").iterdir())) == len(rows)
+    inodes = {p.name: p.stat().st_ino for p in out.glob("*.*")}
+
+    (out / STATE / "done" / "x.row2.json").unlink()
+    code, again, _ = run_cli(capsys, MODEL, first, "-m", "gradient", "-o", out)
+    assert code == 0
+    redone = {name for name, ino in inodes.items() if (out / name).stat().st_ino != ino}
+    assert redone == {"x.row2.gradient.npy", "x.row2.gradient.csv", "x.row2.gradient.png"}
+    strip = [{k: v for k, v in line.items() if k != "time_ms"} for line in lines]
+    assert [{k: v for k, v in line.items() if k != "time_ms"} for line in again] == strip
+    assert [line["time_ms"] for k, line in enumerate(again) if k != 2] == \
+        [line["time_ms"] for k, line in enumerate(lines) if k != 2]  # re-emitted as they were
+
+    code, both, _ = run_cli(capsys, MODEL, first, tmp_path / "b" / "x.csv", "-m", "gradient",
+                            "-o", out)
+    assert code == 0 and len(both) == 2 * len(rows)
+    assert both[:len(rows)] == again  # a/x.csv keeps its names and its finished lines
+    assert {Path(line["outputs"]["npy"]).name for line in both[len(rows):]} == \
+        {f"b_x.row{i}.gradient.npy" for i in range(len(rows))}
+
+    code, fresh, _ = run_cli(capsys, MODEL, first, "-m", "gradient", "-o", out, "--no-resume")
+    assert code == 0 and all((out / name).stat().st_ino != ino for name, ino in inodes.items()
+                             if name.startswith("x.row"))

@@ -144,13 +144,17 @@ def stream(ray, rows: list[dict], worker: type, kwargs: dict, cluster: Cluster, 
     context.enable_progress_bars = False
     if not debug:  # lost blocks are reported by us, as records
         logging.getLogger("ray.data").setLevel(logging.CRITICAL)
-    actors = cluster.actors
-    sizes = ({"size": actors} if isinstance(actors, int)
-             else {"min_size": actors[0], "max_size": actors[1]})
+    blocks = math.ceil(len(rows) / per_call)
+    # No more actors than blocks: an idle actor would load the model for nothing (and Ray
+    # Data warns about it).
+    low, high = (cluster.actors, cluster.actors) if isinstance(cluster.actors, int) \
+        else cluster.actors
+    low, high = min(low, blocks), min(high, blocks)
+    sizes = {"size": low} if low == high else {"min_size": low, "max_size": high}
     pool = ActorPoolStrategy(**sizes, max_tasks_in_flight_per_actor=1 if per_call == 1
                              else None)
     env = {k: v for k, v in os.environ.items() if k.startswith("ONNXPATH_")}
-    dataset = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / per_call))
+    dataset = ray.data.from_items(rows, override_num_blocks=blocks)
     with warnings.catch_warnings():
         # max_task_retries has no named parameter yet; ray_remote_args is its only way in.
         warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")

@@ -136,6 +136,16 @@ class Bundle:
                 self._tmp.unlink(missing_ok=True)
         return self.path
 
+    def add_from_files(self, records: list[dict]) -> None:
+        """Maps this process did not compute (another process wrote them, or a previous run):
+        read back from each record's .npy under --out, keyed by its name, as when computed."""
+        for record in records:
+            npy = record["outputs"].get("npy")
+            if record["error"] is None and npy is not None:
+                key = Path(npy).name.removesuffix(".npy")
+                record["outputs"].update(npz=str(self.path),
+                                         npz_key=self.add(key, read_npy(npy)))
+
     def discard(self) -> None:
         if self._zip is not None:
             self._zip.close()

@@ -30,7 +30,7 @@ from .inputs import output_stems
 from .io.tensors import load_npz
 from .job import TOP, Job, top_classes
 from .methods import METHODS, effective_params
-from .outputs import Bundle, read_npy, save_npy, save_png
+from .outputs import Bundle, save_npy, save_png
 from .progress import Progress
 from .render import overlay, reduce_channels, side_by_side
 from .resume import RunState, job_fingerprint
@@ -174,14 +174,8 @@ class Pipeline:
 
     def bundle_from_files(self, records: list[dict]) -> None:
         """--npz with maps this process did not compute: read them back from --out."""
-        if self._bundle is None:
-            return
-        for record in records:
-            npy = record["outputs"].get("npy")
-            if record["error"] is None and npy is not None:
-                key = Path(npy).name.removesuffix(".npy")
-                record["outputs"].update(npz=str(self._bundle.path),
-                                         npz_key=self._bundle.add(key, read_npy(npy)))
+        if self._bundle is not None:
+            self._bundle.add_from_files(records)
 
     # --- one chunk -------------------------------------------------------------------------
 

@@ -269,7 +269,7 @@ def attribute(
             return cli_run(explainer, paths, methods, target_index, options, label_names,
                            fallback, out, text, tokenizer, features, sample_rate, token_reduce,
                            debug, quiet, top_k, None if page is None else page.add, ray,
-                           resume)
+                           resume, npz)
     if not paths:
         raise UsageError("no inputs found (give images, .npy files, folders, globs or -)")
     if len(explainer.input_shape) == 4 and any(p.suffix.lower() not in (".npy", ".npz")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UsageError
 from ..explainer import Explainer
 from ..io import Example
 from ..io.run import ModalJob, ModalRun
@@ -58,31 +59,36 @@ class RayModalRun(ModalRun):
         self.worker = {**worker, "pad_id": explainer.pad_id,
                        # Read on the driver, and resumed there: the workers get examples to
                        # explain, never files, text or markers.
-                       "job": replace(job, tokenizer=None, text=None, resume=False)}
+                       "job": replace(job, tokenizer=None, text=None, resume=False, npz=None)}
         self.cluster = cluster
 
     def run(self, paths: Sequence[Path]) -> int:
         units = list(self.units(paths))
-        in_order = InOrder(range(len(units)), lambda k, records: self.deliver(records))
+        in_order = InOrder(range(len(units)), self.deliver_at)
 
         def arrive(k: int, records: list[dict]) -> None:
             self.mark(units[k], records)  # at once: the worker wrote its files
-            in_order.add(k, records)
+            in_order.add(k, records, True)
 
         rows = []
-        for k, unit in enumerate(units):
-            done = self.finished(unit) if isinstance(unit, Example) else unit
-            if done is None:
-                rows.append({"position": k, "example": pickle.dumps(unit)})
-            else:  # an unreadable input's error records, or an example finished before
-                in_order.add(k, done)
-        if rows:
-            lost = on_actors(rows, ModalBatch, self.worker, self.cluster,
-                             self.cluster.rows_per_call, arrive, self.note, self.debug)
-            for k in lost:
-                in_order.add(k, [self.record(units[k].name, m, WORKER_DIED)
-                                 for m in self.job.methods])
+        with self.bundled():
+            for k, unit in enumerate(units):
+                if not isinstance(unit, Example):
+                    in_order.add(k, unit, False)  # an unreadable input's error records
+                elif (done := self.finished(unit)) is not None:
+                    in_order.add(k, done, True)
+                else:
+                    rows.append({"position": k, "example": pickle.dumps(unit)})
+            if rows:
+                lost = on_actors(rows, ModalBatch, self.worker, self.cluster,
+                                 self.cluster.rows_per_call, arrive, self.note, self.debug)
+                for k in lost:
+                    in_order.add(k, [self.record(units[k].name, m, WORKER_DIED)
+                                     for m in self.job.methods], False)
         return self.failures
+
+    def deliver_at(self, position: int, records: list[dict], from_files: bool) -> None:
+        self.deliver(records, from_files)
 
 
 def run_ray_modal(model: str | os.PathLike, paths: Sequence[Path], job: ModalJob,
@@ -95,6 +101,8 @@ def run_ray_modal(model: str | os.PathLike, paths: Sequence[Path], job: ModalJob
     `explainer`, on the driver, reads the inputs. While it runs, sys.stdout is stderr."""
     cluster = cluster or Cluster()
     cluster.check(device)
+    if job.npz is not None and job.out is None:
+        raise UsageError("--npz with --engine ray reads the maps back from --out: give --out")
     ray = import_ray()
     worker = {"model": os.path.abspath(model), "device": device,
               "threads": threads or max(1, int(cluster.cpus_per_actor)), "cache": cache,

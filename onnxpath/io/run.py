@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from ..inputs import output_stems
 from ..job import TOP, top_classes
 from ..methods import METHODS, effective_params
 from ..model import data_inputs
-from ..outputs import save_npy, save_png, write_atomic
+from ..outputs import Bundle, save_npy, save_png, write_atomic
 from ..resume import RunState, job_fingerprint
 from ..wrt import FLOAT_TYPES, find_embedding
 from . import Example, series, table, text
@@ -47,6 +48,7 @@ class ModalJob:
     sample_rate: int | None = None
     token_reduce: str = "sum"
     resume: bool = True  # with `out`: skip examples a previous run of this job finished
+    npz: Path | None = None  # every map also in one .npz
 
 
 def is_text_model(explainer: Explainer) -> bool:
@@ -96,17 +98,31 @@ class ModalRun:
         # Resume as for images, an example at a time: OUT/.onnxpath/done/<stem>.json
         self.state = (RunState(job.out, job_fingerprint(explainer.model_digest(), job))
                       if job.out is not None and job.resume else None)
+        self.bundle: Bundle | None = None  # --npz, open while `run` runs
 
     def run(self, paths: Sequence[Path]) -> int:
-        for unit in self.units(paths):
-            if isinstance(unit, Example):
-                done = self.finished(unit)
-                if done is None:
-                    done = self.explain(unit)
-                    self.mark(unit, done)
-                unit = done
-            self.deliver(unit)
+        with self.bundled():
+            for unit in self.units(paths):
+                if not isinstance(unit, Example):
+                    self.deliver(unit)  # an unreadable input's error records
+                elif (done := self.finished(unit)) is not None:
+                    self.deliver(done, from_files=True)
+                else:
+                    records = self.explain(unit)
+                    self.mark(unit, records)
+                    self.deliver(records)
         return self.failures
+
+    @contextmanager
+    def bundled(self):
+        """--npz for the run: written whole at the end, also after an error or Ctrl-C (then
+        with every finished map)."""
+        self.bundle = Bundle(self.job.npz) if self.job.npz is not None else None
+        try:
+            yield
+        finally:
+            if self.bundle is not None:
+                self.bundle.close()
 
     def finished(self, example: Example) -> list[dict] | None:
         """The records of an example a previous run of this job finished, if any."""
@@ -137,9 +153,12 @@ class ModalRun:
                 continue
             yield from examples
 
-    def deliver(self, records: list[dict]) -> None:
+    def deliver(self, records: list[dict], from_files: bool = False) -> None:
         """One example's (or unreadable input's) records: printed, and counted once as a
-        failure if any of them is an error line."""
+        failure if any of them is an error line. `from_files`: their maps are only under
+        --out (a previous run or a worker wrote them), so --npz reads them back."""
+        if from_files and self.bundle is not None:
+            self.bundle.add_from_files(records)
         for record in records:
             self.emit(record)
         self.failures += any(record["error"] is not None for record in records)
@@ -222,6 +241,8 @@ class ModalRun:
         out, outputs = self.job.out, record["outputs"]
         if out is not None:
             outputs["npy"] = str(save_npy(out / f"{base}.npy", raw))
+        if self.bundle is not None:
+            outputs["npz"], outputs["npz_key"] = str(self.bundle.path), self.bundle.add(base, raw)
         if example.kind == "text":
             per_token = reduce_features(raw[None], self.job.token_reduce)[0]
             record["tokens"] = text.tokens_field(example.tokens, per_token)
@@ -265,7 +286,7 @@ def cli_run(explainer: Explainer, paths: Sequence[Path], methods, target, option
             fallback, out, text_value, tokenizer_path, features_path, sample_rate,
             token_reduce, debug: bool, quiet: bool, top_k: int | None = None,
             also: Callable[[dict], None] | None = None, ray: dict | None = None,
-            resume: bool = True) -> int:
+            resume: bool = True, npz: Path | None = None) -> int:
     """`onnxpath attribute` for tables, series and text: exit status 0 or 1. `also` sees
     every record after it is printed (the --report page). `ray`: run on Ray, with these
     arguments of `run_ray_modal` (model, cluster, device, threads, cache, provider_options)."""
@@ -277,7 +298,7 @@ def cli_run(explainer: Explainer, paths: Sequence[Path], methods, target, option
     tokenizer = text.load_tokenizer(tokenizer_path) if tokenizer_path is not None else None
     names = table.read_names(features_path) if features_path is not None else None
     job = ModalJob(methods, target, top_k, options, labels, fallback, out, tokenizer,
-                   text_value, names, sample_rate, token_reduce, resume)
+                   text_value, names, sample_rate, token_reduce, resume, npz)
     stdout = sys.stdout  # bound now: Ray's run sends sys.stdout to stderr
 
     def sink(record: dict) -> None:

@@ -141,3 +141,21 @@ def test_resume_on_ray_redoes_exactly_the_rows_without_markers(capsys, tmp_path,
     redone = {name for name, ino in inodes.items() if (out / name).stat().st_ino != ino}
     assert redone == {f"{stem}.{method}.{kind}" for stem in ("rows.row0", "rows.row33")
                       for method in ("gradient", "occlusion") for kind in ("npy", "csv", "png")}
+
+
+def test_npz_on_ray_reads_the_workers_maps_back_from_out(capsys, tmp_path, tables):
+    plain_npz, ray_npz = tmp_path / "plain.npz", tmp_path / "ray.npz"
+    code, plain, _ = run_cli(capsys, TABLE, *tables, *METHODS, "-o", tmp_path / "plain",
+                             "--npz", plain_npz)
+    code_ray, lines, _ = run_cli(capsys, TABLE, *tables, *METHODS, "-o", tmp_path / "ray",
+                                 "--npz", ray_npz, *RAY)
+    assert code == code_ray == 1
+    with np.load(plain_npz) as expected, np.load(ray_npz) as got:
+        assert len(got.files) == 2 * 41 and sorted(got.files) == sorted(expected.files)
+        for key in expected.files:
+            np.testing.assert_array_equal(got[key], expected[key])
+    assert [line["outputs"].get("npz_key") for line in lines] == \
+        [line["outputs"].get("npz_key") for line in plain]
+
+    code, lines, err = run_cli(capsys, TABLE, *tables, "--npz", ray_npz, *RAY)
+    assert code == 2 and lines == [] and "give --out" in err and "Traceback" not in err

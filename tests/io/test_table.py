@@ -220,3 +220,29 @@ def test_a_table_run_resumes_row_by_row_and_adding_a_file_renames_nothing(capsys
     code, fresh, _ = run_cli(capsys, MODEL, first, "-m", "gradient", "-o", out, "--no-resume")
     assert code == 0 and all((out / name).stat().st_ino != ino for name, ino in inodes.items()
                              if name.startswith("x.row"))
+
+
+def test_npz_collects_every_row_map_also_from_a_resumed_run(capsys, tmp_path):
+    """--npz was silently ignored for tables; now each record names its member, which equals
+    the map written beside it, also for rows re-emitted from a previous run's markers."""
+    from onnxpath.resume import STATE
+
+    out, npz = tmp_path / "out", tmp_path / "maps.npz"
+    code, lines, _ = run_cli(capsys, MODEL, ROWS, "-m", "gradient,occlusion", "-o", out,
+                             "--npz", npz)
+    assert code == 0 and len(lines) == 8
+
+    def check(records):
+        with np.load(npz) as bundle:
+            assert sorted(bundle.files) == sorted(r["outputs"]["npz_key"] for r in records)
+            for record in records:
+                assert record["outputs"]["npz"] == str(npz)
+                np.testing.assert_array_equal(bundle[record["outputs"]["npz_key"]],
+                                              np.load(record["outputs"]["npy"]))
+
+    check(lines)
+    (out / STATE / "done" / "customers.row1.json").unlink()
+    code, again, _ = run_cli(capsys, MODEL, ROWS, "-m", "gradient,occlusion", "-o", out,
+                             "--npz", npz)
+    assert code == 0 and len(again) == 8
+    check(again)  # three rows read back from --out, one computed again

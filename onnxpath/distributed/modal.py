@@ -6,23 +6,20 @@ handled as for images (`on_actors`).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pickle
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
 from ..explainer import Explainer
 from ..io import Example
 from ..io.run import ModalJob, ModalRun
 from .batch import kill_if_asked, worker_explainer
-from .ray_engine import WORKER_DIED, Cluster, InOrder, connect, import_ray, on_actors
+from .ray_engine import WORKER_DIED, Cluster, InOrder, check, on_actors, on_ray, worker_arguments
 
 
 class ModalBatch:
@@ -100,18 +97,8 @@ def run_ray_modal(model: str | os.PathLike, paths: Sequence[Path], job: ModalJob
     """`run_ray` for tables, series and text: how many examples (or unreadable inputs) failed.
     `explainer`, on the driver, reads the inputs. While it runs, sys.stdout is stderr."""
     cluster = cluster or Cluster()
-    cluster.check(device)
-    if job.npz is not None and job.out is None:
-        raise UsageError("--npz with --engine ray reads the maps back from --out: give --out")
-    ray = import_ray()
-    worker = {"model": os.path.abspath(model), "device": device,
-              "threads": threads or max(1, int(cluster.cpus_per_actor)), "cache": cache,
-              "provider_options": provider_options, "cwd": os.getcwd(),
-              "intake": explainer.intake_options()}
-    with contextlib.redirect_stdout(sys.stderr):
-        started = connect(ray, cluster.address, debug)
-        try:
-            return RayModalRun(explainer, job, emit, worker, cluster, debug).run(paths)
-        finally:
-            if started:
-                ray.shutdown()
+    check(job, cluster, device)
+    worker = worker_arguments(model, explainer, cluster, device, threads, cache,
+                              provider_options)
+    with on_ray(cluster, debug):
+        return RayModalRun(explainer, job, emit, worker, cluster, debug).run(paths)

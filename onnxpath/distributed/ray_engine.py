@@ -228,25 +228,45 @@ def run_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike], job: J
     serves for planning only: its model digest keys the resume markers. While it runs,
     sys.stdout is stderr."""
     cluster = cluster or Cluster()
+    check(job, cluster, device)
+    explainer = explainer or Explainer(model, cache=cache)
+    worker = {**worker_arguments(model, explainer, cluster, device, threads, cache,
+                                 provider_options), "job": job}
+    with on_ray(cluster, debug):
+        pipeline = RayPipeline(explainer, job, emit, worker, cluster, progress, debug)
+        return pipeline.run([as_location(p) for p in paths])
+
+
+def check(job, cluster: Cluster, device: str) -> None:
+    """What either engine refuses before anything starts."""
     if job.npz is not None and job.out is None:
         raise UsageError("--npz with --engine ray reads the maps back from --out: give --out")
     cluster.check(device)
+
+
+def worker_arguments(model: str | os.PathLike, explainer: Explainer, cluster: Cluster,
+                     device: str, threads: int | None, cache: bool,
+                     provider_options: dict[str, str] | None) -> dict:
+    """The constructor arguments every actor gets, besides its job."""
+    return {"model": os.path.abspath(model), "device": device,
+            # ONNX Runtime ignores OMP_NUM_THREADS and would take every core in every actor
+            "threads": threads or max(1, int(cluster.cpus_per_actor)), "cache": cache,
+            "provider_options": provider_options, "cwd": os.getcwd(),
+            # --output, --wrt, --target-index, --region: the driver's choice, made once
+            "intake": explainer.intake_options()}
+
+
+@contextlib.contextmanager
+def on_ray(cluster: Cluster, debug: bool):
+    """Connected to (or running) a Ray cluster, with sys.stdout sent to stderr: Ray forwards
+    workers' stdout, and some of its own messages, to the driver's sys.stdout, where they
+    would mix with the JSON lines. `emit` must therefore not look up sys.stdout when it is
+    called (the CLI binds its stream beforehand)."""
     ray = import_ray()
-    explainer = explainer or Explainer(model, cache=cache)
-    worker = {"model": os.path.abspath(model), "job": job, "device": device,
-              # ONNX Runtime ignores OMP_NUM_THREADS and would take every core in every actor
-              "threads": threads or max(1, int(cluster.cpus_per_actor)), "cache": cache,
-              "provider_options": provider_options, "cwd": os.getcwd(),
-              # --output, --wrt, --target-index, --region: the driver's choice, made once
-              "intake": explainer.intake_options()}
-    # Ray forwards workers' stdout, and some of its own messages, to the driver's sys.stdout,
-    # where they would mix with the JSON lines: send them to stderr. `emit` must therefore
-    # not look up sys.stdout when it is called (the CLI binds its stream beforehand).
     with contextlib.redirect_stdout(sys.stderr):
         started = connect(ray, cluster.address, debug)
         try:
-            pipeline = RayPipeline(explainer, job, emit, worker, cluster, progress, debug)
-            return pipeline.run([as_location(p) for p in paths])
+            yield
         finally:
             if started:
                 ray.shutdown()

@@ -1,5 +1,5 @@
 """Build the exporter corpus: `python -m tests.exporters.build SOURCE...` from the repository
-root, each SOURCE in the environment that has its exporter (see README, "Tested exporters"):
+root, each SOURCE in the environment that has its exporter (see docs/exporters.md):
 
   torch, transformers, sklearn   the project's venv plus scikit-learn, skl2onnx, transformers
   keras                          a venv with tensorflow-cpu 2.15 and tf2onnx (onnx 1.15)

@@ -1,4 +1,5 @@
-"""The corpus checks, shared by test_corpus.py and table.py (which prints the README's table).
+"""The corpus checks, shared by test_corpus.py and table.py (which prints the table
+in docs/exporters.md).
 
 Correct means: within twice float32's own error of the float64 reference (the source framework
 run in float32, stored with the case), with a floor of FLOOR for ONNX Runtime's own float32

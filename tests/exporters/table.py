@@ -1,4 +1,4 @@
-"""Print the README's "Tested exporters" table from the corpus, each model checked now:
+"""Print docs/exporters.md's "Tested exporters" table from the corpus, each model checked now:
 `python -m tests.exporters.table`."""
 
 from __future__ import annotations

@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _models import export, randomise_batchnorm, resnet18, resnet50  # noqa: E402
 
-from onnxpath.engine import GradientEngine, cut_at  # noqa: E402
-from onnxpath.model import normalise  # noqa: E402
-from onnxpath.runtime import make_session  # noqa: E402
+from onnxpath.engine.gradient import GradientEngine, cut_at  # noqa: E402
+from onnxpath.intake.model import normalise  # noqa: E402
+from onnxpath.ort.sessions import make_session  # noqa: E402
 
 
 def best_of(fn, repeats: int) -> float:

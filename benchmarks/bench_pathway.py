@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _models import export, randomise_batchnorm, resnet18, resnet50  # noqa: E402
 
 from onnxpath.explainer import Explainer  # noqa: E402
-from onnxpath.learned_gates import learned_gates  # noqa: E402
 from onnxpath.methods.pathway import critical_pathway, pathway, pathway_gradient  # noqa: E402
-from onnxpath.pathways import contributions, masked_network  # noqa: E402
-from onnxpath.selection import select  # noqa: E402
+from onnxpath.pathways.learned_gates import learned_gates  # noqa: E402
+from onnxpath.pathways.network import contributions, masked_network  # noqa: E402
+from onnxpath.pathways.selection import select  # noqa: E402
 
 
 def export_model(model, path: Path) -> float:

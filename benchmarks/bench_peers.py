@@ -239,7 +239,7 @@ def rise_pairs(args, folder: Path) -> list[Pair]:
         return []
     import onnxruntime as ort
 
-    from onnxpath.runtime import providers_for, session_options
+    from onnxpath.ort.sessions import providers_for, session_options
     path = Path(dianna.__file__).parent / "models" / "mnist_model_tf.onnx"
     explainer = Explainer(mnist_nchw(path, folder / "mnist_nchw.onnx"), device=args.device,
                           threads=args.threads, cache=False)

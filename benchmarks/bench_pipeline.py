@@ -91,7 +91,8 @@ def cli(model: Path, inputs: list[str], cache: Path, extra: list[str]) -> tuple[
 def warm_call(model: Path, image: Path, method: str, cache: Path, repeats: int) -> float:
     """Median seconds of Explainer.attribute on one preprocessed image, sessions warm."""
     from onnxpath import Explainer
-    from onnxpath.imaging import load_input, preset_for
+    from onnxpath.io.image import load_input
+    from onnxpath.io.preprocess import preset_for
 
     explainer = Explainer(model, cache=cache)
     x, _ = load_input(image, explainer.input_shape, preset_for(explainer.input_shape,

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import onnxpath.runtime as runtime  # noqa: E402
+import onnxpath.ort.sessions as runtime  # noqa: E402
 from onnxpath.explainer import Explainer  # noqa: E402
 
 PROFILE = {"on": False, "dir": tempfile.mkdtemp(prefix="ortprof-")}

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from onnxpath.explainer import Explainer  # noqa: E402
 from onnxpath.methods.pathway import critical_pathway, pathway_gradient  # noqa: E402
-from onnxpath.surgery import bake_pathway  # noqa: E402
+from onnxpath.pathways.surgery import bake_pathway  # noqa: E402
 from tests.pathways.reference import (  # noqa: E402
     TinyResNet,
     TinyVGG,

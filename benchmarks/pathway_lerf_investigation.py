@@ -42,10 +42,10 @@ from real_imagenet import load_inputs, summary  # noqa: E402
 
 from onnxpath.evaluate import perturbation  # noqa: E402
 from onnxpath.explainer import Explainer  # noqa: E402
+from onnxpath.io.render import reduce_channels  # noqa: E402
 from onnxpath.methods.pathway import pathway_gradient  # noqa: E402
-from onnxpath.pathways import Pathway, contributions, masked_network  # noqa: E402
-from onnxpath.render import reduce_channels  # noqa: E402
-from onnxpath.selection import select  # noqa: E402
+from onnxpath.pathways.network import Pathway, contributions, masked_network  # noqa: E402
+from onnxpath.pathways.selection import select  # noqa: E402
 
 KEYS = {
     "signed-maxabs": lambda raw: reduce_channels(raw),

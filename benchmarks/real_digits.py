@@ -33,8 +33,9 @@ from onnxpath.evaluate import Settings, evaluate  # noqa: E402
 from onnxpath.evaluate.plot import Line, line_plot, write_plots  # noqa: E402
 from onnxpath.evaluate.report import mean_sem  # noqa: E402
 from onnxpath.explainer import Explainer  # noqa: E402
-from onnxpath.imaging import preset_for, to_tensor  # noqa: E402
-from onnxpath.outputs import save_png  # noqa: E402
+from onnxpath.io.image import to_tensor  # noqa: E402
+from onnxpath.io.outputs import save_png  # noqa: E402
+from onnxpath.io.preprocess import preset_for  # noqa: E402
 
 METHODS = ["pathway", "gradient", "input-x-gradient", "integrated-gradients",
            "guided-backprop", "gradcam"]

@@ -57,16 +57,17 @@ from onnxpath.evaluate.plot import TITLES, Line, line_plot  # noqa: E402
 from onnxpath.evaluate.report import mean_sem  # noqa: E402
 from onnxpath.evaluate.runner import attribute, heat_maps  # noqa: E402
 from onnxpath.explainer import Explainer  # noqa: E402
-from onnxpath.imaging import preset_for, read_image, to_tensor  # noqa: E402
+from onnxpath.io.image import read_image, to_tensor  # noqa: E402
+from onnxpath.io.outputs import save_png  # noqa: E402
+from onnxpath.io.preprocess import preset_for  # noqa: E402
 from onnxpath.methods.pathway import pathway_gradient  # noqa: E402
-from onnxpath.outputs import save_png  # noqa: E402
-from onnxpath.pathways import (  # noqa: E402
+from onnxpath.pathways.network import (  # noqa: E402
     Pathway,
     contributions,
     masked_network,
     output_change,
 )
-from onnxpath.selection import select  # noqa: E402
+from onnxpath.pathways.selection import select  # noqa: E402
 
 METHODS = ("pathway", "gradient", "input-x-gradient", "integrated-gradients",
            "guided-backprop", "gradcam")

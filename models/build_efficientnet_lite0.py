@@ -39,7 +39,8 @@ from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from onnxpath.imaging import from_json, to_tensor  # noqa: E402
+from onnxpath.io.image import to_tensor  # noqa: E402
+from onnxpath.io.preprocess import from_json  # noqa: E402
 
 PREPROCESS = {"size": [224, 224], "resize": 256, "crop": True, "resample": "bicubic",
               "scale": 1.0, "mean": [127.0] * 3, "std": [128.0] * 3, "bgr": False,

@@ -33,7 +33,8 @@ from torch import nn
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from onnxpath.imaging import from_json, to_tensor  # noqa: E402
+from onnxpath.io.image import to_tensor  # noqa: E402
+from onnxpath.io.preprocess import from_json  # noqa: E402
 
 SEED = 0
 HELDOUT = 597

@@ -8,8 +8,8 @@ Writes, next to this file:
   shapes_preprocess.json    Hugging Face preprocessor_config.json style preprocessing
   samples/<class>_0.png     one held-out scene per class, masks in sample_masks/
 
-Everything is seeded: the data come from ``onnxpath.shapes`` with fixed seeds, and torch runs on a
-fixed number of CPU threads, so a rerun on the same software gives the same model.
+Everything is seeded: the data come from ``onnxpath.evaluate.scenes`` with fixed seeds, and torch
+runs on a fixed number of CPU threads, so a rerun on the same software gives the same model.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from torch import nn
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from onnxpath import shapes  # noqa: E402
-from onnxpath.shapes import CLASSES  # noqa: E402
+from onnxpath.evaluate import scenes as shapes  # noqa: E402
+from onnxpath.evaluate.scenes import CLASSES  # noqa: E402
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

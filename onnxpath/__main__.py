@@ -1,3 +1,3 @@
-from .cli import run
+from onnxpath.cli import run
 
 run()

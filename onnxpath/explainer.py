@@ -11,23 +11,30 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .autodiff import missing_rules
-from .batching import fastest_batch
-from .cache import SessionCache, bytes_digest, entry_key, file_digest
-from .engine import GradientEngine
-from .errors import (
+from onnxpath.autodiff import missing_rules
+from onnxpath.engine.batching import fastest_batch
+from onnxpath.engine.cache import SessionCache, bytes_digest, entry_key, file_digest
+from onnxpath.engine.gradient import GradientEngine
+from onnxpath.errors import (
     InputError,
     NotDifferentiableError,
     UnsupportedOpError,
     UsageError,
     stage,
 )
-from .explanation import Explanation, softmax
-from .intake.cut import default_input
-from .methods import METHODS, Attribution, options_for
-from .model import Intake, ModelInfo, data_inputs, declared_shape, load_model, normalise
-from .runtime import make_session, providers_for, run_session
-from .wrt import embedding_defaults
+from onnxpath.explanation import Explanation, softmax
+from onnxpath.intake.cut import default_input
+from onnxpath.intake.model import (
+    Intake,
+    ModelInfo,
+    data_inputs,
+    declared_shape,
+    load_model,
+    normalise,
+)
+from onnxpath.intake.wrt import embedding_defaults
+from onnxpath.methods import METHODS, Attribution, options_for
+from onnxpath.ort.sessions import make_session, providers_for, run_session
 
 INTEGER_KINDS = "iub"
 

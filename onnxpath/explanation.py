@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import UsageError
+from onnxpath.errors import UsageError
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

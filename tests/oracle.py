@@ -18,9 +18,9 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxpath.autodiff import SEED, grad_name, gradient_graph
-from onnxpath.engine import GradientEngine, one_hot
-from onnxpath.model import normalise
-from onnxpath.runtime import make_session
+from onnxpath.engine.gradient import GradientEngine, one_hot
+from onnxpath.intake.model import normalise
+from onnxpath.ort.sessions import make_session
 
 TOLERANCE = 1e-4
 COSINE_FLOOR = 0.9999

@@ -9,9 +9,9 @@ from collections.abc import Mapping, Sequence
 import onnx
 from onnx import helper
 
-from ..errors import ModelError, UnsupportedOpError
-from .builder import GraphBuilder, Node
-from .rules import RULES, Rule
+from onnxpath.autodiff.builder import GraphBuilder, Node
+from onnxpath.autodiff.rules import RULES, Rule
+from onnxpath.errors import ModelError, UnsupportedOpError
 
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
                onnx.TensorProto.BFLOAT16}

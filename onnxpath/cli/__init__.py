@@ -12,8 +12,8 @@ import warnings
 
 import typer
 
-from .. import errors
-from ..errors import OnnxPathError, unexpected
+from onnxpath import errors
+from onnxpath.errors import OnnxPathError, unexpected
 
 app = typer.Typer(
     name="onnxpath",
@@ -32,7 +32,7 @@ def _root() -> None:
     """Explain ONNX image classifiers as deployed. See `onnxpath COMMAND --help`."""
 
 
-from . import (  # noqa: E402,F401,I001
+from onnxpath.cli import (  # noqa: E402,F401,I001
     attribute,  # noqa: E402,F401  (each command module registers itself on `app`)
     cache,
     check_grad,

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import UsageError
-from ..explainer import Explainer
-from ..imaging import Preprocess, load_input, resolve_preprocess
-from ..io.tensors import load_npz
+from onnxpath.errors import UsageError
+from onnxpath.explainer import Explainer
+from onnxpath.io.image import load_input
+from onnxpath.io.preprocess import Preprocess, resolve_preprocess
+from onnxpath.io.tensors import load_npz
 
 
 def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:

@@ -1,5 +1,5 @@
 """`onnxpath attribute`: one JSON line per input and method on stdout, maps and overlays in
---out. The loop itself is `onnxpath.pipeline`; this module parses options."""
+--out. The loop itself is `onnxpath.run.loop`; this module parses options."""
 
 from __future__ import annotations
 
@@ -9,21 +9,10 @@ from pathlib import Path
 
 import typer
 
-from ..errors import UsageError
-from ..imaging import model_size
-from ..inputs import expand_inputs
-from ..job import Job, Style, parse_target
-from ..labels import model_labels, read_labels
-from ..methods import METHODS
-from ..outputs import check_writable
-from ..pipeline import Pipeline
-from ..progress import Progress
-from ..relu_family import RELU_FAMILY
-from ..render import COLORMAPS, NORMALISATIONS, REDUCTIONS
-from ..storage import location
-from . import app
-from . import options as shared
-from ._common import (
+from onnxpath.autodiff.relu_family import RELU_FAMILY
+from onnxpath.cli import app
+from onnxpath.cli import options as shared
+from onnxpath.cli._common import (
     build_preprocess,
     emit,
     make_explainer,
@@ -31,6 +20,17 @@ from ._common import (
     parse_scale,
     parse_size,
 )
+from onnxpath.errors import UsageError
+from onnxpath.io.image import model_size
+from onnxpath.io.inputs import expand_inputs
+from onnxpath.io.labels import model_labels, read_labels
+from onnxpath.io.outputs import check_writable
+from onnxpath.io.render import COLORMAPS, NORMALISATIONS, REDUCTIONS
+from onnxpath.io.storage import location
+from onnxpath.methods import METHODS
+from onnxpath.run.job import Job, Style, parse_target
+from onnxpath.run.loop import Pipeline
+from onnxpath.run.progress import Progress
 
 __all__ = ["attribute", "build_preprocess", "parse_floats", "parse_size"]
 
@@ -241,7 +241,7 @@ def attribute(
                             parse_floats(std, "--std"), config=preprocess, resize=resize,
                             crop=crop, scale=parse_scale(scale), bgr=bgr, layout=layout,
                             gray=gray)
-    from .pathway import pathway_options
+    from onnxpath.cli.pathway import pathway_options
     given = dict(steps=steps, rule=rule, baseline=baseline, samples=samples, noise=noise,
                  internal_batch_size=internal_batch_size, variant=variant, seed=seed,
                  layer=layer, relu=relu, window=window, stride=stride, fill=fill, masks=masks,
@@ -257,7 +257,7 @@ def attribute(
             raise UsageError(f"--npz must be a local file, got '{npz}' (use --out for URLs)")
         check_writable(npz.parent, "--npz")
     paths = expand_inputs(inputs or [], exclude=[out] if isinstance(out, Path) else [])
-    from ..io.run import cli_run, uses_modal_loop
+    from onnxpath.run.modal import cli_run, uses_modal_loop
     if uses_modal_loop(explainer, paths, text is not None or tokenizer is not None):
         note = None if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
         ray = None if engine == "local" else dict(
@@ -282,7 +282,7 @@ def attribute(
     with report_page(report, report_every, report_at_end, model, methods, style,
                      progress.note) as page:
         if engine == "ray":
-            from ..distributed import run_ray
+            from onnxpath.run.ray_engine import run_ray
             stdout = sys.stdout  # Ray prints its workers' output on the driver's sys.stdout
 
             def ray_sink(record):
@@ -308,7 +308,7 @@ def attribute(
 def ray_cluster(address: str | None, actors: str, cpus_per_actor: float,
                 gpus_per_actor: float):
     """The --engine ray pool. Imported here, not at the top: the plain CLI never imports it."""
-    from ..distributed import Cluster, parse_actors
+    from onnxpath.run.ray_engine import Cluster, parse_actors
     return Cluster(address, parse_actors(actors), cpus_per_actor, gpus_per_actor)
 
 
@@ -320,7 +320,7 @@ def report_page(target: str | None, every: int, at_end: bool, model: Path, metho
     if target is None:
         yield None
         return
-    from ..report import AttributeReport
+    from onnxpath.report import AttributeReport
 
     if every < 1:
         raise UsageError(f"--report-every must be at least 1, got {every}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from ..cache import SessionCache
-from . import app
+from onnxpath.cli import app
+from onnxpath.engine.cache import SessionCache
 
 
 @app.command()

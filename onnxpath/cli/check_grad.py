@@ -7,9 +7,12 @@ from pathlib import Path
 
 import typer
 
-from ..errors import UsageError
-from ..explainer import Explainer
-from ..gradcheck import (
+from onnxpath.cli import app
+from onnxpath.cli._common import load_example, parse_size
+from onnxpath.errors import UsageError
+from onnxpath.explainer import Explainer
+from onnxpath.io.preprocess import preset_for
+from onnxpath.tools.gradcheck import (
     DEFAULT_DIRECTIONS,
     DEFAULT_EPS,
     DEFAULT_TOLERANCE,
@@ -17,9 +20,6 @@ from ..gradcheck import (
     check_gradient,
     random_input,
 )
-from ..imaging import preset_for
-from . import app
-from ._common import load_example, parse_size
 
 
 @app.command("check-grad")

@@ -16,20 +16,21 @@ import numpy as np
 import typer
 from PIL import Image
 
-from ..errors import InputError, UsageError
-from ..evaluate import METRICS, Settings, evaluate
-from ..evaluate.localisation import shapes_scenes
-from ..evaluate.perturbation import RANKS
-from ..evaluate.plot import write_plots
-from ..evaluate.runner import MASK_METRICS, check_methods, check_metrics
-from ..explainer import Explainer
-from ..imaging import IMAGE_SUFFIXES, Preprocess, load_input, model_size, to_tensor
-from ..inputs import expand_inputs
-from ..methods import METHODS
-from ..outputs import write_atomic
-from . import app
-from . import options as shared
-from ._common import build_preprocess, parse_floats, parse_scale, parse_size
+from onnxpath.cli import app
+from onnxpath.cli import options as shared
+from onnxpath.cli._common import build_preprocess, parse_floats, parse_scale, parse_size
+from onnxpath.errors import InputError, UsageError
+from onnxpath.evaluate import METRICS, Settings, evaluate
+from onnxpath.evaluate.localisation import shapes_scenes
+from onnxpath.evaluate.perturbation import RANKS
+from onnxpath.evaluate.plot import write_plots
+from onnxpath.evaluate.runner import MASK_METRICS, check_methods, check_metrics
+from onnxpath.explainer import Explainer
+from onnxpath.io.image import load_input, model_size, to_tensor
+from onnxpath.io.inputs import expand_inputs
+from onnxpath.io.outputs import write_atomic
+from onnxpath.io.preprocess import IMAGE_SUFFIXES, Preprocess
+from onnxpath.methods import METHODS
 
 
 def parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
@@ -267,7 +268,7 @@ def evaluate_command(
     if json_path is not None:
         write_atomic(json_path, (json.dumps(report.as_json(), indent=1) + "\n").encode())
     if report_path is not None:
-        from ..report import write_evaluate_report
+        from onnxpath.report import write_evaluate_report
         page = write_evaluate_report(report_path, report.as_json(), {"model": model.name},
                                      report.cascade)
         if progress:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import typer
 
-from ..explainer import Explainer
-from ..exporting import gradient_export, save_model, signature, signature_text
-from . import app
-from ._common import parse_size
+from onnxpath.cli import app
+from onnxpath.cli._common import parse_size
+from onnxpath.explainer import Explainer
+from onnxpath.tools.export import gradient_export, save_model, signature, signature_text
 
 
 @app.command("export")

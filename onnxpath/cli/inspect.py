@@ -7,10 +7,10 @@ from pathlib import Path
 
 import typer
 
-from ..inspection import inspect_model
-from ..relu_family import RELU_FAMILY
-from . import app
-from ._common import parse_size
+from onnxpath.autodiff.relu_family import RELU_FAMILY
+from onnxpath.cli import app
+from onnxpath.cli._common import parse_size
+from onnxpath.tools.inspect import inspect_model
 
 
 @app.command("inspect")

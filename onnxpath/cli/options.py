@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ..imaging import PRESETS
+from onnxpath.io.preprocess import PRESETS
 
 PRESET = typer.Option(None, "--preset", help=f"Preprocessing preset: {', '.join(PRESETS)} "
                       "(default: the model's metadata, else imagenet for 3x224x224 inputs, "

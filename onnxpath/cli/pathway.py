@@ -12,17 +12,17 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from ..explainer import Explainer
-from ..exporting import save_model
-from ..labels import model_labels, read_labels, resolve_target
-from ..methods.pathway import SELECTIONS, critical_pathway, pathway_gradient
-from ..outputs import write_atomic
-from ..pathways import Pathway, layer_statistics, output_change, probabilities
-from ..relu_family import RELU_FAMILY
-from ..surgery import LocalLinearityWarning, bake_pathway
-from . import app
-from . import options as shared
-from ._common import build_preprocess, load_example, parse_floats, parse_size
+from onnxpath.autodiff.relu_family import RELU_FAMILY
+from onnxpath.cli import app
+from onnxpath.cli import options as shared
+from onnxpath.cli._common import build_preprocess, load_example, parse_floats, parse_size
+from onnxpath.explainer import Explainer
+from onnxpath.io.labels import model_labels, read_labels, resolve_target
+from onnxpath.io.outputs import write_atomic
+from onnxpath.methods.pathway import SELECTIONS, critical_pathway, pathway_gradient
+from onnxpath.pathways.network import Pathway, layer_statistics, output_change, probabilities
+from onnxpath.pathways.surgery import LocalLinearityWarning, bake_pathway
+from onnxpath.tools.export import save_model
 
 
 def pathway_options(prune: float | None, keep: float | None, selection: str, layers: str,
@@ -126,7 +126,7 @@ def pathway(
         record["outputs"]["onnx"] = str(written[0])
     record["time_ms"] = round((time.perf_counter() - start) * 1000, 2)
     if report is not None:
-        from ..report import write_pathway_report
+        from onnxpath.report import write_pathway_report
         record["outputs"]["report"] = str(write_pathway_report(
             report, record, {"model": model.name},
             note=lambda text: print(text, file=sys.stderr)))

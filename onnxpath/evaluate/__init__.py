@@ -3,7 +3,7 @@
 check, and localisation against ground-truth masks. Each protocol is a function over arrays;
 `evaluate` runs several of them for several methods and returns a `Report`."""
 
-from .report import Report, Score, Series
-from .runner import METRICS, Evaluation, Settings, evaluate
+from onnxpath.evaluate.report import Report, Score, Series
+from onnxpath.evaluate.runner import METRICS, Evaluation, Settings, evaluate
 
 __all__ = ["METRICS", "Evaluation", "Report", "Score", "Series", "Settings", "evaluate"]

@@ -1,17 +1,17 @@
 """Localisation against ground-truth object masks: the pointing game and relevance mass,
 and the shipped benchmark whose scenes carry masks.
 
-The scenes come from the demo model's generator, `onnxpath.shapes` (the demo model was trained
-on it; this module only adapts it).
+The scenes come from the demo model's generator, `onnxpath.evaluate.scenes` (the demo model was
+trained on it; this module only adapts it).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .. import shapes
-from ..errors import UsageError
-from .perturbation import ranking_key
+from onnxpath.errors import UsageError
+from onnxpath.evaluate import scenes as shapes
+from onnxpath.evaluate.perturbation import ranking_key
 
 
 def scaled_tolerance(shape: tuple[int, int], pixels_at_224: float = 15.0) -> float:

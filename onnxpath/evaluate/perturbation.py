@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..batching import BufferRing, pipelined
+from onnxpath.engine.batching import BufferRing, pipelined
 
 Forward = Callable[[np.ndarray], np.ndarray]  # (B, C, H, W) model inputs -> (B, K) logits
 RANKS = ("signed", "abs", "max")

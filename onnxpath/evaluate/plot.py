@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..outputs import save_png
-from .report import mean_sem
+from onnxpath.evaluate.report import mean_sem
+from onnxpath.io.outputs import save_png
 
 # Tableau-10: distinguishable, and the same colour per method across every plot.
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),

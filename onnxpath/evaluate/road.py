@@ -18,7 +18,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .perturbation import Forward, forward_stacks, pixel_order, removal_positions, softmax
+from onnxpath.evaluate.perturbation import (
+    Forward,
+    forward_stacks,
+    pixel_order,
+    removal_positions,
+    softmax,
+)
 
 ROAD_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9)
 # The stencil is separable: [1, 2, 1] ⊗ [1, 2, 1] / 12 has the 1/12 corners and 1/6 edges,

@@ -14,12 +14,12 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from ..errors import UsageError
-from ..explainer import Explainer
-from ..methods import METHODS
-from ..render import reduce_channels
-from . import localisation, perturbation, road, sanity, sensitivity
-from .report import Report, Score, Series
+from onnxpath.errors import UsageError
+from onnxpath.evaluate import localisation, perturbation, road, sanity, sensitivity
+from onnxpath.evaluate.report import Report, Score, Series
+from onnxpath.explainer import Explainer
+from onnxpath.io.render import reduce_channels
+from onnxpath.methods import METHODS
 
 METRICS = ("lerf", "morf", "deletion", "insertion", "road", "sensitivity-n", "sanity",
            "pointing-game", "relevance-mass")

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .similarity import hog, hog_cell_size, pearson, spearman, ssim
+from onnxpath.evaluate.similarity import hog, hog_cell_size, pearson, spearman, ssim
 
 PARAMETRIC_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization",
                   "InstanceNormalization", "LayerNormalization"}

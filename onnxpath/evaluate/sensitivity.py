@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .perturbation import Forward, fill_values, forward_stacks
-from .similarity import pearson
+from onnxpath.evaluate.perturbation import Forward, fill_values, forward_stacks
+from onnxpath.evaluate.similarity import pearson
 
 SENSITIVITY_NS = (1, 4, 16, 64, 256, 1024)
 

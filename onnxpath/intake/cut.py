@@ -19,8 +19,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..autodiff.walk import FLOAT_TYPES, prune_unused, value_infos
-from ..errors import InputError, ModelError
+from onnxpath.autodiff.walk import FLOAT_TYPES, prune_unused, value_infos
+from onnxpath.errors import InputError, ModelError
 
 SHAPE_ONLY = ("Shape", "Size")  # their outputs do not depend on the values they read
 MASK, ZEROS, POSITIONS = (re.compile(p, re.IGNORECASE)

@@ -22,8 +22,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..autodiff.walk import FLOAT_TYPES
-from ..errors import ModelError
+from onnxpath.autodiff.walk import FLOAT_TYPES
+from onnxpath.errors import ModelError
 
 PROBABILITY_OPS = ("Softmax", "LogSoftmax")
 # Ops that may follow the Softmax without changing which value is which class's probability.

@@ -24,7 +24,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
-from ..autodiff.walk import value_infos
+from onnxpath.autodiff.walk import value_infos
 
 # Ops whose output shape depends on the values they read, not only on shapes.
 VALUE_SHAPED = {"NonZero", "Unique", "Compress", "NonMaxSuppression", "Loop", "Scan", "If",
@@ -133,7 +133,7 @@ def probe_session(model: onnx.ModelProto, shaped: list[str], valued: list[str], 
                   folder=None):
     """A session over `model` whose outputs are the shapes of `shaped` (Shape nodes, so no
     activation is kept alive) and the values of `valued` (small shape arithmetic)."""
-    from ..runtime import make_session
+    from onnxpath.ort.sessions import make_session
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)

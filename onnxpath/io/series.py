@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..errors import InputError, UsageError
-from ..render import colour
-from . import Example
-from .table import read_csv
+from onnxpath.errors import InputError, UsageError
+from onnxpath.io import Example
+from onnxpath.io.render import colour
+from onnxpath.io.table import read_csv
 
 SAMPLE_RATE_KEYS = ("sample_rate", "sampling_rate", "sample-rate")
 

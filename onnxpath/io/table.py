@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, UsageError
-from . import Example
+from onnxpath.errors import InputError, UsageError
+from onnxpath.io import Example
 
 
 def read_names(path: Path) -> list[str]:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..storage import RemotePath
+from onnxpath.errors import InputError
+from onnxpath.io.storage import RemotePath
 
 
 def load_npy(path: Path, input_shape: tuple) -> np.ndarray:

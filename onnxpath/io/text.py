@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, UsageError
-from ..model import data_inputs, declared_shape
-from . import Example
+from onnxpath.errors import InputError, UsageError
+from onnxpath.intake.model import data_inputs, declared_shape
+from onnxpath.io import Example
 
 PAD_TOKENS = ("[PAD]", "<pad>", "<PAD>", "[pad]")
 

@@ -64,7 +64,7 @@ def effective_params(fn: Method, options: dict) -> dict:
     return {k: v for k, v in merged.items() if isinstance(v, (int, float, str, bool))}
 
 
-from . import (  # noqa: E402,F401  (importing a method module registers it)
+from onnxpath.methods import (  # noqa: E402,F401  (importing a method module registers it)
     deconvnet,
     gradcam,
     gradient,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
+from onnxpath.errors import UsageError
 
 BASELINES = ("zero", "blur", "uniform")
 

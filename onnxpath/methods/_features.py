@@ -18,9 +18,9 @@ import math
 
 import numpy as np
 
-from ..errors import UsageError
-from ._common import logits_rows, make_baseline, row_chunks, softmax
-from .slic import slic
+from onnxpath.errors import UsageError
+from onnxpath.methods._common import logits_rows, make_baseline, row_chunks, softmax
+from onnxpath.methods.slic import slic
 
 SEGMENT_KINDS = ("grid", "slic", "each", "rows", "windows")
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..autodiff.walk import value_infos
-from ..engine import GradientEngine
-from ..errors import UsageError
-from . import Attribution, method
-from ._common import bilinear_resize, single_pass
+from onnxpath.autodiff.walk import value_infos
+from onnxpath.engine.gradient import GradientEngine
+from onnxpath.errors import UsageError
+from onnxpath.methods import Attribution, method
+from onnxpath.methods._common import bilinear_resize, single_pass
 
 GLOBAL_POOLS = ("GlobalAveragePool", "GlobalMaxPool")
 SPATIAL_REDUCES = ("ReduceMean", "ReduceMax", "ReduceSum")

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autodiff import GraphBuilder, Node
-from ..autodiff.rules import RULES
-from ..engine import GradientEngine
-from ..relu_family import is_relu_family
-from . import Attribution, method
-from ._common import single_pass
+from onnxpath.autodiff import GraphBuilder, Node
+from onnxpath.autodiff.relu_family import is_relu_family
+from onnxpath.autodiff.rules import RULES
+from onnxpath.engine.gradient import GradientEngine
+from onnxpath.methods import Attribution, method
+from onnxpath.methods._common import single_pass
 
 
 def guided_relu(node: Node, dy, b: GraphBuilder):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import GradientEngine
-from . import Attribution, method
-from ._common import single_pass
+from onnxpath.engine.gradient import GradientEngine
+from onnxpath.methods import Attribution, method
+from onnxpath.methods._common import single_pass
 
 
 @method("input-x-gradient", picks_target=True)

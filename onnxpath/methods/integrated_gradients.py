@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import GradientEngine
-from ..errors import UsageError
-from . import Attribution, method
-from ._common import logits_rows, make_baseline, pick, weighted_gradients
+from onnxpath.engine.gradient import GradientEngine
+from onnxpath.errors import UsageError
+from onnxpath.methods import Attribution, method
+from onnxpath.methods._common import logits_rows, make_baseline, pick, weighted_gradients
 
 RULES = ("gausslegendre", "riemann-left", "riemann-right", "riemann-middle", "riemann-trapezoid")
 

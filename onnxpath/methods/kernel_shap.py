@@ -16,10 +16,10 @@ from math import comb
 
 import numpy as np
 
-from ..engine import GradientEngine
-from ..errors import UsageError
-from . import Attribution, method
-from ._features import evaluate, fill_values, partition, spread
+from onnxpath.engine.gradient import GradientEngine
+from onnxpath.errors import UsageError
+from onnxpath.methods import Attribution, method
+from onnxpath.methods._features import evaluate, fill_values, partition, spread
 
 
 def coalitions(features: int, samples: int, seed: int | None) -> tuple[np.ndarray, np.ndarray]:

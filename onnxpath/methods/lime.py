@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import GradientEngine
-from ..errors import UsageError
-from . import Attribution, method
-from ._features import default_segments, evaluate, fill_values, partition, spread
+from onnxpath.engine.gradient import GradientEngine
+from onnxpath.errors import UsageError
+from onnxpath.methods import Attribution, method
+from onnxpath.methods._features import default_segments, evaluate, fill_values, partition, spread
 
 
 def lime_masks(samples: int, features: int, seed: int | None) -> np.ndarray:

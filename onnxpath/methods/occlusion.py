@@ -21,12 +21,12 @@ import math
 
 import numpy as np
 
-from ..batching import engine_rows
-from ..engine import GradientEngine
-from ..errors import UsageError
-from . import Attribution, method
-from ._common import logits_rows, pick
-from ._features import evaluate, fill_values, partition, spread
+from onnxpath.engine.batching import engine_rows
+from onnxpath.engine.gradient import GradientEngine
+from onnxpath.errors import UsageError
+from onnxpath.methods import Attribution, method
+from onnxpath.methods._common import logits_rows, pick
+from onnxpath.methods._features import evaluate, fill_values, partition, spread
 
 
 def pair(value, option: str) -> tuple[int, int]:

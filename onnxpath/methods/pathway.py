@@ -13,10 +13,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..engine import GradientEngine
-from ..errors import UsageError
-from ..learned_gates import learned_gates
-from ..pathways import (
+from onnxpath.autodiff.relu_family import RELU_FAMILY
+from onnxpath.engine.gradient import GradientEngine
+from onnxpath.errors import UsageError
+from onnxpath.methods import Attribution, method
+from onnxpath.pathways.learned_gates import learned_gates
+from onnxpath.pathways.network import (
     Pathway,
     contributions,
     integrated_contributions,
@@ -24,9 +26,7 @@ from ..pathways import (
     output_change,
     resolve_prune_percent,
 )
-from ..relu_family import RELU_FAMILY
-from ..selection import random_selection, select
-from . import Attribution, method
+from onnxpath.pathways.selection import random_selection, select
 
 SELECTIONS = ("contribution", "integrated", "learned", "random")
 

@@ -16,11 +16,11 @@ import math
 
 import numpy as np
 
-from ..batching import engine_rows
-from ..engine import GradientEngine
-from ..errors import UsageError
-from . import Attribution, method
-from ._common import _linear_weights, row_chunks, softmax
+from onnxpath.engine.batching import engine_rows
+from onnxpath.engine.gradient import GradientEngine
+from onnxpath.errors import UsageError
+from onnxpath.methods import Attribution, method
+from onnxpath.methods._common import _linear_weights, row_chunks, softmax
 
 
 def rise_masks(grids: np.ndarray, shifts: np.ndarray, size: tuple[int, int]) -> np.ndarray:

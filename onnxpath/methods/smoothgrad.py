@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import GradientEngine
-from ..errors import UsageError
-from . import Attribution, method
-from ._common import accumulate_rows, chunk_size, gradients_rows, row_chunks
+from onnxpath.engine.gradient import GradientEngine
+from onnxpath.errors import UsageError
+from onnxpath.methods import Attribution, method
+from onnxpath.methods._common import accumulate_rows, chunk_size, gradients_rows, row_chunks
 
 VARIANTS = ("mean", "square", "var")
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from .attribute import AttributeReport, Row, attribute_html
-from .evaluate import evaluate_html
-from .files import LIMIT, ReportFiles
-from .pathway import pathway_html
+from onnxpath.report.attribute import AttributeReport, Row, attribute_html
+from onnxpath.report.evaluate import evaluate_html
+from onnxpath.report.files import LIMIT, ReportFiles
+from onnxpath.report.pathway import pathway_html
 
 __all__ = ["LIMIT", "AttributeReport", "ReportFiles", "Row", "attribute_html", "evaluate_html",
            "pathway_html", "write_evaluate_report", "write_pathway_report"]
@@ -30,7 +30,7 @@ def write_evaluate_report(target: Path | str, data: dict, meta: dict | None = No
     with `cascade` ({method: [H×W map, ...]}, the original first) drawn as pictures."""
     from PIL import Image
 
-    from ..render import colour
+    from onnxpath.io.render import colour
 
     files = ReportFiles(target, limit, note)
     pictures = {}

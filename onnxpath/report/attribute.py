@@ -19,10 +19,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from .charts import colour_legend
-from .files import LIMIT, ReportFiles
-from .modal import picture
-from .page import esc, page
+from onnxpath.report.charts import colour_legend
+from onnxpath.report.files import LIMIT, ReportFiles
+from onnxpath.report.modal import picture
+from onnxpath.report.page import esc, page
 
 ERRORS = "\u2063errors"  # the label filter's value for "inputs with an error"
 SEP = "\u001f"  # separates labels in data-labels (no label contains it)

@@ -10,8 +10,8 @@ from html import escape
 
 import numpy as np
 
-from ..evaluate.plot import PALETTE, nice_ticks
-from ..render import colour
+from onnxpath.evaluate.plot import PALETTE, nice_ticks
+from onnxpath.io.render import colour
 
 
 def hex_colour(rgb: Sequence[float]) -> str:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..evaluate.plot import TITLES
-from .charts import Curve, colour_legend, line_chart
-from .page import esc, page, table
+from onnxpath.evaluate.plot import TITLES
+from onnxpath.report.charts import Curve, colour_legend, line_chart
+from onnxpath.report.page import esc, page, table
 
 
 def _cell(entry: dict | None) -> tuple[str, float | None]:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..errors import OutputError
-from ..outputs import check_writable, write_atomic
+from onnxpath.errors import OutputError
+from onnxpath.io.outputs import check_writable, write_atomic
 
 LIMIT = 50_000_000  # bytes of inlined pictures before a file report switches to linked files
 MAX_SIDE = 256  # pictures are shrunk to this; the page enlarges small ones crisply

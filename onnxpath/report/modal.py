@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..render import colour
-from .charts import bar_chart, hex_colour, series_chart
-from .page import esc
+from onnxpath.io.render import colour
+from onnxpath.report.charts import bar_chart, hex_colour, series_chart
+from onnxpath.report.page import esc
 
 
 def tokens_html(tokens: list[dict]) -> str:

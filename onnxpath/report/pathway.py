@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .charts import bar_chart
-from .page import esc, page, table
+from onnxpath.report.charts import bar_chart
+from onnxpath.report.page import esc, page, table
 
 
 def pathway_html(record: dict, url: Callable[[str], str], picture: str | None = None,

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from onnxpath.autodiff import gradient_graph
-from onnxpath.engine import GradientEngine
+from onnxpath.engine.gradient import GradientEngine
 from onnxpath.errors import ModelError
-from onnxpath.model import normalise
+from onnxpath.intake.model import normalise
 from tests.oracle import check_node, node_model, randn, relative_error
 
 X = randn(2, 3, 4, 5)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from onnxpath.autodiff import gradient_graph
-from onnxpath.model import normalise
+from onnxpath.intake.model import normalise
 from tests.oracle import check_module, check_node, export, randn
 
 HUGE = [
@@ -83,8 +83,8 @@ PROBE = textwrap.dedent("""
     # Address space capped: the old rule's 15.6 GiB constant fails fast instead of taking the
     # shared machine down.
     resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
-    from onnxpath.engine import GradientEngine, one_hot
-    from onnxpath.model import normalise
+    from onnxpath.engine.gradient import GradientEngine, one_hot
+    from onnxpath.intake.model import normalise
     x = np.load(sys.argv[2])
     info = normalise(onnx.load(sys.argv[1]), x.shape)
     _, grads, _ = GradientEngine(info).gradients(x, one_hot([1], 4))

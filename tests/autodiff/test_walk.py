@@ -10,13 +10,13 @@ import torch
 from onnx import helper, numpy_helper
 from torch import nn
 
-from onnxpath import engine as engine_module
 from onnxpath.autodiff import SEED, grad_name, gradient_graph
 from onnxpath.autodiff.walk import value_infos
-from onnxpath.engine import GradientEngine
+from onnxpath.engine import gradient as engine_module
+from onnxpath.engine.gradient import GradientEngine
 from onnxpath.errors import UnsupportedOpError
-from onnxpath.model import normalise
-from onnxpath.runtime import make_session
+from onnxpath.intake.model import normalise
+from onnxpath.ort.sessions import make_session
 from tests.oracle import check_graph, export, graph_gradient, graph_model, randn
 
 

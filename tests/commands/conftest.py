@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from command_models import classifier, save
 
-from onnxpath import external
+from onnxpath.ort import external
 
 
 @pytest.fixture

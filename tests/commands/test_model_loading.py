@@ -10,9 +10,10 @@ import onnx
 import pytest
 from command_models import classifier, save
 
-from onnxpath import Explainer, runtime
+from onnxpath import Explainer
 from onnxpath.errors import ModelError
-from onnxpath.model import load_model
+from onnxpath.intake.model import load_model
+from onnxpath.ort import sessions as runtime
 
 X = np.random.default_rng(3).standard_normal((2, 3, 16, 16)).astype(np.float32)
 

@@ -11,8 +11,8 @@ import numpy as np
 from distributed_inputs import comparable, make_inputs, result_files
 from pipeline_models import run_cli
 
-from onnxpath.distributed import AttributeBatch, parse_actors
-from onnxpath.pipeline import Job
+from onnxpath.run.loop import Job
+from onnxpath.run.ray_engine import AttributeBatch, parse_actors
 
 
 def test_a_batch_gives_the_plain_pipelines_records_and_files(capsys, tmp_path, model):
@@ -22,8 +22,8 @@ def test_a_batch_gives_the_plain_pipelines_records_and_files(capsys, tmp_path, m
     job = Job(methods=["gradient", "integrated-gradients"], options={"absolute": False,
                                                                        "steps": 4},
               out=tmp_path / "batch")
-    from onnxpath.imaging import resolve_preprocess
-    from onnxpath.model import load_model
+    from onnxpath.intake.model import load_model
+    from onnxpath.io.preprocess import resolve_preprocess
     job.prep = resolve_preprocess((None, 3, 16, 16), load_model(model), None, None)
     worker = AttributeBatch(str(model), job, cache=False)
     # Two calls, positions out of order, stems fixed by the caller.
@@ -55,7 +55,7 @@ def test_actors_option():
 
 def test_ray_is_never_imported_without_engine_ray(tmp_path, model):
     inputs = make_inputs(tmp_path / "in", 1)
-    script = ("import sys; from onnxpath.cli import main; import onnxpath.distributed; "
+    script = ("import sys; from onnxpath.cli import main; import onnxpath.run.ray_engine; "
               f"code = main(['attribute', {str(model)!r}, {str(inputs[0])!r}, '-o', "
               f"{str(tmp_path / 'out')!r}, '-q']); "
               "print(code, 'ray' in sys.modules, file=sys.stderr)")

@@ -14,7 +14,7 @@ import pytest
 from distributed_inputs import comparable, make_inputs, result_files
 from pipeline_models import run_cli
 
-from onnxpath.resume import STATE
+from onnxpath.run.resume import STATE
 
 ray = pytest.importorskip("ray")
 

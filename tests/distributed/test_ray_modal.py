@@ -128,7 +128,7 @@ def test_series_files_are_read_on_the_driver_and_explained_on_the_actors(capsys,
 
 
 def test_resume_on_ray_redoes_exactly_the_rows_without_markers(capsys, tmp_path, tables):
-    from onnxpath.resume import STATE
+    from onnxpath.run.resume import STATE
 
     out = tmp_path / "ray"
     code, lines, _ = run_cli(capsys, TABLE, *tables, *METHODS, "-o", out, *RAY)

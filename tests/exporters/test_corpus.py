@@ -16,8 +16,8 @@ import onnx
 import pytest
 from PIL import Image
 
+from onnxpath.autodiff.relu_family import RELU_FAMILY
 from onnxpath.cli import main
-from onnxpath.relu_family import RELU_FAMILY
 
 from .checks import cases, gradient_error, load
 from .fixture import CORPUS

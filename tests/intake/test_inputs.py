@@ -116,7 +116,7 @@ def test_check_grad_and_inspect_on_integer_inputs(tmp_path, capsys):
     code, _, err = cli(capsys, "inspect", path)
     assert code == 0, err
     path = save(m.token_classifier(), tmp_path, "text.onnx")
-    from onnxpath.inspection import inspect_model
+    from onnxpath.tools.inspect import inspect_model
     report = inspect_model(path)
     assert report["wrt"]["tensor"] == "embedded" and report["wrt"]["context"] == [
         "attention_mask"]
@@ -139,7 +139,7 @@ def test_single_example_commands_take_an_npz(tmp_path, capsys):
 
 def test_a_modality_can_plug_in_its_wrt_finder(monkeypatch):
     """WRT_FINDERS: tried before the generic rule for integer inputs (how text plugs in)."""
-    from onnxpath import model as model_module
+    from onnxpath.intake import model as model_module
 
     def finder(model, name, logits, infos):
         return ("masked", "the masked embeddings, by a plug-in") if name == "input_ids" \

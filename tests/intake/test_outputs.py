@@ -11,7 +11,7 @@ import pytest
 from onnxpath import Explainer
 from onnxpath.cli import main
 from onnxpath.errors import ModelError
-from onnxpath.inspection import inspect_model
+from onnxpath.tools.inspect import inspect_model
 from tests.intake import intake_models as m
 from tests.oracle import relative_error
 

@@ -187,7 +187,7 @@ def test_a_table_run_resumes_row_by_row_and_adding_a_file_renames_nothing(capsys
     """The image runs' resume, per example: a rerun re-emits finished rows without touching
     their files, redoes exactly the rows whose markers are gone, and the manifest keeps
     every output name when a same-named file joins."""
-    from onnxpath.resume import STATE
+    from onnxpath.run.resume import STATE
 
     names, rows = read_csv(ROWS)
     (tmp_path / "a").mkdir()
@@ -225,7 +225,7 @@ def test_a_table_run_resumes_row_by_row_and_adding_a_file_renames_nothing(capsys
 def test_npz_collects_every_row_map_also_from_a_resumed_run(capsys, tmp_path):
     """--npz was silently ignored for tables; now each record names its member, which equals
     the map written beside it, also for rows re-emitted from a previous run's markers."""
-    from onnxpath.resume import STATE
+    from onnxpath.run.resume import STATE
 
     out, npz = tmp_path / "out", tmp_path / "maps.npz"
     code, lines, _ = run_cli(capsys, MODEL, ROWS, "-m", "gradient,occlusion", "-o", out,

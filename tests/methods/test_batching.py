@@ -10,8 +10,8 @@ import pytest
 import torch
 from onnx_nets import conv_net
 
-from onnxpath import batching
-from onnxpath.batching import fastest_batch, forward_rows, pipelined
+from onnxpath.engine import batching
+from onnxpath.engine.batching import fastest_batch, forward_rows, pipelined
 from onnxpath.explainer import Explainer
 
 

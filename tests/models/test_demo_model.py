@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from onnxpath import shapes
+from onnxpath.evaluate import scenes as shapes
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 CLASSES = shapes.CLASSES

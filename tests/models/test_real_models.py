@@ -13,8 +13,9 @@ import pytest
 from PIL import Image
 
 from onnxpath.explainer import Explainer
-from onnxpath.imaging import load_input, preset_for, to_tensor
-from onnxpath.labels import model_labels
+from onnxpath.io.image import load_input, to_tensor
+from onnxpath.io.labels import model_labels
+from onnxpath.io.preprocess import preset_for
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 LITE0 = MODELS / "efficientnet_lite0.onnx"

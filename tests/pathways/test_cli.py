@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from onnxpath.cli import main
-from onnxpath.pathways import masked_network
+from onnxpath.pathways.network import masked_network
 
 from .conftest import image
 

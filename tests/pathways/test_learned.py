@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from onnxpath.learned_gates import cross_entropy_engine, learned_gates
 from onnxpath.methods.pathway import critical_pathway
-from onnxpath.pathways import masked_network, probabilities
+from onnxpath.pathways.learned_gates import cross_entropy_engine, learned_gates
+from onnxpath.pathways.network import masked_network, probabilities
 
 from .conftest import image
 from .reference import ReluMasks

@@ -8,7 +8,7 @@ import pytest
 from onnxpath.autodiff import SEED
 from onnxpath.explainer import Explainer
 from onnxpath.methods.pathway import critical_pathway, pathway_gradient
-from onnxpath.pathways import contributions, integrated_contributions, masked_network
+from onnxpath.pathways.network import contributions, integrated_contributions, masked_network
 
 from .conftest import image
 from .reference import (

@@ -7,8 +7,8 @@ import pytest
 
 from onnxpath.errors import UsageError
 from onnxpath.methods.pathway import critical_pathway
-from onnxpath.pathways import dead_selected_fraction, jaccard, resolve_prune_percent
-from onnxpath.selection import kth_and_next, percentile_threshold, random_selection, select
+from onnxpath.pathways.network import dead_selected_fraction, jaccard, resolve_prune_percent
+from onnxpath.pathways.selection import kth_and_next, percentile_threshold, random_selection, select
 
 from .conftest import image
 

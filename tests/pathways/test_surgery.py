@@ -12,8 +12,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxpath.errors import ModelError
 from onnxpath.methods.pathway import critical_pathway
-from onnxpath.pathways import masked_network
-from onnxpath.surgery import LocalLinearityWarning, bake_pathway, insert_masks
+from onnxpath.pathways.network import masked_network
+from onnxpath.pathways.surgery import LocalLinearityWarning, bake_pathway, insert_masks
 
 from .conftest import image
 

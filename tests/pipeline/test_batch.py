@@ -14,8 +14,8 @@ import pytest
 from pipeline_models import default_sigint, run_cli, save_png
 
 from onnxpath import Explainer
-from onnxpath.inputs import expand_inputs, output_stems
-from onnxpath.progress import Progress
+from onnxpath.io.inputs import expand_inputs, output_stems
+from onnxpath.run.progress import Progress
 
 FIELDS = {"input", "method", "target", "label", "logit", "prob", "wrt", "top", "outputs", "params",
           "time_ms", "error", "extras"}

@@ -9,10 +9,10 @@ import onnxruntime as ort
 import pytest
 from pipeline_models import classifier, run_cli
 
-import onnxpath.engine
+import onnxpath.engine.gradient
 from onnxpath import Explainer
 from onnxpath.autodiff import RULES
-from onnxpath.cache import SUFFIX, SessionCache, cache_dir, entry_key
+from onnxpath.engine.cache import SUFFIX, SessionCache, cache_dir, entry_key
 
 X = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
 
@@ -24,7 +24,7 @@ def entries(folder):
 def no_building(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a cache hit must not build a gradient graph")
-    monkeypatch.setattr(onnxpath.engine, "gradient_graph", refuse)
+    monkeypatch.setattr(onnxpath.engine.gradient, "gradient_graph", refuse)
 
 
 def test_a_second_process_loads_instead_of_building(tmp_path, model, monkeypatch):

@@ -10,9 +10,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from onnxpath import Explainer, runtime
+from onnxpath import Explainer
 from onnxpath.errors import DeviceError, UsageError
-from onnxpath.runtime import check_providers, make_session, providers_for
+from onnxpath.ort import sessions as runtime
+from onnxpath.ort.sessions import check_providers, make_session, providers_for
 
 X = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()

@@ -9,15 +9,9 @@ import pytest
 from PIL import Image
 from pipeline_models import classifier, identity_probe, run_cli
 
-from onnxpath.imaging import (
-    PRESETS,
-    guess_layout,
-    load_input,
-    preset_for,
-    read_image,
-    resolve_preprocess,
-)
-from onnxpath.model import load_model
+from onnxpath.intake.model import load_model
+from onnxpath.io.image import load_input, read_image
+from onnxpath.io.preprocess import PRESETS, guess_layout, preset_for, resolve_preprocess
 
 SHAPE = (None, 3, 4, 4)
 RGB = (200, 100, 50)
@@ -150,7 +144,7 @@ def test_identity_probe_sees_exactly_the_preprocessed_tensor(tmp_path, capsys):
 
 def test_own_keys_as_the_demo_model_stores_them():
     """`onnxpath.preprocess` metadata: the Preprocess fields, resize as [H, W] (no crop)."""
-    from onnxpath.imaging import from_json
+    from onnxpath.io.preprocess import from_json
 
     prep = from_json({"size": [64, 64], "resize": [64, 64], "crop": None, "scale": 1 / 255,
                       "mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2], "bgr": False,

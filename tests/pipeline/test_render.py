@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 from pipeline_models import run_cli
 
-from onnxpath.outputs import Bundle
-from onnxpath.render import colour, normalise, overlay, reduce_channels, scale_of
+from onnxpath.io.outputs import Bundle
+from onnxpath.io.render import colour, normalise, overlay, reduce_channels, scale_of
 
 
 def test_reductions():

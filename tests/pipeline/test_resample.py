@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from onnxpath.errors import UsageError
-from onnxpath.imaging import from_json, to_tensor
+from onnxpath.io.image import to_tensor
+from onnxpath.io.preprocess import from_json
 
 RECIPE = {"size": [24, 24], "resize": 32, "crop": True, "scale": 1.0, "mean": [127.0] * 3,
           "std": [128.0] * 3}

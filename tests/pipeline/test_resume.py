@@ -13,7 +13,7 @@ import pytest
 from pipeline_models import default_sigint, run_cli, save_png
 
 from onnxpath import Explainer
-from onnxpath.resume import STATE
+from onnxpath.run.resume import STATE
 
 
 def without_time(lines: list[dict]) -> list[dict]:
@@ -132,7 +132,7 @@ def test_result_files_honour_the_umask(capsys, tmp_path, model, images):
     out = tmp_path / "out"
     old = os.umask(0o022)
     try:
-        from onnxpath.outputs import current_umask
+        from onnxpath.io.outputs import current_umask
         current_umask.cache_clear()
         run_cli(capsys, model, images[0], "-o", out, "--npz", tmp_path / "m.npz")
     finally:
@@ -144,7 +144,7 @@ def test_result_files_honour_the_umask(capsys, tmp_path, model, images):
 
 def test_the_umask_is_read_not_guessed(tmp_path):
     script = ("import os; os.umask(0o027); from pathlib import Path; "
-              "from onnxpath.outputs import write_atomic; "
+              "from onnxpath.io.outputs import write_atomic; "
               f"print(oct(write_atomic(Path({str(tmp_path / 'f.bin')!r}), b'x')"
               ".stat().st_mode & 0o777))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

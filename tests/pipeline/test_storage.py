@@ -11,8 +11,8 @@ import onnxruntime as ort
 import pytest
 from pipeline_models import run_cli
 
-from onnxpath.resume import STATE
-from onnxpath.storage import RemotePath, location
+from onnxpath.io.storage import RemotePath, location
+from onnxpath.run.resume import STATE
 
 fsspec = pytest.importorskip("fsspec")
 

@@ -15,7 +15,7 @@ from onnxpath import Explainer
 from onnxpath.cli import main
 from onnxpath.cli._common import build_preprocess
 from onnxpath.cli.evaluate import scene_inputs
-from onnxpath.render import colour, reduce_channels
+from onnxpath.io.render import colour, reduce_channels
 from tests.report.conftest import METHODS, MODEL, SAMPLES
 from tests.report.records import Elements
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..builder import GraphBuilder, Node
+from onnxpath.autodiff.builder import GraphBuilder, Node
 
 Rule = Callable[[Node, list[str | None], GraphBuilder], list[str | None]]
 
@@ -28,7 +28,7 @@ def rule(*op_types: str) -> Callable[[Rule], Rule]:
 
 
 # Importing the families fills the table.
-from . import (  # noqa: E402,F401
+from onnxpath.autodiff.rules import (  # noqa: E402,F401
     activations,
     conv,
     elementwise,

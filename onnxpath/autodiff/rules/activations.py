@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from ..builder import GraphBuilder, Node
-from . import rule
+from onnxpath.autodiff.builder import GraphBuilder, Node
+from onnxpath.autodiff.rules import rule
 
 
 def _gate(b: GraphBuilder, dy: str, condition: str) -> str:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..builder import GraphBuilder, Node
-from . import rule
+from onnxpath.autodiff.builder import GraphBuilder, Node
+from onnxpath.autodiff.rules import rule
 
 
 def window_geometry(node: Node, in_spatial: list[int], kernel: list[int]):

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..builder import GraphBuilder, Node
-from . import rule
+from onnxpath.autodiff.builder import GraphBuilder, Node
+from onnxpath.autodiff.rules import rule
 
 INT64_MAX = np.iinfo(np.int64).max
 INT32_MAX = np.iinfo(np.int32).max

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..builder import GraphBuilder, Node
-from . import rule
-from .conv import transposed_window, window_geometry
+from onnxpath.autodiff.builder import GraphBuilder, Node
+from onnxpath.autodiff.rules import rule
+from onnxpath.autodiff.rules.conv import transposed_window, window_geometry
 
 
 def _scatter_to_argmax(b: GraphBuilder, g: str, indices: str, x: str) -> str:

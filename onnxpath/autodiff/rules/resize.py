@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
-from ..builder import GraphBuilder, Node
-from . import rule
+from onnxpath.autodiff.builder import GraphBuilder, Node
+from onnxpath.autodiff.rules import rule
 
 
 def _scales(node: Node, b: GraphBuilder, rank: int) -> list[float] | None:

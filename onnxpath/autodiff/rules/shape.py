@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..builder import GraphBuilder, Node
-from . import rule
+from onnxpath.autodiff.builder import GraphBuilder, Node
+from onnxpath.autodiff.rules import rule
 
 
 @rule("Identity", "Dropout")

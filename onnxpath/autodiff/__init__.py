@@ -1,4 +1,6 @@
-"""Reverse-mode autodiff that emits the gradient graph as plain ONNX."""
+"""Reverse-mode autodiff that emits the gradient graph as plain ONNX: the rule table (`rules/`,
+one small function per op), the walker (`walk`), the node builder (`builder`) and which ops are
+ReLU-like (`relu_family`). It knows no exporter and no file; it imports only `errors`."""
 
 from onnxpath.autodiff.builder import GraphBuilder, Node
 from onnxpath.autodiff.rules import RULES, rule

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -60,13 +58,6 @@ def build_preprocess(explainer: Explainer, preset: str | None, size=None, mean=N
     return resolve_preprocess(explainer.input_shape, explainer.proto, preset, config,
                               size=size, mean=mean, std=std, resize=resize, crop=crop,
                               scale=scale, bgr=bgr, layout=layout, gray=gray)
-
-
-def emit(record: dict, stream=None) -> None:
-    """One JSON line on stdout (or `stream`), flushed so `| jq` sees it while the batch runs."""
-    stream = stream or sys.stdout
-    stream.write(json.dumps(record) + "\n")
-    stream.flush()
 
 
 def parse_index(text: str | None) -> tuple[int, ...] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -14,7 +15,6 @@ from onnxpath.cli import app
 from onnxpath.cli import options as shared
 from onnxpath.cli._common import (
     build_preprocess,
-    emit,
     make_explainer,
     parse_floats,
     parse_scale,
@@ -24,13 +24,15 @@ from onnxpath.errors import UsageError
 from onnxpath.io.image import model_size
 from onnxpath.io.inputs import expand_inputs
 from onnxpath.io.labels import model_labels, read_labels
+from onnxpath.io.modality import takes_images
 from onnxpath.io.outputs import check_writable
 from onnxpath.io.render import COLORMAPS, NORMALISATIONS, REDUCTIONS
 from onnxpath.io.storage import location
+from onnxpath.io.table import read_names
+from onnxpath.io.text import load_tokenizer
 from onnxpath.methods import METHODS
 from onnxpath.run.job import Job, Style, parse_target
-from onnxpath.run.loop import Pipeline
-from onnxpath.run.progress import Progress
+from onnxpath.run.loop import RunLoop, emit_json
 
 __all__ = ["attribute", "build_preprocess", "parse_floats", "parse_size"]
 
@@ -257,64 +259,50 @@ def attribute(
             raise UsageError(f"--npz must be a local file, got '{npz}' (use --out for URLs)")
         check_writable(npz.parent, "--npz")
     paths = expand_inputs(inputs or [], exclude=[out] if isinstance(out, Path) else [])
-    from onnxpath.run.modal import cli_run, uses_modal_loop
-    if uses_modal_loop(explainer, paths, text is not None or tokenizer is not None):
-        note = None if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-        ray = None if engine == "local" else dict(
-            model=model, cluster=ray_cluster(address, actors, cpus_per_actor, gpus_per_actor),
-            device=device, threads=threads, cache=not no_cache,
-            provider_options=options_for_provider)
-        with report_page(report, report_every, report_at_end, model, methods, style,
-                         note) as page:
-            return cli_run(explainer, paths, methods, target_index, options, label_names,
-                           fallback, out, text, tokenizer, features, sample_rate, token_reduce,
-                           debug, quiet, top_k, None if page is None else page.add, ray,
-                           resume, npz)
-    if not paths:
-        raise UsageError("no inputs found (give images, .npy files, folders, globs or -)")
-    if len(explainer.input_shape) == 4 and any(p.suffix.lower() not in (".npy", ".npz")
-                                                for p in paths):
+    images = takes_images(explainer, paths, text is not None or tokenizer is not None)
+    if not paths and (images or text is None):
+        raise UsageError("no inputs found (give images, .npy files, folders, globs or -)"
+                         if images else "no inputs found (give files, folders, globs, - or "
+                         "--text)")
+    if token_reduce not in ("sum", "abs-sum", "l2"):
+        raise UsageError(f"--token-reduce takes sum, abs-sum or l2, got '{token_reduce}'")
+    if images and len(explainer.input_shape) == 4 and any(
+            p.suffix.lower() not in (".npy", ".npz") for p in paths):
         model_size(explainer.input_shape, prep, prep.layout)  # --size problems stop here
-    job = Job(methods=methods, target=target_index, top_k=top_k, options=options, prep=prep,
-              labels=label_names, fallback=fallback, out=out, npz=npz,
-              side_by_side=side_by_side, batch_size=batch_size, style=style, resume=resume)
-    progress = Progress(len(paths), enabled=False if quiet else None)
-    with report_page(report, report_every, report_at_end, model, methods, style,
-                     progress.note) as page:
+    job = Job(methods=methods, target=target_index, top_k=top_k, options=options,
+              labels=label_names, fallback=fallback, out=out, npz=npz, resume=resume,
+              batch_size=batch_size, prep=prep, side_by_side=side_by_side, style=style,
+              tokenizer=load_tokenizer(tokenizer) if tokenizer is not None else None,
+              text=text, feature_names=read_names(features) if features is not None else None,
+              sample_rate=sample_rate, token_reduce=token_reduce)
+    stdout = sys.stdout  # bound now: on Ray, sys.stdout is stderr while the run goes
+    progress = False if quiet else None
+    with report_page(report, report_every, report_at_end, model, methods, style) as page:
         if engine == "ray":
-            from onnxpath.run.ray_engine import run_ray
-            stdout = sys.stdout  # Ray prints its workers' output on the driver's sys.stdout
-
-            def ray_sink(record):
-                emit(record, stdout)
-                if page is not None:
-                    page.add(record)
-
-            failures = run_ray(model, paths, job, ray_sink, device=device,
-                               cluster=ray_cluster(address, actors, cpus_per_actor,
-                                                   gpus_per_actor),
+            from onnxpath.run.ray import run_ray
+            failures = run_ray(model, paths, job, partial(emit_json, stream=stdout),
+                               device=device, cluster=ray_cluster(address, actors,
+                                                                  cpus_per_actor,
+                                                                  gpus_per_actor),
                                threads=threads, cache=not no_cache,
                                provider_options=options_for_provider, explainer=explainer,
-                               progress=progress, debug=debug)
+                               report=page, progress=progress, debug=debug)
         else:
-            sink = emit if page is None else (lambda record: (emit(record), page.add(record)))
-            pipeline = Pipeline(explainer, job, sink, progress, note=progress.note, debug=debug)
-            if page is not None:
-                pipeline.overlay_hook = page.overlay
-            failures = pipeline.run(paths)
+            failures = RunLoop(explainer, job, partial(emit_json, stream=stdout), page,
+                               progress, debug).run(paths)
     return 1 if failures else 0
 
 
 def ray_cluster(address: str | None, actors: str, cpus_per_actor: float,
                 gpus_per_actor: float):
     """The --engine ray pool. Imported here, not at the top: the plain CLI never imports it."""
-    from onnxpath.run.ray_engine import Cluster, parse_actors
+    from onnxpath.run.ray import Cluster, parse_actors
     return Cluster(address, parse_actors(actors), cpus_per_actor, gpus_per_actor)
 
 
 @contextmanager
 def report_page(target: str | None, every: int, at_end: bool, model: Path, methods: list[str],
-                style: Style, note):
+                style: Style):
     """The --report page (None without --report), closed (written) at the end of the run,
     also after an error or Ctrl-C: the page then shows every finished input."""
     if target is None:
@@ -326,7 +314,8 @@ def report_page(target: str | None, every: int, at_end: bool, model: Path, metho
         raise UsageError(f"--report-every must be at least 1, got {every}")
     page = AttributeReport(target, every=every, at_end=at_end, colormap=style.colormap,
                            meta={"model": model.name, "methods": ", ".join(methods),
-                                 "colour map": style.colormap}, note=note)
+                                 "colour map": style.colormap},
+                           note=lambda line: print(line, file=sys.stderr, flush=True))
     try:
         yield page
     finally:

@@ -1,7 +1,8 @@
 """Evaluation protocols of the attribution literature, on any ONNX model: pixel perturbation
 (LeRF/MoRF), deletion/insertion, ROAD, sensitivity-n, the cascading-randomisation sanity
 check, and localisation against ground-truth masks. Each protocol is a function over arrays;
-`evaluate` runs several of them for several methods and returns a `Report`."""
+`evaluate` runs several of them for several methods and returns a `Report`.
+Imports `run`, `io`, `Explainer` and below; `report` draws its results."""
 
 from onnxpath.evaluate.report import Report, Score, Series
 from onnxpath.evaluate.runner import METRICS, Evaluation, Settings, evaluate

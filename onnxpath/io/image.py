@@ -11,9 +11,12 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from onnxpath.errors import InputError, UsageError
+from onnxpath.io import Adapter, Example
+from onnxpath.io.outputs import cannot_write
 from onnxpath.io.preprocess import RESAMPLE, Preprocess
+from onnxpath.io.render import overlay, reduce_channels, side_by_side
 from onnxpath.io.storage import RemotePath, as_location
-from onnxpath.io.tensors import load_npy
+from onnxpath.io.tensors import load_npy, load_npz
 
 
 class LargeImageWarning(UserWarning):
@@ -149,3 +152,52 @@ def load_input(path: str | Path, input_shape: tuple,
         return load_npy(path, input_shape), None
     size, channels = model_size(input_shape, prep, prep.layout)
     return to_tensor(read_image(path), prep, size, channels)
+
+
+def channels_first(raw: np.ndarray, layout: str) -> np.ndarray:
+    return np.moveaxis(raw, -1, 0) if layout == "nhwc" and raw.ndim == 3 else raw
+
+
+class ImageAdapter(Adapter):
+    """Images and `.npy`/`.npz` tensors for an image model: one example per file, stacked by
+    shape into ONNX Runtime batches; an overlay PNG per map, and with --side-by-side one
+    figure per input with a panel per method."""
+
+    kind = "image"
+    stackable = True
+
+    def read(self, path: Path, stem: str) -> list[Example]:
+        if str(path).lower().endswith(".npz"):
+            x, picture = load_npz(path, self.explainer.inputs), None
+        else:
+            x, picture = load_input(path, self.explainer.input_shape, self.job.prep)
+        return [Example(str(path), stem, x, self.kind, values=picture)]
+
+    def write(self, example: Example, raw: np.ndarray, base: str, title: str, record: dict,
+              files) -> None:
+        style = self.job.style
+        if raw.ndim < 2 or (files.out is None and (files.show is None or example.values is None)):
+            return
+        heat = reduce_channels(channels_first(raw, self.job.prep.layout), style.reduce)
+        if files.out is None:  # the overlay goes to the report only
+            files.show(record, overlay(example.values, heat, **style.overlay_args()))
+            return
+        example.extra.setdefault("panels", []).append((title, heat))
+        if example.values is not None:
+            record["outputs"]["png"] = files.png(base, overlay(example.values, heat,
+                                                              **style.overlay_args()))
+
+    def finish(self, example: Example, records: list[dict], files) -> None:
+        panels = example.extra.pop("panels", [])
+        if not (self.job.side_by_side and panels):
+            return
+        try:
+            figure = files.png(f"{example.stem}.side-by-side",
+                               side_by_side(example.values, panels,
+                                            **self.job.style.overlay_args()))
+        except OSError as err:
+            records[-1]["error"] = cannot_write(err)
+            return
+        for record in records:
+            if record["error"] is None:
+                record["outputs"]["side_by_side"] = figure

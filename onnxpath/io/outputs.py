@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from onnxpath.errors import OutputError
+from onnxpath.errors import InputError, OutputError
 from onnxpath.io.storage import RemotePath, location
 
 
@@ -151,3 +151,34 @@ class Bundle:
             self._zip.close()
             self._zip = None
             self._tmp.unlink(missing_ok=True)
+
+
+def cannot_write(err: OSError) -> str:
+    return f"cannot write output: {err.strerror or type(err).__name__} ({err.filename})"
+
+
+class ResultFiles:
+    """Where a run's results go: files under --out (none without it), each written atomically
+    and never over one of the run's inputs; the --npz bundle; `show(record, picture)`, which
+    receives overlays when there is no --out to write them to (the HTML report); and `note`,
+    a line for the user on stderr."""
+
+    def __init__(self, out: Path | RemotePath | None, inputs=(), bundle: Bundle | None = None,
+                 show=None, note=None):
+        self.out, self.bundle, self.show, self.note = out, bundle, show, note
+        self.inputs = set(inputs)
+
+    def path(self, name: str) -> Path | RemotePath:
+        path = self.out / name
+        if path.resolve() in self.inputs:
+            raise InputError(f"refusing to overwrite the input {path}; choose another --out")
+        return path
+
+    def npy(self, base: str, raw: np.ndarray) -> str | None:
+        return None if self.out is None else str(save_npy(self.path(f"{base}.npy"), raw))
+
+    def png(self, base: str, image: Image.Image) -> str | None:
+        return None if self.out is None else str(save_png(self.path(f"{base}.png"), image))
+
+    def data(self, name: str, data: bytes) -> str | None:
+        return None if self.out is None else str(write_atomic(self.path(name), data))

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from onnxpath.errors import InputError, UsageError
-from onnxpath.io import Example
+from onnxpath.io import Adapter, Example
 from onnxpath.io.render import colour
 from onnxpath.io.table import read_csv
 
@@ -141,3 +141,21 @@ def series_field(values: np.ndarray, raw: np.ndarray, points: int = SERIES_POINT
                  "scores": binned(s, points, "sum").tolist()}
                 for v, s in zip(values, scores, strict=True)]
     return channels[0] if len(channels) == 1 else channels
+
+
+class SeriesAdapter(Adapter):
+    """One signal per file: the `series` field and a line plot over the attribution."""
+
+    kind = "series"
+
+    def read(self, path: Path, stem: str) -> list[Example]:
+        explainer = self.explainer
+        return read(path, explainer.input_shape[1:], self.job.sample_rate,
+                    model_sample_rate(explainer.proto), stem)
+
+    def write(self, example: Example, raw: np.ndarray, base: str, title: str, record: dict,
+              files) -> None:
+        record["series"] = series_field(example.values, raw)
+        if files.out is not None:
+            per_step = raw.reshape(-1, raw.shape[-1]).sum(axis=0)
+            record["outputs"]["png"] = files.png(base, plot(example.values, per_step))

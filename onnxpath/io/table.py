@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxpath.errors import InputError, UsageError
-from onnxpath.io import Example
+from onnxpath.io import Adapter, Example
 
 
 def read_names(path: Path) -> list[str]:
@@ -107,3 +107,22 @@ def bars(names: list[str], scores: np.ndarray, width: int = 640, row: int = 22):
         draw.rectangle([min(centre, end), top + 3, max(centre, end), top + row - 4],
                        fill=colour)
     return image
+
+
+class TableAdapter(Adapter):
+    """Rows of a CSV (or an .npy of rows), an example each: the `features` field, a CSV of
+    scores and a bar chart."""
+
+    kind = "table"
+    splits = True
+
+    def read(self, path: Path, stem: str) -> list[Example]:
+        return read(path, self.explainer.input_shape[1], self.job.feature_names, stem)
+
+    def write(self, example: Example, raw: np.ndarray, base: str, title: str, record: dict,
+              files) -> None:
+        record["features"] = features_field(example.feature_names, example.values, raw)
+        if files.out is not None:
+            record["outputs"]["csv"] = files.data(
+                f"{base}.csv", scores_csv(example.feature_names, example.values, raw))
+            record["outputs"]["png"] = files.png(base, bars(example.feature_names, raw))

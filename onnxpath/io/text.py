@@ -7,13 +7,15 @@ output (see `wrt.py`); each token's score is its T×D map row reduced over D. Re
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from onnxpath.errors import InputError, UsageError
+from onnxpath.explanation import reduce_features
 from onnxpath.intake.model import data_inputs, declared_shape
-from onnxpath.io import Example
+from onnxpath.io import Adapter, Example
 
 PAD_TOKENS = ("[PAD]", "<pad>", "<PAD>", "[pad]")
 
@@ -189,3 +191,32 @@ def html(tokens: list[str], scores: np.ndarray) -> str:
         spans.append(f'<span title="{float(score):.4g}" style="background:rgb({r},{g},{b});'
                      f'padding:1px 3px;margin:1px;border-radius:3px">{escape(token)}</span>')
     return '<p class="onnxpath-tokens">' + " ".join(spans) + "</p>"
+
+
+class TextAdapter(Adapter):
+    """Token ids or raw text (a line, a .jsonl record or --text per example): the `tokens`
+    field, a picture of coloured tokens and, on a terminal, coloured tokens on stderr."""
+
+    kind = "text"
+    splits = True
+
+    def __init__(self, explainer, job):
+        super().__init__(explainer, job)
+        if job.tokenizer is not None:  # without one (a Ray worker), the driver's id is set
+            explainer.pad_id = pad_id(job.tokenizer)
+
+    def read(self, path: Path | None, stem: str) -> list[Example]:
+        return read(path, self.explainer.proto, self.job.tokenizer,
+                    self.job.text if path is None else None, stem)
+
+    def options(self, example: Example) -> dict:
+        return {} if example.tokens is None else {"tokens": [example.tokens]}
+
+    def write(self, example: Example, raw: np.ndarray, base: str, title: str, record: dict,
+              files) -> None:
+        per_token = reduce_features(raw[None], self.job.token_reduce)[0]
+        record["tokens"] = tokens_field(example.tokens, per_token)
+        if files.out is not None and example.tokens:
+            record["outputs"]["png"] = files.png(base, picture(example.tokens, per_token))
+        if example.tokens and sys.stderr.isatty() and files.note is not None:
+            files.note(f"{example.name} [{record['method']}] " + ansi(example.tokens, per_token))

@@ -3,7 +3,8 @@
 A method takes the engine, a batch `x` (N, *input) in the model's input space, the target class
 per example, and keyword-only options; it returns an `Attribution` whose maps have the shape of
 `x`. The CLI offers exactly the registered names, and passes each method only the options its
-signature declares.
+signature declares. Methods import `pathways`, `engine`, `autodiff` and below; they never see a
+file or a modality.
 """
 
 from __future__ import annotations

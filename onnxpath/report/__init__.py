@@ -1,5 +1,7 @@
 """HTML reports of a run: pure functions from records to one self-contained page (pictures as
-data URIs, no network), and the writers the commands call with `--report PATH`."""
+data URIs, no network), and the writers the commands call with `--report PATH`. Imports
+`evaluate` (its chart vocabulary), `io` and below; the run loop calls it through a hook, never
+the reverse."""
 
 from __future__ import annotations
 

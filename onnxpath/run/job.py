@@ -1,11 +1,11 @@
 """What `onnxpath attribute` computes for every input and how its records describe results:
-the job, the rendering style, `--target` parsing and the top-k list, shared by the local
-pipeline, the Ray engine and the table/series/text loop."""
+the job, the rendering style, `--target` parsing and the top-k list, shared by the run loop
+and the Ray engine, for every modality."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -33,21 +33,41 @@ class Style:
 
 @dataclass
 class Job:
-    """What to compute for every input, and where to put it."""
+    """What to compute for every input, and where to put it. The first fields serve every
+    modality; then those of images, then those of tables, series and text."""
 
     methods: Sequence[str] = ("gradient",)
     target: int | None = None  # a class index; None: the prediction (or the top_k classes)
     top_k: int | None = None  # attribute each of the K best classes
     options: dict = field(default_factory=dict)  # method options (steps, prune_percent, ...)
-    prep: Preprocess = field(default_factory=Preprocess)
     labels: list[str] | None = None
     fallback: str | None = None
     out: Path | None = None
-    npz: Path | None = None
-    side_by_side: bool = False
-    batch_size: int = 1
-    style: Style = field(default_factory=Style)
+    npz: Path | None = None  # every map also in one .npz
     resume: bool = True  # with `out`: skip inputs a previous run of this job finished
+    batch_size: int = 1
+    # images
+    prep: Preprocess = field(default_factory=Preprocess)
+    side_by_side: bool = False
+    style: Style = field(default_factory=Style)
+    # tables, series, text
+    tokenizer: object = None
+    text: str | None = None  # --text: one more input, after the files
+    feature_names: list[str] | None = None
+    sample_rate: int | None = None
+    token_reduce: str = "sum"
+
+    def result_fields(self, images: bool) -> dict:
+        """The fields that can change a result of this run (see resume.job_fingerprint):
+        neither where it is written and how fast, nor another modality's settings."""
+        skip = WHERE + (MODAL_ONLY if images else IMAGE_ONLY)
+        return {entry.name: getattr(self, entry.name) for entry in fields(self)
+                if entry.name not in skip}
+
+
+WHERE = ("out", "npz", "batch_size", "resume")
+IMAGE_ONLY = ("prep", "side_by_side", "style")
+MODAL_ONLY = ("tokenizer", "text", "feature_names", "sample_rate", "token_reduce")
 
 
 def parse_target(text: str | int | None, labels: list[str] | None) -> tuple[int | None,

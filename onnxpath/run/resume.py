@@ -24,22 +24,19 @@ from pathlib import Path
 from onnxpath.io.inputs import output_stems
 from onnxpath.io.outputs import write_atomic
 from onnxpath.io.storage import RemotePath, is_url
+from onnxpath.version import __version__
 
 STATE = ".onnxpath"
 FORMAT = 1
 FILE_KEYS = ("npy", "png", "csv", "side_by_side")  # record outputs that are files under --out
-WHERE = ("out", "npz", "batch_size", "resume")  # a job's fields that do not change its results
 
 
-def job_fingerprint(model_digest: str, job) -> str:
-    """Everything a result depends on (every field of the job, a `Job` or a `ModalJob`), except
-    where it is written and how fast (--out, --npz, batch size, device, threads)."""
-    from onnxpath.version import __version__
-
+def job_fingerprint(model_digest: str, job, images: bool) -> str:
+    """Everything a result depends on (the job's result fields for this modality, see
+    `Job.result_fields`), not where it is written and how fast (--out, --npz, batch size,
+    device, threads)."""
     fields = {"version": __version__, "model": model_digest}
-    for entry in dataclasses.fields(job):
-        if entry.name not in WHERE:
-            fields[entry.name] = identity(getattr(job, entry.name))
+    fields.update({name: identity(value) for name, value in job.result_fields(images).items()})
     text = json.dumps(fields, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 

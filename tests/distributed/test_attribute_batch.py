@@ -1,5 +1,5 @@
-"""AttributeBatch without Ray: the same records and files as the plain pipeline; Ray stays
-unimported unless --engine ray asks for it."""
+"""ExplainBatch (the Ray actors' callable) without Ray: the same records and files as the plain
+run loop; Ray stays unimported unless --engine ray asks for it."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 from distributed_inputs import comparable, make_inputs, result_files
 from pipeline_models import run_cli
 
-from onnxpath.run.loop import Job
-from onnxpath.run.ray_engine import AttributeBatch, parse_actors
+from onnxpath.run.job import Job
+from onnxpath.run.ray import ExplainBatch, parse_actors
 
 
 def test_a_batch_gives_the_plain_pipelines_records_and_files(capsys, tmp_path, model):
@@ -25,11 +25,14 @@ def test_a_batch_gives_the_plain_pipelines_records_and_files(capsys, tmp_path, m
     from onnxpath.intake.model import load_model
     from onnxpath.io.preprocess import resolve_preprocess
     job.prep = resolve_preprocess((None, 3, 16, 16), load_model(model), None, None)
-    worker = AttributeBatch(str(model), job, cache=False)
-    # Two calls, positions out of order, stems fixed by the caller.
-    answers = [worker({"position": np.array(rows), "path": np.array([str(inputs[k])
-                                                                       for k in rows]),
-                       "stem": np.array([inputs[k].stem for k in rows])})
+    worker = ExplainBatch(str(model), job, cache=False)
+    # Two calls, positions out of order, stems fixed by the caller: files for the worker to
+    # read, as the driver sends image inputs.
+    answers = [worker({"position": np.array(rows), "kind": np.array(["image"] * len(rows)),
+                       "name": np.array([str(inputs[k]) for k in rows]),
+                       "path": np.array([str(inputs[k]) for k in rows]),
+                       "stem": np.array([inputs[k].stem for k in rows]),
+                       "example": np.array([b""] * len(rows), dtype=object)})
                for rows in ([3, 4], [0, 1, 2])]
     records = {}
     for answer in answers:
@@ -55,7 +58,7 @@ def test_actors_option():
 
 def test_ray_is_never_imported_without_engine_ray(tmp_path, model):
     inputs = make_inputs(tmp_path / "in", 1)
-    script = ("import sys; from onnxpath.cli import main; import onnxpath.run.ray_engine; "
+    script = ("import sys; from onnxpath.cli import main; import onnxpath.run.ray; "
               f"code = main(['attribute', {str(model)!r}, {str(inputs[0])!r}, '-o', "
               f"{str(tmp_path / 'out')!r}, '-q']); "
               "print(code, 'ray' in sys.modules, file=sys.stderr)")

@@ -1,9 +1,12 @@
-"""`--engine ray`: the attribute pipeline on Ray Data, from a laptop to a cluster.
+"""`--engine ray`: the run loop on Ray Data, from a laptop to a cluster, for every modality.
 
-The driver plans as the plain CLI does (output stems from the manifest, inputs already finished
-skipped), then streams the rest through `map_batches` with `AttributeBatch` on a pool of actors
-(the model loads once per actor). Workers write the result files; the driver writes each
-input's completion marker when its records arrive, and prints the records in input order.
+The driver plans as the plain run does (output stems from the manifest, examples already
+finished skipped, files of many examples such as CSV tables read and tokenised into examples),
+then streams the rest through `map_batches` with `ExplainBatch` on a pool of actors (the model
+loads once per actor). Each actor runs the same loop over its share: it reads the files that
+hold one example (images, signals), explains and writes the result files, so they are bitwise
+those of the plain CLI. The driver writes each example's completion marker when its records
+arrive, and prints the records in input order.
 
 Faults: an actor that dies (a crash, the OOM killer, a lost node) is restarted and its batch
 retried a finite number of times. A batch that still fails is rerun one input at a time, so
@@ -18,18 +21,22 @@ import json
 import logging
 import math
 import os
+import pickle
 import socket
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import numpy as np
 
 from onnxpath.errors import EngineError, UsageError
 from onnxpath.explainer import Explainer
-from onnxpath.io.storage import as_location
-from onnxpath.run.loop import Job, Pipeline
-from onnxpath.run.progress import Progress
-from onnxpath.run.ray_batch import KILL, AttributeBatch
+from onnxpath.io.modality import Modalities
+from onnxpath.io.storage import as_location, location
+from onnxpath.io.text import pad_id
+from onnxpath.run.job import Job
+from onnxpath.run.loop import RunLoop, Unit
 
 WORKER_DIED = ("the worker died processing this input, alone and on every retry (a crash or "
                "the out-of-memory killer); the other inputs were processed")
@@ -188,32 +195,115 @@ class InOrder:
             self.deliver(k, *self.ready.pop(k))
 
 
-class RayPipeline(Pipeline):
-    """The plain pipeline's planning, resume and reporting, with the computing on Ray."""
+# Test-only fault injection (tests/distributed): a worker that finishes an example whose name
+# contains $ONNXPATH_TEST_KILL_WORKER exits on the spot, as if it crashed or was OOM-killed,
+# after writing that example's files and before returning any record. With
+# $ONNXPATH_TEST_KILL_WORKER_ONCE naming a file, only the first such worker dies (it creates
+# the file). Nothing sets these variables outside the tests.
+KILL = "ONNXPATH_TEST_KILL_WORKER"
+KILL_ONCE = "ONNXPATH_TEST_KILL_WORKER_ONCE"
+
+
+def kill_if_asked(name: str) -> None:
+    needle = os.environ.get(KILL)
+    if not needle or needle not in name:
+        return
+    once = os.environ.get(KILL_ONCE)
+    if once:
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+    os._exit(77)
+
+
+def task_row(position: int, unit: Unit) -> dict:
+    """A unit as a row of equal-typed columns: a file to read, or an example read already."""
+    return {"position": position, "kind": unit.adapter.kind, "name": unit.name,
+            "stem": unit.stem, "path": "" if unit.path is None else str(unit.path),
+            "example": b"" if unit.example is None else pickle.dumps(unit.example)}
+
+
+class _Collecting(RunLoop):
+    """The loop on a worker: each unit's records kept for the answer, nothing printed."""
+
+    def __init__(self, explainer: Explainer, job: Job):
+        super().__init__(explainer, job, emit=lambda record: None)
+        self.collected: dict[int, list[dict]] = {}
+
+    def deliver(self, unit: Unit, records: list[dict], from_files: bool = False) -> None:
+        kill_if_asked(unit.name)
+        self.collected[unit.position] = records
+
+
+class ExplainBatch:
+    """Built once per actor (the model loads once); called once per batch of task rows (see
+    `task_row`). The answer has the columns `position` and `records` (each unit's records as
+    one JSON text). Resume markers and the --npz bundle are the driver's business."""
+
+    def __init__(self, model: str | os.PathLike, job: Job, pad_id: int = 0,
+                 device: str = "cpu", threads: int | None = None, cache: bool | str = True,
+                 provider_options: dict[str, str] | None = None, cwd: str | None = None,
+                 intake: dict | None = None):
+        if cwd and os.path.isdir(cwd) and os.getcwd() != cwd:
+            # Same paths as the driver where its folder is visible (a shared filesystem): the
+            # records then name inputs and outputs exactly as the plain CLI does.
+            os.chdir(cwd)
+        # The model as the driver loaded it (`intake`: its --output, --wrt, --target-index
+        # and --region choices); the driver's tokenizer stays with the driver.
+        self.explainer = Explainer(model, device=device, threads=threads, cache=cache,
+                                   provider_options=provider_options, **(intake or {}))
+        self.explainer.pad_id = pad_id
+        self.job = replace(job, resume=False, npz=None)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        loop = _Collecting(self.explainer, self.job)
+        modalities = Modalities(self.explainer, self.job, images=False)
+        units = []
+        for position, kind, name, stem, path, blob in zip(
+                batch["position"], batch["kind"], batch["name"], batch["stem"], batch["path"],
+                batch["example"], strict=True):
+            units.append(Unit(str(name), str(stem), modalities.of_kind(str(kind)),
+                              path=location(str(path)) if path else None,
+                              example=pickle.loads(blob) if len(blob) else None,
+                              position=int(position)))
+        loop.run_units(iter(units), [u.path for u in units if u.path is not None])
+        texts = [json.dumps(loop.collected[u.position]) for u in units]
+        return {"position": np.asarray(batch["position"], dtype=np.int64),
+                "records": np.array(texts, dtype=object)}
+
+
+class RayLoop(RunLoop):
+    """The run loop's planning, resume and reporting on the driver, the rest on Ray."""
 
     def __init__(self, explainer: Explainer, job: Job, emit: Callable[[dict], None],
-                 worker: dict, cluster: Cluster, progress: Progress | None = None,
+                 worker: dict, cluster: Cluster, report=None, progress: bool | None = False,
                  debug: bool = False):
-        super().__init__(explainer, job, emit, progress, note=progress.note if progress
-                         else None, debug=debug)
-        self.worker = worker  # AttributeBatch's constructor arguments
+        super().__init__(explainer, job, emit, report, progress, debug)
+        self.worker = worker  # ExplainBatch's constructor arguments
         self.cluster = cluster
 
-    def execute(self, todo: list[int]) -> None:
-        if not todo:
+    def execute(self, units) -> None:
+        units = list(units)
+        in_order = InOrder(range(len(units)), lambda k, records, from_files:
+                           self.deliver(units[k], records, from_files))
+        rows = []
+        for k, unit in enumerate(units):
+            if unit.records is not None:
+                in_order.add(k, unit.records, unit.from_files)
+            else:
+                rows.append(task_row(k, unit))
+
+        def arrive(k: int, records: list[dict], from_files: bool = True) -> None:
+            self.mark(units[k], records)  # at once: the worker wrote its files
+            in_order.add(k, records, from_files)
+
+        if not rows:
             return
-        in_order = InOrder(todo, self.deliver)
-
-        def arrive(position: int, records: list[dict], from_files: bool = True) -> None:
-            self.mark(position, records)  # at once: the files are complete
-            in_order.add(position, records, from_files)
-
-        rows = [{"position": k, "path": str(self._items[k][0]), "stem": self._items[k][1]}
-                for k in todo]
         per_call = max(self.cluster.rows_per_call, self.job.batch_size)
-        for k in on_actors(rows, AttributeBatch, self.worker, self.cluster, per_call, arrive,
+        for k in on_actors(rows, ExplainBatch, self.worker, self.cluster, per_call, arrive,
                            self.note, self.debug):
-            arrive(k, [self.record(self._items[k][0], m, error=WORKER_DIED)
+            arrive(k, [self.record(units[k].name, m, error=WORKER_DIED)
                        for m in self.job.methods], from_files=False)
 
 
@@ -221,20 +311,25 @@ def run_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike], job: J
             emit: Callable[[dict], None], *, cluster: Cluster | None = None,
             device: str = "cpu", threads: int | None = None, cache: bool = True,
             provider_options: dict[str, str] | None = None,
-            explainer: Explainer | None = None, progress: Progress | None = None,
+            explainer: Explainer | None = None, report=None, progress: bool | None = False,
             debug: bool = False) -> int:
-    """Process `paths` on Ray (see the module docstring); hand each record to `emit` in input
-    order; return how many records carry an error. `explainer` (on the driver, any device)
-    serves for planning only: its model digest keys the resume markers. While it runs,
-    sys.stdout is stderr."""
+    """Process `paths` (and --text) on Ray (see the module docstring); hand each record to
+    `emit` in input order; return how many examples failed. `explainer` (on the driver, any
+    device) plans: it reads files of many examples, and its model digest keys the resume
+    markers. While it runs, sys.stdout is stderr."""
     cluster = cluster or Cluster()
     check(job, cluster, device)
     explainer = explainer or Explainer(model, cache=cache)
     worker = {**worker_arguments(model, explainer, cluster, device, threads, cache,
-                                 provider_options), "job": job}
+                                 provider_options),
+              "pad_id": pad_id(job.tokenizer) if job.tokenizer is not None
+              else explainer.pad_id,
+              # Read and resumed on the driver: workers get files and examples, never the
+              # tokenizer, --text or markers.
+              "job": replace(job, tokenizer=None, text=None, resume=False, npz=None)}
     with on_ray(cluster, debug):
-        pipeline = RayPipeline(explainer, job, emit, worker, cluster, progress, debug)
-        return pipeline.run([as_location(p) for p in paths])
+        loop = RayLoop(explainer, job, emit, worker, cluster, report, progress, debug)
+        return loop.run([as_location(p) for p in paths])
 
 
 def check(job, cluster: Cluster, device: str) -> None:
@@ -272,4 +367,4 @@ def on_ray(cluster: Cluster, debug: bool):
                 ray.shutdown()
 
 
-__all__ = ["KILL", "Cluster", "RayPipeline", "parse_actors", "run_ray"]
+__all__ = ["KILL", "Cluster", "ExplainBatch", "RayLoop", "parse_actors", "run_ray"]

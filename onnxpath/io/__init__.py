@@ -18,7 +18,8 @@ Adding a modality means one adapter file and its line in `modality.ADAPTERS`. Al
 `tensors` (.npy/.npz for any model), `preprocess` (the image recipe), `labels`, `render`
 (colour maps, overlays), `outputs` (atomic files, the .npz bundle), `storage` (URLs) and
 `inputs` (arguments into files and output stems). The methods never see any of this: they get
-the tensor that `Explainer` attributes.
+the tensor that `Explainer` attributes. `io` imports `Explainer`'s layer and below (`intake` for
+a model's inputs), never `run` or `cli`.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FORMAT = 1
+FORMAT = 2  # bumped whenever what is recorded, or how it is normalised, changes
 STEP_TIMEOUT = 600
 SHAPES, EFFNET, DIGITS = ("models/shapes_resnet.onnx", "models/efficientnet_lite0.onnx",
                           "models/digits_cnn.onnx")
@@ -796,6 +796,7 @@ def record(checkout: Path, fixtures: Path, out: Path, only: list[str], keep: boo
         meta["fixtures"] = digests(fixtures, FIXTURE_FILES)
         meta["shipped"] = digests(checkout, SHIPPED)
         meta["only"] = sorted(only)
+        meta["recorder"] = sha256(Path(__file__).read_bytes())[:16]
         results = {}
         for case in selected:
             began = time.monotonic()
@@ -861,13 +862,17 @@ def compare(a_dir: Path, b_dir: Path) -> int:
     """Print every difference between two recordings; 1 if any (stderr: warnings only)."""
     a = json.loads((a_dir / "records.json").read_text())
     b = json.loads((b_dir / "records.json").read_text())
-    for key in ("commit", "dirty", "onnxpath_file", "python", "seconds"):
+    for key in ("commit", "dirty", "onnxpath_file", "python", "seconds", "recorder"):
         print(f"meta {key}: A {a['meta'].get(key)!r}, B {b['meta'].get(key)!r}")
+    if a.get("format") != b.get("format"):
+        print(f"\nthe recordings have different formats ({a.get('format')}, {b.get('format')}): "
+              "record both with the same record.py")
+        return 1
+    if a["meta"].get("recorder") != b["meta"].get("recorder"):
+        print("note: the two recordings were made by different versions of record.py")
     failures: dict[str, list[str]] = {}
     warnings: dict[str, list[str]] = {}
     general = []
-    if a.get("format") != b.get("format"):
-        general.append(f"record format {a.get('format')} != {b.get('format')}")
     for key in ("fixtures", "shipped"):
         found: list[str] = []
         deep_diff(a["meta"].get(key), b["meta"].get(key), f"meta.{key}", found)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import typer
 
 from onnxpath.cli import app
+from onnxpath.cli.declare import Flag, command
 from onnxpath.engine.cache import SessionCache
 
+CLEAR = Flag("clear", bool, typer.Option(False, "--clear", help="Delete every entry."))
 
-@app.command()
-def cache(clear: bool = typer.Option(False, "--clear", help="Delete every entry.")) -> int:
+
+@command(app, CLEAR)
+def cache(o: SimpleNamespace) -> int:
     """Show the on-disk session cache (ONNX Runtime's optimised graphs), or clear it.
 
     Example: onnxpath cache --clear
@@ -18,7 +23,7 @@ def cache(clear: bool = typer.Option(False, "--clear", help="Delete every entry.
     it is trimmed to $ONNXPATH_CACHE_MAX_MB (4096), least recently used first.
     """
     store = SessionCache()
-    if clear:
+    if o.clear:
         print(f"removed {store.clear()} entries from {store.folder}")
         return 0
     sizes = [p.stat().st_size for p in store.entries()]

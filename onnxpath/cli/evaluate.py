@@ -11,14 +11,24 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import typer
 from PIL import Image
 
 from onnxpath.cli import app
-from onnxpath.cli import options as shared
-from onnxpath.cli._common import build_preprocess, parse_floats, parse_scale, parse_size
+from onnxpath.cli._common import parse_floats
+from onnxpath.cli.declare import Flag, command
+from onnxpath.cli.jobs import explainer_from, recipe_from
+from onnxpath.cli.options import (
+    DEBUG,
+    MODEL,
+    OUTPUT,
+    PREPROCESSING_BASIC,
+    PREPROCESSING_MORE,
+    RUNTIME,
+)
 from onnxpath.errors import InputError, UsageError
 from onnxpath.evaluate import METRICS, Settings, evaluate
 from onnxpath.evaluate.localisation import shapes_scenes
@@ -145,113 +155,95 @@ def file_inputs(explainer: Explainer, prep: Preprocess, items: list[str],
     return (np.stack(tensors), np.stack(masks) if masks_dir is not None else None, failures)
 
 
-@app.command("evaluate")
-def evaluate_command(
-    model: Path = typer.Argument(..., help="The .onnx model."),
-    inputs: list[str] = typer.Argument(None, help="Images or .npy tensors, directories, globs, "
-                                       "or - for stdin. Optional with --scenes."),
-    methods: str = typer.Option("gradient", "--methods", "-m",
-                                help=f"Comma-separated methods: {', '.join(METHODS)}."),
-    metrics: str = typer.Option("all", "--metrics",
-                                help=f"Comma-separated: all, {', '.join(METRICS)}."),
-    masks: Path = typer.Option(None, "--masks", help="Ground-truth masks <stem>.png (or .npy) "
-                               "for pointing-game and relevance-mass."),
-    scenes: int = typer.Option(None, "--scenes", help="Evaluate on N generated shapes scenes "
-                               "with masks (the demo model's localisation benchmark)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for scenes, subsets, tie-breaks, noise."),
-    fractions: str = typer.Option(None, "--fractions", help="lerf/morf fractions "
-                                  "(default 0.01,0.02,...,0.1)."),
-    fill: str = typer.Option("zero", "--fill", help="Removed-pixel value in model space: zero "
-                             "(the dataset mean of normalised inputs), mean (of these "
-                             "inputs), or numbers per channel."),
-    rank: str = typer.Option("signed", "--rank", help="Rank pixels by the signed max-abs map "
-                             "(signed, the paper), its magnitude (abs), or the channel maximum "
-                             "of the raw map (max, the authors' RoarTorch evaluation code)."),
-    step: int = typer.Option(None, "--step", help="deletion/insertion pixels per step "
-                             "(default: the image width)."),
-    road_fractions: str = typer.Option(None, "--road-fractions",
-                                       help="ROAD fractions (default 0.1,...,0.5,0.7,0.9)."),
-    ns: str = typer.Option(None, "--ns", help="sensitivity-n subset sizes in pixels "
-                           "(default 1,4,16,64,256,1024)."),
-    samples: int = typer.Option(32, "--samples", help="sensitivity-n subsets per n and image."),
-    sanity_images: int = typer.Option(None, "--sanity-images", help="Use only the first N "
-                                      "inputs for the sanity check (default: all)."),
-    sanity_steps: int = typer.Option(None, "--sanity-steps", help="Evaluate N cascade steps "
-                                     "spread evenly (default: every parametric layer)."),
-    tolerance: float = typer.Option(None, "--tolerance", help="Pointing-game tolerance in px "
-                                    "(default: 15 px at 224, scaled to the input)."),
-    option: list[str] = typer.Option(None, "--option", "-o", help="Method option key=value, "
-                                     "e.g. -o prune_percent=70 (repeatable)."),
-    csv_path: Path = typer.Option(None, "--csv", help="Write every score and curve as CSV."),
-    json_path: Path = typer.Option(None, "--json", help="Write the report as JSON."),
-    plots: Path = typer.Option(None, "--plots", help="Write one PNG per curve here."),
-    report_path: str = typer.Option(None, "--report", help="Write an HTML report: the table, "
-                                    "every curve and the sanity cascade (FILE.html or DIR/)."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Inputs per forward run "
-                                   "(default: the fastest, measured once for the model)."),
-    preset: str = shared.PRESET,
-    size: str = shared.SIZE,
-    mean: str = shared.MEAN,
-    std: str = shared.STD,
-    preprocess: Path = shared.PREPROCESS,
-    resize: int = shared.RESIZE,
-    crop: bool = shared.CROP,
-    scale: str = shared.SCALE,
-    bgr: bool = shared.BGR,
-    layout: str = shared.LAYOUT,
-    gray: bool = shared.GRAY,
-    output: str = typer.Option(None, "--output", help="The model output to explain (default: "
-                               "see `onnxpath inspect`)."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    threads: int = typer.Option(None, "--threads", help="ONNX Runtime intra-op threads."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Build sessions afresh; neither "
-                                  "read nor write the on-disk session cache."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
-) -> int:
+ARGS = (
+    MODEL,
+    Flag("inputs", list[str], typer.Argument(None, help="Images or .npy tensors, directories, "
+                                             "globs, or - for stdin. Optional with "
+                                             "--scenes.")),
+)
+# The protocols' settings. --masks, --seed, --fill, --samples, --tolerance, --json,
+# --report, --batch-size and --quiet differ from the flags of those names elsewhere.
+PROTOCOLS = (
+    Flag("methods", str, typer.Option("gradient", "--methods", "-m", help="Comma-separated "
+                                      f"methods: {', '.join(METHODS)}.")),
+    Flag("metrics", str, typer.Option("all", "--metrics", help="Comma-separated: all, "
+                                      f"{', '.join(METRICS)}.")),
+    Flag("masks", Path, typer.Option(None, "--masks", help="Ground-truth masks <stem>.png (or "
+                                     ".npy) for pointing-game and relevance-mass.")),
+    Flag("scenes", int, typer.Option(None, "--scenes", help="Evaluate on N generated shapes "
+                                     "scenes with masks (the demo model's localisation "
+                                     "benchmark).")),
+    Flag("seed", int, typer.Option(0, "--seed", help="Seed for scenes, subsets, tie-breaks, "
+                                   "noise.")),
+    Flag("fractions", str, typer.Option(None, "--fractions", help="lerf/morf fractions "
+                                        "(default 0.01,0.02,...,0.1).")),
+    Flag("fill", str, typer.Option("zero", "--fill", help="Removed-pixel value in model "
+                                   "space: zero (the dataset mean of normalised inputs), mean "
+                                   "(of these inputs), or numbers per channel.")),
+    Flag("rank", str, typer.Option("signed", "--rank", help="Rank pixels by the signed "
+                                   "max-abs map (signed, the paper), its magnitude (abs), or "
+                                   "the channel maximum of the raw map (max, the authors' "
+                                   "RoarTorch evaluation code).")),
+    Flag("step", int, typer.Option(None, "--step", help="deletion/insertion pixels per step "
+                                   "(default: the image width).")),
+    Flag("road_fractions", str, typer.Option(None, "--road-fractions", help="ROAD fractions "
+                                             "(default 0.1,...,0.5,0.7,0.9).")),
+    Flag("ns", str, typer.Option(None, "--ns", help="sensitivity-n subset sizes in pixels "
+                                 "(default 1,4,16,64,256,1024).")),
+    Flag("samples", int, typer.Option(32, "--samples", help="sensitivity-n subsets per n and "
+                                      "image.")),
+    Flag("sanity_images", int, typer.Option(None, "--sanity-images", help="Use only the first "
+                                            "N inputs for the sanity check (default: all).")),
+    Flag("sanity_steps", int, typer.Option(None, "--sanity-steps", help="Evaluate N cascade "
+                                           "steps spread evenly (default: every parametric "
+                                           "layer).")),
+    Flag("tolerance", float, typer.Option(None, "--tolerance", help="Pointing-game tolerance "
+                                          "in px (default: 15 px at 224, scaled to the "
+                                          "input).")),
+    Flag("option", list[str], typer.Option(None, "--option", "-o", help="Method option "
+                                           "key=value, e.g. -o prune_percent=70 "
+                                           "(repeatable).")),
+)
+WRITE = (
+    Flag("csv_path", Path, typer.Option(None, "--csv", help="Write every score and curve as "
+                                        "CSV.")),
+    Flag("json_path", Path, typer.Option(None, "--json", help="Write the report as JSON.")),
+    Flag("plots", Path, typer.Option(None, "--plots", help="Write one PNG per curve here.")),
+    Flag("report_path", str, typer.Option(None, "--report", help="Write an HTML report: the "
+                                          "table, every curve and the sanity cascade "
+                                          "(FILE.html or DIR/).")),
+    Flag("batch_size", int, typer.Option(None, "--batch-size", help="Inputs per forward run "
+                                         "(default: the fastest, measured once for the "
+                                         "model).")),
+)
+QUIET = Flag("quiet", bool, typer.Option(False, "--quiet", "-q",
+                                         help="No progress on stderr."))
+
+
+@command(app, ARGS, PROTOCOLS, WRITE, PREPROCESSING_BASIC, PREPROCESSING_MORE, OUTPUT,
+         RUNTIME, QUIET, DEBUG, name="evaluate")
+def evaluate_command(o: SimpleNamespace) -> int:
     """Score attribution methods with the papers' protocols; print a methods × metrics table.
 
     Example: onnxpath evaluate models/shapes_resnet.onnx --scenes 100
     -m pathway,gradient,integrated-gradients,guided-backprop,gradcam --csv eval.csv --plots plots/
     """
     start = time.perf_counter()
-    method_names = check_methods([m.strip() for m in methods.split(",") if m.strip()])
-    metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
-    have_masks = masks is not None or scenes is not None
-    metric_names = check_metrics(metric_names, have_masks)
-    if rank not in RANKS:
-        raise UsageError(f"unknown --rank '{rank}'; choose {', '.join(RANKS)}")
-    if masks is not None and not masks.is_dir():
-        raise UsageError(f"--masks {masks} is not a directory")
-    if scenes is None and not inputs:
-        raise UsageError("give inputs, or --scenes N to generate the shapes benchmark")
-    if step is not None and step < 1:
-        raise UsageError(f"--step must be at least 1, got {step}")
-    explainer = Explainer(model, device=device, threads=threads, cache=not no_cache,
-                          output=output)
+    method_names, metric_names = check_request(o)
+    explainer = explainer_from(o)
     if any(METHODS[m].needs_gradients for m in method_names):
         explainer.check_differentiable()
-    prep = build_preprocess(explainer, preset, parse_size(size), parse_floats(mean, "--mean"),
-                            parse_floats(std, "--std"), config=preprocess, resize=resize,
-                            crop=crop, scale=parse_scale(scale), bgr=bgr, layout=layout,
-                            gray=gray)
+    prep = recipe_from(o, explainer)
     failures = 0
-    if scenes is not None:
-        x, gt_masks = scene_inputs(explainer, prep, scenes, seed)
+    if o.scenes is not None:
+        x, gt_masks = scene_inputs(explainer, prep, o.scenes, o.seed)
     else:
-        x, gt_masks, failures = file_inputs(explainer, prep, inputs, masks)
+        x, gt_masks, failures = file_inputs(explainer, prep, o.inputs, o.masks)
     if x.ndim != 4:
         raise UsageError(f"evaluate needs image-shaped inputs (C×H×W); got {x.shape[1:]}")
-    settings = Settings(
-        fractions=parse_fractions(fractions, "--fractions") or Settings.fractions,
-        fill=parse_fill(fill, x), rank=rank, step=step,
-        road_fractions=parse_fractions(road_fractions, "--road-fractions")
-        or Settings.road_fractions,
-        ns=parse_ints(ns, "--ns") or Settings.ns, samples=samples,
-        sanity_images=sanity_images, sanity_steps=sanity_steps, tolerance=tolerance,
-        batch_size=batch_size, seed=seed, method_options=parse_options(option))
-    progress = None if quiet else (lambda message: print(f"onnxpath: {message}",
-                                                         file=sys.stderr, flush=True))
+    settings = settings_from(o, x)
+    progress = None if o.quiet else (lambda message: print(f"onnxpath: {message}",
+                                                           file=sys.stderr, flush=True))
     if progress:
         progress(f"{len(x)} inputs, methods {', '.join(method_names)}, metrics "
                  f"{', '.join(metric_names)}")
@@ -259,27 +251,62 @@ def evaluate_command(
                       gt_masks if any(m in MASK_METRICS for m in metric_names) else None,
                       progress=progress)
     report.notes["total_seconds"] = round(time.perf_counter() - start, 2)
-    if scenes is not None:
-        report.notes["inputs"] = f"{scenes} shapes scenes, seed {seed}"
+    if o.scenes is not None:
+        report.notes["inputs"] = f"{o.scenes} shapes scenes, seed {o.seed}"
     sys.stdout.write(report.table() + "\n")
     sys.stdout.flush()
-    if csv_path is not None:
-        write_atomic(csv_path, report.csv().encode())
-    if json_path is not None:
-        write_atomic(json_path, (json.dumps(report.as_json(), indent=1) + "\n").encode())
-    if report_path is not None:
-        from onnxpath.report import write_evaluate_report
-        page = write_evaluate_report(report_path, report.as_json(), {"model": model.name},
-                                     report.cascade)
-        if progress:
-            progress(f"wrote the report {page}")
-    if plots is not None:
-        written = write_plots(report, plots)
-        if progress:
-            progress(f"wrote {len(written)} plots to {plots}")
+    write_outputs(o, report, progress)
     if progress:
         progress(f"done in {report.notes['total_seconds']:.1f} s")
     return 1 if failures else 0
+
+
+def check_request(o: SimpleNamespace) -> tuple[list[str], list[str]]:
+    """The methods and metrics asked for, and the flags that can be checked before the model
+    loads (so a typo fails at once, not after a minute of setup)."""
+    method_names = check_methods([m.strip() for m in o.methods.split(",") if m.strip()])
+    metric_names = [m.strip() for m in o.metrics.split(",") if m.strip()]
+    have_masks = o.masks is not None or o.scenes is not None
+    metric_names = check_metrics(metric_names, have_masks)
+    if o.rank not in RANKS:
+        raise UsageError(f"unknown --rank '{o.rank}'; choose {', '.join(RANKS)}")
+    if o.masks is not None and not o.masks.is_dir():
+        raise UsageError(f"--masks {o.masks} is not a directory")
+    if o.scenes is None and not o.inputs:
+        raise UsageError("give inputs, or --scenes N to generate the shapes benchmark")
+    if o.step is not None and o.step < 1:
+        raise UsageError(f"--step must be at least 1, got {o.step}")
+    return method_names, metric_names
+
+
+def settings_from(o: SimpleNamespace, x: np.ndarray) -> Settings:
+    """The protocols' Settings; --fill mean needs the inputs `x`."""
+    return Settings(
+        fractions=parse_fractions(o.fractions, "--fractions") or Settings.fractions,
+        fill=parse_fill(o.fill, x), rank=o.rank, step=o.step,
+        road_fractions=parse_fractions(o.road_fractions, "--road-fractions")
+        or Settings.road_fractions,
+        ns=parse_ints(o.ns, "--ns") or Settings.ns, samples=o.samples,
+        sanity_images=o.sanity_images, sanity_steps=o.sanity_steps, tolerance=o.tolerance,
+        batch_size=o.batch_size, seed=o.seed, method_options=parse_options(o.option))
+
+
+def write_outputs(o: SimpleNamespace, report, progress) -> None:
+    """--csv, --json, --report and --plots, after the table is on stdout."""
+    if o.csv_path is not None:
+        write_atomic(o.csv_path, report.csv().encode())
+    if o.json_path is not None:
+        write_atomic(o.json_path, (json.dumps(report.as_json(), indent=1) + "\n").encode())
+    if o.report_path is not None:
+        from onnxpath.report import write_evaluate_report
+        page = write_evaluate_report(o.report_path, report.as_json(), {"model": o.model.name},
+                                     report.cascade)
+        if progress:
+            progress(f"wrote the report {page}")
+    if o.plots is not None:
+        written = write_plots(report, o.plots)
+        if progress:
+            progress(f"wrote {len(written)} plots to {o.plots}")
 
 
 def parse_fill(text: str, x: np.ndarray) -> float | tuple[float, ...]:

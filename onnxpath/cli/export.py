@@ -4,30 +4,34 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import typer
 
 from onnxpath.cli import app
 from onnxpath.cli._common import parse_size
+from onnxpath.cli.declare import Flag, command
+from onnxpath.cli.options import DEBUG, KEEP_PROBABILITIES, OUTPUT
 from onnxpath.explainer import Explainer
 from onnxpath.tools.export import gradient_export, save_model, signature, signature_text
 
-
-@app.command("export")
-def export(
-    model: Path = typer.Argument(..., help="The .onnx model to differentiate."),
-    out: Path = typer.Option(..., "--out", "-o", help="Where to write the gradient graph."),
-    target_independent: bool = typer.Option(
+# --out (a required local path here) and --size differ from attribute's; --json prints the
+# signature, not the one object of pathway, check-grad and inspect.
+FLAGS = (
+    Flag("model", Path, typer.Argument(..., help="The .onnx model to differentiate.")),
+    Flag("out", Path, typer.Option(..., "--out", "-o", help="Where to write the gradient "
+                                   "graph.")),
+    Flag("target_independent", bool, typer.Option(
         False, "--target-independent", help="Take a `seed` over the logits as an input instead "
-        "of differentiating the predicted class."),
-    size: str = typer.Option(None, "--size", help="HxW for dynamic spatial dims."),
-    keep_probabilities: bool = typer.Option(False, "--keep-probabilities",
-                                            help="Differentiate the Softmax output itself."),
-    as_json: bool = typer.Option(False, "--json", help="Print the signature as JSON."),
-    output: str = typer.Option(None, "--output", help="The model output to explain (default: "
-                               "see `onnxpath inspect`)."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
-) -> int:
+        "of differentiating the predicted class.")),
+    Flag("size", str, typer.Option(None, "--size", help="HxW for dynamic spatial dims.")),
+    KEEP_PROBABILITIES,
+    Flag("as_json", bool, typer.Option(False, "--json", help="Print the signature as JSON.")),
+)
+
+
+@command(app, FLAGS, OUTPUT, DEBUG, name="export")
+def export(o: SimpleNamespace) -> int:
     """Write MODEL's gradient graph as plain ONNX, runnable from any ONNX Runtime binding.
 
     Default signature: input (as in MODEL) -> logits, target (argmax), grad (d logit[target] /
@@ -36,10 +40,10 @@ def export(
 
     Example: onnxpath export resnet50.onnx -o resnet50.grad.onnx --target-independent
     """
-    explainer = Explainer(model, keep_probabilities=keep_probabilities, output=output)
-    graph = gradient_export(explainer, parse_size(size), target_independent)
-    written = save_model(graph, out, model.parent)
-    if as_json:
+    explainer = Explainer(o.model, keep_probabilities=o.keep_probabilities, output=o.output)
+    graph = gradient_export(explainer, parse_size(o.size), o.target_independent)
+    written = save_model(graph, o.out, o.model.parent)
+    if o.as_json:
         typer.echo(json.dumps({"outputs": [str(p) for p in written], **signature(graph)}))
     else:
         typer.echo(f"wrote {', '.join(map(str, written))}\n{signature_text(graph)}")

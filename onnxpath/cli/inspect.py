@@ -4,30 +4,38 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import typer
 
 from onnxpath.autodiff.relu_family import RELU_FAMILY
 from onnxpath.cli import app
 from onnxpath.cli._common import parse_size
+from onnxpath.cli.declare import Flag, command
+from onnxpath.cli.options import DEBUG, JSON, KEEP_PROBABILITIES
 from onnxpath.tools.inspect import inspect_model
 
+# --size, --layers, --output and --wrt differ from the flags of those names in attribute,
+# pathway and the other commands: here they describe the report.
+FLAGS = (
+    Flag("model", Path, typer.Argument(..., help="The .onnx model to inspect.")),
+    JSON,
+    Flag("size", str, typer.Option(None, "--size", help="HxW for dynamic spatial dims "
+                                   "(default: the preset's, else 224); neuron counts depend on "
+                                   "it.")),
+    Flag("layers", str, typer.Option(",".join(RELU_FAMILY), "--layers", help="Activation op "
+                                     "types counted as pathway neurons (Clip: lower bound 0 "
+                                     "only).")),
+    KEEP_PROBABILITIES,
+    Flag("output", str, typer.Option(None, "--output", help="The output to explain (default: "
+                                     "see the report's `output` line for the rule's "
+                                     "choice).")),
+    Flag("wrt", str, typer.Option(None, "--wrt", help="The tensor to attribute.")),
+)
 
-@app.command("inspect")
-def inspect(
-    model: Path = typer.Argument(..., help="The .onnx model to inspect."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
-    size: str = typer.Option(None, "--size", help="HxW for dynamic spatial dims (default: the "
-                             "preset's, else 224); neuron counts depend on it."),
-    layers: str = typer.Option(",".join(RELU_FAMILY), "--layers", help="Activation op types "
-                               "counted as pathway neurons (Clip: lower bound 0 only)."),
-    keep_probabilities: bool = typer.Option(False, "--keep-probabilities",
-                                            help="Differentiate the Softmax output itself."),
-    output: str = typer.Option(None, "--output", help="The output to explain (default: see "
-                               "the report's `output` line for the rule's choice)."),
-    wrt: str = typer.Option(None, "--wrt", help="The tensor to attribute."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
-) -> int:
+
+@command(app, FLAGS, DEBUG, name="inspect")
+def inspect(o: SimpleNamespace) -> int:
     """Show what onnxpath will differentiate in MODEL, before any run.
 
     Inputs and outputs, the logits tensor (and whether the model ends in Softmax), the guessed
@@ -37,9 +45,10 @@ def inspect(
 
     Example: onnxpath inspect resnet50.onnx --json | jq .unsupported
     """
-    names = tuple(op.strip() for op in layers.split(",") if op.strip())
-    report = inspect_model(model, parse_size(size), names, keep_probabilities, output, wrt)
-    typer.echo(json.dumps(report) if as_json else table(report))
+    names = tuple(op.strip() for op in o.layers.split(",") if op.strip())
+    report = inspect_model(o.model, parse_size(o.size), names, o.keep_probabilities, o.output,
+                           o.wrt)
+    typer.echo(json.dumps(report) if o.as_json else table(report))
     return 0
 
 

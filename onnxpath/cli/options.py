@@ -1,24 +1,207 @@
-"""Options that several commands share, declared once so their flags and help stay the same."""
+"""The flags several commands share, and the groups `attribute` is built from, declared once
+(see `declare`) so that a flag means the same, with the same help, wherever it appears.
+
+A flag one command alone has (evaluate's --fractions, check-grad's --directions) is declared
+in that command's module, next to the code that reads it. So is a command's own variant of a
+shared spelling whose help or default differs today (pathway's --prune has -p and its own
+help, check-grad's --target is an int, ...): each such variant says which flag it differs from.
+The order of the flags in a group is the order `--help` lists them in.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
+from onnxpath.autodiff.relu_family import RELU_FAMILY
+from onnxpath.cli.declare import Flag
 from onnxpath.io.preprocess import PRESETS
+from onnxpath.io.render import COLORMAPS, NORMALISATIONS, REDUCTIONS
 
-PRESET = typer.Option(None, "--preset", help=f"Preprocessing preset: {', '.join(PRESETS)} "
-                      "(default: the model's metadata, else imagenet for 3x224x224 inputs, "
-                      "else none).")
-SIZE = typer.Option(None, "--size", help="Model input size HxW, e.g. 224x224.")
-MEAN = typer.Option(None, "--mean", help="Per-channel mean, e.g. 0.485,0.456,0.406.")
-STD = typer.Option(None, "--std", help="Per-channel std, e.g. 0.229,0.224,0.225.")
-PREPROCESS = typer.Option(None, "--preprocess", help="Preprocessing JSON, e.g. a Hugging Face "
-                          "preprocessor_config.json.")
-RESIZE = typer.Option(None, "--resize", help="Shorter side before the center crop, e.g. 256; "
-                      "0 squashes the image to --size.")
-CROP = typer.Option(None, "--crop/--no-crop", help="Center-crop after --resize.")
-SCALE = typer.Option(None, "--scale", help="Pixel scale before mean/std, e.g. 1/255 or 1.")
-BGR = typer.Option(None, "--bgr/--rgb", help="Channel order the model expects.")
-LAYOUT = typer.Option(None, "--layout", help="nchw or nhwc (default: guessed from the input "
-                      "shape).")
-GRAY = typer.Option(None, "--gray", help="Convert images to grayscale.")
+# --- what every model-running command shares ---
+MODEL = Flag("model", Path, typer.Argument(..., help="The .onnx model."))
+DEVICE = Flag("device", str, typer.Option("cpu", "--device", help="cpu or cuda."))
+THREADS = Flag("threads", int, typer.Option(None, "--threads",
+                                            help="ONNX Runtime intra-op threads."))
+NO_CACHE = Flag("no_cache", bool, typer.Option(False, "--no-cache", help="Build sessions "
+                                               "afresh; neither read nor write the on-disk "
+                                               "session cache."))
+PROVIDER_OPTION = Flag("provider_option", list[str], typer.Option(
+    None, "--provider-option", help="ONNX Runtime provider option KEY=VALUE, repeatable, e.g. "
+    "gpu_mem_limit=4000000000."))
+# The ONNX Runtime session, in the order evaluate and pathway list it (attribute lists
+# --no-cache early and --provider-option after --threads).
+RUNTIME = (DEVICE, THREADS, NO_CACHE)
+DEBUG = Flag("debug", bool, typer.Option(False, "--debug", help="Show tracebacks."))
+OUTPUT = Flag("output", str, typer.Option(None, "--output", help="The model output to explain "
+                                          "(default: see `onnxpath inspect`)."))
+JSON = Flag("as_json", bool, typer.Option(False, "--json", help="One JSON object on stdout."))
+KEEP_PROBABILITIES = Flag("keep_probabilities", bool, typer.Option(
+    False, "--keep-probabilities", help="Differentiate the Softmax output itself."))
+
+# --- preprocessing: flags override --preprocess, which overrides --preset ---
+PRESET = Flag("preset", str, typer.Option(
+    None, "--preset", help=f"Preprocessing preset: {', '.join(PRESETS)} (default: the model's "
+    "metadata, else imagenet for 3x224x224 inputs, else none)."))
+PREPROCESS = Flag("preprocess", Path, typer.Option(
+    None, "--preprocess", help="Preprocessing JSON, e.g. a Hugging Face "
+    "preprocessor_config.json."))
+SIZE = Flag("size", str, typer.Option(None, "--size", help="Model input size HxW, e.g. "
+                                      "224x224."))
+RESIZE = Flag("resize", int, typer.Option(None, "--resize", help="Shorter side before the "
+                                          "center crop, e.g. 256; 0 squashes the image to "
+                                          "--size."))
+CROP = Flag("crop", bool, typer.Option(None, "--crop/--no-crop",
+                                       help="Center-crop after --resize."))
+MEAN = Flag("mean", str, typer.Option(None, "--mean", help="Per-channel mean, e.g. "
+                                      "0.485,0.456,0.406."))
+STD = Flag("std", str, typer.Option(None, "--std", help="Per-channel std, e.g. "
+                                    "0.229,0.224,0.225."))
+SCALE = Flag("scale", str, typer.Option(None, "--scale", help="Pixel scale before mean/std, "
+                                        "e.g. 1/255 or 1."))
+BGR = Flag("bgr", bool, typer.Option(None, "--bgr/--rgb", help="Channel order the model "
+                                     "expects."))
+LAYOUT = Flag("layout", str, typer.Option(None, "--layout", help="nchw or nhwc (default: "
+                                          "guessed from the input shape)."))
+GRAY = Flag("gray", bool, typer.Option(None, "--gray", help="Convert images to grayscale."))
+# attribute's order. evaluate lists the same flags in another: PREPROCESSING_BASIC (all that
+# pathway has) first, then PREPROCESSING_MORE.
+PREPROCESSING = (PRESET, PREPROCESS, SIZE, RESIZE, CROP, MEAN, STD, SCALE, BGR, LAYOUT, GRAY)
+PREPROCESSING_BASIC = (PRESET, SIZE, MEAN, STD)
+PREPROCESSING_MORE = (PREPROCESS, RESIZE, CROP, SCALE, BGR, LAYOUT, GRAY)
+
+# --- rendering: how a raw map becomes a PNG ---
+RENDERING = (
+    Flag("reduce", str, typer.Option("max-abs", "--reduce", help="Channel reduction for the "
+                                     f"PNG: {', '.join(REDUCTIONS)}.")),
+    Flag("colormap", str, typer.Option("jet", "--colormap", help=f"PNG colours: "
+                                       f"{', '.join(COLORMAPS)} (bwr: signed, blue < 0 < "
+                                       "red).")),
+    Flag("normalise", str, typer.Option("percentile", "--normalise", help="Colour scale: "
+                                        f"{', '.join(NORMALISATIONS)}.")),
+    Flag("percentile", float, typer.Option(None, "--percentile", help="percentile: clip |map| "
+                                           "at this percentile (99); outlier: Captum's "
+                                           "cumulative share (98).")),
+    Flag("alpha", float, typer.Option(0.5, "--alpha", help="Overlay opacity over the gray "
+                                      "input.")),
+)
+
+# --- method options: None means "the method's own default" (see each method's doc) ---
+ABS = Flag("absolute", bool, typer.Option(False, "--abs", help="Gradient: absolute value "
+                                          "(Saliency)."))
+# attribute's pathway flags; `onnxpath pathway` has its own help for the same spellings.
+PATHWAY = (
+    Flag("prune", float, typer.Option(None, "--prune", help="Pathway: % of neurons to prune "
+                                      "(85).")),
+    Flag("keep", float, typer.Option(None, "--keep", help="Pathway: % of neurons to keep "
+                                     "(100-P).")),
+    Flag("selection", str, typer.Option("contribution", "--selection", help="Pathway: "
+                                        "contribution, integrated, learned or random.")),
+    Flag("layers", str, typer.Option(",".join(RELU_FAMILY), "--layers", help="Pathway: op "
+                                     "types to mask (Clip: lower bound 0 only).")),
+    Flag("layer_regex", str, typer.Option(None, "--layer-regex", help="Pathway: layer name "
+                                          "regex.")),
+    Flag("per_layer", bool, typer.Option(False, "--per-layer", help="Pathway: threshold per "
+                                         "layer.")),
+)
+METHOD_OPTIONS = (
+    Flag("steps", int, typer.Option(None, "--steps", help="integrated-gradients: steps (50).")),
+    Flag("rule", str, typer.Option(None, "--rule", help="integrated-gradients: gausslegendre, "
+                                   "riemann-left|right|middle|trapezoid (gausslegendre).")),
+    Flag("baseline", str, typer.Option(None, "--baseline", help="integrated-gradients: zero, "
+                                       "blur, uniform or FILE.npy.")),
+    Flag("internal_batch_size", int, typer.Option(None, "--internal-batch-size", help="Rows "
+                                                  "per ONNX Runtime run (IG, SmoothGrad, "
+                                                  "occlusion, RISE).")),
+    Flag("samples", int, typer.Option(None, "--samples", help="smoothgrad: noisy copies (5).")),
+    Flag("noise", str, typer.Option(None, "--noise", help="smoothgrad: sigma, absolute (1.0) "
+                                    "or a percentage of the input range (15%).")),
+    Flag("variant", str, typer.Option(None, "--variant", help="smoothgrad: mean, square or "
+                                      "var.")),
+    Flag("seed", int, typer.Option(None, "--seed", help="Random seed: smoothgrad, rise, "
+                                   "uniform baseline (0).")),
+    Flag("layer", str, typer.Option(None, "--layer", help="gradcam: tensor or node name "
+                                    "(default: the last 4-D map before global pooling).")),
+    Flag("relu", bool, typer.Option(None, "--relu/--no-relu", help="gradcam: ReLU the map "
+                                    "(off).")),
+    Flag("window", str, typer.Option(None, "--window", help="occlusion: window, N or HxW "
+                                     "(16).")),
+    Flag("stride", str, typer.Option(None, "--stride", help="occlusion: stride, N or HxW "
+                                     "(8).")),
+    Flag("fill", float, typer.Option(None, "--fill", help="occlusion: value of occluded "
+                                     "pixels (0).")),
+    Flag("masks", int, typer.Option(None, "--rise-masks", help="rise: number of masks "
+                                    "(1000).")),
+    Flag("cells", int, typer.Option(None, "--cells", help="rise: grid cells per side (7).")),
+    Flag("probability", float, typer.Option(None, "--probability", help="rise: keep "
+                                            "probability.")),
+)
+# The features of the perturbation methods (attribute lists them after the MODAL flags).
+SURROGATE = (
+    Flag("segments", str, typer.Option(None, "--segments", help="lime, kernel-shap, "
+                                       "occlusion: features: grid[:K], slic[:N], each, rows, "
+                                       "windows[:K].")),
+    Flag("score", str, typer.Option(None, "--score", help="lime, kernel-shap: probability or "
+                                    "logit (probability).")),
+    Flag("kernel_width", float, typer.Option(None, "--kernel-width", help="lime: kernel "
+                                             "width (0.25; 0.75·√M for table features).")),
+)
+
+# --- model intake: which output, which input, which element, which region ---
+INTAKE = (
+    # OUTPUT's longer twin: the same flag, with the rule spelled out.
+    Flag("output", str, typer.Option(None, "--output", help="The model output to explain "
+                                     "(default: the one reached through Softmax, or named "
+                                     "like logits/probabilities; see inspect).")),
+    Flag("wrt", str, typer.Option(None, "--wrt", help="Attribute with respect to this tensor "
+                                  "(default: the input, or the first float tensor computed "
+                                  "from an integer input).")),
+    Flag("target_index", str, typer.Option(None, "--target-index", help="Explain one element "
+                                           "of the output, e.g. 3,10,12 (per example, no "
+                                           "batch index).")),
+    Flag("region", Path, typer.Option(None, "--region", help="Segmentation outputs (N×K×H×W): "
+                                      "sum class logits over this mask (.png/.npy; default: "
+                                      "the pixels predicted as the class).")),
+)
+
+# --- tables, series, text (onnxpath/io) ---
+MODAL = (
+    Flag("text", str, typer.Option(None, "--text", help="Text to explain (with --tokenizer).")),
+    Flag("tokenizer", Path, typer.Option(None, "--tokenizer", help="Hugging Face "
+                                         "tokenizer.json for raw text (pip install "
+                                         "'onnxpath[text]').")),
+    Flag("features", Path, typer.Option(None, "--features", help="Feature names, one per "
+                                        "line, for the columns of .npy table rows.")),
+    Flag("sample_rate", int, typer.Option(None, "--sample-rate", help="Sample rate of the "
+                                          "series (checked against .wav files and the "
+                                          "model's metadata).")),
+    Flag("token_reduce", str, typer.Option("sum", "--token-reduce", help="Per-token score "
+                                           "from the T×D map: sum (signed), abs-sum or l2.")),
+)
+
+# --- --engine ray (onnxpath.run.ray) ---
+RAY = (
+    Flag("engine", str, typer.Option("local", "--engine", help="local, or ray (Ray Data; "
+                                     "needs the ray extra of onnxpath).")),
+    Flag("address", str, typer.Option(None, "--address", help="ray: cluster address, auto or "
+                                      "ray://host:10001 (default: RAY_ADDRESS, else a local "
+                                      "Ray).")),
+    Flag("actors", str, typer.Option("2", "--actors", help="ray: actors, N or MIN-MAX to "
+                                     "autoscale.")),
+    Flag("cpus_per_actor", float, typer.Option(1.0, "--cpus-per-actor", help="ray: CPUs per "
+                                               "actor (also its ONNX Runtime threads).")),
+    Flag("gpus_per_actor", float, typer.Option(0.0, "--gpus-per-actor", help="ray: GPU share "
+                                               "per actor, e.g. 0.5 (with --device cuda).")),
+)
+
+# --- attribute's HTML report (onnxpath.report) ---
+REPORT = (
+    Flag("report", str, typer.Option(None, "--report", help="Also write an HTML report: "
+                                     "FILE.html (self-contained) or DIR/ (index.html plus "
+                                     "pictures).")),
+    Flag("report_every", int, typer.Option(25, "--report-every", help="Rewrite the report "
+                                           "every N inputs, so a long batch can be watched.")),
+    Flag("report_at_end", bool, typer.Option(False, "--report-at-end", help="Write the report "
+                                             "only when the batch ends.")),
+)

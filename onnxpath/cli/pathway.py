@@ -8,29 +8,23 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import typer
 
 from onnxpath.autodiff.relu_family import RELU_FAMILY
 from onnxpath.cli import app
-from onnxpath.cli import options as shared
-from onnxpath.cli._common import build_preprocess, load_example, parse_floats, parse_size
-from onnxpath.explainer import Explainer
+from onnxpath.cli._common import load_example
+from onnxpath.cli.declare import Flag, command
+from onnxpath.cli.jobs import explainer_from, pathway_options, recipe_from
+from onnxpath.cli.options import DEBUG, JSON, MODEL, OUTPUT, PREPROCESSING_BASIC, RUNTIME
 from onnxpath.io.labels import model_labels, read_labels, resolve_target
 from onnxpath.io.outputs import write_atomic
 from onnxpath.methods.pathway import SELECTIONS, critical_pathway, pathway_gradient
 from onnxpath.pathways.network import Pathway, layer_statistics, output_change, probabilities
 from onnxpath.pathways.surgery import LocalLinearityWarning, bake_pathway
 from onnxpath.tools.export import save_model
-
-
-def pathway_options(prune: float | None, keep: float | None, selection: str, layers: str,
-                    layer_regex: str | None, per_layer: bool) -> dict:
-    """The pathway method's keyword options from the CLI flags (shared with `attribute`)."""
-    return {"prune_percent": prune, "keep": keep, "selection": selection,
-            "layers": tuple(op.strip() for op in layers.split(",") if op.strip()),
-            "layer_regex": layer_regex, "per_layer": per_layer}
 
 
 def mask_arrays(found: Pathway, i: int = 0) -> dict[str, np.ndarray]:
@@ -43,99 +37,109 @@ def mask_arrays(found: Pathway, i: int = 0) -> dict[str, np.ndarray]:
     return arrays
 
 
-@app.command()
-def pathway(
-    model: Path = typer.Argument(..., help="The .onnx model."),
-    input_path: str = typer.Argument(..., metavar="INPUT",
-                                     help="One image, or a .npy tensor in model input space."),
-    prune: float = typer.Option(None, "--prune", "-p",
-                                help="Percentage of neurons to prune (default 85)."),
-    keep: float = typer.Option(None, "--keep", help="Percentage to keep: --prune 100-K."),
-    selection: str = typer.Option("contribution", "--selection",
-                                  help=f"How to select: {', '.join(SELECTIONS)}."),
-    layers: str = typer.Option(",".join(RELU_FAMILY), "--layers",
-                               help="Activation op types to mask (Clip: lower bound 0 only)."),
-    layer_regex: str = typer.Option(None, "--layer-regex",
-                                    help="Only layers whose node or tensor name matches."),
-    per_layer: bool = typer.Option(False, "--per-layer", help="One threshold per layer."),
-    target: str = typer.Option(None, "--target", "-t",
-                               help="Class index or label (default: the prediction)."),
-    masks: Path = typer.Option(None, "--masks", help="Save the masks to this .npz."),
-    export: Path = typer.Option(None, "--export",
-                                help="Write the pathway baked into a standalone .onnx model."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
-    labels: Path = typer.Option(None, "--labels", help="Labels: .txt one per line, or JSON."),
-    preset: str = shared.PRESET,
-    size: str = shared.SIZE,
-    mean: str = shared.MEAN,
-    std: str = shared.STD,
-    seed: int = typer.Option(0, "--seed", help="Random generator seed (random, learned)."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    threads: int = typer.Option(None, "--threads", help="ONNX Runtime intra-op threads."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Build sessions afresh; neither "
-                                  "read nor write the on-disk session cache."),
-    output: str = typer.Option(None, "--output", help="The model output to explain (default: "
-                               "see `onnxpath inspect`)."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
-    report: str = typer.Option(None, "--report", help="Also write an HTML report (layer table, "
-                               "kept-fraction chart): FILE.html or DIR/."),
-) -> int:
+ARGS = (
+    MODEL,
+    Flag("input_path", str, typer.Argument(..., metavar="INPUT", help="One image, or a .npy "
+                                           "tensor in model input space.")),
+)
+# The same spellings as attribute's PATHWAY flags, with help of their own (and -p).
+SELECTION = (
+    Flag("prune", float, typer.Option(None, "--prune", "-p", help="Percentage of neurons to "
+                                      "prune (default 85).")),
+    Flag("keep", float, typer.Option(None, "--keep", help="Percentage to keep: --prune "
+                                     "100-K.")),
+    Flag("selection", str, typer.Option("contribution", "--selection", help="How to select: "
+                                        f"{', '.join(SELECTIONS)}.")),
+    Flag("layers", str, typer.Option(",".join(RELU_FAMILY), "--layers", help="Activation op "
+                                     "types to mask (Clip: lower bound 0 only).")),
+    Flag("layer_regex", str, typer.Option(None, "--layer-regex", help="Only layers whose "
+                                          "node or tensor name matches.")),
+    Flag("per_layer", bool, typer.Option(False, "--per-layer", help="One threshold per "
+                                         "layer.")),
+)
+# --target, --masks, --labels, --seed and --report differ from attribute's and evaluate's.
+RESULTS = (
+    Flag("target", str, typer.Option(None, "--target", "-t", help="Class index or label "
+                                     "(default: the prediction).")),
+    Flag("masks", Path, typer.Option(None, "--masks", help="Save the masks to this .npz.")),
+    Flag("export", Path, typer.Option(None, "--export", help="Write the pathway baked into a "
+                                      "standalone .onnx model.")),
+    JSON,
+    Flag("labels", Path, typer.Option(None, "--labels", help="Labels: .txt one per line, or "
+                                      "JSON.")),
+)
+SEED = Flag("seed", int, typer.Option(0, "--seed", help="Random generator seed (random, "
+                                      "learned)."))
+REPORT = Flag("report", str, typer.Option(None, "--report", help="Also write an HTML report "
+                                          "(layer table, kept-fraction chart): FILE.html or "
+                                          "DIR/."))
+
+
+@command(app, ARGS, SELECTION, RESULTS, PREPROCESSING_BASIC, SEED, RUNTIME, OUTPUT, DEBUG,
+         REPORT)
+def pathway(o: SimpleNamespace) -> int:
     """Select the critical pathway of one input and report it layer by layer.
 
     Example: onnxpath pathway resnet.onnx cat.png --prune 75 --masks m.npz --export pruned.onnx
     """
     start = time.perf_counter()
-    explainer = Explainer(model, device=device, threads=threads, cache=not no_cache,
-                          output=output)
-    label_names = read_labels(labels) if labels else model_labels(explainer.proto)
-    prep = build_preprocess(explainer, preset, parse_size(size), parse_floats(mean, "--mean"),
-                            parse_floats(std, "--std"))
-    x = load_example(explainer, Path(input_path), prep)
+    explainer = explainer_from(o)
+    label_names = read_labels(o.labels) if o.labels else model_labels(explainer.proto)
+    prep = recipe_from(o, explainer)
+    x = load_example(explainer, Path(o.input_path), prep)
     x, context, engine = explainer.prepare(x)
     engine.bind(context)
-    c = resolve_target(target, label_names)
+    c = resolve_target(o.target, label_names)
     if c is None:
         c = int(engine.logits(x).argmax(axis=1)[0])
-    options = pathway_options(prune, keep, selection, layers, layer_regex, per_layer)
     with warnings.catch_warnings(record=True) as caught:  # one plain line each, on stderr
         warnings.simplefilter("always", LocalLinearityWarning)
-        found = critical_pathway(engine, x, [c], seed=seed, with_activations=True, **options)
+        found = critical_pathway(engine, x, [c], seed=o.seed, with_activations=True,
+                                 **pathway_options(o))
     for warning in caught:
         print(f"onnxpath: warning: {warning.message}", file=sys.stderr)
+    record = pathway_record(o, found, x, c, label_names)
+    write_outputs(o, found, record)
+    record["time_ms"] = round((time.perf_counter() - start) * 1000, 2)
+    if o.report is not None:
+        from onnxpath.report import write_pathway_report
+        record["outputs"]["report"] = str(write_pathway_report(
+            o.report, record, {"model": o.model.name},
+            note=lambda text: print(text, file=sys.stderr)))
+    sys.stdout.write(json.dumps(record) + "\n" if o.as_json else format_table(record))
+    sys.stdout.flush()
+    return 0
+
+
+def pathway_record(o: SimpleNamespace, found: Pathway, x, c: int,
+                   label_names: list[str] | None) -> dict:
+    """What the pathway printout (table or --json) and the report show, before the files."""
     _, masked_logits = pathway_gradient(found, x, [c])
-    record = {
-        "input": input_path, "target": c,
+    return {
+        "input": o.input_path, "target": c,
         "label": label_names[c] if label_names and c < len(label_names) else None,
         "prob": float(probabilities(found.logits)[0, c]),
         "prob_masked": float(probabilities(masked_logits)[0, c]),
         "output_change": float(output_change(found.logits, masked_logits, [c])[0]),
-        "prune_percent": found.prune_percent, "selection": selection,
+        "prune_percent": found.prune_percent, "selection": o.selection,
         "neurons": found.network.neurons,
         "kept": int(sum(np.count_nonzero(m[0]) for m in found.masks)),
         "kept_percent": 100.0 * found.kept_fraction(0),
         "layers": layer_statistics(found, 0), "outputs": {},
     }
-    if masks is not None:
+
+
+def write_outputs(o: SimpleNamespace, found: Pathway, record: dict) -> None:
+    """--masks and --export, each noted in the record's `outputs`."""
+    if o.masks is not None:
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **mask_arrays(found))
-        record["outputs"]["masks"] = str(write_atomic(masks, buffer.getvalue()))
-    if export is not None:
+        record["outputs"]["masks"] = str(write_atomic(o.masks, buffer.getvalue()))
+    if o.export is not None:
         baked = bake_pathway(found.network.engine.info.proto, found.layers,
                              [m[0] for m in found.masks])
-        written = save_model(baked, export, found.network.engine.info.folder)
+        written = save_model(baked, o.export, found.network.engine.info.folder)
         record["outputs"]["onnx"] = str(written[0])
-    record["time_ms"] = round((time.perf_counter() - start) * 1000, 2)
-    if report is not None:
-        from onnxpath.report import write_pathway_report
-        record["outputs"]["report"] = str(write_pathway_report(
-            report, record, {"model": model.name},
-            note=lambda text: print(text, file=sys.stderr)))
-    if as_json:
-        sys.stdout.write(json.dumps(record) + "\n")
-    else:
-        sys.stdout.write(format_table(record))
-    sys.stdout.flush()
-    return 0
 
 
 def format_table(record: dict) -> str:

@@ -1,0 +1,176 @@
+"""From parsed flags (the namespace `o` a command receives) to the library's objects: the
+Explainer, the preprocessing recipe, the Style, the method options, the Job and its inputs.
+
+Each function checks its flags and raises `UsageError` with the flag's name, so a command
+reads parse → call the library → exit code. The order of the checks is the order in which
+`attribute` has always reported problems (the first one wins), which the tests pin down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from onnxpath.cli._common import (
+    build_preprocess,
+    make_explainer,
+    parse_floats,
+    parse_scale,
+    parse_size,
+)
+from onnxpath.errors import UsageError
+from onnxpath.explainer import Explainer
+from onnxpath.io.image import model_size
+from onnxpath.io.inputs import expand_inputs
+from onnxpath.io.labels import model_labels, read_labels
+from onnxpath.io.modality import takes_images
+from onnxpath.io.outputs import check_writable
+from onnxpath.io.preprocess import Preprocess
+from onnxpath.io.render import COLORMAPS, NORMALISATIONS, REDUCTIONS
+from onnxpath.io.table import read_names
+from onnxpath.io.text import load_tokenizer
+from onnxpath.methods import METHODS
+from onnxpath.run.job import Job, Style, parse_target
+
+TOKEN_REDUCTIONS = ("sum", "abs-sum", "l2")
+
+
+def check_choice(value: str, choices, option: str) -> str:
+    """A flag with a fixed set of values, taken as plain text so that the error names the
+    flag and lists the choices in onnxpath's words rather than click's."""
+    if value not in choices:
+        raise UsageError(f"unknown {option} '{value}'; choose from {', '.join(choices)}")
+    return value
+
+
+def method_list(text: str) -> list[str]:
+    """`--method a,b`: the methods, each known."""
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise UsageError(f"unknown method '{','.join(unknown) or text}'; choose from "
+                         f"{', '.join(METHODS)}")
+    return methods
+
+
+def style_from(o: SimpleNamespace) -> Style:
+    """The RENDERING flags."""
+    style = Style(check_choice(o.reduce, REDUCTIONS, "--reduce"),
+                  check_choice(o.colormap, COLORMAPS, "--colormap"),
+                  check_choice(o.normalise, NORMALISATIONS, "--normalise"), o.percentile,
+                  o.alpha)
+    if not 0.0 <= o.alpha <= 1.0:
+        raise UsageError(f"--alpha must lie in [0, 1], got {o.alpha}")
+    if o.percentile is not None and not 0.0 < o.percentile <= 100.0:
+        raise UsageError(f"--percentile must lie in (0, 100], got {o.percentile}")
+    return style
+
+
+def parse_provider_options(items: list[str] | None) -> dict[str, str] | None:
+    """`--provider-option KEY=VALUE`, repeatable."""
+    options = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--provider-option takes KEY=VALUE, got '{item}'")
+        options[key.strip()] = value.strip()
+    return options or None
+
+
+def explainer_from(o: SimpleNamespace, device: str | None = None,
+                   provider_options: dict[str, str] | None = None) -> Explainer:
+    """The Explainer of the RUNTIME flags, --output and, where the command has them, the
+    other INTAKE flags (--wrt, --target-index, --region). `device` overrides --device."""
+    return make_explainer(o.model, device=device or o.device, threads=o.threads,
+                          cache=not o.no_cache, output=o.output, wrt=getattr(o, "wrt", None),
+                          target_index=getattr(o, "target_index", None),
+                          region=getattr(o, "region", None), provider_options=provider_options)
+
+
+def recipe_from(o: SimpleNamespace, explainer: Explainer) -> Preprocess:
+    """The preprocessing recipe of the PREPROCESSING flags the command has (pathway has only
+    --preset, --size, --mean and --std; the others then keep the recipe's values)."""
+    get = vars(o).get
+    return build_preprocess(explainer, o.preset, parse_size(o.size),
+                            parse_floats(o.mean, "--mean"), parse_floats(o.std, "--std"),
+                            config=get("preprocess"), resize=get("resize"), crop=get("crop"),
+                            scale=parse_scale(get("scale")), bgr=get("bgr"),
+                            layout=get("layout"), gray=get("gray"))
+
+
+def pathway_options(o: SimpleNamespace) -> dict:
+    """The pathway method's keyword options from the PATHWAY flags (attribute's or
+    pathway's: the same names)."""
+    return {"prune_percent": o.prune, "keep": o.keep, "selection": o.selection,
+            "layers": tuple(op.strip() for op in o.layers.split(",") if op.strip()),
+            "layer_regex": o.layer_regex, "per_layer": o.per_layer}
+
+
+METHOD_FLAGS = ("steps", "rule", "baseline", "samples", "noise", "internal_batch_size",
+                "variant", "seed", "layer", "relu", "window", "stride", "fill", "masks",
+                "cells", "probability", "segments", "score", "kernel_width")
+
+
+def method_options(o: SimpleNamespace) -> dict:
+    """Every method's keyword options: --abs, the METHOD_OPTIONS and SURROGATE flags given
+    (None means the method's own default, so they are left out) and the PATHWAY flags."""
+    given = {name: getattr(o, name) for name in METHOD_FLAGS}
+    return {"absolute": o.absolute, **{k: v for k, v in given.items() if v is not None},
+            **pathway_options(o)}
+
+
+def check_npz(npz: Path | None) -> None:
+    """--npz is written as the batch goes, so it must be a local file in a writable folder."""
+    if npz is None:
+        return
+    scheme = str(npz).split("/", 1)[0]  # Path turned s3://b/m.npz into s3:/b/m.npz
+    if scheme.endswith(":") and len(scheme) > 2:  # not a Windows drive
+        raise UsageError(f"--npz must be a local file, got '{npz}' (use --out for URLs)")
+    check_writable(npz.parent, "--npz")
+
+
+def input_paths(o: SimpleNamespace, explainer: Explainer, prep: Preprocess,
+                out) -> list[Path]:
+    """The inputs attribute runs on (never its own --out folder), checked against the
+    model: some for an image model, and a --size that fits it."""
+    paths = expand_inputs(o.inputs or [], exclude=[out] if isinstance(out, Path) else [])
+    images = takes_images(explainer, paths, o.text is not None or o.tokenizer is not None)
+    if not paths and (images or o.text is None):
+        raise UsageError("no inputs found (give images, .npy files, folders, globs or -)"
+                         if images else "no inputs found (give files, folders, globs, - or "
+                         "--text)")
+    if o.token_reduce not in TOKEN_REDUCTIONS:
+        raise UsageError(f"--token-reduce takes sum, abs-sum or l2, got '{o.token_reduce}'")
+    if images and len(explainer.input_shape) == 4 and any(
+            p.suffix.lower() not in (".npy", ".npz") for p in paths):
+        model_size(explainer.input_shape, prep, prep.layout)  # --size problems stop here
+    return paths
+
+
+def job_from(o: SimpleNamespace, explainer: Explainer, methods: list[str], style: Style,
+             out) -> tuple[Job, list[Path]]:
+    """attribute's Job and the inputs it runs on: labels and --target, the recipe, the
+    method options, the outputs, the inputs, then the tokenizer and feature names."""
+    labels = read_labels(o.labels) if o.labels else model_labels(explainer.proto)
+    target, top_k = parse_target(o.target, labels)
+    prep = recipe_from(o, explainer)
+    options = method_options(o)
+    if out is not None:
+        check_writable(out)
+    check_npz(o.npz)
+    paths = input_paths(o, explainer, prep, out)
+    job = Job(methods=methods, target=target, top_k=top_k, options=options, labels=labels,
+              fallback=o.fallback, out=out, npz=o.npz, resume=o.resume,
+              batch_size=o.batch_size, prep=prep, side_by_side=o.side_by_side, style=style,
+              tokenizer=load_tokenizer(o.tokenizer) if o.tokenizer is not None else None,
+              text=o.text,
+              feature_names=read_names(o.features) if o.features is not None else None,
+              sample_rate=o.sample_rate, token_reduce=o.token_reduce)
+    return job, paths
+
+
+def ray_cluster(o: SimpleNamespace):
+    """The --engine ray pool (the RAY flags). Imported here, not at the top: the plain CLI
+    never imports Ray."""
+    from onnxpath.run.ray import Cluster, parse_actors
+    return Cluster(o.address, parse_actors(o.actors), o.cpus_per_actor, o.gpus_per_actor)

@@ -18,11 +18,16 @@ def is_input_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES | TENSOR_SUFFIXES
 
 
+RUN_STATE = ".onnxpath"  # what every --out folder holds (see onnxpath.run.resume)
+
+
 def scan(folder: Path, exclude: Iterable[Path] = ()) -> list[Path]:
     """Image and .npy files under `folder`, recursively, sorted by path. Hidden files and
-    folders (names starting with '.') and the `exclude` folders (the output folder, so a rerun
-    does not take last run's overlays for inputs) are skipped."""
+    folders (names starting with '.'), the `exclude` folders (this run's output folder) and
+    every sub-folder that holds `.onnxpath/` (any run's output folder, this one's or an
+    earlier one's) are skipped, so a run never takes overlays and maps for inputs."""
     skip = {p.resolve() for p in exclude}
+    outputs = OutputFolders()
     found = []
     for path in folder.rglob("*"):
         parts = path.relative_to(folder).parts
@@ -30,16 +35,36 @@ def scan(folder: Path, exclude: Iterable[Path] = ()) -> list[Path]:
             continue
         if skip and any(parent.resolve() in skip for parent in path.parents):
             continue
+        if outputs.inside(path, folder):
+            continue
         if path.is_file() and is_input_file(path):
             found.append(path)
     return sorted(found)
+
+
+class OutputFolders:
+    """Which folders hold `.onnxpath/`, looked up once each."""
+
+    def __init__(self):
+        self.known: dict[Path, bool] = {}
+
+    def holds_state(self, folder: Path) -> bool:
+        if folder not in self.known:
+            self.known[folder] = (folder / RUN_STATE).is_dir()
+        return self.known[folder]
+
+    def inside(self, path: Path, top: Path) -> bool:
+        """Whether `path` lies in an output folder below `top` (`top` itself not counted)."""
+        parts = path.relative_to(top).parts
+        return any(self.holds_state(top.joinpath(*parts[:k])) for k in range(1, len(parts)))
 
 
 def expand_inputs(items: list[str], stdin=None, exclude: Iterable[Path] = ()) -> list[Path]:
     """Paths in the order given; directories are searched recursively (sorted), globs are
     expanded (sorted). `-` reads one path per line from stdin (a directory there is searched
     too; no glob expansion, so file names with `*` pass through). A missing path, or a glob
-    that matches nothing, stays in the list so that it gets its own error line."""
+    that matches nothing, stays in the list so that it gets its own error line. Output folders
+    (those holding `.onnxpath/`) below a folder or a glob's root are never searched."""
     exclude = list(exclude)
     result: list[Path] = []
     for item in items:
@@ -61,6 +86,10 @@ def expand_inputs(items: list[str], stdin=None, exclude: Iterable[Path] = ()) ->
             result.extend(scan(path, exclude))
         elif not path.exists() and glob.has_magic(item):
             matches = sorted(Path(p) for p in glob.glob(item, recursive=True))
+            # Like a folder's scan: nothing from an output folder below the pattern's root
+            top, outputs = glob_root(item), OutputFolders()
+            matches = [p for p in matches if not p.is_relative_to(top) or not (
+                outputs.inside(p, top) or p.is_dir() and outputs.holds_state(p))]
             files = [p for p in matches if p.is_file()]
             for folder in (p for p in matches if p.is_dir()):
                 files.extend(scan(folder, exclude))
@@ -68,6 +97,13 @@ def expand_inputs(items: list[str], stdin=None, exclude: Iterable[Path] = ()) ->
         else:
             result.append(path)
     return result
+
+
+def glob_root(pattern: str) -> Path:
+    """The folder a glob pattern starts from: its path up to the first magic part."""
+    parts = Path(pattern).parts
+    fixed = next(k for k, part in enumerate(parts) if glob.has_magic(part))
+    return Path(*parts[:fixed]) if fixed else Path()
 
 
 def remote_inputs(url: str) -> list[RemotePath]:

@@ -9,6 +9,7 @@ scoring pass's logits are the prediction, so no separate forward pass is run.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,9 +18,11 @@ from onnxpath.autodiff.relu_family import RELU_FAMILY
 from onnxpath.engine.gradient import GradientEngine
 from onnxpath.errors import UsageError
 from onnxpath.methods import Attribution, method
+from onnxpath.pathways.auto_prune import largest_faithful_prune
 from onnxpath.pathways.learned_gates import learned_gates
 from onnxpath.pathways.network import (
     Pathway,
+    auto_threshold,
     contributions,
     integrated_contributions,
     masked_network,
@@ -29,10 +32,15 @@ from onnxpath.pathways.network import (
 from onnxpath.pathways.selection import random_selection, select
 
 SELECTIONS = ("contribution", "integrated", "learned", "random")
+WARN_CHANGE = 0.5  # a fixed P past this output change warns
+
+
+class PathwayChangeWarning(UserWarning):
+    """A fixed prune percentage changed the prediction by more than half."""
 
 
 def critical_pathway(engine: GradientEngine, x: np.ndarray, targets: Sequence[int] | None, *,
-                     prune_percent: float | None = None, keep: float | None = None,
+                     prune_percent: float | str | None = None, keep: float | None = None,
                      selection: str = "contribution", layers: Sequence[str] = RELU_FAMILY,
                      layer_regex: str | None = None, per_layer: bool = False, seed: int = 0,
                      with_activations: bool = False, iterations: int = 1000,
@@ -42,11 +50,15 @@ def critical_pathway(engine: GradientEngine, x: np.ndarray, targets: Sequence[in
     selection: "contribution" (section 3, the default), "integrated" (section 5), "learned"
     (section 6's pruning objective: `iterations` SGD steps from gates `gate_init`, "ones" or
     "uniform") or "random" (section 7). `targets` None selects for each example's predicted
-    class, read from the first pass's logits.
+    class, read from the first pass's logits. `prune_percent` "auto" or "auto:T" chooses P per
+    example: the largest whose output change stays within T% (15), see `auto_prune.py`.
     """
     if selection not in SELECTIONS:
         raise UsageError(f"unknown selection '{selection}'; choose from {', '.join(SELECTIONS)}")
     prune = resolve_prune_percent(prune_percent, keep)
+    max_change = auto_threshold(prune)
+    if max_change is not None and selection == "random":
+        raise UsageError("--prune auto needs scores to choose P; the random selection has none")
     net = masked_network(engine, tuple(layers), layer_regex)
     rng = np.random.default_rng(seed)
     if selection in ("contribution", "integrated") or with_activations:
@@ -63,7 +75,11 @@ def critical_pathway(engine: GradientEngine, x: np.ndarray, targets: Sequence[in
         scores = learned_gates(net, x, logits, iterations=iterations, init=gate_init, rng=rng)
     else:
         scores = [np.abs(s, out=s) for s in signed]  # the arrays are ours: no copy
-    masks, _ = select(scores, prune, per_layer)
+    if max_change is not None:
+        prune, masks = largest_faithful_prune(net, x, scores, logits, targets, max_change,
+                                              per_layer)
+    else:
+        masks, _ = select(scores, prune, per_layer)
     return Pathway(net, masks, prune, selection, logits, activations, targets)
 
 
@@ -78,17 +94,25 @@ def pathway_gradient(pathway: Pathway, x: np.ndarray,
 
 @method("pathway", picks_target=True)
 def pathway(engine: GradientEngine, x: np.ndarray, targets: np.ndarray | None, *,
-            prune_percent: float | None = None, keep: float | None = None,
+            prune_percent: float | str | None = None, keep: float | None = None,
             selection: str = "contribution", layers: Sequence[str] = RELU_FAMILY,
             layer_regex: str | None = None, per_layer: bool = False,
             seed: int = 0) -> Attribution:
-    """Raw, signed C x H x W maps; extras report the pathway's size and the output change."""
+    """Raw, signed C x H x W maps; extras report the pathway's size, the P used and the output
+    change. A fixed P that changes the output by more than half warns: the map then explains
+    a network that no longer predicts what the model predicts (try --prune auto)."""
     found = critical_pathway(engine, x, targets, prune_percent=prune_percent, keep=keep,
                              selection=selection, layers=layers, layer_regex=layer_regex,
                              per_layer=per_layer, seed=seed)
     maps, masked_logits = pathway_gradient(found, x)
     change = output_change(found.logits, masked_logits, found.targets)
-    extras = [{"prune_percent": found.prune_percent, "selection": selection,
+    if isinstance(found.prune_percent, float) and (change > WARN_CHANGE).any():  # a fixed P
+        worst = int(np.argmax(change))
+        warnings.warn(f"pathway: at P = {found.prune_percent:g} the output changes by "
+                      f"{100 * change[worst]:.0f}% (over {100 * WARN_CHANGE:.0f}%); the map "
+                      "explains a network that no longer predicts like the model: try "
+                      "--prune auto", PathwayChangeWarning, stacklevel=2)
+    extras = [{"prune_percent": found.prune_percent_of(i), "selection": selection,
                "layers": len(found.layers), "neurons": found.network.neurons,
                "kept_percent": 100.0 * found.kept_fraction(i),
                "output_change": float(change[i])} for i in range(len(x))]

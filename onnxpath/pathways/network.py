@@ -37,6 +37,7 @@ from onnxpath.pathways.surgery import (
 )
 
 DEFAULT_PRUNE_PERCENT = 85.0
+DEFAULT_MAX_CHANGE_PERCENT = 15.0  # --prune auto: the authors' ~15% output change
 NEG_INF_BITS = np.uint32(0xFF800000)  # float32 -inf; 0 is +0.0
 
 
@@ -224,16 +225,43 @@ def integrated_contributions(net: MaskedNetwork, x: np.ndarray, targets: Sequenc
     return scores
 
 
-def resolve_prune_percent(prune_percent: float | None, keep: float | None) -> float:
-    """P from either --prune P or --keep K (P = 100 - K); both given must agree."""
+def resolve_prune_percent(prune_percent: float | str | None, keep: float | None) -> float | str:
+    """P from either --prune P or --keep K (P = 100 - K); both given must agree. `auto`
+    (or `auto:T`, T in percent) asks for the largest P whose output change stays within T%
+    (15 by default), chosen per input (see `auto_prune.py`); it comes back as `auto:T`."""
+    if isinstance(prune_percent, str) and prune_percent.strip().lower().startswith("auto"):
+        if keep is not None:
+            raise UsageError(f"--prune {prune_percent} chooses P itself; leave out --keep")
+        return f"auto:{auto_threshold(prune_percent) * 100:g}"
     if keep is not None:
-        if prune_percent is not None and abs(prune_percent + keep - 100.0) > 1e-9:
+        if prune_percent is not None and abs(float(prune_percent) + keep - 100.0) > 1e-9:
             raise UsageError(f"--prune {prune_percent} and --keep {keep} disagree; give one")
         prune_percent = 100.0 - keep
-    prune_percent = DEFAULT_PRUNE_PERCENT if prune_percent is None else float(prune_percent)
+    try:
+        prune_percent = DEFAULT_PRUNE_PERCENT if prune_percent is None else float(prune_percent)
+    except ValueError as err:
+        raise UsageError(f"--prune takes a percentage in [0, 100], auto or auto:T, got "
+                         f"'{prune_percent}'") from err
     if not 0.0 <= prune_percent <= 100.0:
         raise UsageError(f"the prune percentage must lie in [0, 100], got {prune_percent}")
     return prune_percent
+
+
+def auto_threshold(prune_percent: float | str | None) -> float | None:
+    """The output-change bound of `auto` / `auto:T` as a fraction (T in percent, 15 by
+    default: the authors choose P so that the output changes by about 15%); None for a fixed
+    P."""
+    if not (isinstance(prune_percent, str) and prune_percent.strip().lower().startswith("auto")):
+        return None
+    _, _, given = prune_percent.strip().partition(":")
+    try:
+        bound = float(given) if given else DEFAULT_MAX_CHANGE_PERCENT
+    except ValueError:
+        bound = -1.0
+    if not 0.0 < bound <= 100.0:
+        raise UsageError(f"--prune auto:T takes T, the largest output change allowed, in "
+                         f"percent (0, 100], got '{prune_percent}'")
+    return bound / 100.0
 
 
 @dataclass
@@ -242,7 +270,7 @@ class Pathway:
 
     network: MaskedNetwork
     masks: list[np.ndarray]  # per layer, (N, *layer.shape) bool, True = kept
-    prune_percent: float
+    prune_percent: float | np.ndarray  # (N,) when chosen per input (--prune auto)
     selection: str
     logits: np.ndarray  # (N, classes) of the original network
     activations: list[np.ndarray] = field(default_factory=list)  # unmasked, when asked for
@@ -251,6 +279,9 @@ class Pathway:
     @property
     def layers(self) -> list[MaskLayer]:
         return self.network.layers
+
+    def prune_percent_of(self, i: int = 0) -> float:
+        return float(np.broadcast_to(self.prune_percent, (len(self.logits),))[i])
 
     def kept_fraction(self, i: int = 0) -> float:
         return float(sum(np.count_nonzero(m[i]) for m in self.masks) / self.network.neurons)

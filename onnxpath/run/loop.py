@@ -22,7 +22,6 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ from onnxpath import errors
 from onnxpath.errors import InputError, OnnxPathError, UsageError, unexpected
 from onnxpath.explainer import Explainer
 from onnxpath.explanation import Explanation
-from onnxpath.io import Adapter, Example
+from onnxpath.io import Example
 from onnxpath.io.inputs import output_stems
 from onnxpath.io.modality import Modalities, takes_images
 from onnxpath.io.outputs import Bundle, ResultFiles, cannot_write, check_writable
@@ -40,9 +39,12 @@ from onnxpath.methods import METHODS
 from onnxpath.run.job import Job
 from onnxpath.run.progress import Progress
 from onnxpath.run.records import (
+    Outcome,
+    Unit,
     blank_record,
     describe,
     emit_json,
+    in_chunks,
     repeat_rows,
     rows_of,
     shape_key,
@@ -50,26 +52,6 @@ from onnxpath.run.records import (
     take,
 )
 from onnxpath.run.resume import RunState, job_fingerprint
-
-# One method's outcome for one example: a map per class explained (an Explanation and its
-# row), or an error message.
-Outcome = list["tuple[Explanation, int] | str"]
-
-
-@dataclass
-class Unit:
-    """One place in the run's output order."""
-
-    name: str  # the records' `input`
-    stem: str
-    adapter: Adapter | None  # None: its records are known
-    path: Path | None = None  # a file still to read into one example
-    example: Example | None = None
-    records: list[dict] | None = None  # known already: resumed, or the input is unreadable
-    from_files: bool = False  # known records whose maps lie under --out (--npz reads them)
-    outcomes: dict[str, Outcome] = field(default_factory=dict)
-    problem: str | None = None  # reading it failed
-    position: int = 0
 
 
 class RunLoop:
@@ -116,8 +98,8 @@ class RunLoop:
                               or job.tokenizer is not None)
         self.modalities = Modalities(self.explainer, job, images)
         if job.out is not None and job.resume:
-            self.state = RunState(job.out, job_fingerprint(self.explainer.model_digest(), job,
-                                                           images))
+            self.state = RunState(job.out, job_fingerprint(
+                self.explainer.model_digest(), job, images, self.explainer.intake_options()))
         if images and self.show_progress is not False:
             self.progress = Progress(len(paths), enabled=self.show_progress)
         return self.run_units(self.plan(paths), paths)
@@ -147,12 +129,16 @@ class RunLoop:
         stems = self.state.stems(named) if self.state else output_stems(named)
         for position, (item, stem) in enumerate(zip(items, stems, strict=True)):
             name = str(item) if item is not None else "--text"
+            # The input as it is before it is read: its marker must not vouch for other content
+            source = self.state.source(item) if self.state is not None else None
             try:
                 adapter = self.modalities.for_input(item)  # may look into the file
                 if not adapter.splits:
-                    yield Unit(name, stem, adapter, path=item, records=self.finished(name, stem),
-                               from_files=True, position=position)
+                    yield Unit(name, stem, adapter, path=item, records=self.finished(
+                        name, stem, source), from_files=True, position=position, source=source)
                     continue
+                if source is not None:
+                    source.digest()  # before the file is read: what its results come from
                 examples = adapter.read(item, stem)
             except UsageError:
                 raise
@@ -163,13 +149,14 @@ class RunLoop:
                            records=[self.record(name, m, message) for m in self.job.methods])
                 continue
             for example in examples:
-                done = self.finished(example.name, example.stem)
+                done = self.finished(example.name, example.stem, source)
                 yield Unit(example.name, example.stem, adapter, example=example, records=done,
-                           from_files=True, position=position)
+                           from_files=True, position=position, source=source)
 
-    def finished(self, name: str, stem: str) -> list[dict] | None:
-        """The records of an example a previous run of this job finished, if any."""
-        return self.state.finished(name, stem) if self.state else None
+    def finished(self, name: str, stem: str, source=None) -> list[dict] | None:
+        """The records of an example a previous run of this job finished from the same input
+        content (`source`, see resume.Source), if any."""
+        return self.state.finished(name, stem, source) if self.state else None
 
     def execute(self, units: Iterator[Unit]) -> None:
         """Read, explain and write the units in chunks, handing each one's records on in order.
@@ -177,7 +164,7 @@ class RunLoop:
         PNG encoding and file writes release the GIL), so in a batch a ResNet-50 gradient
         costs about what a warm in-process call costs. Tasks run in order on that thread, so
         records come out in input order."""
-        chunks = self.chunks(units)
+        chunks = in_chunks(units, self.job.batch_size)
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxpath-io")
         loading: Future = pool.submit(self.read_next, chunks)
         writing: deque[Future] = deque()
@@ -197,18 +184,6 @@ class RunLoop:
             raise
         finally:
             pool.shutdown(wait=True)
-
-    def chunks(self, units: Iterator[Unit]) -> Iterator[list[Unit]]:
-        """Units in runs holding `batch_size` examples to explain (known ones ride along)."""
-        chunk, todo = [], 0
-        for unit in units:
-            chunk.append(unit)
-            todo += unit.records is None
-            if todo >= self.job.batch_size:
-                yield chunk
-                chunk, todo = [], 0
-        if chunk:
-            yield chunk
 
     def read_next(self, chunks: Iterator[list[Unit]]) -> list[Unit] | None:
         chunk = next(chunks, None)
@@ -384,7 +359,7 @@ class RunLoop:
 
     def mark(self, unit: Unit, records: list[dict]) -> None:
         if self.state is not None:
-            self.state.mark(unit.name, unit.stem, records)
+            self.state.mark(unit.name, unit.stem, records, unit.source)
 
     def deliver(self, unit: Unit, records: list[dict], from_files: bool = False) -> None:
         """Hand one example's records on: --npz (reading maps back from --out when this

@@ -1,17 +1,56 @@
-"""What the run loop hands on: the JSON record of one map (its fields are the README's JSON
-line), its printing, and the stacking of examples into one ONNX Runtime batch."""
+"""What the run loop hands on: its units (one place each in the run's output order), the JSON
+record of one map (its fields are the README's JSON line), its printing, and the stacking of
+examples into one ONNX Runtime batch."""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from onnxpath.explanation import Explanation
+from onnxpath.io import Adapter, Example
 from onnxpath.methods import METHODS, effective_params
 from onnxpath.run.job import TOP, top_classes
+from onnxpath.run.resume import Source
+
+# One method's outcome for one example: a map per class explained (an Explanation and its
+# row), or an error message.
+Outcome = list["tuple[Explanation, int] | str"]
+
+
+@dataclass
+class Unit:
+    """One place in the run's output order."""
+
+    name: str  # the records' `input`
+    stem: str
+    adapter: Adapter | None  # None: its records are known
+    path: Path | None = None  # a file still to read into one example
+    example: Example | None = None
+    records: list[dict] | None = None  # known already: resumed, or the input is unreadable
+    from_files: bool = False  # known records whose maps lie under --out (--npz reads them)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    problem: str | None = None  # reading it failed
+    position: int = 0
+    source: Source | None = None  # with resume: the input file as it was before it was read
+
+
+def in_chunks(units: Iterable[Unit], batch_size: int) -> Iterator[list[Unit]]:
+    """Units in runs holding `batch_size` examples to explain (known ones ride along)."""
+    chunk, todo = [], 0
+    for unit in units:
+        chunk.append(unit)
+        todo += unit.records is None
+        if todo >= batch_size:
+            yield chunk
+            chunk, todo = [], 0
+    if chunk:
+        yield chunk
 
 
 def emit_json(record: dict, stream=None) -> None:

@@ -15,6 +15,8 @@ and inputs to explain with them, for the README's tables, series and text exampl
   negation ("was not good" is negative); `tokenizer.json`, a word-level Hugging Face tokenizer
   over its 38-word vocabulary ([CLS] … [SEP]); `reviews.txt` and `reviews.jsonl`, a few
   sentences.
+- image: `heart_0.npy`, `samples/heart_0.png` as the demo model `shapes_resnet.onnx` takes it
+  (float32 3×64×64: /255, then the ImageNet mean and std), for `.npy` inputs and the Python API.
 
 Labels travel in each model's `onnxpath.labels` metadata. Seeds and threads (1) are fixed:
 two runs give byte-identical files. Needs torch and tokenizers (the test extras):
@@ -290,10 +292,23 @@ def text(rng: np.random.Generator) -> str:
     return f"text: sentiment.onnx, held-out accuracy {accuracy:.3f}"
 
 
+# ---------------------------------------------------------------------------------------------
+# Image tensor
+
+
+def image(rng: np.random.Generator) -> str:
+    from PIL import Image
+    prep = json.loads((OUT.parent / "shapes_preprocess.json").read_text())
+    pixels = np.asarray(Image.open(OUT.parent / "samples" / "heart_0.png").convert("RGB"))
+    x = (pixels * prep["rescale_factor"] - np.array(prep["image_mean"])) / prep["image_std"]
+    np.save(OUT / "heart_0.npy", x.transpose(2, 0, 1).astype(np.float32))
+    return "image: heart_0.npy"
+
+
 def main() -> None:
     torch.set_num_threads(1)
     OUT.mkdir(exist_ok=True)
-    for seed, build in enumerate((table, series, text)):
+    for seed, build in enumerate((table, series, text, image)):
         torch.manual_seed(seed)
         print(build(np.random.default_rng(seed)))
 

@@ -31,14 +31,15 @@ from onnxpath.methods._features import evaluate, fill_values, partition, spread
 
 def pair(value, option: str) -> tuple[int, int]:
     """An int, "HxW" or an (h, w) pair."""
+    given = "x".join(map(str, value)) if isinstance(value, (list, tuple)) else value
     if isinstance(value, str):
         value = value.lower().replace(",", "x").split("x")
     try:
         values = [int(v) for v in np.atleast_1d(value)]
     except (TypeError, ValueError) as err:
-        raise UsageError(f"--{option} takes N or HxW, got '{value}'") from err
+        raise UsageError(f"--{option} takes N or HxW, got '{given}'") from err
     if len(values) not in (1, 2) or min(values) < 1:
-        raise UsageError(f"--{option} takes positive N or HxW, got '{value}'")
+        raise UsageError(f"--{option} takes positive N or HxW, got '{given}'")
     return (values[0], values[-1])
 
 

@@ -1,4 +1,5 @@
-"""The baseline methods through `onnxpath attribute`: options, extras, fallback, figures."""
+"""The baseline methods through `onnxpath attribute`: options, extras, fallback, figures; method
+names and option keys as users type them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,15 @@ from onnx_nets import conv_net
 from PIL import Image
 
 from onnxpath.cli import main
+from onnxpath.errors import UsageError
+from onnxpath.methods import (
+    METHODS,
+    check_options,
+    effective_params,
+    resolve_method,
+    resolve_methods,
+)
+from onnxpath.methods.occlusion import pair
 
 
 def run_cli(capsys, *args):
@@ -84,3 +94,57 @@ def test_bad_method_options_are_usage_errors(capsys, tmp_path, png):
         code, lines, err = run_cli(capsys, model, png, "--size", "16x16", *args)
         assert code == 2, args
         assert err.startswith("onnxpath: error:") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name, registered", [
+    ("saliency", "gradient"), ("Saliency", "gradient"), ("input_x_gradient", "input-x-gradient"),
+    ("InputXGradient", "input-x-gradient"), ("integrated_gradients", "integrated-gradients"),
+    ("guided_backprop", "guided-backprop"), ("deconvolution", "deconvnet"),
+    ("Occlusion", "occlusion"), ("lime", "lime"), ("kernel_shap", "kernel-shap"),
+    ("KernelShap", "kernel-shap"), ("layer_gradcam", "gradcam"), ("LayerGradCam", "gradcam"),
+    ("noise_tunnel", "smoothgrad"), ("pathway", "pathway"),
+])
+def test_method_names_resolve_to_registered_ones(name, registered):
+    assert resolve_method(name) == registered
+
+
+@pytest.mark.parametrize("name, hint", [("gradiant", "gradient"), ("smothgrad", "smoothgrad"),
+                                        ("integrated_gradint", "integrated-gradients"),
+                                        ("gradcm", "gradcam")])
+def test_near_misses_get_the_closest_name(name, hint):
+    with pytest.raises(UsageError, match=f"unknown method '{name}'; did you mean '{hint}'\\?"):
+        resolve_method(name)
+    with pytest.raises(UsageError, match="choose from deconvnet, gradcam"):
+        resolve_method("xyzzy")
+
+
+def test_aliases_imply_their_options():
+    assert resolve_methods("saliency, pathway") == (["gradient", "pathway"], {"absolute": True})
+    assert resolve_methods(["gradient"]) == (["gradient"], {})
+    with pytest.raises(UsageError, match="would reach 'gradient' too"):
+        resolve_methods("saliency,gradient")
+    with pytest.raises(UsageError, match="no method given"):
+        resolve_methods(" , ")
+
+
+def test_unknown_option_keys_name_the_valid_ones():
+    check_options(["pathway", "gradient"], {"prune_percent": 70, "absolute": True})
+    with pytest.raises(UsageError, match=r"'prune' for pathway; did you mean 'prune_percent'\?"):
+        check_options(["pathway"], {"prune": 50})
+    with pytest.raises(UsageError, match=r"'stpes' for integrated-gradients; did you mean "
+                                         r"'steps'\? \(valid: .*rule, seed, steps\)"):
+        check_options(["integrated-gradients"], {"stpes": 8})
+
+
+def test_pathway_params_report_the_effective_prune_percent():
+    assert effective_params(METHODS["pathway"], {})["prune_percent"] == 85
+    assert effective_params(METHODS["pathway"], {"keep": 25})["prune_percent"] == 75
+    assert effective_params(METHODS["pathway"], {"prune_percent": 60})["prune_percent"] == 60
+    assert "prune_percent" not in effective_params(METHODS["gradient"], {"prune_percent": 60})
+
+
+@pytest.mark.parametrize("value, shown", [("0", "'0'"), ("4x0", "'4x0'"), ((2, 0), "'2x0'"),
+                                          (0, "'0'")])
+def test_window_messages_show_the_value_given(value, shown):
+    with pytest.raises(UsageError, match=f"--window takes positive N or HxW, got {shown}$"):
+        pair(value, "window")

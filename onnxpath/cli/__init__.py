@@ -14,6 +14,7 @@ import typer
 
 from onnxpath import errors
 from onnxpath.errors import OnnxPathError, unexpected
+from onnxpath.version import __version__
 
 app = typer.Typer(
     name="onnxpath",
@@ -26,9 +27,15 @@ app = typer.Typer(
 )
 
 
+def show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"onnxpath {__version__}")
+        raise typer.Exit(0)
+
 
 @app.callback()
-def _root() -> None:
+def _root(version: bool = typer.Option(False, "--version", help="Show the version and exit.",
+                                       callback=show_version, is_eager=True)) -> None:
     """Explain ONNX image classifiers as deployed. See `onnxpath COMMAND --help`."""
 
 

@@ -29,16 +29,20 @@ from onnxpath.cli.options import (
     DEBUG,
     DEVICE,
     INTAKE,
+    LABELS,
+    METHOD,
     METHOD_OPTIONS,
     MODAL,
     NO_CACHE,
     PATHWAY,
     PREPROCESSING,
     PROVIDER_OPTION,
+    QUIET,
     RAY,
     RENDERING,
     REPORT,
     SURROGATE,
+    TARGET,
     THREADS,
 )
 from onnxpath.errors import UsageError
@@ -59,26 +63,21 @@ ARGS = (
                                              "(.npy, .csv, .wav), text (.txt, .jsonl, token "
                                              "ids in .npy/.npz).")),
 )
-# What to explain and where the results go. --target, --out, --labels, --batch-size and
-# --quiet differ from the flags of those names in pathway, export and evaluate.
+# What to explain and where the results go (--out and --batch-size: see
+# tests/cli/test_vocabulary.py for how evaluate's and export's differ).
 JOB = (
-    Flag("method", str, typer.Option("gradient", "--method", "-m", help="Comma-separated "
-                                     f"methods: {', '.join(METHODS)}.")),
-    Flag("target", str, typer.Option(None, "--target", "-t", help="Class index, label, or "
-                                     "topK (each of the K best classes) to explain (default: "
-                                     "the prediction).")),
+    METHOD,
+    TARGET,
     Flag("out", str, typer.Option(None, "--out", "-o", help="Write <stem>.<method>.npy (raw) "
                                   "and .png (overlay) here: a folder, or s3://… / gs://… "
                                   "(fsspec).")),
     Flag("npz", Path, typer.Option(None, "--npz", help="Also collect every raw map in one "
                                    ".npz (keys <stem>.<method>), written as the batch goes.")),
-    Flag("labels", Path, typer.Option(None, "--labels", help="Labels: .txt one per line, or "
-                                      "JSON (a list, or Keras' imagenet_class_index.json).")),
+    LABELS,
     Flag("batch_size", int, typer.Option(1, "--batch-size", "-b", help="Inputs per ONNX "
                                          "Runtime run (more helps on a GPU; results come per "
                                          "batch).")),
-    Flag("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress bar on "
-                                     "stderr.")),
+    QUIET,
 )
 FALLBACK = Flag("fallback", str, typer.Option(None, "--fallback", help="Forward-only method "
                                               "(occlusion, rise) to run when the model has "
@@ -115,7 +114,8 @@ def attribute(o: SimpleNamespace) -> int:
     Example: onnxpath attribute bert.onnx --text "a great film" --tokenizer tokenizer.json
     -m integrated-gradients,lime  (also: rows.csv, signal.wav, reviews.txt, ids.npz)
     """
-    methods = method_list(o.method)
+    methods, implied = method_list(o)
+    vars(o).update(implied)
     style = style_from(o)
     if o.side_by_side and o.out is None:
         raise UsageError("--side-by-side writes a figure: give --out DIR")

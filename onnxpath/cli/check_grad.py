@@ -11,9 +11,10 @@ import typer
 from onnxpath.cli import app
 from onnxpath.cli._common import load_example, parse_size
 from onnxpath.cli.declare import Flag, command
-from onnxpath.cli.options import DEBUG, DEVICE, JSON, OUTPUT
-from onnxpath.errors import UsageError
+from onnxpath.cli.jobs import one_class
+from onnxpath.cli.options import DEBUG, DEVICE, JSON, OUTPUT, TARGET_ONE
 from onnxpath.explainer import Explainer
+from onnxpath.io.labels import model_labels
 from onnxpath.io.preprocess import preset_for
 from onnxpath.tools.gradcheck import (
     DEFAULT_DIRECTIONS,
@@ -24,8 +25,8 @@ from onnxpath.tools.gradcheck import (
     random_input,
 )
 
-# --target (an int here), --size, --seed, --tolerance and --keep-probabilities differ from the
-# flags of those names in attribute, evaluate, export and inspect.
+# --size, --seed, --tolerance and --keep-probabilities differ from the flags of those names in
+# attribute, evaluate, export and inspect; --target is pathway's (one class: index or label).
 FLAGS = (
     Flag("model", Path, typer.Argument(..., help="The .onnx model whose gradient graph to "
                                        "check.")),
@@ -38,8 +39,7 @@ FLAGS = (
                                     "relative to the input's RMS (tried at 3x, 1x and 1/3x).")),
     Flag("tolerance", float, typer.Option(DEFAULT_TOLERANCE, "--tolerance",
                                           help="Largest relative error that passes.")),
-    Flag("target", int, typer.Option(None, "--target", "-t", help="Class index to "
-                                     "differentiate (default: the prediction).")),
+    TARGET_ONE,
     Flag("size", str, typer.Option(None, "--size", help="HxW for dynamic spatial dims "
                                    "(default 224).")),
     Flag("seed", int, typer.Option(0, "--seed", help="Seed of the random input and "
@@ -67,9 +67,8 @@ def check_grad(o: SimpleNamespace) -> int:
         x = load_example(explainer, o.input, preset_for(explainer.input_shape, explainer.proto))
     else:
         x = random_input(explainer, parse_size(o.size), o.seed)
-    if o.target is not None and o.target < 0:
-        raise UsageError(f"--target must be a class index >= 0, got {o.target}")
-    result = check_gradient(explainer, x, target=o.target, directions=o.directions, eps=o.eps,
+    target = one_class(o.target, model_labels(explainer.proto), "check-grad")
+    result = check_gradient(explainer, x, target=target, directions=o.directions, eps=o.eps,
                             tolerance=o.tolerance, seed=o.seed)
     source = str(o.input) if o.input is not None else f"random N(0,1), seed {o.seed}"
     if o.as_json:

@@ -7,16 +7,21 @@ in tuples (see `options`), and `@command(app, GROUP, FLAG, ...)` registers a fun
 takes one namespace `o` of every value. Typer reads the command's parameters from
 `inspect.signature`, which honours `__signature__`: the decorator builds that signature from
 the flags, in the order given, so `--help` lists them in that order.
+
+Help texts are plain text: where typer renders help with Rich markup, their square brackets
+(`pip install 'onnxpath[text]'`) are escaped, so Rich does not take them for style tags.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable, Iterable
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import typer
+from typer.core import DEFAULT_MARKUP_MODE
 from typer.models import ParameterInfo
 
 
@@ -43,15 +48,28 @@ def flags_of(declared: Iterable[Flag | tuple]) -> list[Flag]:
     return flags
 
 
+def plain(text: str | None) -> str | None:
+    """`text` as Rich shows it literally, when typer renders help with Rich markup."""
+    if text is None or DEFAULT_MARKUP_MODE != "rich":
+        return text
+    from rich.markup import escape
+    return escape(text)
+
+
 def signature(flags: list[Flag]) -> inspect.Signature:
-    """The signature typer reads: one keyword parameter per flag, its info as the default."""
+    """The signature typer reads: one keyword parameter per flag, its info (a copy, its help
+    made `plain`) as the default."""
     names = [f.name for f in flags]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:  # two declarations of one parameter: the command would keep only one
         raise TypeError(f"flags declared twice: {', '.join(twice)}")
-    return inspect.Signature([
-        inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.info,
-                          annotation=f.type) for f in flags])
+    params = []
+    for f in flags:
+        info = copy.copy(f.info)  # a shared declaration is escaped once per command
+        info.help = plain(info.help)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                        default=info, annotation=f.type))
+    return inspect.Signature(params)
 
 
 def command(app: typer.Typer, *declared: Flag | tuple, name: str | None = None
@@ -72,7 +90,7 @@ def command(app: typer.Typer, *declared: Flag | tuple, name: str | None = None
         callback.__name__ = func.__name__
         callback.__qualname__ = func.__qualname__
         callback.__module__ = func.__module__
-        callback.__doc__ = func.__doc__
+        callback.__doc__ = plain(func.__doc__)
         app.command(name)(callback)
         return func
 

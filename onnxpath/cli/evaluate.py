@@ -1,7 +1,8 @@
 """`onnxpath evaluate`: the papers' evaluation protocols for several methods on one model.
 
 stdout carries the table (methods × metrics, mean ± standard error); progress and per-input
-errors go to stderr. `--csv`, `--json` and `--plots` write the full curves.
+errors go to stderr. `--csv`, `--json` and `--plots` write the full curves; `--out DIR` writes
+all of them (and the report) into DIR.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,13 +22,18 @@ from PIL import Image
 from onnxpath.cli import app
 from onnxpath.cli._common import parse_floats
 from onnxpath.cli.declare import Flag, command
-from onnxpath.cli.jobs import explainer_from, recipe_from
+from onnxpath.cli.jobs import explainer_from, method_list, recipe_from
 from onnxpath.cli.options import (
     DEBUG,
+    KEEP,
+    METHOD,
     MODEL,
     OUTPUT,
     PREPROCESSING_BASIC,
     PREPROCESSING_MORE,
+    PRUNE,
+    QUIET,
+    REPORT_FILE,
     RUNTIME,
 )
 from onnxpath.errors import InputError, UsageError
@@ -38,9 +45,9 @@ from onnxpath.evaluate.runner import MASK_METRICS, check_methods, check_metrics
 from onnxpath.explainer import Explainer
 from onnxpath.io.image import load_input, model_size, to_tensor
 from onnxpath.io.inputs import expand_inputs
-from onnxpath.io.outputs import write_atomic
+from onnxpath.io.outputs import check_writable, write_atomic
 from onnxpath.io.preprocess import IMAGE_SUFFIXES, Preprocess
-from onnxpath.methods import METHODS
+from onnxpath.methods import METHODS, check_options, option_names
 
 
 def parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
@@ -75,7 +82,7 @@ def parse_options(items: list[str] | None) -> dict:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise UsageError(f"--option takes key=value, got '{item}'")
+            raise UsageError(f"--set takes KEY=VALUE, got '{item}'")
         key = key.strip().replace("-", "_")
         parsed = parse_value(value)
         if isinstance(parsed, str) and "," in value:
@@ -161,11 +168,11 @@ ARGS = (
                                              "globs, or - for stdin. Optional with "
                                              "--scenes.")),
 )
-# The protocols' settings. --masks, --seed, --fill, --samples, --tolerance, --json,
-# --report, --batch-size and --quiet differ from the flags of those names elsewhere.
+# The protocols' settings. --masks, --seed, --fill, --tolerance, --out, --json and
+# --batch-size differ from the flags of those names elsewhere (tests/cli/test_vocabulary.py
+# says how and why).
 PROTOCOLS = (
-    Flag("methods", str, typer.Option("gradient", "--methods", "-m", help="Comma-separated "
-                                      f"methods: {', '.join(METHODS)}.")),
+    METHOD,
     Flag("metrics", str, typer.Option("all", "--metrics", help="Comma-separated: all, "
                                       f"{', '.join(METRICS)}.")),
     Flag("masks", Path, typer.Option(None, "--masks", help="Ground-truth masks <stem>.png (or "
@@ -190,8 +197,11 @@ PROTOCOLS = (
                                              "(default 0.1,...,0.5,0.7,0.9).")),
     Flag("ns", str, typer.Option(None, "--ns", help="sensitivity-n subset sizes in pixels "
                                  "(default 1,4,16,64,256,1024).")),
-    Flag("samples", int, typer.Option(32, "--samples", help="sensitivity-n subsets per n and "
+    Flag("subsets", int, typer.Option(32, "--subsets", help="sensitivity-n subsets per n and "
                                       "image.")),
+    # The old spelling of --subsets (attribute's --samples counts a method's samples).
+    Flag("samples", int, typer.Option(None, "--samples", hidden=True, help="Old spelling of "
+                                      "--subsets.")),
     Flag("sanity_images", int, typer.Option(None, "--sanity-images", help="Use only the first "
                                             "N inputs for the sanity check (default: all).")),
     Flag("sanity_steps", int, typer.Option(None, "--sanity-steps", help="Evaluate N cascade "
@@ -200,24 +210,25 @@ PROTOCOLS = (
     Flag("tolerance", float, typer.Option(None, "--tolerance", help="Pointing-game tolerance "
                                           "in px (default: 15 px at 224, scaled to the "
                                           "input).")),
-    Flag("option", list[str], typer.Option(None, "--option", "-o", help="Method option "
-                                           "key=value, e.g. -o prune_percent=70 "
-                                           "(repeatable).")),
+    Flag("option", list[str], typer.Option(None, "--set", "--option", help="Method option "
+                                           "KEY=VALUE, e.g. --set steps=32 (repeatable; a key "
+                                           "no method takes is an error).")),
+    PRUNE,
+    KEEP,
 )
 WRITE = (
+    Flag("out", Path, typer.Option(None, "--out", "-o", help="Write eval.csv, eval.json, "
+                                   "plots/ and report.html here (--csv, --json, --plots and "
+                                   "--report name their own).")),
     Flag("csv_path", Path, typer.Option(None, "--csv", help="Write every score and curve as "
                                         "CSV.")),
     Flag("json_path", Path, typer.Option(None, "--json", help="Write the report as JSON.")),
     Flag("plots", Path, typer.Option(None, "--plots", help="Write one PNG per curve here.")),
-    Flag("report_path", str, typer.Option(None, "--report", help="Write an HTML report: the "
-                                          "table, every curve and the sanity cascade "
-                                          "(FILE.html or DIR/).")),
-    Flag("batch_size", int, typer.Option(None, "--batch-size", help="Inputs per forward run "
-                                         "(default: the fastest, measured once for the "
+    REPORT_FILE,
+    Flag("batch_size", int, typer.Option(None, "--batch-size", "-b", help="Inputs per forward "
+                                         "run (default: the fastest, measured once for the "
                                          "model).")),
 )
-QUIET = Flag("quiet", bool, typer.Option(False, "--quiet", "-q",
-                                         help="No progress on stderr."))
 
 
 @command(app, ARGS, PROTOCOLS, WRITE, PREPROCESSING_BASIC, PREPROCESSING_MORE, OUTPUT,
@@ -226,10 +237,10 @@ def evaluate_command(o: SimpleNamespace) -> int:
     """Score attribution methods with the papers' protocols; print a methods × metrics table.
 
     Example: onnxpath evaluate models/shapes_resnet.onnx --scenes 100
-    -m pathway,gradient,integrated-gradients,guided-backprop,gradcam --csv eval.csv --plots plots/
+    -m pathway,gradient,integrated-gradients,guided-backprop,gradcam --prune 70 -o eval/
     """
     start = time.perf_counter()
-    method_names, metric_names = check_request(o)
+    method_names, metric_names, options = check_request(o)
     explainer = explainer_from(o)
     if any(METHODS[m].needs_gradients for m in method_names):
         explainer.check_differentiable()
@@ -241,7 +252,7 @@ def evaluate_command(o: SimpleNamespace) -> int:
         x, gt_masks, failures = file_inputs(explainer, prep, o.inputs, o.masks)
     if x.ndim != 4:
         raise UsageError(f"evaluate needs image-shaped inputs (C×H×W); got {x.shape[1:]}")
-    settings = settings_from(o, x)
+    settings = settings_from(o, x, options)
     progress = None if o.quiet else (lambda message: print(f"onnxpath: {message}",
                                                            file=sys.stderr, flush=True))
     if progress:
@@ -261,10 +272,12 @@ def evaluate_command(o: SimpleNamespace) -> int:
     return 1 if failures else 0
 
 
-def check_request(o: SimpleNamespace) -> tuple[list[str], list[str]]:
-    """The methods and metrics asked for, and the flags that can be checked before the model
-    loads (so a typo fails at once, not after a minute of setup)."""
-    method_names = check_methods([m.strip() for m in o.methods.split(",") if m.strip()])
+def check_request(o: SimpleNamespace) -> tuple[list[str], list[str], dict]:
+    """The methods, metrics and method options asked for, and the flags that can be checked
+    before the model loads (so a typo fails at once, not after a minute of setup)."""
+    methods, implied = method_list(o)
+    method_names = check_methods(methods)
+    options = method_options(o, method_names, implied)
     metric_names = [m.strip() for m in o.metrics.split(",") if m.strip()]
     have_masks = o.masks is not None or o.scenes is not None
     metric_names = check_metrics(metric_names, have_masks)
@@ -276,37 +289,78 @@ def check_request(o: SimpleNamespace) -> tuple[list[str], list[str]]:
         raise UsageError("give inputs, or --scenes N to generate the shapes benchmark")
     if o.step is not None and o.step < 1:
         raise UsageError(f"--step must be at least 1, got {o.step}")
-    return method_names, metric_names
+    check_out(o)
+    return method_names, metric_names, options
 
 
-def settings_from(o: SimpleNamespace, x: np.ndarray) -> Settings:
+def method_options(o: SimpleNamespace, methods: list[str], implied: dict) -> dict:
+    """--set KEY=VALUE, --prune and --keep, and what an alias implies, each key one that some
+    method of `methods` takes."""
+    options = {**implied, **parse_options(o.option)}
+    for key, value in (("prune_percent", o.prune), ("keep", o.keep)):
+        if value is not None:
+            if key in options and options[key] != value:
+                raise UsageError(f"--set {key}={options[key]} and --{key.split('_')[0]} "
+                                 f"{value:g} disagree; give one")
+            options[key] = value
+    check_options(methods, options)
+    return options
+
+
+def check_out(o: SimpleNamespace) -> None:
+    """--out DIR, writable. `-o KEY=VALUE` was a method option before -o meant --out."""
+    if o.out is None:
+        return
+    key = str(o.out).partition("=")[0].replace("-", "_")
+    if "=" in str(o.out) and not o.out.exists() and key in option_names(METHODS):
+        raise UsageError(f"-o is --out, an output folder, in every command: give the method "
+                         f"option as --set {o.out}")
+    check_writable(o.out)
+
+
+def settings_from(o: SimpleNamespace, x: np.ndarray, options: dict) -> Settings:
     """The protocols' Settings; --fill mean needs the inputs `x`."""
     return Settings(
         fractions=parse_fractions(o.fractions, "--fractions") or Settings.fractions,
         fill=parse_fill(o.fill, x), rank=o.rank, step=o.step,
         road_fractions=parse_fractions(o.road_fractions, "--road-fractions")
         or Settings.road_fractions,
-        ns=parse_ints(o.ns, "--ns") or Settings.ns, samples=o.samples,
+        ns=parse_ints(o.ns, "--ns") or Settings.ns, samples=subsets(o),
         sanity_images=o.sanity_images, sanity_steps=o.sanity_steps, tolerance=o.tolerance,
-        batch_size=o.batch_size, seed=o.seed, method_options=parse_options(o.option))
+        batch_size=o.batch_size, seed=o.seed, method_options=options)
+
+
+def subsets(o: SimpleNamespace) -> int:
+    """--subsets, or its old spelling --samples (with a warning)."""
+    if o.samples is None:
+        return o.subsets
+    warnings.warn("evaluate --samples is now --subsets (sensitivity-n subsets per n and "
+                  "image); --samples will go", FutureWarning, stacklevel=2)
+    return o.samples
 
 
 def write_outputs(o: SimpleNamespace, report, progress) -> None:
-    """--csv, --json, --report and --plots, after the table is on stdout."""
-    if o.csv_path is not None:
-        write_atomic(o.csv_path, report.csv().encode())
-    if o.json_path is not None:
-        write_atomic(o.json_path, (json.dumps(report.as_json(), indent=1) + "\n").encode())
-    if o.report_path is not None:
+    """--csv, --json, --report and --plots, after the table is on stdout; --out DIR names
+    those not given."""
+    def path(given, name):
+        return given if given is not None or o.out is None else o.out / name
+
+    csv_path, json_path = path(o.csv_path, "eval.csv"), path(o.json_path, "eval.json")
+    report_path, plots = path(o.report, "report.html"), path(o.plots, "plots")
+    if csv_path is not None:
+        write_atomic(csv_path, report.csv().encode())
+    if json_path is not None:
+        write_atomic(json_path, (json.dumps(report.as_json(), indent=1) + "\n").encode())
+    if report_path is not None:
         from onnxpath.report import write_evaluate_report
-        page = write_evaluate_report(o.report_path, report.as_json(), {"model": o.model.name},
+        page = write_evaluate_report(report_path, report.as_json(), {"model": o.model.name},
                                      report.cascade)
         if progress:
             progress(f"wrote the report {page}")
-    if o.plots is not None:
-        written = write_plots(report, o.plots)
+    if plots is not None:
+        written = write_plots(report, plots)
         if progress:
-            progress(f"wrote {len(written)} plots to {o.plots}")
+            progress(f"wrote {len(written)} plots to {plots}")
 
 
 def parse_fill(text: str, x: np.ndarray) -> float | tuple[float, ...]:

@@ -11,12 +11,12 @@ import typer
 from onnxpath.cli import app
 from onnxpath.cli._common import parse_size
 from onnxpath.cli.declare import Flag, command
-from onnxpath.cli.options import DEBUG, KEEP_PROBABILITIES, OUTPUT
+from onnxpath.cli.options import DEBUG, JSON, KEEP_PROBABILITIES, OUTPUT
 from onnxpath.explainer import Explainer
 from onnxpath.tools.export import gradient_export, save_model, signature, signature_text
 
-# --out (a required local path here) and --size differ from attribute's; --json prints the
-# signature, not the one object of pathway, check-grad and inspect.
+# --out (the one file written: a required local path) and --size (no image is read) differ
+# from attribute's.
 FLAGS = (
     Flag("model", Path, typer.Argument(..., help="The .onnx model to differentiate.")),
     Flag("out", Path, typer.Option(..., "--out", "-o", help="Where to write the gradient "
@@ -26,7 +26,7 @@ FLAGS = (
         "of differentiating the predicted class.")),
     Flag("size", str, typer.Option(None, "--size", help="HxW for dynamic spatial dims.")),
     KEEP_PROBABILITIES,
-    Flag("as_json", bool, typer.Option(False, "--json", help="Print the signature as JSON.")),
+    JSON,
 )
 
 

@@ -8,29 +8,24 @@ from types import SimpleNamespace
 
 import typer
 
-from onnxpath.autodiff.relu_family import RELU_FAMILY
 from onnxpath.cli import app
 from onnxpath.cli._common import parse_size
 from onnxpath.cli.declare import Flag, command
-from onnxpath.cli.options import DEBUG, JSON, KEEP_PROBABILITIES
+from onnxpath.cli.options import DEBUG, JSON, KEEP_PROBABILITIES, LAYERS, OUTPUT, WRT
 from onnxpath.tools.inspect import inspect_model
 
-# --size, --layers, --output and --wrt differ from the flags of those names in attribute,
-# pathway and the other commands: here they describe the report.
+# --size differs from the preprocessing flag of attribute, pathway and evaluate: no image is
+# read, it only fixes the model's dynamic dims.
 FLAGS = (
     Flag("model", Path, typer.Argument(..., help="The .onnx model to inspect.")),
     JSON,
     Flag("size", str, typer.Option(None, "--size", help="HxW for dynamic spatial dims "
                                    "(default: the preset's, else 224); neuron counts depend on "
                                    "it.")),
-    Flag("layers", str, typer.Option(",".join(RELU_FAMILY), "--layers", help="Activation op "
-                                     "types counted as pathway neurons (Clip: lower bound 0 "
-                                     "only).")),
+    LAYERS,
     KEEP_PROBABILITIES,
-    Flag("output", str, typer.Option(None, "--output", help="The output to explain (default: "
-                                     "see the report's `output` line for the rule's "
-                                     "choice).")),
-    Flag("wrt", str, typer.Option(None, "--wrt", help="The tensor to attribute.")),
+    OUTPUT,
+    WRT,
 )
 
 

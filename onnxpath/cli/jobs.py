@@ -18,18 +18,18 @@ from onnxpath.cli._common import (
     parse_scale,
     parse_size,
 )
-from onnxpath.errors import UsageError
+from onnxpath.errors import OnnxPathError, UsageError
 from onnxpath.explainer import Explainer
 from onnxpath.io.image import model_size
 from onnxpath.io.inputs import expand_inputs
-from onnxpath.io.labels import model_labels, read_labels
+from onnxpath.io.labels import model_labels, read_labels, resolve_target
 from onnxpath.io.modality import takes_images
 from onnxpath.io.outputs import check_writable
 from onnxpath.io.preprocess import Preprocess
 from onnxpath.io.render import COLORMAPS, NORMALISATIONS, REDUCTIONS
 from onnxpath.io.table import read_names
 from onnxpath.io.text import load_tokenizer
-from onnxpath.methods import METHODS
+from onnxpath.methods import resolve_method, resolve_methods
 from onnxpath.run.job import Job, Style, parse_target
 
 TOKEN_REDUCTIONS = ("sum", "abs-sum", "l2")
@@ -43,14 +43,47 @@ def check_choice(value: str, choices, option: str) -> str:
     return value
 
 
-def method_list(text: str) -> list[str]:
-    """`--method a,b`: the methods, each known."""
-    methods = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise UsageError(f"unknown method '{','.join(unknown) or text}'; choose from "
-                         f"{', '.join(METHODS)}")
-    return methods
+def method_list(o: SimpleNamespace) -> tuple[list[str], dict]:
+    """`--method a,b`: the registered names of the methods (Captum's names and other
+    spellings resolved, as is --fallback on `o`) and the options an alias implies (saliency:
+    absolute, i.e. --abs)."""
+    if getattr(o, "fallback", None) is not None:
+        o.fallback = resolve_method(o.fallback)
+    return resolve_methods(o.method)
+
+
+def is_top_k(text: str | None, labels: list[str] | None) -> bool:
+    lowered = (text or "").strip().lower()
+    return (lowered.startswith("top") and lowered[3:].isdigit()
+            and lowered not in [label.lower() for label in labels or []])
+
+
+def one_class(text: str | None, labels: list[str] | None, command: str) -> int | None:
+    """--target of the commands that explain one class (pathway, check-grad): a class index
+    or a label; None: the prediction."""
+    if is_top_k(text, labels):
+        raise UsageError(f"--target {text.strip()}: {command} explains one class; give a class "
+                         "index or label (topK is attribute's)")
+    target = resolve_target(text.strip() if text else text, labels)
+    if target is not None and target < 0:
+        raise UsageError(f"--target must be a class index >= 0, got {target}")
+    return target
+
+
+def check_top_k(explainer: Explainer, top_k: int | None) -> None:
+    """`--target topK` asks for K classes: more than the model has is an error, not K quietly
+    cut to the count. The count is known without a run when the input's shape is fixed (else
+    the run explains every class there is)."""
+    dims = explainer.input_shape[1:]
+    if not top_k or not dims or not all(isinstance(d, int) and d > 0 for d in dims):
+        return
+    try:
+        classes = Explainer.class_count(explainer.engine((1, *dims)))
+    except OnnxPathError:  # the run reports the model's problems as it always has
+        return
+    if classes is not None and top_k > classes:
+        raise UsageError(f"--target top{top_k} asks for {top_k} classes; the model has "
+                         f"{classes}")
 
 
 def style_from(o: SimpleNamespace) -> Style:
@@ -88,8 +121,8 @@ def explainer_from(o: SimpleNamespace, device: str | None = None,
 
 
 def recipe_from(o: SimpleNamespace, explainer: Explainer) -> Preprocess:
-    """The preprocessing recipe of the PREPROCESSING flags the command has (pathway has only
-    --preset, --size, --mean and --std; the others then keep the recipe's values)."""
+    """The preprocessing recipe of the PREPROCESSING flags (a flag a command lacks keeps the
+    recipe's value)."""
     get = vars(o).get
     return build_preprocess(explainer, o.preset, parse_size(o.size),
                             parse_floats(o.mean, "--mean"), parse_floats(o.std, "--std"),
@@ -153,6 +186,7 @@ def job_from(o: SimpleNamespace, explainer: Explainer, methods: list[str], style
     method options, the outputs, the inputs, then the tokenizer and feature names."""
     labels = read_labels(o.labels) if o.labels else model_labels(explainer.proto)
     target, top_k = parse_target(o.target, labels)
+    check_top_k(explainer, top_k)
     prep = recipe_from(o, explainer)
     options = method_options(o)
     if out is not None:

@@ -3,9 +3,10 @@
 
 A flag one command alone has (evaluate's --fractions, check-grad's --directions) is declared
 in that command's module, next to the code that reads it. So is a command's own variant of a
-shared spelling whose help or default differs today (pathway's --prune has -p and its own
-help, check-grad's --target is an int, ...): each such variant says which flag it differs from.
-The order of the flags in a group is the order `--help` lists them in.
+shared spelling where the command legitimately means something else (export's --out is one
+file, evaluate's --json a file to write, ...); tests/cli/test_vocabulary.py compares every
+spelling that several commands have and lists those variants with their reasons. The order of
+the flags in a group is the order `--help` lists them in.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from onnxpath.autodiff.relu_family import RELU_FAMILY
 from onnxpath.cli.declare import Flag
 from onnxpath.io.preprocess import PRESETS
 from onnxpath.io.render import COLORMAPS, NORMALISATIONS, REDUCTIONS
+from onnxpath.methods import METHODS
+from onnxpath.methods.pathway import SELECTIONS
 
 # --- what every model-running command shares ---
 MODEL = Flag("model", Path, typer.Argument(..., help="The .onnx model."))
@@ -35,10 +38,33 @@ PROVIDER_OPTION = Flag("provider_option", list[str], typer.Option(
 RUNTIME = (DEVICE, THREADS, NO_CACHE)
 DEBUG = Flag("debug", bool, typer.Option(False, "--debug", help="Show tracebacks."))
 OUTPUT = Flag("output", str, typer.Option(None, "--output", help="The model output to explain "
-                                          "(default: see `onnxpath inspect`)."))
+                                          "(default: the one reached through Softmax, or named "
+                                          "like logits/probabilities; see inspect)."))
+WRT = Flag("wrt", str, typer.Option(None, "--wrt", help="Attribute with respect to this tensor "
+                                    "(default: the input, or the first float tensor computed "
+                                    "from an integer input)."))
 JSON = Flag("as_json", bool, typer.Option(False, "--json", help="One JSON object on stdout."))
 KEEP_PROBABILITIES = Flag("keep_probabilities", bool, typer.Option(
     False, "--keep-probabilities", help="Differentiate the Softmax output itself."))
+QUIET = Flag("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress on stderr."))
+LABELS = Flag("labels", Path, typer.Option(None, "--labels", help="Labels: .txt one per line, "
+                                           "or JSON (a list, or Keras' "
+                                           "imagenet_class_index.json)."))
+REPORT_FILE = Flag("report", str, typer.Option(None, "--report", help="Also write an HTML "
+                                               "report: FILE.html (self-contained) or DIR/ "
+                                               "(index.html plus pictures)."))
+
+# --- what to explain: the methods and the class ---
+METHOD = Flag("method", str, typer.Option("gradient", "--method", "--methods", "-m", help="Comma-"
+                                          f"separated methods: {', '.join(METHODS)} (Captum's "
+                                          "names work too: saliency, IntegratedGradients, "
+                                          "layer_gradcam, ...)."))
+# attribute explains any number of classes; pathway and check-grad one.
+TARGET = Flag("target", str, typer.Option(None, "--target", "-t", help="Class index, label, or "
+                                          "topK (each of the K best classes) to explain "
+                                          "(default: the prediction)."))
+TARGET_ONE = Flag("target", str, typer.Option(None, "--target", "-t", help="Class index or "
+                                              "label (default: the prediction)."))
 
 # --- preprocessing: flags override --preprocess, which overrides --preset ---
 PRESET = Flag("preset", str, typer.Option(
@@ -65,8 +91,8 @@ BGR = Flag("bgr", bool, typer.Option(None, "--bgr/--rgb", help="Channel order th
 LAYOUT = Flag("layout", str, typer.Option(None, "--layout", help="nchw or nhwc (default: "
                                           "guessed from the input shape)."))
 GRAY = Flag("gray", bool, typer.Option(None, "--gray", help="Convert images to grayscale."))
-# attribute's order. evaluate lists the same flags in another: PREPROCESSING_BASIC (all that
-# pathway has) first, then PREPROCESSING_MORE.
+# attribute's and pathway's order. evaluate lists the same flags in another:
+# PREPROCESSING_BASIC first, then PREPROCESSING_MORE.
 PREPROCESSING = (PRESET, PREPROCESS, SIZE, RESIZE, CROP, MEAN, STD, SCALE, BGR, LAYOUT, GRAY)
 PREPROCESSING_BASIC = (PRESET, SIZE, MEAN, STD)
 PREPROCESSING_MORE = (PREPROCESS, RESIZE, CROP, SCALE, BGR, LAYOUT, GRAY)
@@ -90,20 +116,25 @@ RENDERING = (
 # --- method options: None means "the method's own default" (see each method's doc) ---
 ABS = Flag("absolute", bool, typer.Option(False, "--abs", help="Gradient: absolute value "
                                           "(Saliency)."))
-# attribute's pathway flags; `onnxpath pathway` has its own help for the same spellings.
+# The critical pathway: attribute's and pathway's (evaluate has --prune and --keep).
+PRUNE = Flag("prune", float, typer.Option(None, "--prune", "-p", help="Pathway: percentage P of "
+                                          "neurons to prune (85)."))
+KEEP = Flag("keep", float, typer.Option(None, "--keep", help="Pathway: percentage of neurons "
+                                        "to keep (100-P)."))
+# inspect counts the neurons of the same --layers.
+LAYERS = Flag("layers", str, typer.Option(",".join(RELU_FAMILY), "--layers", help="Pathway: "
+                                          "activation op types whose neurons it is made of "
+                                          "(Clip: lower bound 0 only)."))
 PATHWAY = (
-    Flag("prune", float, typer.Option(None, "--prune", help="Pathway: % of neurons to prune "
-                                      "(85).")),
-    Flag("keep", float, typer.Option(None, "--keep", help="Pathway: % of neurons to keep "
-                                     "(100-P).")),
-    Flag("selection", str, typer.Option("contribution", "--selection", help="Pathway: "
-                                        "contribution, integrated, learned or random.")),
-    Flag("layers", str, typer.Option(",".join(RELU_FAMILY), "--layers", help="Pathway: op "
-                                     "types to mask (Clip: lower bound 0 only).")),
-    Flag("layer_regex", str, typer.Option(None, "--layer-regex", help="Pathway: layer name "
-                                          "regex.")),
-    Flag("per_layer", bool, typer.Option(False, "--per-layer", help="Pathway: threshold per "
-                                         "layer.")),
+    PRUNE,
+    KEEP,
+    Flag("selection", str, typer.Option("contribution", "--selection", help="Pathway: how "
+                                        f"neurons are selected: {', '.join(SELECTIONS)}.")),
+    LAYERS,
+    Flag("layer_regex", str, typer.Option(None, "--layer-regex", help="Pathway: only layers "
+                                          "whose node or tensor name matches this regex.")),
+    Flag("per_layer", bool, typer.Option(False, "--per-layer", help="Pathway: one threshold "
+                                         "per layer.")),
 )
 METHOD_OPTIONS = (
     Flag("steps", int, typer.Option(None, "--steps", help="integrated-gradients: steps (50).")),
@@ -114,7 +145,8 @@ METHOD_OPTIONS = (
     Flag("internal_batch_size", int, typer.Option(None, "--internal-batch-size", help="Rows "
                                                   "per ONNX Runtime run (IG, SmoothGrad, "
                                                   "occlusion, RISE).")),
-    Flag("samples", int, typer.Option(None, "--samples", help="smoothgrad: noisy copies (5).")),
+    Flag("samples", int, typer.Option(None, "--samples", help="smoothgrad: noisy copies (5); "
+                                      "lime, kernel-shap: perturbed samples (1000).")),
     Flag("noise", str, typer.Option(None, "--noise", help="smoothgrad: sigma, absolute (1.0) "
                                     "or a percentage of the input range (15%).")),
     Flag("variant", str, typer.Option(None, "--variant", help="smoothgrad: mean, square or "
@@ -150,13 +182,8 @@ SURROGATE = (
 
 # --- model intake: which output, which input, which element, which region ---
 INTAKE = (
-    # OUTPUT's longer twin: the same flag, with the rule spelled out.
-    Flag("output", str, typer.Option(None, "--output", help="The model output to explain "
-                                     "(default: the one reached through Softmax, or named "
-                                     "like logits/probabilities; see inspect).")),
-    Flag("wrt", str, typer.Option(None, "--wrt", help="Attribute with respect to this tensor "
-                                  "(default: the input, or the first float tensor computed "
-                                  "from an integer input).")),
+    OUTPUT,
+    WRT,
     Flag("target_index", str, typer.Option(None, "--target-index", help="Explain one element "
                                            "of the output, e.g. 3,10,12 (per example, no "
                                            "batch index).")),
@@ -197,9 +224,7 @@ RAY = (
 
 # --- attribute's HTML report (onnxpath.report) ---
 REPORT = (
-    Flag("report", str, typer.Option(None, "--report", help="Also write an HTML report: "
-                                     "FILE.html (self-contained) or DIR/ (index.html plus "
-                                     "pictures).")),
+    REPORT_FILE,
     Flag("report_every", int, typer.Option(25, "--report-every", help="Rewrite the report "
                                            "every N inputs, so a long batch can be watched.")),
     Flag("report_at_end", bool, typer.Option(False, "--report-at-end", help="Write the report "

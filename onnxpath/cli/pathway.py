@@ -13,15 +13,25 @@ from types import SimpleNamespace
 import numpy as np
 import typer
 
-from onnxpath.autodiff.relu_family import RELU_FAMILY
 from onnxpath.cli import app
 from onnxpath.cli._common import load_example
 from onnxpath.cli.declare import Flag, command
-from onnxpath.cli.jobs import explainer_from, pathway_options, recipe_from
-from onnxpath.cli.options import DEBUG, JSON, MODEL, OUTPUT, PREPROCESSING_BASIC, RUNTIME
-from onnxpath.io.labels import model_labels, read_labels, resolve_target
+from onnxpath.cli.jobs import explainer_from, one_class, pathway_options, recipe_from
+from onnxpath.cli.options import (
+    DEBUG,
+    JSON,
+    LABELS,
+    MODEL,
+    OUTPUT,
+    PATHWAY,
+    PREPROCESSING,
+    REPORT_FILE,
+    RUNTIME,
+    TARGET_ONE,
+)
+from onnxpath.io.labels import model_labels, read_labels
 from onnxpath.io.outputs import write_atomic
-from onnxpath.methods.pathway import SELECTIONS, critical_pathway, pathway_gradient
+from onnxpath.methods.pathway import critical_pathway, pathway_gradient
 from onnxpath.pathways.network import Pathway, layer_statistics, output_change, probabilities
 from onnxpath.pathways.surgery import LocalLinearityWarning, bake_pathway
 from onnxpath.tools.export import save_model
@@ -42,41 +52,20 @@ ARGS = (
     Flag("input_path", str, typer.Argument(..., metavar="INPUT", help="One image, or a .npy "
                                            "tensor in model input space.")),
 )
-# The same spellings as attribute's PATHWAY flags, with help of their own (and -p).
-SELECTION = (
-    Flag("prune", float, typer.Option(None, "--prune", "-p", help="Percentage of neurons to "
-                                      "prune (default 85).")),
-    Flag("keep", float, typer.Option(None, "--keep", help="Percentage to keep: --prune "
-                                     "100-K.")),
-    Flag("selection", str, typer.Option("contribution", "--selection", help="How to select: "
-                                        f"{', '.join(SELECTIONS)}.")),
-    Flag("layers", str, typer.Option(",".join(RELU_FAMILY), "--layers", help="Activation op "
-                                     "types to mask (Clip: lower bound 0 only).")),
-    Flag("layer_regex", str, typer.Option(None, "--layer-regex", help="Only layers whose "
-                                          "node or tensor name matches.")),
-    Flag("per_layer", bool, typer.Option(False, "--per-layer", help="One threshold per "
-                                         "layer.")),
-)
-# --target, --masks, --labels, --seed and --report differ from attribute's and evaluate's.
+# --masks (written here, read by evaluate) and --seed differ from evaluate's and attribute's.
 RESULTS = (
-    Flag("target", str, typer.Option(None, "--target", "-t", help="Class index or label "
-                                     "(default: the prediction).")),
+    TARGET_ONE,
     Flag("masks", Path, typer.Option(None, "--masks", help="Save the masks to this .npz.")),
     Flag("export", Path, typer.Option(None, "--export", help="Write the pathway baked into a "
                                       "standalone .onnx model.")),
     JSON,
-    Flag("labels", Path, typer.Option(None, "--labels", help="Labels: .txt one per line, or "
-                                      "JSON.")),
+    LABELS,
 )
 SEED = Flag("seed", int, typer.Option(0, "--seed", help="Random generator seed (random, "
                                       "learned)."))
-REPORT = Flag("report", str, typer.Option(None, "--report", help="Also write an HTML report "
-                                          "(layer table, kept-fraction chart): FILE.html or "
-                                          "DIR/."))
 
 
-@command(app, ARGS, SELECTION, RESULTS, PREPROCESSING_BASIC, SEED, RUNTIME, OUTPUT, DEBUG,
-         REPORT)
+@command(app, ARGS, PATHWAY, RESULTS, PREPROCESSING, SEED, RUNTIME, OUTPUT, DEBUG, REPORT_FILE)
 def pathway(o: SimpleNamespace) -> int:
     """Select the critical pathway of one input and report it layer by layer.
 
@@ -89,7 +78,7 @@ def pathway(o: SimpleNamespace) -> int:
     x = load_example(explainer, Path(o.input_path), prep)
     x, context, engine = explainer.prepare(x)
     engine.bind(context)
-    c = resolve_target(o.target, label_names)
+    c = one_class(o.target, label_names, "pathway")
     if c is None:
         c = int(engine.logits(x).argmax(axis=1)[0])
     with warnings.catch_warnings(record=True) as caught:  # one plain line each, on stderr

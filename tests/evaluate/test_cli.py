@@ -13,7 +13,7 @@ from PIL import Image
 
 from onnxpath.cli import main
 
-FAST = ["--ns", "1,16", "--samples", "4", "--step", "64", "--sanity-steps", "2",
+FAST = ["--ns", "1,16", "--subsets", "4", "--step", "64", "--sanity-steps", "2",
         "--road-fractions", "0.2,0.8", "-q"]
 
 
@@ -95,3 +95,61 @@ def test_shapes_scenes_benchmark(capsys, tmp_path):
                             "lerf,pointing-game,relevance-mass", "-q")
     assert code == 0, err
     assert "pointing-game" in stdout.splitlines()[0]
+
+
+def test_out_folder_holds_csv_json_plots_and_report(capsys, dataset, tmp_path):
+    """-o is --out, a folder, as in attribute (it was --option here); --csv still wins."""
+    model, images, _ = dataset
+    out, csv_file = tmp_path / "out", tmp_path / "mine.csv"
+    code, stdout, err = run(capsys, model, images, "-o", out, "--csv", csv_file, "--metrics",
+                            "lerf,deletion", *FAST)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["eval.json", "plots", "report.html"]
+    assert csv_file.exists() and "lerf.png" in {p.name for p in (out / "plots").iterdir()}
+    assert json.loads((out / "eval.json").read_text())["methods"] == ["gradient"]
+
+
+def test_method_options_by_set_option_prune_and_aliases(capsys, dataset, tmp_path):
+    model, images, _ = dataset
+    settings = []
+    for args in (["--methods", "pathway,saliency", "--set", "selection=random", "-p", "70"],
+                 ["-m", "pathway,saliency", "--option", "selection=random", "--set",
+                  "prune_percent=70"],
+                 ["-m", "pathway,Saliency", "--set", "selection=random", "--keep", "30"]):
+        out = tmp_path / str(len(settings))
+        code, _, err = run(capsys, model, images, *args, "--metrics", "lerf", "-o", out, *FAST)
+        assert code == 0, err
+        report = json.loads((out / "eval.json").read_text())
+        assert report["methods"] == ["pathway", "gradient"]
+        settings.append(report["settings"]["method_options"])
+    assert settings[0] == settings[1] == {"absolute": True, "selection": "random",
+                                          "prune_percent": 70}
+    assert settings[2] == {"absolute": True, "selection": "random", "keep": 30}
+
+
+def test_subsets_and_its_old_spelling(capsys, dataset, tmp_path):
+    model, images, _ = dataset
+    for flag in ("--subsets", "--samples"):
+        out = tmp_path / flag.strip("-")
+        code, _, err = run(capsys, model, images, "--metrics", "sensitivity-n", flag, "3",
+                           "--ns", "1", "-o", out, "-q")
+        assert code == 0, err
+        assert json.loads((out / "eval.json").read_text())["settings"]["samples"] == 3
+        assert ("--samples is now --subsets" in err) == (flag == "--samples")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-m", "pathway", "--set", "prune=50"],
+     "unknown method option 'prune' for pathway; did you mean 'prune_percent'?"),
+    (["--set", "foo=1"], "unknown method option 'foo' for gradient (valid: absolute)"),
+    (["-m", "gradiant"], "did you mean 'gradient'?"),
+    (["-m", "pathway", "-o", "prune_percent=50"],
+     "-o is --out, an output folder, in every command: give the method option as --set "
+     "prune_percent=50"),
+    (["-m", "pathway", "--prune", "70", "--set", "prune_percent=60"], "disagree"),
+])
+def test_option_mistakes_are_one_line_usage_errors(capsys, dataset, args, message):
+    model, images, _ = dataset
+    code, stdout, err = run(capsys, model, images, *args, "-q")
+    assert code == 2 and stdout == ""
+    assert message in err and len(err.strip().splitlines()) == 1, err

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from PIL import Image
 
 from onnxpath.cli import main
 from onnxpath.pathways.network import masked_network
@@ -65,6 +66,7 @@ def test_attribute_takes_the_pathway_options(files, capsys):
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["method"] for r in records] == ["pathway", "gradient"]
     assert records[0]["params"]["keep"] == 30 and records[0]["error"] is None
+    assert records[0]["params"]["prune_percent"] == 70  # the effective P, always reported
     raw = np.load(records[0]["outputs"]["npy"])
     assert raw.shape == (3, 32, 32)
 
@@ -94,3 +96,37 @@ def test_export_keeps_external_weights_external(tmp_path, vgg, capsys):
     net = masked_network(vgg.engine(x))
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert np.abs(session.run(None, {"x": x})[0] - net.logits(x, masks)).max() <= 1e-4
+
+
+def test_pathway_takes_every_preprocessing_flag(files, capsys, tmp_path):
+    """--resize, --crop, --scale, --bgr, --layout and --preprocess, as attribute has them."""
+    _, model, _ = files
+    pixels = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "cat.png")
+    np.save(tmp_path / "cat.npy", (pixels[..., ::-1] / 255).transpose(2, 0, 1)
+            .astype(np.float32))
+    config = tmp_path / "preprocessor_config.json"
+    config.write_text(json.dumps({"image_mean": [0, 0, 0], "image_std": [1, 1, 1]}))
+    records = []
+    for given in (["cat.npy"],
+                  ["cat.png", "--preprocess", config, "--resize", "0", "--no-crop", "--scale",
+                   "1/255", "--bgr", "--layout", "nchw", "--size", "32x32"],
+                  ["cat.png", "--preprocess", config, "--scale", "1/255", "--rgb"]):
+        args = [str(tmp_path / given[0]), *map(str, given[1:])]
+        assert main(["pathway", str(model), *args, "--json", "-t", "1"]) == 0
+        records.append(json.loads(capsys.readouterr().out))
+    assert records[1]["prob"] == pytest.approx(records[0]["prob"], rel=1e-5)
+    assert records[1]["kept"] == records[0]["kept"]
+    assert records[2]["prob"] != pytest.approx(records[0]["prob"], rel=1e-5)  # RGB differs
+
+
+def test_pathway_target_is_one_class(files, capsys, tmp_path):
+    tmp, model, _ = files
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"class{k}" for k in range(10)) + "\n")
+    assert main(["pathway", str(model), str(tmp / "x.npy"), "-t", "Class3", "--labels",
+                 str(labels), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["target"] == 3
+    assert main(["pathway", str(model), str(tmp / "x.npy"), "-t", "top3"]) == 2
+    err = capsys.readouterr().err
+    assert "--target top3: pathway explains one class" in err and len(err.splitlines()) == 1

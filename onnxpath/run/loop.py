@@ -74,6 +74,7 @@ class RunLoop:
         self.show_progress, self.debug = progress, debug
         self.progress: Progress | None = None
         self.failures = 0
+        self.delivered = 0  # examples handed on
         self.modalities: Modalities | None = None
         self.state: RunState | None = None
         self.files = ResultFiles(None)
@@ -89,9 +90,10 @@ class RunLoop:
     # --- the run ---------------------------------------------------------------------------
 
     def run(self, paths: Sequence[Path]) -> int:
-        """Process every path (and --text); returns how many examples failed. Records come out
-        in input order; those of examples a previous run finished are re-emitted in their
-        place, without reading their input again where it holds one example."""
+        """Process every path (and --text); returns how many examples failed (then also said
+        on stderr, in one line). Records come out in input order; those of examples a previous
+        run finished are re-emitted in their place, without reading their input again where it
+        holds one example."""
         job = self.job
         paths = [as_location(p) for p in paths]
         images = takes_images(self.explainer, paths, job.text is not None
@@ -102,7 +104,10 @@ class RunLoop:
                 self.explainer.model_digest(), job, images, self.explainer.intake_options()))
         if images and self.show_progress is not False:
             self.progress = Progress(len(paths), enabled=self.show_progress)
-        return self.run_units(self.plan(paths), paths)
+        failures = self.run_units(self.plan(paths), paths)
+        if failures:  # also when stdout is a file and no progress bar showed the count
+            self.note(f"onnxpath: {failures} of {self.delivered} inputs failed")
+        return failures
 
     def run_units(self, units: Iterator[Unit], inputs: Sequence[Path]) -> int:
         bundle = Bundle(self.job.npz) if self.job.npz is not None else None
@@ -363,13 +368,18 @@ class RunLoop:
 
     def deliver(self, unit: Unit, records: list[dict], from_files: bool = False) -> None:
         """Hand one example's records on: --npz (reading maps back from --out when this
-        process did not compute them), emit, the report, the failure count, progress."""
+        process did not compute them), emit, a line on stderr for each error, the report, the
+        failure count, progress."""
         if from_files and self.files.bundle is not None:
             self.files.bundle.add_from_files(records)
         failed = any(record["error"] is not None for record in records)
         self.failures += failed
+        self.delivered += 1
         for record in records:
             self.emit(record)
+            if record["error"] is not None:  # on stderr too, whatever stdout goes to
+                message = " ".join(str(record["error"]).split())
+                self.note(f"onnxpath: error: {record['input']} [{record['method']}]: {message}")
             if self.report is not None:
                 self.report.add(record)
         if self.progress is not None:

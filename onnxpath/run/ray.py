@@ -12,6 +12,10 @@ Faults: an actor that dies (a crash, the OOM killer, a lost node) is restarted a
 retried a finite number of times. A batch that still fails is rerun one input at a time, so
 the good inputs around a bad one complete; an input that kills its worker on its own becomes
 one error record. Ray Data would otherwise either retry forever or drop the whole block.
+
+Connecting (`ray_connect`): without an address a private local Ray, never the cluster that
+/tmp/ray remembers; every connection bounded by `Cluster.timeout` (exit 2 in one line); SIGTERM
+stops the run at any stage (exit 143).
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import logging
 import math
 import os
 import pickle
-import socket
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -37,6 +40,14 @@ from onnxpath.io.storage import as_location, location
 from onnxpath.io.text import pad_id
 from onnxpath.run.job import Job
 from onnxpath.run.loop import RunLoop, Unit
+from onnxpath.run.ray_connect import (
+    POOL_ACTOR_ARGS,
+    TIMEOUT,
+    check_reachable,
+    connect,
+    dropping_stderr,
+    stopping_on_sigterm,
+)
 
 WORKER_DIED = ("the worker died processing this input, alone and on every retry (a crash or "
                "the out-of-memory killer); the other inputs were processed")
@@ -53,10 +64,13 @@ class Cluster:
     gpus_per_actor: float = 0.0
     retries: int = 2  # per batch, after its actor died
     rows_per_call: int = 16  # inputs per actor call: what one crash can cost before the rerun
+    timeout: float = TIMEOUT  # seconds to connect (or start a local Ray) before exit 2
 
     def check(self, device: str) -> None:
         if self.gpus_per_actor and device == "cpu":
             raise UsageError("--gpus-per-actor needs --device cuda")
+        if not self.timeout > 0:
+            raise UsageError(f"--ray-timeout takes seconds above 0, got {self.timeout:g}")
 
 
 def parse_actors(text: str | int | None) -> int | tuple[int, int]:
@@ -82,36 +96,6 @@ def import_ray():
     except ImportError as err:
         raise EngineError(INSTALL) from err
     return ray
-
-
-def check_reachable(address: str | None, timeout: float = 10.0) -> None:
-    """Ray retries an unreachable head node forever; try its port once, briefly, first."""
-    address = address or os.environ.get("RAY_ADDRESS")
-    if not address or address in ("auto", "local"):
-        return  # ray.init itself says at once when there is no local cluster
-    host, _, port = address.split("://", 1)[-1].rpartition(":")
-    if not host or not port.isdigit():
-        raise UsageError(f"--address takes auto, HOST:PORT or ray://HOST:PORT, got '{address}'")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as err:
-        raise EngineError(f"cannot reach the Ray cluster at {address}: "
-                          f"{err.strerror or type(err).__name__}") from err
-
-
-def connect(ray, address: str | None, debug: bool = False) -> bool:
-    """Join (or start) a cluster; True when this call started the connection."""
-    if ray.is_initialized():
-        return False
-    check_reachable(address)
-    try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=True,
-                 logging_level=logging.INFO if debug else logging.ERROR)
-    except Exception as err:  # ConnectionError, RuntimeError, ValueError, ... per version
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        where = f"at {address}" if address else "(a new local one)"
-        raise EngineError(f"cannot reach the Ray cluster {where}: {first}") from err
-    return True
 
 
 def on_actors(rows: list[dict], worker: type, kwargs: dict, cluster: Cluster, per_call: int,
@@ -174,9 +158,10 @@ def stream(ray, rows: list[dict], worker: type, kwargs: dict, cluster: Cluster, 
             # Finite: Ray Data retries an actor's task forever by default, so one input
             # that kills its worker would hang the run. Actors restart without limit.
             max_restarts=-1, max_task_retries=cluster.retries)
-    for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
-        for position, text in zip(batch["position"], batch["records"], strict=True):
-            arrive(int(position), json.loads(text))
+    with dropping_stderr(None if debug else POOL_ACTOR_ARGS):
+        for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
+            for position, text in zip(batch["position"], batch["records"], strict=True):
+                arrive(int(position), json.loads(text))
 
 
 class InOrder:
@@ -356,15 +341,18 @@ def on_ray(cluster: Cluster, debug: bool):
     """Connected to (or running) a Ray cluster, with sys.stdout sent to stderr: Ray forwards
     workers' stdout, and some of its own messages, to the driver's sys.stdout, where they
     would mix with the JSON lines. `emit` must therefore not look up sys.stdout when it is
-    called (the CLI binds its stream beforehand)."""
+    called (the CLI binds its stream beforehand). SIGTERM stops it at any stage, the
+    connection included, with exit status 143 (`ray_connect.Terminated`)."""
     ray = import_ray()
-    with contextlib.redirect_stdout(sys.stderr):
-        started = connect(ray, cluster.address, debug)
+    with stopping_on_sigterm() as arm, contextlib.redirect_stdout(sys.stderr):
+        connection = connect(ray, cluster.address, debug, cluster.timeout)
+        arm()  # again: Ray's core worker has installed its own handler
         try:
             yield
         finally:
-            if started:
-                ray.shutdown()
+            if connection is not None:
+                connection.close()
 
 
-__all__ = ["KILL", "Cluster", "ExplainBatch", "RayLoop", "parse_actors", "run_ray"]
+__all__ = ["KILL", "Cluster", "ExplainBatch", "RayLoop", "check_reachable", "connect",
+           "parse_actors", "run_ray"]

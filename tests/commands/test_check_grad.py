@@ -43,7 +43,11 @@ def test_given_input_target_and_table_output(capsys, model_path, tmp_path):
     code = main(["check-grad", str(model_path), "--input", str(x), "--target", "2"])
     out = capsys.readouterr().out
     assert code == 0 and "target 2" in out and str(x) in out
-    assert out.strip().splitlines()[-1].endswith("PASS")
+    lines = out.strip().splitlines()
+    assert lines[-1].endswith("PASS") and "directions agree with float64" in lines[-1]
+    assert "piecewise nodes watched" in lines[1] and "float32 gradient is" in lines[2]
+    assert lines[3].endswith("kinks") and all(line.split()[-1] in ("none", "steps")
+                                             for line in lines[4:-1])
 
 
 def test_a_wrong_rule_fails_with_exit_1(capsys, model_path, monkeypatch):

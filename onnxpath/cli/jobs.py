@@ -207,4 +207,6 @@ def ray_cluster(o: SimpleNamespace):
     """The --engine ray pool (the RAY flags). Imported here, not at the top: the plain CLI
     never imports Ray."""
     from onnxpath.run.ray import Cluster, parse_actors
-    return Cluster(o.address, parse_actors(o.actors), o.cpus_per_actor, o.gpus_per_actor)
+    timeout = {} if o.ray_timeout is None else {"timeout": o.ray_timeout}
+    return Cluster(o.address, parse_actors(o.actors), o.cpus_per_actor, o.gpus_per_actor,
+                   **timeout)

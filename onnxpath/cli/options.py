@@ -123,7 +123,7 @@ KEEP = Flag("keep", float, typer.Option(None, "--keep", help="Pathway: percentag
                                         "to keep (100-P)."))
 # inspect counts the neurons of the same --layers.
 LAYERS = Flag("layers", str, typer.Option(",".join(RELU_FAMILY), "--layers", help="Pathway: "
-                                          "activation op types whose neurons it is made of "
+                                          "the activation op types whose neurons make it up "
                                           "(Clip: lower bound 0 only)."))
 PATHWAY = (
     PRUNE,
@@ -220,6 +220,9 @@ RAY = (
                                                "actor (also its ONNX Runtime threads).")),
     Flag("gpus_per_actor", float, typer.Option(0.0, "--gpus-per-actor", help="ray: GPU share "
                                                "per actor, e.g. 0.5 (with --device cuda).")),
+    Flag("ray_timeout", float, typer.Option(None, "--ray-timeout", help="ray: seconds to reach "
+                                            "the cluster (or start a local Ray) before giving "
+                                            "up (30).")),
 )
 
 # --- attribute's HTML report (onnxpath.report) ---

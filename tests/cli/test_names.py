@@ -4,10 +4,11 @@ classes, the pathway's effective P and flag messages."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
-from onnxpath.cli import main
+from onnxpath.cli import jobs, main
 
 
 def run_cli(capsys, *args):
@@ -58,3 +59,14 @@ def test_pathway_params_carry_the_effective_prune_percent(capsys, tiny_model, sa
     code, lines, err = run_cli(capsys, tiny_model, sample_npy, "-m", "pathway", "-p", "70")
     assert code == 0 and lines[0]["params"]["prune_percent"] == 70
 
+
+
+def test_ray_timeout_reaches_the_cluster():
+    """--ray-timeout is Cluster.timeout (left out: the Cluster's default)."""
+    from onnxpath.run.ray import Cluster
+
+    o = SimpleNamespace(address=None, actors="2-4", cpus_per_actor=1.0, gpus_per_actor=0.0,
+                        ray_timeout=5.0)
+    assert jobs.ray_cluster(o).timeout == 5.0
+    assert jobs.ray_cluster(SimpleNamespace(**{**vars(o), "ray_timeout": None})).timeout == \
+        Cluster().timeout

@@ -32,11 +32,11 @@ from onnxpath.pathways.network import (
 from onnxpath.pathways.selection import random_selection, select
 
 SELECTIONS = ("contribution", "integrated", "learned", "random")
-WARN_CHANGE = 0.5  # a fixed P past this output change warns
+WARN_CHANGE = 0.5  # a pathway past this output change warns
 
 
 class PathwayChangeWarning(UserWarning):
-    """A fixed prune percentage changed the prediction by more than half."""
+    """The pathway changed the prediction by more than half."""
 
 
 def critical_pathway(engine: GradientEngine, x: np.ndarray, targets: Sequence[int] | None, *,
@@ -99,19 +99,22 @@ def pathway(engine: GradientEngine, x: np.ndarray, targets: np.ndarray | None, *
             layer_regex: str | None = None, per_layer: bool = False,
             seed: int = 0) -> Attribution:
     """Raw, signed C x H x W maps; extras report the pathway's size, the P used and the output
-    change. A fixed P that changes the output by more than half warns: the map then explains
+    change. A pathway that changes the output by more than half warns: the map then explains
     a network that no longer predicts what the model predicts (try --prune auto)."""
     found = critical_pathway(engine, x, targets, prune_percent=prune_percent, keep=keep,
                              selection=selection, layers=layers, layer_regex=layer_regex,
                              per_layer=per_layer, seed=seed)
     maps, masked_logits = pathway_gradient(found, x)
     change = output_change(found.logits, masked_logits, found.targets)
-    if isinstance(found.prune_percent, float) and (change > WARN_CHANGE).any():  # a fixed P
+    if (change > WARN_CHANGE).any():
         worst = int(np.argmax(change))
-        warnings.warn(f"pathway: at P = {found.prune_percent:g} the output changes by "
+        fixed = isinstance(found.prune_percent, float)
+        warnings.warn(f"pathway: at P = {found.prune_percent_of(worst):g} the output changes by "
                       f"{100 * change[worst]:.0f}% (over {100 * WARN_CHANGE:.0f}%); the map "
-                      "explains a network that no longer predicts like the model: try "
-                      "--prune auto", PathwayChangeWarning, stacklevel=2)
+                      "explains a network that no longer predicts like the model"
+                      + (": try --prune auto" if fixed else ": no P kept it within the bound "
+                         "(neurons with zero contribution, such as ReLU6 units clipped at 6, "
+                         "are pruned at every P)"), PathwayChangeWarning, stacklevel=2)
     extras = [{"prune_percent": found.prune_percent_of(i), "selection": selection,
                "layers": len(found.layers), "neurons": found.network.neurons,
                "kept_percent": 100.0 * found.kept_fraction(i),

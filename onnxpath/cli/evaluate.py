@@ -22,7 +22,7 @@ from PIL import Image
 from onnxpath.cli import app
 from onnxpath.cli._common import parse_floats
 from onnxpath.cli.declare import Flag, command
-from onnxpath.cli.jobs import explainer_from, method_list, recipe_from
+from onnxpath.cli.jobs import explainer_from, method_list, parse_prune, recipe_from
 from onnxpath.cli.options import (
     DEBUG,
     KEEP,
@@ -297,11 +297,13 @@ def method_options(o: SimpleNamespace, methods: list[str], implied: dict) -> dic
     """--set KEY=VALUE, --prune and --keep, and what an alias implies, each key one that some
     method of `methods` takes."""
     options = {**implied, **parse_options(o.option)}
-    for key, value in (("prune_percent", o.prune), ("keep", o.keep)):
+    for key, value in (("prune_percent", parse_prune(o.prune)), ("keep", o.keep)):
         if value is not None:
             if key in options and options[key] != value:
                 raise UsageError(f"--set {key}={options[key]} and --{key.split('_')[0]} "
-                                 f"{value:g} disagree; give one")
+                                 f"{value:g} disagree; give one" if isinstance(value, float)
+                                 else f"--set {key}={options[key]} and --prune {value} "
+                                 "disagree; give one")
             options[key] = value
     check_options(methods, options)
     return options

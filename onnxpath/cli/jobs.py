@@ -30,6 +30,7 @@ from onnxpath.io.render import COLORMAPS, NORMALISATIONS, REDUCTIONS
 from onnxpath.io.table import read_names
 from onnxpath.io.text import load_tokenizer
 from onnxpath.methods import resolve_method, resolve_methods
+from onnxpath.pathways.network import resolve_prune_percent
 from onnxpath.run.job import Job, Style, parse_target
 
 TOKEN_REDUCTIONS = ("sum", "abs-sum", "l2")
@@ -134,9 +135,20 @@ def recipe_from(o: SimpleNamespace, explainer: Explainer) -> Preprocess:
 def pathway_options(o: SimpleNamespace) -> dict:
     """The pathway method's keyword options from the PATHWAY flags (attribute's or
     pathway's: the same names)."""
-    return {"prune_percent": o.prune, "keep": o.keep, "selection": o.selection,
+    return {"prune_percent": parse_prune(o.prune), "keep": o.keep, "selection": o.selection,
             "layers": tuple(op.strip() for op in o.layers.split(",") if op.strip()),
             "layer_regex": o.layer_regex, "per_layer": o.per_layer}
+
+
+def parse_prune(text: str | None) -> float | str | None:
+    """--prune: a percentage, or auto / auto:T (checked by the pathway's own resolver)."""
+    if text is None or text.strip().lower().startswith("auto"):
+        return text if text is None else resolve_prune_percent(text, None)
+    try:
+        return float(text)
+    except ValueError as err:
+        raise UsageError(f"--prune takes a percentage in [0, 100], auto or auto:T, got "
+                         f"'{text}'") from err
 
 
 METHOD_FLAGS = ("steps", "rule", "baseline", "samples", "noise", "internal_batch_size",

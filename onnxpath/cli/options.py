@@ -117,8 +117,10 @@ RENDERING = (
 ABS = Flag("absolute", bool, typer.Option(False, "--abs", help="Gradient: absolute value "
                                           "(Saliency)."))
 # The critical pathway: attribute's and pathway's (evaluate has --prune and --keep).
-PRUNE = Flag("prune", float, typer.Option(None, "--prune", "-p", help="Pathway: percentage P of "
-                                          "neurons to prune (85)."))
+PRUNE = Flag("prune", str, typer.Option(None, "--prune", "-p", help="Pathway: percentage P of "
+                                        "neurons to prune (85), or auto: per input the largest "
+                                        "P whose output change stays within 15% (auto:T for "
+                                        "T%)."))
 KEEP = Flag("keep", float, typer.Option(None, "--keep", help="Pathway: percentage of neurons "
                                         "to keep (100-P)."))
 # inspect counts the neurons of the same --layers.

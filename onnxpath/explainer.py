@@ -312,7 +312,7 @@ class Explainer:
         elapsed = (time.perf_counter() - start) * 1000
         return Explanation(method, maps, targets, logits[rows, targets], probs, extras, elapsed,
                            logits, info.wrt, info.kind, info.probabilities, tokens,
-                           self.feature_names)
+                           self.feature_names, info.element_shape)
 
     @staticmethod
     def class_count(engine: GradientEngine) -> int | None:

@@ -32,6 +32,19 @@ class Explanation:
     probabilities: bool = False  # the logits are probabilities (no Softmax to undo)
     tokens: list[list[str]] | None = None  # per example, for text
     feature_names: list[str] | None = None  # for tables
+    # kind "elements": one example's shape of the output, whose flattened elements `targets`
+    # and the columns of `class_logits` index (see `element`)
+    element_shape: tuple = ()
+
+    def element(self, row: int) -> tuple[int, ...] | None:
+        """Which output element row `row` explains (kind "elements": `--target-index`, or an
+        N×T×K output), as an index into `element_shape`; None for other kinds, or when the
+        output's shape stayed unknown."""
+        shape = tuple(self.element_shape)
+        if self.kind != "elements" or not shape or not all(isinstance(d, int) for d in shape) \
+                or self.class_logits is None or int(np.prod(shape)) != self.class_logits.shape[1]:
+            return None
+        return tuple(int(i) for i in np.unravel_index(int(self.targets[row]), shape))
 
     def scores(self, reduce: str = "sum") -> np.ndarray:
         """One score per token, feature or time step: the map reduced over every axis after

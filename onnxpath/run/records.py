@@ -71,10 +71,19 @@ def blank_record(name: str, method: str, options: dict, error: str | None = None
 def describe(record: dict, explanation: Explanation, row: int,
              label: Callable[[int], str | None]) -> str | None:
     """Fill the record's prediction fields from one row of an explanation; the error message
-    when the map or the model's output is not finite (then nothing may be written)."""
+    when the map or the model's output is not finite (then nothing may be written).
+
+    Where one element of a multi-dim output is explained (`--target-index`, an N×T×K output),
+    `target` and `top` name classes, not flat indices, and `target_index` says which element
+    (see `element_classes`)."""
     raw = explanation.maps[row]
     scores = explanation.class_logits[row]
     c = int(explanation.targets[row])
+    ranked = scores  # what `top` ranks: one element's classes, or every column
+    element = explanation.element(row)
+    if element is not None:
+        c, ranked = element_classes(element, scores, explanation.element_shape)
+        record["target_index"] = list(element)
     record.update(target=c, label=label(c), extras=explanation.extras[row],
                   time_ms=round(explanation.time_ms / len(explanation.maps), 2))
     if not (np.isfinite(raw).all() and np.isfinite(scores).all()):
@@ -85,9 +94,20 @@ def describe(record: dict, explanation: Explanation, row: int,
                   prob=None if np.isnan(prob) else prob,
                   top=[{"class": k, "label": label(k), "logit": logit,
                         "prob": prob if explanation.kind == "classes" else None}
-                       for k, logit, prob in top_classes(scores, TOP,
+                       for k, logit, prob in top_classes(ranked, TOP,
                                                          explanation.probabilities)])
     return None
+
+
+def element_classes(element: tuple[int, ...], scores: np.ndarray,
+                    shape: tuple[int, ...]) -> tuple[int, np.ndarray]:
+    """(the class of an explained output element, every class's score at its position).
+    The class axis of one example's output is the first of a K×H×W (…) map (segmentation)
+    and the last of a T×K one (a sequence of scores); a K-vector is its own class axis."""
+    axis = 0 if len(shape) >= 3 else len(shape) - 1
+    position: list = list(element)
+    position[axis] = slice(None)
+    return element[axis], np.asarray(scores).reshape(shape)[tuple(position)]
 
 
 def shape_key(x) -> tuple:

@@ -29,6 +29,70 @@ def _tick(value: float) -> str:
     return f"{value:g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.1e}"
 
 
+def number(value: object, digits: int = 4) -> str:
+    """A number as a person reads it: `digits` significant digits, no float32 noise
+    (34.099998474121094 -> 34.1), whole numbers whole, an exponent only past 1e-4 .. 1e15;
+    anything else as it is."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return str(value)
+    v = float(value)
+    if not np.isfinite(v):
+        return str(v)
+    if v == int(v) and abs(v) < 1e15:
+        return str(int(v))
+    if 1e-4 <= abs(v) < 1e15:
+        return np.format_float_positional(v, precision=digits, unique=True, fractional=False,
+                                          trim="-")
+    return f"{v:.{digits}g}"
+
+
+# Advance widths in em of DejaVu Sans, the widest of the usual sans-serif fonts, by class of
+# character (rounded up): what a label needs, so that no font cuts it.
+NARROW, WIDE = set("fijlrtI!|.,:;'`()[]{} "), set("mwMW@%")
+
+
+def text_width(text: str, size: float = 12.0) -> float:
+    """About how wide `text` is at font size `size` (px), rather more than less."""
+    return size * sum(0.36 if c in NARROW else 1.0 if c in WIDE or ord(c) > 0x2E7F
+                      else 0.78 if c.isupper() else 0.64 for c in text)
+
+
+BREAKS = "_ /.-=:"  # a label may wrap after these
+
+
+def wrap_label(text: str, room: float, lines: int = 3, size: float = 12.0) -> list[str]:
+    """`text` in at most `lines` lines of at most `room` px, broken after BREAKS where it can
+    (anywhere where it must); past the last line an ellipsis ends it."""
+    out, line = [], ""
+    pieces, piece = [], ""
+    for c in text:
+        piece += c
+        if c in BREAKS:
+            pieces.append(piece)
+            piece = ""
+    pieces += [piece] if piece else []
+    for piece in pieces:
+        while piece:
+            if text_width(line + piece, size) <= room:
+                line, piece = line + piece, ""
+            elif line:
+                out.append(line.rstrip())
+                line, piece = "", piece.lstrip()
+            else:  # a piece wider than the room: as much of it as fits
+                n = max(1, max((k for k in range(1, len(piece) + 1)
+                                if text_width(piece[:k], size) <= room), default=1))
+                out.append(piece[:n])
+                piece = piece[n:]
+    if line:
+        out.append(line.rstrip())
+    if len(out) > lines:
+        last = out[lines - 1]
+        while last and text_width(last + "…", size) > room:
+            last = last[:-1]
+        out = out[:lines - 1] + [last + "…"]
+    return out or [""]
+
+
 def covering_ticks(low: float, high: float) -> list[float]:
     """Round ticks from at most `low` to at least `high` (nice_ticks can stop one step short
     of `high`, e.g. 0.8 for 0.9)."""
@@ -126,10 +190,16 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], title: str,
               unit: str = "", signed: bool = False, width: int = 560,
               limit: tuple[float, float] | None = None, bar: int = 16) -> str:
     """Horizontal bars, one per label, with its value printed; signed bars grow left (blue)
-    or right (red) of a zero line. Long labels are cut, the full name stays in a tooltip."""
+    or right (red) of a zero line. The label column is as wide as the longest label, up to
+    half the room: longer labels wrap (three lines at most, then an ellipsis); the full label
+    and its value are the row's tooltip."""
     values = [float(v) for v in values]
-    label_w, value_w, top = 170, 64, 26
-    height = top + len(values) * (bar + 4) + 8
+    value_w, top, line_h = 64, 26, 14
+    room = (width - value_w) / 2
+    label_w = min(room, max([text_width(str(name)) for name in labels] + [60.0]) + 12)
+    wrapped = [wrap_label(str(name), label_w - 10) for name in labels]
+    heights = [max(bar, line_h * len(lines)) for lines in wrapped]
+    height = top + sum(h + 4 for h in heights) + 8
     plot_w = width - label_w - value_w
     low, high = limit if limit is not None else (
         min(0.0, *values) if values else 0.0, max(0.0, *values) if values else 1.0)
@@ -138,17 +208,21 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], title: str,
     out = [f'<svg class="chart bars" viewBox="0 0 {width} {height}" role="img" '
            f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>',
            f'<text x="4" y="16" class="ct">{escape(title)}</text>']
-    for i, (name, v) in enumerate(zip(labels, values, strict=True)):
-        y = top + i * (bar + 4)
+    y = top
+    for name, v, lines, h in zip(labels, values, wrapped, heights, strict=True):
         end = label_w + (v - low) / span * plot_w
         x, w = min(zero, end), abs(end - zero)
         fill = ("#b2182b" if v >= 0 else "#2166ac") if signed else "#4c78a8"
-        short = name if len(name) <= 26 else name[:12] + "…" + name[-12:]
-        out.append(f'<g><title>{escape(name)}: {v:g}{unit}</title>'
-                   f'<text x="{label_w - 6}" y="{y + bar - 4}" text-anchor="end">'
-                   f'{escape(short)}</text><rect x="{_num(x)}" y="{y}" width="{_num(w)}" '
-                   f'height="{bar}" fill="{fill}"/><text x="{width - 4}" y="{y + bar - 4}" '
+        first = y + (h - line_h * len(lines)) / 2 + 11
+        spans = "".join(f'<tspan x="{_num(label_w - 6)}" y="{_num(first + k * line_h)}">'
+                        f'{escape(line)}</tspan>' for k, line in enumerate(lines))
+        middle = y + h / 2 + 4
+        out.append(f'<g><title>{escape(str(name))}: {number(v)}{escape(unit)}</title>'
+                   f'<text text-anchor="end">{spans}</text>'
+                   f'<rect x="{_num(x)}" y="{_num(y + (h - bar) / 2)}" width="{_num(w)}" '
+                   f'height="{bar}" fill="{fill}"/><text x="{width - 4}" y="{_num(middle)}" '
                    f'text-anchor="end">{v:.3g}{escape(unit)}</text></g>')
+        y += h + 4
     out.append(f'<line x1="{_num(zero)}" y1="{top - 2}" x2="{_num(zero)}" y2="{height - 6}" '
                f'stroke="#333"/></svg>')
     return "".join(out)

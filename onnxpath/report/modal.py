@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxpath.io.render import colour
-from onnxpath.report.charts import bar_chart, hex_colour, series_chart
+from onnxpath.report.charts import bar_chart, hex_colour, number, series_chart
 from onnxpath.report.page import esc
 
 
@@ -34,7 +34,8 @@ def tokens_html(tokens: list[dict]) -> str:
 
 
 def features_html(features: list[dict], title: str = "feature attribution") -> str:
-    names = [f"{f.get('name', i)} = {f.get('value', '')}" for i, f in enumerate(features)]
+    names = [f"{f.get('name', i)} = {number(f.get('value', ''), 6)}"
+             for i, f in enumerate(features)]
     scores = [float(f.get("score") or 0.0) for f in features]
     top = max((abs(s) for s in scores), default=1.0) or 1.0
     return bar_chart(names, scores, title, signed=True, limit=(-top, top), width=420)

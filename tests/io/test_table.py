@@ -13,6 +13,7 @@ import pytest
 from onnx import numpy_helper
 
 from onnxpath.io.table import read_csv
+from onnxpath.report.charts import number
 from tests.io.io_helpers import run_cli
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -158,10 +159,11 @@ def test_report_of_a_table_run_has_a_bar_per_feature_and_errors_in_place(capsys,
     html = page.read_text()
     assert html.count('<section class="row"') == len(lines)
     assert html.count('class="chart bars"') == len(good)
-    # One bar per feature, each labelled with the record's own score.
+    # One bar per feature, each labelled with the record's own score (rounded for reading).
     for line in good:
         for feature in line["features"]:
-            assert f"{feature['name']} = {feature['value']}: {feature['score']:g}" in html
+            assert (f"{feature['name']} = {number(feature['value'], 6)}: "
+                    f"{number(feature['score'])}") in html
     assert "not a number" in html
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from onnxpath.io.preprocess import IMAGE_SUFFIXES
-from onnxpath.io.storage import RemotePath, filesystem, is_url
+from onnxpath.io.storage import RemotePath, filesystem, is_url, local_name
 
 TENSOR_SUFFIXES = {".npy", ".npz"}
 
@@ -71,13 +71,14 @@ def expand_inputs(items: list[str], stdin=None, exclude: Iterable[Path] = ()) ->
         if item == "-":
             stream = stdin or sys.stdin
             for line in stream:
-                name = line.rstrip("\r\n")
+                name = local_name(line.rstrip("\r\n"))
                 if is_url(name.strip()):
                     result.append(RemotePath(name.strip()))
                 elif name.strip():
                     path = Path(name)
                     result.extend(scan(path, exclude) if path.is_dir() else [path])
             continue
+        item = local_name(item)  # file:///path is the local path
         if is_url(item):
             result.extend(remote_inputs(item))
             continue

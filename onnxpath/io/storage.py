@@ -11,19 +11,37 @@ from __future__ import annotations
 
 import posixpath
 import re
+import urllib.request
 from pathlib import Path
 
 from onnxpath.errors import OutputError, UsageError
 
 URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+FILE_URL = re.compile(r"^file://([^/]*)(/.*)?$", re.IGNORECASE)
 
 
 def is_url(text: str | Path) -> bool:
     return isinstance(text, str) and bool(URL.match(text))
 
 
+def local_name(text: str | Path) -> str | Path:
+    """A `file://` URL as the local path it names (`file:///tmp/run`, `file://localhost/tmp/run`
+    -> `/tmp/run`, percent-escapes decoded); anything else as it is. A file URL naming
+    another host is a usage error."""
+    match = FILE_URL.match(text) if isinstance(text, str) else None
+    if match is None:
+        return text
+    host, path = match.group(1), match.group(2) or ""
+    if host.lower() not in ("", "localhost") or not path:
+        raise UsageError(f"{text}: a file:// URL must name a local absolute path "
+                         "(file:///path/to/folder); give the path itself")
+    return urllib.request.url2pathname(path)
+
+
 def location(text: str | Path) -> Path | RemotePath:
-    """A folder given on the command line: a URL becomes a RemotePath, anything else a Path."""
+    """A folder given on the command line: a URL becomes a RemotePath, a `file://` URL or
+    anything else a Path."""
+    text = local_name(text)
     return RemotePath(text) if is_url(text) else Path(text)
 
 

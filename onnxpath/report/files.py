@@ -20,6 +20,7 @@ from PIL import Image
 
 from onnxpath.errors import OutputError
 from onnxpath.io.outputs import check_writable, write_atomic
+from onnxpath.io.storage import local_name
 
 LIMIT = 50_000_000  # bytes of inlined pictures before a file report switches to linked files
 MAX_SIDE = 256  # pictures are shrunk to this; the page enlarges small ones crisply
@@ -72,8 +73,8 @@ class ReportFiles:
 
     def __init__(self, target: Path | str, limit: int = LIMIT,
                  note: Callable[[str], None] | None = None):
-        text = str(target)
-        target = Path(target)
+        text = str(local_name(target))  # file:///path/r.html is the local path
+        target = Path(text)
         folder_form = text.endswith(("/", "\\")) or target.is_dir()
         if folder_form:
             self.page = target / "index.html"

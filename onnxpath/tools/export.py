@@ -8,6 +8,9 @@ Signature (documented in the README):
   `logits` and `grad` = d(sum(seed · logits)) / d input, so one graph serves every class and
   any weighting of classes.
 Spatial dims are fixed (gradient rules need static shapes); a dynamic batch stays dynamic.
+A model with several inputs (a text model's input_ids, attention_mask, token_type_ids) takes
+them all, each fixed alike (`--size 1x8`: 8 tokens); `grad` is then with respect to the tensor
+`attribute` attributes (the embedding output), not the integer ids.
 """
 
 from __future__ import annotations
@@ -60,10 +63,14 @@ def gradient_export(explainer: Explainer, size: tuple[int, int] | None = None,
     dynamic = [i for i, d in enumerate(dims) if not isinstance(d, int)]
     if dynamic and not size:
         raise UsageError("the model's spatial size is dynamic; give --size HxW (the exported "
-                         "gradient graph has fixed spatial dims)")
-    fill = iter(size or ())
-    dims = [d if isinstance(d, int) else next(fill, size[-1]) for d in dims]
-    engine = explainer.engine((1, *dims))
+                         "gradient graph has fixed spatial dims; a text model: --size 1xT for "
+                         "T tokens)")
+    # HxW fills the dynamic dims from the right: a text model's one dynamic dim (the sequence)
+    # takes W, so `--size 1x8` fixes it to 8, as an image's H and W take both.
+    values = list(size or ())[-len(dynamic):] if dynamic else []
+    fill = iter(values[:1] * (len(dynamic) - len(values)) + values)
+    dims = [d if isinstance(d, int) else next(fill) for d in dims]
+    engine = explainer.engine((1, *dims), other_shapes(explainer, (1, *dims)))
     if engine.info.uncut is not None:
         # An integer input: the graph takes the model's own inputs and differentiates the
         # float tensor computed from them (`wrt`), as `attribute` does.
@@ -87,6 +94,33 @@ def gradient_export(explainer: Explainer, size: tuple[int, int] | None = None,
     model.producer_name, model.producer_version = "onnxpath", __version__
     model.doc_string = signature_text(model)
     return model
+
+
+def other_shapes(explainer: Explainer, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """The shapes of the model's other inputs (a text model's attention_mask, ...) when its
+    input has `shape`: their static dims, and each dynamic one from the input's dim of the
+    same name (else of the same axis). Left dynamic, they leave the shapes between the cut
+    and the logits unknown, and gradient rules cannot apply (a Gather along a dynamic axis)."""
+    primary = next(i for i in explainer.inputs if i.name == explainer.input_name)
+    names = [d.dim_param for d in primary.type.tensor_type.shape.dim]
+    out = {}
+    for value in explainer.inputs:
+        if value.name == primary.name:
+            continue
+        dims = []
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value > 0:
+                dims.append(dim.dim_value)
+            elif dim.dim_param and dim.dim_param in names:
+                dims.append(shape[names.index(dim.dim_param)])
+            elif axis < len(shape):
+                dims.append(shape[axis])
+            else:
+                raise UsageError(f"the shape of the model's input '{value.name}' cannot be "
+                                 f"derived from '{primary.name}' {tuple(shape[1:])}: export "
+                                 "needs static shapes for every input")
+        out[value.name] = (1, *dims[1:])
+    return out
 
 
 def seed_from_argmax(model: onnx.ModelProto) -> None:

@@ -6,10 +6,15 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 from command_models import classifier, save
+from onnx import TensorProto, helper, numpy_helper
 
+from onnxpath import Explainer
 from onnxpath.cli import main
 
 # Runs in a fresh interpreter: only onnxruntime and numpy, and proof that nothing else came in.
@@ -108,3 +113,49 @@ def test_dynamic_spatial_dims_need_a_size(capsys, tmp_path):
                  "--json"]) == 0
     sig = json.loads(capsys.readouterr().out)
     assert sig["inputs"][0]["shape"] == ["N", 3, 24, 16]
+
+
+SENTIMENT = Path(__file__).resolve().parents[2] / "models" / "examples" / "sentiment.onnx"
+
+
+def test_a_text_model_exports_at_a_fixed_sequence_length(capsys, tmp_path):
+    """`export sentiment.onnx --size 1x8`: every input (ids, mask, segments) fixed to 8 tokens,
+    `grad` with respect to the embedding output, equal to attribute's gradient. Before, only
+    input_ids was fixed and the others left the sequence dynamic: 'Gather along dynamic axis'."""
+    grad_model = tmp_path / "sentiment.grad.onnx"
+    assert main(["export", str(SENTIMENT), "-o", str(grad_model), "--size", "1x8",
+                 "--json"]) == 0
+    sig = json.loads(capsys.readouterr().out)
+    assert [(v["name"], v["shape"][1:]) for v in sig["inputs"]] == [
+        ("input_ids", [8]), ("attention_mask", [8]), ("token_type_ids", [8])]
+    assert [v["name"] for v in sig["outputs"]] == ["logits", "target", "grad"]
+    ids = np.random.default_rng(0).integers(1, 38, (3, 8)).astype(np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+             "token_type_ids": np.zeros_like(ids)}
+    feeds["attention_mask"][2, 5:] = 0
+    session = ort.InferenceSession(str(grad_model), providers=["CPUExecutionProvider"])
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds),
+                   strict=True))
+    explainer = Explainer(SENTIMENT, cache=False)
+    for i in range(len(ids)):
+        result = explainer.attribute({k: v[i:i + 1] for k, v in feeds.items()}, "gradient")
+        assert result.wrt == "/word/Gather_output_0"  # the embedding lookup's output
+        assert int(got["target"][i]) == int(result.targets[0])
+        np.testing.assert_allclose(got["grad"][i], result.maps[0], rtol=1e-5, atol=1e-7)
+
+
+def test_an_input_whose_shape_cannot_be_derived_is_one_line(capsys, tmp_path):
+    """A second input with a dynamic axis the first has no counterpart for."""
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["y", "axes"], ["pooled"], keepdims=0),
+         helper.make_node("Add", ["x", "pooled"], ["logits"])], "two",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, "k"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(np.array([2], np.int64), "axes")])
+    model = tmp_path / "two.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    assert main(["export", str(model), "-o", str(tmp_path / "g.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["onnxpath: error: the shape of the model's input 'y' cannot be derived from "
+                   "'x' (4,): export needs static shapes for every input"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Mapping
@@ -33,7 +34,7 @@ from onnxpath.intake.model import (
     normalise,
 )
 from onnxpath.intake.wrt import embedding_defaults
-from onnxpath.methods import METHODS, Attribution, options_for
+from onnxpath.methods import METHODS, Attribution, options_for, resolve_call, resolve_method
 from onnxpath.ort.sessions import make_session, providers_for, run_session
 
 INTEGER_KINDS = "iub"
@@ -243,6 +244,8 @@ class Explainer:
         when the model has ops without gradient rules; the note says so (empty otherwise)."""
         if fallback is None or not METHODS[method].needs_gradients:
             return method, {}
+        with contextlib.suppress(UsageError):  # else the message below lists the choices
+            fallback = resolve_method(fallback)  # Captum's Occlusion, any case
         if fallback not in METHODS or METHODS[fallback].needs_gradients:
             forward_only = [m for m, fn in METHODS.items() if not fn.needs_gradients]
             raise UsageError(f"--fallback must be a forward-only method "
@@ -263,9 +266,10 @@ class Explainer:
         `fallback` names a forward-only method (occlusion, rise) to run instead when `method`
         needs gradients and the model has ops without gradient rules; the extras then carry
         `fallback_from` and `fallback_reason`, and the result's `method` is the fallback.
+        `method` is any name the CLI takes (any case; Captum's: `saliency` is gradient with
+        absolute=True unless `absolute` is given); the result carries the registered name.
         """
-        if method not in METHODS:
-            raise UsageError(f"unknown method '{method}'; choose from {', '.join(METHODS)}")
+        method, options = resolve_call(method, options)
         method, note = self.resolve_fallback(method, fallback)
         if METHODS[method].needs_gradients:
             self.check_differentiable()

@@ -1,19 +1,25 @@
 """The `onnxpath` command: a thin typer layer over the library API.
 
 Errors a user can act on (`OnnxPathError`) print one line on stderr and exit with their code;
-`--debug` anywhere on the command line shows the traceback instead.
+`--debug` anywhere on the command line shows the traceback instead. SIGTERM stops a command at
+any stage like Ctrl-C does: cleanup runs (atomic files, --npz, the report), one line, exit 143.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 import warnings
+from difflib import get_close_matches
 
 import typer
 
 from onnxpath import errors
 from onnxpath.errors import OnnxPathError, unexpected
+from onnxpath.run.ray_connect import Terminated
 from onnxpath.version import __version__
 
 app = typer.Typer(
@@ -55,6 +61,30 @@ def one_line_warnings(message, category, filename, lineno, file=None, line=None)
     print(f"onnxpath: warning: {message}", file=file or sys.stderr, flush=True)
 
 
+class SigTerm(Terminated):
+    """SIGTERM outside the Ray engine's own handler (which says so itself): imports, model
+    load, planning, any local run."""
+
+
+@contextlib.contextmanager
+def stopping_on_sigterm():
+    """For the whole command, SIGTERM raises `SigTerm` in the main thread, once (a second one
+    kills at once); the previous handler is restored on the way out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise SigTerm
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
@@ -63,9 +93,17 @@ def main(argv: list[str] | None = None) -> int:
     if not debug:
         warnings.showwarning = one_line_warnings
     try:
-        code = app(args=args, prog_name="onnxpath", standalone_mode=False)
+        with stopping_on_sigterm():
+            code = app(args=args, prog_name="onnxpath", standalone_mode=False)
         if code == 130:  # typer turns Ctrl-C into a returned 130, silently
             print("onnxpath: interrupted", file=sys.stderr)
+    except Terminated as err:
+        # Every result already reported is complete on disk (atomic writes); the Ray engine's
+        # own handler has said so already.
+        if isinstance(err, SigTerm):
+            print("onnxpath: terminated (SIGTERM); every result already reported is complete",
+                  file=sys.stderr, flush=True)
+        code = err.code
     except OnnxPathError as err:
         if debug:
             raise
@@ -80,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     except typer.TyperException as err:  # usage errors: bad option, missing argument, ...
         if not hasattr(err, "show"):
             raise
+        suggest_visible(err)
         err.show()
         code = getattr(err, "exit_code", 2)
     except BrokenPipeError:
@@ -97,6 +136,22 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         warnings.showwarning = shown
     return int(code or 0)
+
+
+def suggest_visible(err: Exception) -> None:
+    """click's "Possible options" for an unknown flag, from those --help lists: a near miss of
+    a hidden old spelling (`declare.renamed`) suggests the flag it now is."""
+    command = getattr(getattr(err, "ctx", None), "command", None)
+    if not hasattr(err, "possibilities") or command is None:
+        return
+    from onnxpath.cli.declare import RENAMED
+
+    spellings = {spelling: RENAMED.get((command.name, spelling))
+                 if getattr(param, "hidden", False) else spelling
+                 for param in command.params
+                 for spelling in (*param.opts, *param.secondary_opts) if spelling.startswith("--")}
+    matches = get_close_matches(err.option_name, list(spellings))
+    err.possibilities = [s for s in dict.fromkeys(spellings[m] for m in matches) if s]
 
 
 def subject(args: list[str]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -10,8 +11,8 @@ from PIL import Image
 
 from onnxpath.errors import UsageError
 from onnxpath.explainer import Explainer
-from onnxpath.io.image import load_input
-from onnxpath.io.preprocess import Preprocess, resolve_preprocess
+from onnxpath.io.image import load_input, model_size
+from onnxpath.io.preprocess import Preprocess, guess_layout, resolve_preprocess
 from onnxpath.io.tensors import load_npz
 
 
@@ -35,6 +36,15 @@ def parse_size(text: str | None, option: str = "--size") -> tuple[int, int] | No
     if h < 1 or w < 1:
         raise UsageError(f"{option} must be positive, got '{text}'")
     return h, w
+
+
+def check_size_fits(input_shape, size: tuple[int, int] | None) -> None:
+    """--size where no image is read (inspect, export, a random check-grad input): it sets
+    the model's dynamic spatial dims, so on a model whose dims are fixed it must be those, as
+    attribute says, never quietly ignored."""
+    if size is not None and len(input_shape) == 4:
+        model_size(tuple(input_shape), replace(Preprocess(), size=size),
+                   guess_layout(tuple(input_shape)))
 
 
 def parse_scale(text: str | None) -> float | None:

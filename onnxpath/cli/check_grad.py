@@ -9,13 +9,21 @@ from types import SimpleNamespace
 import typer
 
 from onnxpath.cli import app
-from onnxpath.cli._common import load_example, parse_size
+from onnxpath.cli._common import check_size_fits, load_example, parse_size
 from onnxpath.cli.declare import Flag, command
-from onnxpath.cli.jobs import one_class
-from onnxpath.cli.options import DEBUG, DEVICE, JSON, OUTPUT, TARGET_ONE
+from onnxpath.cli.jobs import one_class, recipe_from
+from onnxpath.cli.options import (
+    DEBUG,
+    DEVICE,
+    JSON,
+    KEEP_PROBABILITIES,
+    OUTPUT,
+    PREPROCESSING,
+    TARGET_ONE,
+)
+from onnxpath.errors import UsageError
 from onnxpath.explainer import Explainer
 from onnxpath.io.labels import model_labels
-from onnxpath.io.preprocess import preset_for
 from onnxpath.tools.gradcheck import (
     DEFAULT_DIRECTIONS,
     DEFAULT_EPS,
@@ -24,14 +32,16 @@ from onnxpath.tools.gradcheck import (
     random_input,
 )
 
-# --size, --seed, --tolerance and --keep-probabilities differ from the flags of those names in
-# attribute, evaluate, export and inspect; --target is pathway's (one class: index or label).
+# --seed seeds what is random here (tests/cli/test_vocabulary.py); --target is pathway's (one
+# class: index or label); an --input image is read with the preprocessing flags, as attribute
+# reads it.
 FLAGS = (
     Flag("model", Path, typer.Argument(..., help="The .onnx model whose gradient graph to "
                                        "check.")),
     Flag("input", Path, typer.Option(None, "--input", "-i", help="An image or .npy tensor to "
-                                     "check at (default: a seeded N(0,1) tensor of the "
-                                     "input's shape).")),
+                                     "check at, read as attribute reads it (default: a "
+                                     "seeded N(0,1) tensor of the input's shape, --size "
+                                     "or 224 for dynamic dims).")),
     Flag("directions", int, typer.Option(DEFAULT_DIRECTIONS, "--directions", "-k",
                                          help="Random directions to differentiate along.")),
     Flag("eps", float, typer.Option(DEFAULT_EPS, "--eps", help="Finite-difference step, "
@@ -42,17 +52,13 @@ FLAGS = (
                                           help="Largest relative error that passes (default: "
                                           "1e-3 with float64 differences, 0.1 in float32).")),
     TARGET_ONE,
-    Flag("size", str, typer.Option(None, "--size", help="HxW for dynamic spatial dims "
-                                   "(default 224).")),
-    Flag("seed", int, typer.Option(0, "--seed", help="Seed of the random input and "
+    Flag("seed", int, typer.Option(0, "--seed", help="Random seed: the random input and the "
                                    "directions.")),
-    Flag("keep_probabilities", bool, typer.Option(False, "--keep-probabilities", help="Check "
-                                                  "the Softmax output instead of the logits "
-                                                  "before it.")),
+    KEEP_PROBABILITIES,
 )
 
 
-@command(app, FLAGS, JSON, DEVICE, OUTPUT, DEBUG, name="check-grad")
+@command(app, FLAGS, JSON, PREPROCESSING, DEVICE, OUTPUT, DEBUG, name="check-grad")
 def check_grad(o: SimpleNamespace) -> int:
     """Check MODEL's gradient graph against finite differences along random directions.
 
@@ -67,9 +73,14 @@ def check_grad(o: SimpleNamespace) -> int:
     explainer = Explainer(o.model, device=o.device, keep_probabilities=o.keep_probabilities,
                           cache=False, output=o.output)
     explainer.check_differentiable()
+    if o.tolerance is not None and not o.tolerance > 0:
+        raise UsageError(f"--tolerance must be positive, got {o.tolerance:g}")
+    prep = recipe_from(o, explainer)
     if o.input is not None:
-        x = load_example(explainer, o.input, preset_for(explainer.input_shape, explainer.proto))
+        x = load_example(explainer, o.input, prep)
     else:
+        check_no_image_flags(o)
+        check_size_fits(explainer.input_shape, parse_size(o.size))
         x = random_input(explainer, parse_size(o.size), o.seed)
     target = one_class(o.target, model_labels(explainer.proto), "check-grad")
     result = check_gradient(explainer, x, target=target, directions=o.directions, eps=o.eps,
@@ -81,3 +92,17 @@ def check_grad(o: SimpleNamespace) -> int:
         typer.echo(result.report(o.model, source))
     return 0 if result.passed else 1
 
+
+IMAGE_FLAGS = (("preset", "--preset"), ("preprocess", "--preprocess"), ("resize", "--resize"),
+               ("crop", "--crop/--no-crop"), ("mean", "--mean"), ("std", "--std"),
+               ("scale", "--scale"), ("bgr", "--bgr/--rgb"), ("layout", "--layout"),
+               ("gray", "--gray"))
+
+
+def check_no_image_flags(o: SimpleNamespace) -> None:
+    """The random input is drawn in model space: the flags that read an image need --input."""
+    given = [flag for name, flag in IMAGE_FLAGS if getattr(o, name) is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)} {'reads' if len(given) == 1 else 'read'} an "
+                         "image: give --input IMAGE (the random input is already in model "
+                         "space; --size sets its dynamic dims)")

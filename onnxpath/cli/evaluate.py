@@ -1,8 +1,9 @@
 """`onnxpath evaluate`: the papers' evaluation protocols for several methods on one model.
 
-stdout carries the table (methods × metrics, mean ± standard error); progress and per-input
-errors go to stderr. `--csv`, `--json` and `--plots` write the full curves; `--out DIR` writes
-all of them (and the report) into DIR.
+stdout carries the table (methods × metrics, mean ± standard error), or with `--json` the
+full report as one JSON object; progress and per-input errors go to stderr. `--csv` and
+`--plots` write the full curves; `--out DIR` writes eval.csv, eval.json, plots/ and the report
+into DIR.
 """
 
 from __future__ import annotations
@@ -10,21 +11,26 @@ from __future__ import annotations
 import json
 import sys
 import time
-import warnings
-from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import typer
-from PIL import Image
 
 from onnxpath.cli import app
 from onnxpath.cli._common import parse_floats
-from onnxpath.cli.declare import Flag, command
-from onnxpath.cli.jobs import explainer_from, method_list, parse_prune, recipe_from
+from onnxpath.cli.declare import Flag, command, renamed
+from onnxpath.cli.eval_inputs import file_inputs, scene_inputs
+from onnxpath.cli.jobs import (
+    check_option_values,
+    explainer_from,
+    method_list,
+    parse_prune,
+    recipe_from,
+)
 from onnxpath.cli.options import (
     DEBUG,
+    JSON,
     KEEP,
     METHOD,
     MODEL,
@@ -36,18 +42,15 @@ from onnxpath.cli.options import (
     REPORT_FILE,
     RUNTIME,
 )
-from onnxpath.errors import InputError, UsageError
+from onnxpath.errors import UsageError
 from onnxpath.evaluate import METRICS, Settings, evaluate
-from onnxpath.evaluate.localisation import shapes_scenes
 from onnxpath.evaluate.perturbation import RANKS
 from onnxpath.evaluate.plot import write_plots
 from onnxpath.evaluate.runner import MASK_METRICS, check_methods, check_metrics
-from onnxpath.explainer import Explainer
-from onnxpath.io.image import load_input, model_size, to_tensor
-from onnxpath.io.inputs import expand_inputs
 from onnxpath.io.outputs import check_writable, write_atomic
-from onnxpath.io.preprocess import IMAGE_SUFFIXES, Preprocess
 from onnxpath.methods import METHODS, check_options, option_names
+
+__all__ = ["evaluate_command", "parse_options", "scene_inputs"]
 
 
 def parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
@@ -102,91 +105,39 @@ def sequence_options() -> set[str]:
             if p.kind is inspect.Parameter.KEYWORD_ONLY and isinstance(p.default, (tuple, list))}
 
 
-def find_mask(directory: Path, stem: str) -> Path:
-    for suffix in (".png", ".npy", *sorted(IMAGE_SUFFIXES)):
-        candidate = directory / f"{stem}{suffix}"
-        if candidate.exists():
-            return candidate
-    raise InputError(f"no mask for '{stem}' in {directory} (looked for {stem}.png, .npy, ...)")
-
-
-def load_mask(path: Path, prep: Preprocess, input_shape: tuple) -> np.ndarray:
-    """A bool H×W mask, put through the same resize/crop as its image."""
-    if path.suffix.lower() == ".npy":
-        mask = np.load(path, allow_pickle=False)
-        return np.asarray(mask).squeeze() > 0
-    size, _ = model_size(input_shape, prep, prep.layout)
-    gray = replace(prep, mean=(0.0,), std=(1.0,), scale=1.0, bgr=False, gray=True,
-                   layout="nchw")
-    with Image.open(path) as img:
-        tensor, _ = to_tensor(img.convert("L"), gray, size, 1)
-    return tensor[0] > 127.5
-
-
-def scene_inputs(explainer: Explainer, prep: Preprocess, count: int, seed: int):
-    images, _, masks = shapes_scenes(count, seed)
-    size, channels = model_size(explainer.input_shape, prep, prep.layout)
-    x = np.stack([to_tensor(Image.fromarray(img), prep, size, channels)[0] for img in images])
-    if masks.shape[1:] != tuple(size):
-        masks = np.stack([np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize(
-            (size[1], size[0]), Image.Resampling.NEAREST)) > 127 for m in masks])
-    return x, masks
-
-
-def file_inputs(explainer: Explainer, prep: Preprocess, items: list[str],
-                masks_dir: Path | None):
-    paths = expand_inputs(items)
-    if masks_dir is not None:
-        masks_root = masks_dir.resolve()
-        paths = [p for p in paths if masks_root not in p.resolve().parents]
-    if not paths:
-        raise UsageError("no inputs found")
-    tensors, masks, failures = [], [], 0
-    for path in paths:
-        try:
-            x, _ = load_input(path, explainer.input_shape, prep)
-            mask = None
-            if masks_dir is not None:
-                mask = load_mask(find_mask(masks_dir, path.stem), prep, explainer.input_shape)
-                if mask.shape != x.shape[-2:]:
-                    raise InputError(f"{path}: mask shape {mask.shape} differs from the "
-                                     f"input's {x.shape[-2:]}")
-        except InputError as err:
-            failures += 1
-            print(f"onnxpath: skipped: {err}", file=sys.stderr)
-            continue
-        tensors.append(x)
-        masks.append(mask)
-    if not tensors:
-        raise UsageError("none of the inputs could be read")
-    return (np.stack(tensors), np.stack(masks) if masks_dir is not None else None, failures)
-
-
 ARGS = (
     MODEL,
     Flag("inputs", list[str], typer.Argument(None, help="Images or .npy tensors, directories, "
                                              "globs, or - for stdin. Optional with "
                                              "--scenes.")),
 )
-# The protocols' settings. --masks, --seed, --fill, --tolerance, --out, --json and
-# --batch-size differ from the flags of those names elsewhere (tests/cli/test_vocabulary.py
-# says how and why).
+# The protocols' settings. --seed, --out and --batch-size differ from the flags of those names
+# elsewhere (tests/cli/test_vocabulary.py says how and why).
+TRUTH = Flag("truth", Path, typer.Option(None, "--truth", help="Ground-truth masks: a folder "
+                                         "of <stem>.png (white = object) or <stem>.npy, for "
+                                         "pointing-game and relevance-mass."))
+REMOVED_FILL = Flag("removed_fill", str, typer.Option(
+    "zero", "--removed-fill", help="lerf, morf, deletion: the value removed pixels get, in "
+    "model space: zero (the dataset mean of normalised inputs), mean (of these inputs), or "
+    "numbers per channel."))
+SUBSETS = Flag("subsets", int, typer.Option(32, "--subsets", help="sensitivity-n subsets per "
+                                            "n and image."))
+POINTING_TOLERANCE = Flag("pointing_tolerance", float, typer.Option(
+    None, "--pointing-tolerance", help="Pointing-game tolerance in px (default: 15 px at 224, "
+    "scaled to the input)."))
 PROTOCOLS = (
     METHOD,
     Flag("metrics", str, typer.Option("all", "--metrics", help="Comma-separated: all, "
                                       f"{', '.join(METRICS)}.")),
-    Flag("masks", Path, typer.Option(None, "--masks", help="Ground-truth masks <stem>.png (or "
-                                     ".npy) for pointing-game and relevance-mass.")),
+    TRUTH,
     Flag("scenes", int, typer.Option(None, "--scenes", help="Evaluate on N generated shapes "
                                      "scenes with masks (the demo model's localisation "
                                      "benchmark).")),
-    Flag("seed", int, typer.Option(0, "--seed", help="Seed for scenes, subsets, tie-breaks, "
-                                   "noise.")),
+    Flag("seed", int, typer.Option(0, "--seed", help="Random seed: scenes, sensitivity-n "
+                                   "subsets, tie-breaks, noise.")),
     Flag("fractions", str, typer.Option(None, "--fractions", help="lerf/morf fractions "
                                         "(default 0.01,0.02,...,0.1).")),
-    Flag("fill", str, typer.Option("zero", "--fill", help="Removed-pixel value in model "
-                                   "space: zero (the dataset mean of normalised inputs), mean "
-                                   "(of these inputs), or numbers per channel.")),
+    REMOVED_FILL,
     Flag("rank", str, typer.Option("signed", "--rank", help="Rank pixels by the signed "
                                    "max-abs map (signed, the paper), its magnitude (abs), or "
                                    "the channel maximum of the raw map (max, the authors' "
@@ -197,19 +148,13 @@ PROTOCOLS = (
                                              "(default 0.1,...,0.5,0.7,0.9).")),
     Flag("ns", str, typer.Option(None, "--ns", help="sensitivity-n subset sizes in pixels "
                                  "(default 1,4,16,64,256,1024).")),
-    Flag("subsets", int, typer.Option(32, "--subsets", help="sensitivity-n subsets per n and "
-                                      "image.")),
-    # The old spelling of --subsets (attribute's --samples counts a method's samples).
-    Flag("samples", int, typer.Option(None, "--samples", hidden=True, help="Old spelling of "
-                                      "--subsets.")),
+    SUBSETS,
     Flag("sanity_images", int, typer.Option(None, "--sanity-images", help="Use only the first "
                                             "N inputs for the sanity check (default: all).")),
     Flag("sanity_steps", int, typer.Option(None, "--sanity-steps", help="Evaluate N cascade "
                                            "steps spread evenly (default: every parametric "
                                            "layer).")),
-    Flag("tolerance", float, typer.Option(None, "--tolerance", help="Pointing-game tolerance "
-                                          "in px (default: 15 px at 224, scaled to the "
-                                          "input).")),
+    POINTING_TOLERANCE,
     Flag("option", list[str], typer.Option(None, "--set", "--option", help="Method option "
                                            "KEY=VALUE, e.g. --set steps=32 (repeatable; a key "
                                            "no method takes is an error).")),
@@ -218,28 +163,38 @@ PROTOCOLS = (
 )
 WRITE = (
     Flag("out", Path, typer.Option(None, "--out", "-o", help="Write eval.csv, eval.json, "
-                                   "plots/ and report.html here (--csv, --json, --plots and "
-                                   "--report name their own).")),
+                                   "plots/ and report.html here (--csv, --plots and --report "
+                                   "name their own).")),
     Flag("csv_path", Path, typer.Option(None, "--csv", help="Write every score and curve as "
                                         "CSV.")),
-    Flag("json_path", Path, typer.Option(None, "--json", help="Write the report as JSON.")),
     Flag("plots", Path, typer.Option(None, "--plots", help="Write one PNG per curve here.")),
     REPORT_FILE,
+    JSON,
     Flag("batch_size", int, typer.Option(None, "--batch-size", "-b", help="Inputs per forward "
                                          "run (default: the fastest, measured once for the "
                                          "model).")),
 )
+# The old spellings, hidden; each still works with a warning. (evaluate --json FILE, from
+# before --json meant stdout, is `old_json_file`.)
+OLD = (
+    renamed("--samples", SUBSETS, "attribute's --samples counts a method's samples"),
+    renamed("--masks", TRUTH, "pathway's --masks is the .npz it writes"),
+    renamed("--tolerance", POINTING_TOLERANCE, "check-grad's --tolerance is a relative error"),
+    renamed("--fill", REMOVED_FILL, "attribute's --fill is occlusion's"),
+)
 
 
 @command(app, ARGS, PROTOCOLS, WRITE, PREPROCESSING_BASIC, PREPROCESSING_MORE, OUTPUT,
-         RUNTIME, QUIET, DEBUG, name="evaluate")
+         RUNTIME, QUIET, DEBUG, OLD, name="evaluate")
 def evaluate_command(o: SimpleNamespace) -> int:
-    """Score attribution methods with the papers' protocols; print a methods × metrics table.
+    """Score attribution methods with the papers' protocols; print a methods × metrics table
+    (--json: the full report, one JSON object).
 
     Example: onnxpath evaluate models/shapes_resnet.onnx --scenes 100
     -m pathway,gradient,integrated-gradients,guided-backprop,gradcam --prune 70 -o eval/
     """
     start = time.perf_counter()
+    o.json_file = old_json_file(o)
     method_names, metric_names, options = check_request(o)
     explainer = explainer_from(o)
     if any(METHODS[m].needs_gradients for m in method_names):
@@ -249,7 +204,7 @@ def evaluate_command(o: SimpleNamespace) -> int:
     if o.scenes is not None:
         x, gt_masks = scene_inputs(explainer, prep, o.scenes, o.seed)
     else:
-        x, gt_masks, failures = file_inputs(explainer, prep, o.inputs, o.masks)
+        x, gt_masks, failures = file_inputs(explainer, prep, o.inputs, o.truth)
     if x.ndim != 4:
         raise UsageError(f"evaluate needs image-shaped inputs (C×H×W); got {x.shape[1:]}")
     settings = settings_from(o, x, options)
@@ -264,7 +219,7 @@ def evaluate_command(o: SimpleNamespace) -> int:
     report.notes["total_seconds"] = round(time.perf_counter() - start, 2)
     if o.scenes is not None:
         report.notes["inputs"] = f"{o.scenes} shapes scenes, seed {o.seed}"
-    sys.stdout.write(report.table() + "\n")
+    sys.stdout.write((json.dumps(report.as_json()) if o.as_json else report.table()) + "\n")
     sys.stdout.flush()
     write_outputs(o, report, progress)
     if progress:
@@ -279,16 +234,31 @@ def check_request(o: SimpleNamespace) -> tuple[list[str], list[str], dict]:
     method_names = check_methods(methods)
     options = method_options(o, method_names, implied)
     metric_names = [m.strip() for m in o.metrics.split(",") if m.strip()]
-    have_masks = o.masks is not None or o.scenes is not None
+    have_masks = o.truth is not None or o.scenes is not None
+    if not have_masks and any(m in MASK_METRICS for m in metric_names):
+        raise UsageError(f"{' and '.join(m for m in metric_names if m in MASK_METRICS)} "
+                         "need ground-truth masks: give --truth DIR or --scenes N")
     metric_names = check_metrics(metric_names, have_masks)
     if o.rank not in RANKS:
         raise UsageError(f"unknown --rank '{o.rank}'; choose {', '.join(RANKS)}")
-    if o.masks is not None and not o.masks.is_dir():
-        raise UsageError(f"--masks {o.masks} is not a directory")
+    if o.truth is not None and not o.truth.is_dir():
+        raise UsageError(f"--truth {o.truth} is not a directory")
     if o.scenes is None and not o.inputs:
         raise UsageError("give inputs, or --scenes N to generate the shapes benchmark")
-    if o.step is not None and o.step < 1:
-        raise UsageError(f"--step must be at least 1, got {o.step}")
+    for flag, value in (("--step", o.step), ("--scenes", o.scenes), ("--subsets", o.subsets),
+                        ("--sanity-images", o.sanity_images),
+                        ("--sanity-steps", o.sanity_steps), ("--batch-size", o.batch_size)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1, got {value}")
+    if o.removed_fill not in ("zero", "mean"):
+        try:
+            parse_floats(o.removed_fill, "--removed-fill")
+        except UsageError as err:
+            raise UsageError(f"--removed-fill takes zero, mean or numbers per channel, got "
+                             f"'{o.removed_fill}'") from err
+    if o.pointing_tolerance is not None and not o.pointing_tolerance >= 0:
+        raise UsageError(f"--pointing-tolerance must be at least 0 px, got "
+                         f"{o.pointing_tolerance:g}")
     check_out(o)
     return method_names, metric_names, options
 
@@ -306,6 +276,7 @@ def method_options(o: SimpleNamespace, methods: list[str], implied: dict) -> dic
                                  "disagree; give one")
             options[key] = value
     check_options(methods, options)
+    check_option_values(options, lambda key: f"--set {key}")
     return options
 
 
@@ -321,33 +292,45 @@ def check_out(o: SimpleNamespace) -> None:
 
 
 def settings_from(o: SimpleNamespace, x: np.ndarray, options: dict) -> Settings:
-    """The protocols' Settings; --fill mean needs the inputs `x`."""
+    """The protocols' Settings; --removed-fill mean needs the inputs `x`."""
     return Settings(
         fractions=parse_fractions(o.fractions, "--fractions") or Settings.fractions,
-        fill=parse_fill(o.fill, x), rank=o.rank, step=o.step,
+        fill=parse_fill(o.removed_fill, x), rank=o.rank, step=o.step,
         road_fractions=parse_fractions(o.road_fractions, "--road-fractions")
         or Settings.road_fractions,
-        ns=parse_ints(o.ns, "--ns") or Settings.ns, samples=subsets(o),
-        sanity_images=o.sanity_images, sanity_steps=o.sanity_steps, tolerance=o.tolerance,
-        batch_size=o.batch_size, seed=o.seed, method_options=options)
+        ns=parse_ints(o.ns, "--ns") or Settings.ns, samples=o.subsets,
+        sanity_images=o.sanity_images, sanity_steps=o.sanity_steps,
+        tolerance=o.pointing_tolerance, batch_size=o.batch_size, seed=o.seed,
+        method_options=options)
 
 
-def subsets(o: SimpleNamespace) -> int:
-    """--subsets, or its old spelling --samples (with a warning)."""
-    if o.samples is None:
-        return o.subsets
-    warnings.warn("evaluate --samples is now --subsets (sensitivity-n subsets per n and "
-                  "image); --samples will go", FutureWarning, stacklevel=2)
-    return o.samples
+def old_json_file(o: SimpleNamespace) -> Path | None:
+    """`--json FILE` wrote the report to FILE before --json meant "on stdout", as in every
+    command: click now takes FILE for an input (evaluate reads no .json), or for the model
+    when --json came first. Such a FILE is written as before, with a warning."""
+    if not o.as_json:
+        return None
+    if o.model.suffix.lower() == ".json" and o.inputs and o.inputs[0].endswith(".onnx"):
+        file, o.model = o.model, Path(o.inputs.pop(0))
+    else:
+        files = [i for i in o.inputs or [] if i.lower().endswith(".json")]
+        if not files:
+            return None
+        file = Path(files[-1])
+        o.inputs.remove(files[-1])
+    print(f"onnxpath: warning: evaluate --json FILE is now -o DIR (DIR/eval.json) or --json "
+          f"(the report on stdout); writing {file} this time", file=sys.stderr, flush=True)
+    o.as_json = False
+    return file
 
 
 def write_outputs(o: SimpleNamespace, report, progress) -> None:
-    """--csv, --json, --report and --plots, after the table is on stdout; --out DIR names
-    those not given."""
+    """--csv, --report and --plots, after the table (or --json) is on stdout; --out DIR
+    names those not given, and eval.json."""
     def path(given, name):
         return given if given is not None or o.out is None else o.out / name
 
-    csv_path, json_path = path(o.csv_path, "eval.csv"), path(o.json_path, "eval.json")
+    csv_path, json_path = path(o.csv_path, "eval.csv"), path(o.json_file, "eval.json")
     report_path, plots = path(o.report, "report.html"), path(o.plots, "plots")
     if csv_path is not None:
         write_atomic(csv_path, report.csv().encode())
@@ -370,7 +353,8 @@ def parse_fill(text: str, x: np.ndarray) -> float | tuple[float, ...]:
         return 0.0
     if text == "mean":
         return tuple(float(v) for v in x.mean(axis=(0, 2, 3)))
-    values = parse_floats(text, "--fill")
+    values = parse_floats(text, "--removed-fill")
     if len(values) not in (1, x.shape[1]):
-        raise UsageError(f"--fill takes 1 or {x.shape[1]} values, got {len(values)}")
+        raise UsageError(f"--removed-fill takes zero, mean, or 1 or {x.shape[1]} numbers, got "
+                         f"{len(values)}")
     return values[0] if len(values) == 1 else values

@@ -9,14 +9,14 @@ from types import SimpleNamespace
 import typer
 
 from onnxpath.cli import app
-from onnxpath.cli._common import parse_size
+from onnxpath.cli._common import check_size_fits, parse_size
 from onnxpath.cli.declare import Flag, command
-from onnxpath.cli.options import DEBUG, JSON, KEEP_PROBABILITIES, OUTPUT
+from onnxpath.cli.options import DEBUG, JSON, KEEP_PROBABILITIES, OUTPUT, SIZE
 from onnxpath.explainer import Explainer
 from onnxpath.tools.export import gradient_export, save_model, signature, signature_text
 
-# --out (the one file written: a required local path) and --size (no image is read) differ
-# from attribute's.
+# --out is the one file written (a required local path; see tests/cli/test_vocabulary.py).
+# export reads no image: --size fixes the model's dynamic spatial dims.
 FLAGS = (
     Flag("model", Path, typer.Argument(..., help="The .onnx model to differentiate.")),
     Flag("out", Path, typer.Option(..., "--out", "-o", help="Where to write the gradient "
@@ -24,7 +24,7 @@ FLAGS = (
     Flag("target_independent", bool, typer.Option(
         False, "--target-independent", help="Take a `seed` over the logits as an input instead "
         "of differentiating the predicted class.")),
-    Flag("size", str, typer.Option(None, "--size", help="HxW for dynamic spatial dims.")),
+    SIZE,
     KEEP_PROBABILITIES,
     JSON,
 )
@@ -36,12 +36,14 @@ def export(o: SimpleNamespace) -> int:
 
     Default signature: input (as in MODEL) -> logits, target (argmax), grad (d logit[target] /
     d input). With --target-independent: input, seed -> logits, grad (d sum(seed·logits) /
-    d input).
+    d input). No image is read: a model with dynamic spatial dims needs --size HxW.
 
     Example: onnxpath export resnet50.onnx -o resnet50.grad.onnx --target-independent
     """
     explainer = Explainer(o.model, keep_probabilities=o.keep_probabilities, output=o.output)
-    graph = gradient_export(explainer, parse_size(o.size), o.target_independent)
+    size = parse_size(o.size)
+    check_size_fits(explainer.input_shape, size)
+    graph = gradient_export(explainer, size, o.target_independent)
     written = save_model(graph, o.out, o.model.parent)
     if o.as_json:
         typer.echo(json.dumps({"outputs": [str(p) for p in written], **signature(graph)}))

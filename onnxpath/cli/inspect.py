@@ -9,19 +9,17 @@ from types import SimpleNamespace
 import typer
 
 from onnxpath.cli import app
-from onnxpath.cli._common import parse_size
+from onnxpath.cli._common import check_size_fits, parse_size
 from onnxpath.cli.declare import Flag, command
-from onnxpath.cli.options import DEBUG, JSON, KEEP_PROBABILITIES, LAYERS, OUTPUT, WRT
+from onnxpath.cli.options import DEBUG, JSON, KEEP_PROBABILITIES, LAYERS, OUTPUT, SIZE, WRT
 from onnxpath.tools.inspect import inspect_model
 
-# --size differs from the preprocessing flag of attribute, pathway and evaluate: no image is
-# read, it only fixes the model's dynamic dims.
+# inspect reads no image: --size fixes the model's dynamic dims (default: the preset's, else
+# 224), and the neuron counts depend on it.
 FLAGS = (
     Flag("model", Path, typer.Argument(..., help="The .onnx model to inspect.")),
     JSON,
-    Flag("size", str, typer.Option(None, "--size", help="HxW for dynamic spatial dims "
-                                   "(default: the preset's, else 224); neuron counts depend on "
-                                   "it.")),
+    SIZE,
     LAYERS,
     KEEP_PROBABILITIES,
     OUTPUT,
@@ -36,13 +34,16 @@ def inspect(o: SimpleNamespace) -> int:
     Inputs and outputs, the logits tensor (and whether the model ends in Softmax), the guessed
     preprocessing, the activation layers with their neuron counts, and every op on the
     differentiated path that has no gradient rule. Exit 0 even then (it is a report); 2 for
-    unreadable models.
+    unreadable models. No image is read: --size fixes dynamic dims (default: the preset's,
+    else 224), and the neuron counts depend on it.
 
     Example: onnxpath inspect resnet50.onnx --json | jq .unsupported
     """
     names = tuple(op.strip() for op in o.layers.split(",") if op.strip())
-    report = inspect_model(o.model, parse_size(o.size), names, o.keep_probabilities, o.output,
-                           o.wrt)
+    size = parse_size(o.size)
+    report = inspect_model(o.model, size, names, o.keep_probabilities, o.output, o.wrt)
+    if report["inputs"]:
+        check_size_fits(report["inputs"][0]["shape"] or (), size)
     typer.echo(json.dumps(report) if o.as_json else table(report))
     return 0
 

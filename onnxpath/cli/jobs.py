@@ -115,6 +115,9 @@ def explainer_from(o: SimpleNamespace, device: str | None = None,
                    provider_options: dict[str, str] | None = None) -> Explainer:
     """The Explainer of the RUNTIME flags, --output and, where the command has them, the
     other INTAKE flags (--wrt, --target-index, --region). `device` overrides --device."""
+    if o.threads is not None and o.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {o.threads} (leave it out for "
+                         "ONNX Runtime's default)")
     return make_explainer(o.model, device=device or o.device, threads=o.threads,
                           cache=not o.no_cache, output=o.output, wrt=getattr(o, "wrt", None),
                           target_index=getattr(o, "target_index", None),
@@ -160,8 +163,39 @@ def method_options(o: SimpleNamespace) -> dict:
     """Every method's keyword options: --abs, the METHOD_OPTIONS and SURROGATE flags given
     (None means the method's own default, so they are left out) and the PATHWAY flags."""
     given = {name: getattr(o, name) for name in METHOD_FLAGS}
-    return {"absolute": o.absolute, **{k: v for k, v in given.items() if v is not None},
-            **pathway_options(o)}
+    options = {k: v for k, v in given.items() if v is not None}
+    check_option_values(options, lambda key: FLAG_OF.get(key, f"--{key.replace('_', '-')}"))
+    return {"absolute": o.absolute, **options, **pathway_options(o)}
+
+
+# Method options whose flag is not --<key>.
+FLAG_OF = {"masks": "--rise-masks"}
+# The options that count something (at least 1), and those that must lie above 0: a value
+# outside is an error, never quietly taken for another (0 rows per run, a negative sigma).
+COUNTS = ("steps", "samples", "internal_batch_size", "masks", "cells")
+POSITIVE = ("kernel_width",)
+
+
+def check_option_values(options: dict, flag) -> None:
+    """UsageError for a method option out of its range; `flag(key)` names it (attribute: the
+    flag, evaluate: --set KEY)."""
+    for key, value in options.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        if key in COUNTS and value < 1:
+            raise UsageError(f"{flag(key)} must be at least 1, got {value:g}")
+        if key in POSITIVE and not value > 0:
+            raise UsageError(f"{flag(key)} must be above 0, got {value:g}")
+        if key == "probability" and not 0 < value <= 1:
+            raise UsageError(f"{flag(key)} must lie in (0, 1], got {value:g}")
+    noise = str(options.get("noise", "1")).strip()
+    try:
+        negative = not float(noise.removesuffix("%")) > 0
+    except ValueError:
+        negative = False  # smoothgrad names the form it takes
+    if negative:
+        raise UsageError(f"{flag('noise')} must be above 0 (a sigma, or a percentage of the "
+                         f"input range), got '{noise}'")
 
 
 def check_npz(npz: Path | None) -> None:
@@ -184,6 +218,8 @@ def input_paths(o: SimpleNamespace, explainer: Explainer, prep: Preprocess,
         raise UsageError("no inputs found (give images, .npy files, folders, globs or -)"
                          if images else "no inputs found (give files, folders, globs, - or "
                          "--text)")
+    if o.sample_rate is not None and o.sample_rate < 1:
+        raise UsageError(f"--sample-rate must be at least 1 Hz, got {o.sample_rate}")
     if o.token_reduce not in TOKEN_REDUCTIONS:
         raise UsageError(f"--token-reduce takes sum, abs-sum or l2, got '{o.token_reduce}'")
     if images and len(explainer.input_shape) == 4 and any(
@@ -219,6 +255,10 @@ def ray_cluster(o: SimpleNamespace):
     """The --engine ray pool (the RAY flags). Imported here, not at the top: the plain CLI
     never imports Ray."""
     from onnxpath.run.ray import Cluster, parse_actors
+    if not o.cpus_per_actor > 0:
+        raise UsageError(f"--cpus-per-actor must be above 0, got {o.cpus_per_actor:g}")
+    if not o.gpus_per_actor >= 0:
+        raise UsageError(f"--gpus-per-actor must be 0 or more, got {o.gpus_per_actor:g}")
     timeout = {} if o.ray_timeout is None else {"timeout": o.ray_timeout}
     return Cluster(o.address, parse_actors(o.actors), o.cpus_per_actor, o.gpus_per_actor,
                    **timeout)

@@ -2,11 +2,13 @@
 (see `declare`) so that a flag means the same, with the same help, wherever it appears.
 
 A flag one command alone has (evaluate's --fractions, check-grad's --directions) is declared
-in that command's module, next to the code that reads it. So is a command's own variant of a
-shared spelling where the command legitimately means something else (export's --out is one
-file, evaluate's --json a file to write, ...); tests/cli/test_vocabulary.py compares every
-spelling that several commands have and lists those variants with their reasons. The order of
-the flags in a group is the order `--help` lists them in.
+in that command's module, next to the code that reads it. So is a command's own wording or
+default of a shared flag where the meaning is the same (export's --out is the one file it
+writes, --seed seeds what each command draws at random, ...); tests/cli/test_vocabulary.py
+compares every spelling that several commands have and lists those variants with their
+reasons. A spelling never means two things: a flag that did was renamed, its old spelling kept
+as a hidden alias (`declare.renamed`). The order of the flags in a group is the order `--help`
+lists them in.
 """
 
 from __future__ import annotations
@@ -73,8 +75,10 @@ PRESET = Flag("preset", str, typer.Option(
 PREPROCESS = Flag("preprocess", Path, typer.Option(
     None, "--preprocess", help="Preprocessing JSON, e.g. a Hugging Face "
     "preprocessor_config.json."))
+# inspect, export and a random check-grad input read no image: --size only fixes their dims.
 SIZE = Flag("size", str, typer.Option(None, "--size", help="Model input size HxW, e.g. "
-                                      "224x224."))
+                                      "224x224: images are resized to it, dynamic spatial dims "
+                                      "take it."))
 RESIZE = Flag("resize", int, typer.Option(None, "--resize", help="Shorter side before the "
                                           "center crop, e.g. 256; 0 squashes the image to "
                                           "--size."))

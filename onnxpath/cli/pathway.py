@@ -29,6 +29,7 @@ from onnxpath.cli.options import (
     RUNTIME,
     TARGET_ONE,
 )
+from onnxpath.errors import UsageError
 from onnxpath.io.labels import model_labels, read_labels
 from onnxpath.io.outputs import write_atomic
 from onnxpath.methods.pathway import critical_pathway, pathway_gradient
@@ -52,17 +53,19 @@ ARGS = (
     Flag("input_path", str, typer.Argument(..., metavar="INPUT", help="One image, or a .npy "
                                            "tensor in model input space.")),
 )
-# --masks (written here, read by evaluate) and --seed differ from evaluate's and attribute's.
+# --masks is the pathway's masks, written; --seed seeds what is random here (see
+# tests/cli/test_vocabulary.py).
 RESULTS = (
     TARGET_ONE,
-    Flag("masks", Path, typer.Option(None, "--masks", help="Save the masks to this .npz.")),
+    Flag("masks", Path, typer.Option(None, "--masks", help="Save the pathway's neuron masks "
+                                     "to this .npz.")),
     Flag("export", Path, typer.Option(None, "--export", help="Write the pathway baked into a "
                                       "standalone .onnx model.")),
     JSON,
     LABELS,
 )
-SEED = Flag("seed", int, typer.Option(0, "--seed", help="Random generator seed (random, "
-                                      "learned)."))
+SEED = Flag("seed", int, typer.Option(0, "--seed", help="Random seed: the random and learned "
+                                      "selections."))
 
 
 @command(app, ARGS, PATHWAY, RESULTS, PREPROCESSING, SEED, RUNTIME, OUTPUT, DEBUG, REPORT_FILE)
@@ -78,9 +81,11 @@ def pathway(o: SimpleNamespace) -> int:
     x = load_example(explainer, Path(o.input_path), prep)
     x, context, engine = explainer.prepare(x)
     engine.bind(context)
-    c = one_class(o.target, label_names, "pathway")
+    c, logits = one_class(o.target, label_names, "pathway"), engine.logits(x)
     if c is None:
-        c = int(engine.logits(x).argmax(axis=1)[0])
+        c = int(logits.argmax(axis=1)[0])
+    elif c >= logits.shape[1]:
+        raise UsageError(f"target {c} is out of range: the model has {logits.shape[1]} classes")
     with warnings.catch_warnings(record=True) as caught:  # one plain line each, on stderr
         warnings.simplefilter("always", LocalLinearityWarning)
         found = critical_pathway(engine, x, [c], seed=o.seed, with_activations=True,

@@ -9,7 +9,7 @@ file or a modality.
 `resolve_method` maps what a user types to a registered name: any case, `_` or `-`, and
 Captum's names (`saliency`, `IntegratedGradients`, `layer_gradcam`, ...), with "did you mean"
 for near misses; `check_options` does the same for option keys. Results keep the registered
-names.
+names. `resolve_call` does it for a library call (`Explainer.attribute(x, "saliency")`).
 """
 
 from __future__ import annotations
@@ -106,6 +106,13 @@ def resolve_method(name: str) -> str:
     hint = f"; did you mean '{names[near]}'?" if near else ""
     raise UsageError(f"unknown method '{name.strip()}'{hint} (choose from "
                      f"{', '.join(METHODS)})")
+
+
+def resolve_call(name: str, options: dict) -> tuple[str, dict]:
+    """A library call's `method` and options, as the CLI resolves them: the registered name,
+    and `options` with what an alias implies (saliency: absolute=True) where not given."""
+    implied = {k: v for k, v in ALIAS_OPTIONS.get(_key(name), {}).items() if k not in options}
+    return resolve_method(name), {**implied, **options}
 
 
 def resolve_methods(text: str | Iterable[str]) -> tuple[list[str], dict]:

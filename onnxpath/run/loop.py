@@ -41,6 +41,7 @@ from onnxpath.run.progress import Progress
 from onnxpath.run.records import (
     Outcome,
     Unit,
+    best_classes,
     blank_record,
     describe,
     emit_json,
@@ -246,9 +247,8 @@ class RunLoop:
     def _attribute(self, x, asked: str) -> list[Outcome]:
         job, n = self.job, rows_of(x)
         if job.top_k:
-            logits = self.explainer.predict(x)
-            k = min(job.top_k, logits.shape[1])
-            order = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+            k = job.top_k
+            order = best_classes(self.explainer.predict(x), k)
             explanation = self.explainer.attribute(
                 repeat_rows(x, k), method=asked, target=order.ravel(), fallback=job.fallback,
                 **job.options)
@@ -286,8 +286,8 @@ class RunLoop:
         """The classes to explain: --target, the K best (--target topK), or the prediction."""
         if not self.job.top_k:
             return [self.job.target]
-        logits = self.explainer.predict(example.inputs)[0]
-        return [int(c) for c in np.argsort(-logits, kind="stable")[:self.job.top_k]]
+        logits = self.explainer.predict(example.inputs)[:1]
+        return [int(c) for c in best_classes(logits, self.job.top_k)[0]]
 
     def failed(self, err: Exception, stage: str | None = None) -> str:
         """The error line's message; `stage` marks an unexpected exception (a bug)."""

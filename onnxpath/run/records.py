@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxpath.errors import UsageError
 from onnxpath.explanation import Explanation
 from onnxpath.io import Adapter, Example
 from onnxpath.methods import METHODS, effective_params
@@ -133,3 +134,13 @@ def repeat_rows(x, k: int):
     if isinstance(x, dict):
         return {name: np.repeat(v, k, axis=0) for name, v in x.items()}
     return np.repeat(x, k, axis=0)
+
+
+def best_classes(logits: np.ndarray, k: int) -> np.ndarray:
+    """The K best classes of each row of N×K `logits`, best first (ties: the lower index).
+    `--target topK` past the class count stops the run (exit 2): never K quietly cut, also
+    where the count could not be known before the first input ran (a dynamic input shape)."""
+    classes = logits.shape[1]
+    if k > classes:
+        raise UsageError(f"--target top{k} asks for {k} classes; the model has {classes}")
+    return np.argsort(-logits, axis=1, kind="stable")[:, :k]

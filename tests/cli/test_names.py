@@ -70,3 +70,52 @@ def test_ray_timeout_reaches_the_cluster():
     assert jobs.ray_cluster(o).timeout == 5.0
     assert jobs.ray_cluster(SimpleNamespace(**{**vars(o), "ray_timeout": None})).timeout == \
         Cluster().timeout
+
+
+def test_the_library_takes_the_clis_method_names(tiny_model):
+    """Explainer.attribute resolves names as -m does: any case, Captum's; saliency is
+    gradient with absolute=True unless absolute is given; results carry onnxpath's names."""
+    import numpy as np
+
+    from onnxpath.errors import UsageError
+    from onnxpath.explainer import Explainer
+
+    explainer = Explainer(tiny_model, cache=False)
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    plain = explainer.attribute(x, method="gradient")
+    saliency = explainer.attribute(x, method="saliency")
+    assert saliency.method == "gradient"
+    np.testing.assert_allclose(saliency.maps, np.abs(plain.maps))
+    signed = explainer.attribute(x, method="Saliency", absolute=False)
+    np.testing.assert_allclose(signed.maps, plain.maps)
+    assert explainer.attribute(x, method="IntegratedGradients", steps=4).method == \
+        "integrated-gradients"
+    assert explainer.attribute(x, method="Occlusion", window=8, stride=8).method == "occlusion"
+    with pytest.raises(UsageError, match="did you mean 'gradient'"):
+        explainer.attribute(x, method="gradiant")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-m", "integrated-gradients", "--steps", "0"], "--steps must be at least 1"),
+    (["-m", "rise", "--rise-masks", "0"], "--rise-masks must be at least 1, got 0"),
+    (["-m", "rise", "--cells", "0"], "--cells must be at least 1, got 0"),
+    (["-m", "rise", "--probability", "0"], "--probability must lie in (0, 1], got 0"),
+    (["-m", "smoothgrad", "--samples", "0"], "--samples must be at least 1, got 0"),
+    (["-m", "occlusion", "--internal-batch-size", "0"],
+     "--internal-batch-size must be at least 1, got 0"),
+    (["-m", "integrated-gradients", "--internal-batch-size", "-4"],
+     "--internal-batch-size must be at least 1, got -4"),
+    (["-m", "smoothgrad", "--noise", "-1"], "--noise must be above 0"),
+    (["-m", "smoothgrad", "--noise", "0%"], "--noise must be above 0"),
+    (["-m", "lime", "--kernel-width", "0"], "--kernel-width must be above 0, got 0"),
+    (["--alpha", "-0.5"], "--alpha must lie in [0, 1], got -0.5"),
+    (["--threads", "0"], "--threads must be at least 1, got 0"),
+    (["--sample-rate", "-8000"], "--sample-rate must be at least 1 Hz, got -8000"),
+    (["--engine", "ray", "--cpus-per-actor", "0"], "--cpus-per-actor must be above 0, got 0"),
+    (["--engine", "ray", "--gpus-per-actor", "-1"], "--gpus-per-actor must be 0 or more"),
+])
+def test_values_out_of_range_are_one_line_errors_not_clamps(capsys, tiny_model, sample_npy,
+                                                            args, message):
+    code, lines, err = run_cli(capsys, tiny_model, sample_npy, "-q", *args)
+    assert code == 2, err
+    assert message in err and len(err.strip().splitlines()) == 1 and lines == []

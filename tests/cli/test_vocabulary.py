@@ -13,48 +13,40 @@ import pytest
 import typer
 
 from onnxpath.cli import app, main
+from onnxpath.cli.declare import RENAMED
 from onnxpath.version import __version__
 
 COMMANDS = typer.main.get_command(app).commands
 
-# (spelling, command): why that command's flag of this spelling means something else. Every
-# other command with the spelling must declare it identically.
+# (spelling, command): why that command's flag of this spelling is worded or defaults
+# differently, though it means the same. Every other command with the spelling must declare it
+# identically. A spelling that meant two things was renamed in one command (see RENAMED).
 VARIANTS = {
-    ("--target", "attribute"): "attribute explains any number of classes: it also takes topK "
-                               "(pathway and check-grad explain one class)",
-    ("--out", "evaluate"): "evaluate's folder holds its CSV, JSON, plots and report: local, a "
-                           "Path",
-    ("--out", "export"): "export writes one file, the gradient graph: a required local path",
-    ("--batch-size", "evaluate"): "evaluate measures the fastest batch by default (None); "
-                                  "attribute streams results a batch at a time (1)",
-    ("--seed", "attribute"): "the methods' seed (smoothgrad, rise, uniform baseline); None "
-                             "leaves each method's default",
-    ("--seed", "evaluate"): "seeds scenes, subsets, tie-breaks and noise of the protocols",
-    ("--seed", "pathway"): "seeds the random and learned selections",
-    ("--seed", "check-grad"): "seeds the random input and directions",
-    ("--samples", "evaluate"): "hidden: the old spelling of --subsets (sensitivity-n), kept "
-                               "working with a warning",
-    ("--fill", "evaluate"): "the protocols' removed-pixel value: zero, mean or per-channel "
-                            "numbers (attribute's is occlusion's one number)",
-    ("--masks", "evaluate"): "ground-truth masks read from a folder (pathway writes its "
-                             "masks to an .npz)",
-    ("--json", "evaluate"): "evaluate prints its table on stdout; --json names the file the "
-                            "full report goes to",
-    ("--tolerance", "evaluate"): "the pointing game's tolerance in pixels (check-grad's is the "
-                                 "relative error that passes)",
-    ("--size", "export"): "no image is read: HxW only fixes dynamic spatial dims",
-    ("--size", "inspect"): "no image is read: HxW only fixes dynamic spatial dims",
-    ("--size", "check-grad"): "no image is read: HxW of the random input",
-    ("--keep-probabilities", "check-grad"): "the same switch, worded for a check",
+    ("--target", "attribute"): "the class to explain, as in pathway and check-grad; attribute "
+                               "explains any number of classes, so it also takes topK",
+    ("--out", "evaluate"): "where results go, a folder, as in attribute; evaluate's holds its "
+                           "CSV, JSON, plots and report, and is local (a Path, no s3://)",
+    ("--out", "export"): "where the result goes; export's result is one file, the gradient "
+                         "graph: a required local path",
+    ("--batch-size", "evaluate"): "inputs per run; evaluate measures the fastest batch by "
+                                  "default (None), attribute streams results a batch at a "
+                                  "time (1)",
+    ("--seed", "attribute"): "a random seed: the methods' (smoothgrad, rise, uniform "
+                             "baseline); None leaves each method's default (0)",
+    ("--seed", "evaluate"): "a random seed: scenes, subsets, tie-breaks and noise of the "
+                            "protocols",
+    ("--seed", "pathway"): "a random seed: the random and learned selections",
+    ("--seed", "check-grad"): "a random seed: the random input and directions",
 }
 
 
 def options():
-    """{spelling: {command: click option}} for every option of every command."""
+    """{spelling: {command: click option}} for every option of every command, but the hidden
+    old spellings (each an alias of the flag it became; see test_old_spellings_are_aliases)."""
     found = defaultdict(dict)
     for name, command in COMMANDS.items():
         for param in command.params:
-            if param.param_type_name == "option":
+            if param.param_type_name == "option" and not param.hidden:
                 for spelling in (*param.opts, *param.secondary_opts):
                     found[spelling][name] = param
     return found
@@ -126,3 +118,36 @@ def test_unknown_flags_get_suggestions(capsys):
     assert main(["attribute", "model.onnx", "--stpes", "8"]) == 2
     err = capsys.readouterr().err
     assert "No such option: --stpes" in err and "--steps" in err
+
+
+def test_unknown_flags_never_suggest_hidden_old_spellings(capsys):
+    """evaluate's --samples is hidden (the old --subsets): a near miss suggests --subsets."""
+    assert main(["evaluate", "model.onnx", "--sample", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "No such option: --sample" in err and "--subsets" in err and "--samples" not in err
+    assert main(["evaluate", "model.onnx", "--tolerence", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "--pointing-tolerance" in err and "--tolerance" not in err.replace("--tolerence", "")
+
+
+def test_old_spellings_are_aliases():
+    """Every hidden option is the old spelling of a visible flag of the same command, listed in
+    RENAMED, and absent from --help."""
+    hidden = {(name, spelling) for name, command in COMMANDS.items() for param in command.params
+              if getattr(param, "hidden", False) for spelling in param.opts}
+    assert hidden == set(RENAMED)
+    for (name, old), new in RENAMED.items():
+        visible = {s for p in COMMANDS[name].params if not getattr(p, "hidden", False)
+                   for s in p.opts}
+        assert new in visible and old not in visible, (name, old, new)
+    assert {("evaluate", "--masks"), ("evaluate", "--tolerance"), ("evaluate", "--fill"),
+            ("evaluate", "--samples")} <= set(RENAMED)
+
+
+@pytest.mark.parametrize("old, new", [("--tolerance", "--pointing-tolerance"),
+                                      ("--masks", "--truth"), ("--fill", "--removed-fill")])
+def test_an_old_spelling_and_its_new_one_together_is_an_error(capsys, old, new):
+    assert main(["evaluate", "model.onnx", "--scenes", "1", old, "1", new, "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{old} is the old spelling of {new}; give {new} only" in err
+    assert len(err.strip().splitlines()) == 1

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -228,3 +229,45 @@ def test_the_float64_rewrites_compute_what_onnx_runtime_does(op, xs, ws, attrs):
     y32, y64 = run[0].run(None, {"x": x})[0], run[1].run(None, {"x": x.astype(np.float64)})[0]
     assert y64.dtype == np.float64 and y64.shape == y32.shape
     assert np.abs(y64 - y32).max() <= 1e-5 * np.abs(y32).max()
+
+
+def test_an_input_image_is_read_with_the_preprocessing_flags(capsys, tmp_path):
+    """check-grad --input photo.png reads the image as attribute does: the same preprocessing
+    flags, the same tensor (checked here against that tensor saved as .npy)."""
+    from PIL import Image
+
+    from onnxpath.cli.jobs import recipe_from
+    from onnxpath.cli.options import PREPROCESSING
+    from onnxpath.io.image import load_input
+
+    model = save(classifier(dynamic=True), tmp_path / "dynamic.onnx")
+    photo = tmp_path / "photo.png"
+    Image.fromarray((np.random.default_rng(3).random((30, 40, 3)) * 255).astype(np.uint8)) \
+        .save(photo)
+    flags = ["--preset", "none", "--size", "12x20", "--mean", "0.5,0.4,0.3", "--std",
+             "0.2,0.2,0.2", "--bgr"]
+    code, from_image, err = check_json(capsys, model, "-i", photo, "-k", "2", *flags)
+    assert code == 0, err
+    assert from_image["shape"] == [3, 12, 20]
+    o = {f.name: None for f in PREPROCESSING}
+    o.update(preset="none", size="12x20", mean="0.5,0.4,0.3", std="0.2,0.2,0.2", bgr=True)
+    explainer = Explainer(model, cache=False)
+    x, _ = load_input(photo, explainer.input_shape, recipe_from(SimpleNamespace(**o), explainer))
+    np.save(tmp_path / "x.npy", x)
+    code, from_npy, err = check_json(capsys, model, "-i", tmp_path / "x.npy", "-k", "2")
+    assert code == 0, err
+    assert from_image["gradient_norm"] == pytest.approx(from_npy["gradient_norm"], rel=1e-6)
+    assert from_image["logit"] == pytest.approx(from_npy["logit"], rel=1e-6)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mean", "0.5"], "--mean reads an image: give --input IMAGE (the random input is "
+                        "already in model space"),
+    (["--preset", "imagenet", "--rgb"], "--preset, --bgr/--rgb read an image"),
+    (["--size", "8x8"], "--size 8x8 does not match the model input 16x16"),
+    (["--tolerance", "0"], "--tolerance must be positive, got 0"),
+])
+def test_image_flags_without_an_image_are_one_line_errors(capsys, model_path, args, message):
+    code = main(["check-grad", str(model_path), "-k", "2", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

@@ -159,3 +159,15 @@ def test_an_input_whose_shape_cannot_be_derived_is_one_line(capsys, tmp_path):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["onnxpath: error: the shape of the model's input 'y' cannot be derived from "
                    "'x' (4,): export needs static shapes for every input"]
+
+
+def test_a_size_that_is_not_the_fixed_one_is_an_error(capsys, model_path, tmp_path):
+    """--size sets dynamic dims (no image is read); on a fixed 16x16 model another size is the
+    error attribute gives, not a flag quietly ignored. The fixed size itself is fine."""
+    for command in (["export", str(model_path), "-o", str(tmp_path / "g.onnx")],
+                    ["inspect", str(model_path)]):
+        assert main([*command, "--size", "8x8"]) == 2
+        err = capsys.readouterr().err
+        assert err.strip() == "onnxpath: error: --size 8x8 does not match the model input 16x16"
+        assert main([*command, "--size", "16x16"]) == 0
+        capsys.readouterr()

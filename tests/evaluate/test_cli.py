@@ -1,4 +1,5 @@
-"""`onnxpath evaluate`: the table on stdout, CSV/JSON/plots, masks, exit codes."""
+"""`onnxpath evaluate`: the table (or --json) on stdout, CSV/JSON/plots, ground-truth masks,
+exit codes, the old spellings."""
 
 from __future__ import annotations
 
@@ -44,9 +45,9 @@ def run(capsys, *args):
 def test_all_metrics_write_table_csv_json_and_plots(capsys, dataset, tmp_path):
     model, images, masks = dataset
     out = tmp_path / "out"
-    code, stdout, err = run(capsys, model, images, "--masks", masks, "-m", "gradient",
-                            "--csv", out / "eval.csv", "--json", out / "eval.json",
-                            "--plots", out / "plots", *FAST)
+    code, stdout, err = run(capsys, model, images, "--truth", masks, "-m", "gradient",
+                            "--csv", out / "eval.csv", "-o", out, "--plots", out / "plots",
+                            *FAST)
     assert code == 0, err
     header, rule, row = stdout.splitlines()
     assert header.split()[0] == "method" and "pointing-game" in header
@@ -67,7 +68,7 @@ def test_all_metrics_write_table_csv_json_and_plots(capsys, dataset, tmp_path):
 def test_missing_mask_skips_that_input_and_exits_1(capsys, dataset):
     model, images, masks = dataset
     (masks / "c.png").unlink()
-    code, stdout, err = run(capsys, model, images, "--masks", masks, "--metrics",
+    code, stdout, err = run(capsys, model, images, "--truth", masks, "--metrics",
                             "pointing-game,relevance-mass", "-q")
     assert code == 1
     assert "no mask for 'c'" in err
@@ -77,7 +78,16 @@ def test_missing_mask_skips_that_input_and_exits_1(capsys, dataset):
 @pytest.mark.parametrize("args, message", [
     (["--metrics", "lerff"], "unknown metric 'lerff'"),
     (["-m", "nope"], "unknown method 'nope'"),
-    (["--metrics", "pointing-game"], "need ground-truth masks"),
+    (["--metrics", "pointing-game"], "need ground-truth masks: give --truth DIR or --scenes N"),
+    (["--truth", "nowhere"], "--truth nowhere is not a directory"),
+    (["--subsets", "0"], "--subsets must be at least 1, got 0"),
+    (["--sanity-images", "0"], "--sanity-images must be at least 1, got 0"),
+    (["--sanity-steps", "-2"], "--sanity-steps must be at least 1, got -2"),
+    (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    (["--scenes", "0"], "--scenes must be at least 1, got 0"),
+    (["--pointing-tolerance", "-1"], "--pointing-tolerance must be at least 0 px, got -1"),
+    (["--removed-fill", "grey"], "--removed-fill takes zero, mean or numbers per channel, got "
+                                 "'grey'"),
     (["--rank", "up"], "unknown --rank 'up'"),
     (["--fractions", "0,0.5"], "--fractions takes fractions in (0, 1]"),
 ])
@@ -147,9 +157,66 @@ def test_subsets_and_its_old_spelling(capsys, dataset, tmp_path):
      "-o is --out, an output folder, in every command: give the method option as --set "
      "prune_percent=50"),
     (["-m", "pathway", "--prune", "70", "--set", "prune_percent=60"], "disagree"),
+    (["-m", "rise", "--set", "masks=0"], "--set masks must be at least 1, got 0"),
+    (["-m", "smoothgrad", "--set", "noise=-2"], "--set noise must be above 0"),
 ])
 def test_option_mistakes_are_one_line_usage_errors(capsys, dataset, args, message):
     model, images, _ = dataset
     code, stdout, err = run(capsys, model, images, *args, "-q")
     assert code == 2 and stdout == ""
     assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_json_prints_the_report_on_stdout(capsys, dataset, tmp_path):
+    """--json means what it means in every command: one JSON object on stdout (the report
+    -o DIR writes as eval.json), instead of the table."""
+    model, images, _ = dataset
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, model, images, "--metrics", "lerf", "--json", "--csv",
+                            tmp_path / "e.csv", *FAST)
+    assert code == 0, err
+    assert len(stdout.splitlines()) == 1
+    printed = json.loads(stdout)
+    assert printed["methods"] == ["gradient"] and "lerf" in printed["summary"]["gradient"]
+    code, _, err = run(capsys, model, images, "--metrics", "lerf", "-o", out, *FAST)
+    assert code == 0, err
+    written = json.loads((out / "eval.json").read_text())
+    assert written["summary"] == printed["summary"]
+
+
+@pytest.mark.parametrize("old, new, metrics, value, setting", [
+    ("--tolerance", "--pointing-tolerance", "pointing-game", "3", ("tolerance", 3.0)),
+    ("--fill", "--removed-fill", "lerf", "0.5", ("fill", 0.5)),
+    ("--samples", "--subsets", "sensitivity-n", "3", ("samples", 3)),
+    ("--masks", "--truth", "relevance-mass", None, None),
+])
+def test_old_spellings_still_work_with_a_warning(capsys, dataset, tmp_path, old, new, metrics,
+                                                  value, setting):
+    model, images, masks = dataset
+    out = tmp_path / "out"
+    given = [old, str(masks) if value is None else value]
+    truth = [] if old == "--masks" else ["--truth", masks]
+    fast = FAST[:FAST.index("--subsets")] + FAST[FAST.index("--subsets") + 2:]
+    code, stdout, err = run(capsys, model, images, "--metrics", metrics, *given, *truth,
+                            "-o", out, *fast)
+    assert code == 0, err
+    assert f"onnxpath: warning: evaluate {old} is now {new} (" in err
+    assert len([line for line in err.splitlines() if "warning" in line]) == 1
+    assert metrics in stdout.splitlines()[0]
+    if setting is not None:
+        key, expected = setting
+        assert json.loads((out / "eval.json").read_text())["settings"][key] == expected
+
+
+def test_json_file_is_the_old_spelling_of_out(capsys, dataset, tmp_path):
+    """evaluate --json FILE wrote the report there: it still does, with a warning, the table
+    still on stdout; --json before the model, too."""
+    model, images, _ = dataset
+    for args in ([model, images, "--json", tmp_path / "a.json"],
+                 ["--json", tmp_path / "b.json", model, images]):
+        code, stdout, err = run(capsys, *args, "--metrics", "lerf", *FAST)
+        assert code == 0, err
+        assert "evaluate --json FILE is now -o DIR (DIR/eval.json) or --json" in err
+        assert stdout.splitlines()[0].split()[0] == "method"
+    for name in ("a.json", "b.json"):
+        assert json.loads((tmp_path / name).read_text())["methods"] == ["gradient"]

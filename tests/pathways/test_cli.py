@@ -130,3 +130,12 @@ def test_pathway_target_is_one_class(files, capsys, tmp_path):
     assert main(["pathway", str(model), str(tmp / "x.npy"), "-t", "top3"]) == 2
     err = capsys.readouterr().err
     assert "--target top3: pathway explains one class" in err and len(err.splitlines()) == 1
+
+
+def test_a_target_past_the_classes_is_one_line(files, capsys):
+    """Not a bug line about an index out of bounds: the message attribute gives."""
+    tmp, model, _ = files
+    assert main(["pathway", str(model), str(tmp / "x.npy"), "--target", "99"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("onnxpath: error: target 99 is out of range: the model has ")
+    assert len(err.strip().splitlines()) == 1

@@ -292,7 +292,11 @@ def check_out(o: SimpleNamespace) -> None:
 
 
 def settings_from(o: SimpleNamespace, x: np.ndarray, options: dict) -> Settings:
-    """The protocols' Settings; --removed-fill mean needs the inputs `x`."""
+    """The protocols' Settings; --removed-fill mean needs the inputs `x`. --sanity-images past
+    the count of inputs is said, not quietly cut."""
+    if o.sanity_images is not None and o.sanity_images > len(x):
+        print(f"onnxpath: warning: --sanity-images {o.sanity_images}: there are {len(x)} "
+              f"inputs; the sanity check uses all {len(x)}", file=sys.stderr, flush=True)
     return Settings(
         fractions=parse_fractions(o.fractions, "--fractions") or Settings.fractions,
         fill=parse_fill(o.removed_fill, x), rank=o.rank, step=o.step,

@@ -220,3 +220,12 @@ def test_json_file_is_the_old_spelling_of_out(capsys, dataset, tmp_path):
         assert stdout.splitlines()[0].split()[0] == "method"
     for name in ("a.json", "b.json"):
         assert json.loads((tmp_path / name).read_text())["methods"] == ["gradient"]
+
+
+def test_sanity_images_past_the_inputs_is_said(capsys, dataset):
+    model, images, _ = dataset
+    code, stdout, err = run(capsys, model, images, "--metrics", "sanity", "--sanity-images",
+                            "9", "--sanity-steps", "1", "-q")
+    assert code == 0, err
+    assert err.strip() == ("onnxpath: warning: --sanity-images 9: there are 3 inputs; the "
+                           "sanity check uses all 3")

@@ -48,8 +48,7 @@ def run(argv: list[str]) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     command = ["evaluate", Path(args.model), "--scenes", str(args.scenes), "--seed", "0",
                "-m", METHODS, "--sanity-images", str(args.sanity_images),
-               "--csv", args.out / "eval.csv", "--json", args.out / "eval.json",
-               "--plots", args.out / "plots"]
+               "--out", args.out]  # eval.csv, eval.json, plots/ and report.html
     start, cpu = time.perf_counter(), time.process_time()
     table = io.StringIO()
     with contextlib.redirect_stdout(table):

@@ -234,6 +234,9 @@ def job_from(o: SimpleNamespace, explainer: Explainer, methods: list[str], style
     method options, the outputs, the inputs, then the tokenizer and feature names."""
     labels = read_labels(o.labels) if o.labels else model_labels(explainer.proto)
     target, top_k = parse_target(o.target, labels)
+    if top_k and getattr(o, "target_index", None) is not None:
+        raise UsageError("--target topK ranks classes; --target-index already names the one "
+                         "output element to explain: give one of them")
     check_top_k(explainer, top_k)
     prep = recipe_from(o, explainer)
     options = method_options(o)

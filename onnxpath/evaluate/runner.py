@@ -56,7 +56,7 @@ def check_metrics(metrics: Sequence[str], have_masks: bool) -> list[str]:
         return [m for m in METRICS if have_masks or m not in MASK_METRICS]
     if not have_masks and any(m in MASK_METRICS for m in metrics):
         raise UsageError("pointing-game and relevance-mass need ground-truth masks: give "
-                         "--masks DIR or --scenes N")
+                         "--truth DIR or --scenes N")
     return list(dict.fromkeys(metrics))
 
 

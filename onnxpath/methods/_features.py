@@ -48,6 +48,19 @@ def _count(spec: str, default: int) -> int:
     return count
 
 
+def too_many(spec: str, kind: str, shape: tuple[int, ...]) -> None:
+    """An explicit count the input cannot hold is an error, not a silent clamp (the defaults,
+    8×8 cells and 32 windows, shrink to fit small inputs)."""
+    if ":" not in spec or kind not in ("grid", "windows"):
+        return
+    count = _count(spec, 1)
+    room = min(shape[-2:]) if kind == "grid" else shape[-1]
+    if count > room:
+        what, axis = ("cells per side", "side") if kind == "grid" else ("windows", "length")
+        raise UsageError(f"--segments {spec}: {count} {what} do not fit an input of {axis} "
+                         f"{room}; give at most {room}")
+
+
 def grid(shape: tuple[int, ...], cells: int) -> np.ndarray:
     """cells×cells blocks over the last two axes, broadcast over the rest."""
     height, width = shape[-2:]
@@ -84,6 +97,7 @@ def partition(segments, x: np.ndarray) -> np.ndarray:
         if kind in ("grid", "slic") and len(shape) < 2:
             raise UsageError(f"--segments {kind} needs an input with two spatial axes; this "
                              f"one has shape {shape}")
+        too_many(segments, kind, shape)
         if kind == "grid":
             ids = grid(shape, _count(segments, 8))
         elif kind == "slic":

@@ -43,7 +43,7 @@ def rise(engine: GradientEngine, x: np.ndarray, targets: np.ndarray, *,
          internal_batch_size: int | None = None) -> Attribution:
     """`internal_batch_size` None runs the batch size measured fastest for the model."""
     if masks < 1 or cells < 1 or not 0 < probability <= 1:
-        raise UsageError("RISE needs --masks >= 1, --cells >= 1 and 0 < --probability <= 1")
+        raise UsageError("RISE needs --rise-masks >= 1, --cells >= 1 and 0 < --probability <= 1")
     size = x.shape[-2:] if x.ndim >= 3 else (1, x.shape[-1])  # a table row: a 1×F strip
     rng = np.random.default_rng(seed)
     grids = rng.random((masks, cells, cells)) < probability

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,3 +123,17 @@ def test_usage_errors_exit_2_without_traceback(args):
                             text=True)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "Error" in result.stderr
+
+
+def test_target_index_with_top_k_is_one_error(tmp_path, capsys):
+    """--target-index names one output element; --target topK would rank elements and write
+    their maps over each other: the pair is refused in one line."""
+    from onnxpath.cli import main
+
+    model = Path(__file__).resolve().parents[2] / "models" / "shapes_resnet.onnx"
+    image = model.parent / "samples" / "star_0.png"
+    code = main(["attribute", str(model), str(image), "--target-index", "3", "--target",
+                 "top2", "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--target-index" in err[0]
+    assert not any((tmp_path / "out").glob("*.npy"))

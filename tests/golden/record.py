@@ -218,15 +218,14 @@ def cases() -> list[Case]:
             cli("evaluate", SHAPES, *samples("star", "heart", "ring"), "-m",
                 "gradient,pathway", "--metrics",
                 "lerf,morf,deletion,insertion,road,sensitivity-n,sanity,pointing-game,"
-                "relevance-mass", "--masks", "models/sample_masks", "--sanity-steps", "2",
-                "--ns", "1,16", "--samples", "4", "--road-fractions", "0.1,0.5",
-                "--batch-size", "16", "--csv", "{case}/eval.csv", "--json", "{case}/eval.json",
+                "relevance-mass", "--truth", "models/sample_masks", "--sanity-steps", "2",
+                "--ns", "1,16", "--subsets", "4", "--road-fractions", "0.1,0.5",
+                "--batch-size", "16", "--csv", "{case}/eval.csv", "-o", "{case}/out",
                 "--plots", "{case}/plots", "--report", "{case}/eval.html", q)]),
         Case("evaluate-scenes", "evaluate on generated scenes, a method option", [
             cli("evaluate", SHAPES, "--scenes", "3", "--seed", "1", "-m",
-                "gradcam,occlusion,pathway", "-o", "prune_percent=70", "--metrics",
-                "lerf,pointing-game,relevance-mass", "--batch-size", "16",
-                "--json", "{case}/eval.json")]),
+                "gradcam,occlusion,pathway", "--set", "prune_percent=70", "--metrics",
+                "lerf,pointing-game,relevance-mass", "--batch-size", "16", "--json")]),
         Case("check-grad", "check-grad: text, --json, --input, a failing tolerance", [
             cli("check-grad", DIGITS),
             cli("check-grad", SHAPES, "--json", "--directions", "4"),

@@ -176,6 +176,12 @@ def test_partitions_and_mean_fill():
     assert partition("rows", np.zeros((5, 3))).shape == (5, 1)
     assert partition("windows:4", np.zeros((2, 16))).max() == 3
     assert partition("slic:6", np.random.default_rng(0).random((3, 24, 24))).max() >= 3
+    # An explicit count the input cannot hold is refused, never clamped; defaults shrink.
+    with pytest.raises(UsageError, match="at most 4"):
+        partition("grid:5", x)
+    with pytest.raises(UsageError, match="at most 16"):
+        partition("windows:17", np.zeros((2, 16)))
+    assert partition("windows", np.zeros((2, 16))).max() == 15
     with pytest.raises(UsageError):
         partition("hexagons", x)
     with pytest.raises(UsageError):

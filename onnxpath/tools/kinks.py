@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxpath.autodiff.relu_family import RELU_FAMILY
+from onnxpath.autodiff.relu_family import RELU_FAMILY, graph_constants
 from onnxpath.autodiff.walk import FLOAT_TYPES, value_infos
 
 PREFIX = "onnxpath_kink"
@@ -71,14 +71,6 @@ def needed_by(graph: onnx.GraphProto, of: str) -> set[str]:
     return needed
 
 
-def constant_values(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
-    found = {t.name: t for t in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            found[node.output[0]] = node.attribute[0].t
-    return found
-
-
 def watch(model: onnx.ModelProto, wrt: str, of: str) -> tuple[onnx.ModelProto, list[Kink]]:
     """A copy of `model` (whose output is `of`) that also outputs what decides the branch of
     every piecewise node between `wrt` and `of`, and those nodes."""
@@ -87,7 +79,7 @@ def watch(model: onnx.ModelProto, wrt: str, of: str) -> tuple[onnx.ModelProto, l
     graph = model_copy.graph
     reach, needed = value_reach(graph, wrt), needed_by(graph, of)
     infos = value_infos(model_copy)
-    constants = constant_values(graph)
+    constants = graph_constants(graph)
     found: list[Kink] = []
     for index, node in enumerate(graph.node):
         if node.domain not in ("", "ai.onnx") or node.op_type in SHAPE_ONLY \

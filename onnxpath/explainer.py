@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -306,6 +307,7 @@ class Explainer:
                               x, context, engine, lambda part: engine.logits(x[part])))
         maps = np.concatenate([r.maps for r in results])
         extras = [{**e, **note} for r in results for e in r.extras]
+        flag_all_zero(method, maps, extras)
         rows = np.arange(len(x))
         if info.kind != "classes":
             probs = np.full(len(x), np.nan)
@@ -345,6 +347,25 @@ class Explainer:
             raise UsageError(f"target {target} is out of range: the model has "
                              f"{classes} classes")
         return targets
+
+
+class AllZeroMapWarning(UserWarning):
+    """A map with no non-zero value: the explained output does not depend on the attributed
+    tensor through any differentiable path (an integer or quantized path, a cut graph), or a
+    forward-only method saw no change."""
+
+
+def flag_all_zero(method: str, maps: np.ndarray, extras: list[dict]) -> None:
+    """An all-zero map is never handed on silently: `extras["all_zero"]` marks it and one
+    warning says how many there are."""
+    zero = [i for i in range(len(maps)) if not np.any(maps[i])]
+    for i in zero:
+        extras[i]["all_zero"] = True
+    if zero:
+        warnings.warn(f"{method}: {len(zero)} of {len(maps)} maps are all zero; the output "
+                      "does not reach the attributed tensor through differentiable ops "
+                      "(an integer or quantized path?), or nothing the method changed moved "
+                      "it", AllZeroMapWarning, stacklevel=3)
 
 
 def as_dtype(x: np.ndarray, elem_type: int | None) -> np.ndarray:

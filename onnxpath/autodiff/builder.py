@@ -13,6 +13,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+FLOAT_ELEM_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
+                              onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16})
+
 Dim = int | str | None
 Shape = tuple[Dim, ...] | None
 
@@ -84,6 +87,23 @@ class GraphBuilder:
     nodes: list[onnx.NodeProto] = field(default_factory=list)
     initializers: list[onnx.TensorProto] = field(default_factory=list)
     _count: int = 0
+
+    # --- the float type of the node being differentiated -----------------------------------
+    def enter(self, node: Node) -> None:
+        """Make `float_type` the float type of `node`'s forward tensors (its first float output,
+        else its first float input), so every constant, zeros/ones and gate Cast a rule emits
+        matches the tensors it meets. A mixed-precision model (float32 in and out, float16
+        inside, as onnxconverter-common's keep_io_types writes) has more than one float type."""
+        for name in [*node.outputs, *node.inputs]:
+            elem = self.value_info.get(name, (None,))[0] if name else None
+            if elem in FLOAT_ELEM_TYPES:
+                self.float_type = elem
+                return
+
+    def elem_type(self, name: str) -> int:
+        """A tensor's element type, or the current float type when shape inference left it out."""
+        elem = self.value_info.get(name, (None,))[0]
+        return elem if elem else self.float_type
 
     # --- naming and emission -------------------------------------------------------------
     def fresh(self, hint: str) -> str:
@@ -170,8 +190,19 @@ class GraphBuilder:
         return self.op("Reshape", x, self.shape_of(like))
 
     def zeros_like(self, like: str) -> str:
-        zero = onnx.helper.make_tensor("value", self.float_type, [1], [0.0])
+        zero = onnx.helper.make_tensor("value", self.elem_type(like), [1], [0.0])
         return self.op("ConstantOfShape", self.shape_of(like), value=zero)
+
+    def scatter_add(self, data: str, indices: str, updates: str, axis: int) -> str:
+        """ScatterElements(reduction=add). ONNX Runtime's CPU kernel has no 16-bit float version
+        of it: such tensors are scattered in float32 and cast back (the sums gain accuracy)."""
+        if self.float_type not in (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16):
+            return self.op("ScatterElements", data, indices, updates, axis=axis,
+                           reduction="add")
+        wide = onnx.TensorProto.FLOAT
+        summed = self.op("ScatterElements", self.op("Cast", data, to=wide), indices,
+                         self.op("Cast", updates, to=wide), axis=axis, reduction="add")
+        return self.op("Cast", summed, to=self.float_type)
 
     def unbroadcast(self, grad: str, target: str, result: str) -> str:
         """Sum a gradient shaped like the broadcast `result` back to the shape of `target`."""

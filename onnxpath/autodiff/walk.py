@@ -9,12 +9,11 @@ from collections.abc import Mapping, Sequence
 import onnx
 from onnx import helper
 
-from onnxpath.autodiff.builder import GraphBuilder, Node
+from onnxpath.autodiff.builder import FLOAT_ELEM_TYPES, GraphBuilder, Node
 from onnxpath.autodiff.rules import RULES, Rule
 from onnxpath.errors import ModelError, UnsupportedOpError
 
-FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
-               onnx.TensorProto.BFLOAT16}
+FLOAT_TYPES = FLOAT_ELEM_TYPES
 
 SEED = "onnxpath_seed"
 # Rules emit ops in the model's own opset and use ScatterElements(reduction=add) (16),
@@ -173,6 +172,7 @@ def gradient_graph(model: onnx.ModelProto, of: str, wrt: Sequence[str],
         dy = [total(o) if o else None for o in node.outputs]
         if all(g is None for g in dy):
             continue
+        b.enter(node)
         try:
             grads = table[node.op_type](node, dy, b)
         except (ValueError, NotImplementedError) as err:
@@ -188,8 +188,8 @@ def gradient_graph(model: onnx.ModelProto, of: str, wrt: Sequence[str],
         if g is None:  # not connected to the output: its gradient is exactly zero
             g = b.zeros_like(name)
         b.op("Identity", g, out_name=grad_name(name))
-        outputs.append(helper.make_tensor_value_info(grad_name(name), float_type,
-                                                     infos.get(name, (0, None))[1]))
+        elem, shape = infos.get(name, (float_type, None))  # the gradient has wrt's own type
+        outputs.append(helper.make_tensor_value_info(grad_name(name), elem or float_type, shape))
     for name in extra_outputs:
         elem, shape = infos.get(name, (float_type, None))
         outputs.append(helper.make_tensor_value_info(name, elem, shape))

@@ -36,7 +36,7 @@ def scatter_add_along(b: GraphBuilder, g: str, indices: str, axis: int, length: 
     zeros = b.op("Expand", zero, b.op("Concat", *pieces, axis=0))
     column = b.op("Reshape", indices, b.ints([1] * axis + [-1] + [1] * (rank - axis - 1)))
     spread = b.op("Expand", column, b.shape_of(g))
-    return b.op("ScatterElements", zeros, spread, g, axis=axis, reduction="add")
+    return b.scatter_add(zeros, spread, g, axis)
 
 
 def slice_positions(start: int, end: int, step: int, length: int) -> list[int]:
@@ -128,7 +128,7 @@ def gather_elements(node: Node, dy, b: GraphBuilder):
     x, indices = node.inputs
     axis = node.attr("axis", 0) % b.rank(x)
     positions = _non_negative(b, indices, _static_length(b, x, axis, "GatherElements"))
-    gx = b.op("ScatterElements", b.zeros_like(x), positions, dy[0], axis=axis, reduction="add")
+    gx = b.scatter_add(b.zeros_like(x), positions, dy[0], axis)
     return [gx, None]
 
 

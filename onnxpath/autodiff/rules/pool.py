@@ -15,8 +15,7 @@ def _scatter_to_argmax(b: GraphBuilder, g: str, indices: str, x: str) -> str:
     flat = b.ints([-1])
     zero = onnx.helper.make_tensor("value", b.float_type, [1], [0.0])
     zeros = b.op("ConstantOfShape", b.op("Shape", b.op("Reshape", x, flat)), value=zero)
-    summed = b.op("ScatterElements", zeros, b.op("Reshape", indices, flat),
-                  b.op("Reshape", g, flat), axis=0, reduction="add")
+    summed = b.scatter_add(zeros, b.op("Reshape", indices, flat), b.op("Reshape", g, flat), 0)
     return b.reshape_like(summed, x)
 
 

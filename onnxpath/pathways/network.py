@@ -70,14 +70,15 @@ class MaskedNetwork:
     def ones(self, n: int) -> list[np.ndarray]:
         """All-ones masks for a batch of n: the unmodified network. Cached; never write to them."""
         if n not in self._ones:
-            self._ones[n] = [np.ones((n, *layer.shape), np.float32) for layer in self.layers]
+            self._ones[n] = [np.ones((n, *layer.shape), layer.dtype) for layer in self.layers]
         return self._ones[n]
 
     def feeds(self, masks: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        """Mask feeds; the cached all-ones masks go as device-resident values on a GPU."""
+        """Mask feeds, in each layer's own float type; the cached all-ones masks go as
+        device-resident values on a GPU."""
         ones = {id(m) for n in self._ones.values() for m in n}
         return {layer.mask: self.engine.resident(m) if id(m) in ones
-                else np.ascontiguousarray(m, np.float32)
+                else np.ascontiguousarray(m, layer.dtype)
                 for layer, m in zip(self.layers, masks, strict=True)}
 
     def run(self, x: np.ndarray, seed: np.ndarray, masks: Sequence[np.ndarray],
@@ -118,7 +119,9 @@ class MaskedNetwork:
         inputs.update({k: v for k, v in base.context_feeds(len(x)).items() if k in wanted})
         values = base.run(session, names, inputs)
         k = len(tensors)
-        return values[0], values[1:1 + k], values[1 + k:]
+        # Scores in float32 at least (a float16 model's taps are float16): selection ranks them.
+        return values[0], [v.astype(np.float32, copy=False) for v in values[1:1 + k]], \
+            values[1 + k:]
 
     def input_gradient(self, x: np.ndarray, seed: np.ndarray,
                        masks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -135,10 +138,10 @@ class MaskedNetwork:
         feeds = {}
         for layer, mask in zip(self.layers, masks, strict=True):
             if layer.mask in names:
-                feeds[names[layer.mask]] = gate_values(np.asarray(mask),
-                                                       self.gate_buffer(layer, len(x)))
+                gates = gate_values(np.asarray(mask), self.gate_buffer(layer, len(x)))
+                feeds[names[layer.mask]] = gates.astype(layer.dtype, copy=False)
             else:
-                feeds[layer.mask] = np.asarray(mask, np.float32)
+                feeds[layer.mask] = np.asarray(mask, layer.dtype)
         logits, grads, _ = gated.gradients(x, seed, wrt=[self.input_name], feeds=feeds)
         return grads[self.input_name], logits
 

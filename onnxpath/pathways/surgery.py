@@ -46,6 +46,7 @@ class MaskLayer:
     tensor: str  # the activation's output, unmasked
     mask: str  # the mask graph input multiplying it
     shape: tuple[int, ...]  # one example's neurons, e.g. (C, H, W)
+    dtype: np.dtype = np.dtype(np.float32)  # the activation's, so its mask's (float16 models)
 
     @property
     def size(self) -> int:
@@ -114,7 +115,7 @@ def insert_masks(model: onnx.ModelProto, op_types: Sequence[str] = RELU_FAMILY,
                                    inputs=[active, mask], outputs=[masked]))
         graph.inputs.append(mask)
         layers.append(MaskLayer(proto.name or name, proto.op_type, name, mask.name,
-                                tuple(shape[1:])))
+                                tuple(shape[1:]), np.dtype(mask.dtype)))
     return _export(graph.toposort(), model), layers
 
 

@@ -20,6 +20,7 @@ from onnxpath.autodiff.walk import FLOAT_TYPES, value_infos
 from onnxpath.errors import ModelError
 from onnxpath.intake import cut, heads, probe
 from onnxpath.intake.fold import fold_shape_arithmetic
+from onnxpath.intake.unfuse import unfuse
 from onnxpath.ort.external import check_locations, has_external_data, load_small_tensors
 
 OPSET_FLOOR = 17
@@ -203,6 +204,7 @@ def normalise(model: onnx.ModelProto, input_shape: tuple[int, ...] | None = None
     and `shapes` (other inputs' by name) resolve dynamic dims. With an `intake` (the
     Explainer's way) the model is made canonical: the chosen output as N×K logits, the
     attributed float tensor as its input (see `Intake`, intake/heads.py, intake/cut.py)."""
+    model = unfuse(model)  # ONNX Runtime's fused contrib ops as standard ones
     inputs = data_inputs(model)
     if not inputs:
         raise ModelError("the model has no inputs to attribute to")

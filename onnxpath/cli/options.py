@@ -174,6 +174,10 @@ METHOD_OPTIONS = (
     Flag("cells", int, typer.Option(None, "--cells", help="rise: grid cells per side (7).")),
     Flag("probability", float, typer.Option(None, "--probability", help="rise: keep "
                                             "probability.")),
+    # --- LRP and DeepLIFT (rule-swap methods) ---
+    # --- sampling: GradientShap, Shapley value sampling, ablation, permutation ---
+    # --- the CAM family ---
+    # --- layer and neuron attributions ---
 )
 # The features of the perturbation methods (attribute lists them after the MODAL flags).
 SURROGATE = (

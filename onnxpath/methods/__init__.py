@@ -172,17 +172,14 @@ def effective_params(fn: Method, options: dict) -> dict:
     return {k: v for k, v in merged.items() if isinstance(v, (int, float, str, bool))}
 
 
-from onnxpath.methods import (  # noqa: E402,F401  (importing a method module registers it)
-    deconvnet,
-    gradcam,
-    gradient,
-    guided_backprop,
-    input_x_gradient,
-    integrated_gradients,
-    kernel_shap,
-    lime,
-    occlusion,
-    pathway,
-    rise,
-    smoothgrad,
-)
+def _register_all() -> None:
+    """Import every method module of this package (one method per file): importing registers."""
+    import importlib
+    import pkgutil
+
+    for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+        if not module.startswith("_"):
+            importlib.import_module(f"{__name__}.{module}")
+
+
+_register_all()

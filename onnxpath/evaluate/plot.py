@@ -126,6 +126,9 @@ TITLES = {
     "road-lerf": ("ROAD, least relevant imputed", None),
     "sensitivity-n": ("Sensitivity-n", "Pearson r"),
     "sanity": ("Sanity check: cascading randomisation", None),
+    "monotonicity": ("Monotonicity (Arya et al.): features inserted, least relevant first",
+                     "p(class)"),
+    "mprt": ("Model-parameter randomisation (Quantus MPRT)", "Spearman of |maps|"),
 }
 
 

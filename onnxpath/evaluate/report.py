@@ -84,8 +84,8 @@ class Report:
                     row.append("-")
                     continue
                 mean, sem, n = mean_sem(s.values)
-                row.append("n/a" if n == 0 else f"{mean:.3f} ± {sem:.3f}" if n > 1
-                           else f"{mean:.3f}")
+                row.append("n/a" if n == 0 else f"{figure(mean)} ± {figure(sem)}" if n > 1
+                           else figure(mean))
             rows.append(row)
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
@@ -133,6 +133,13 @@ class Report:
                 **self.notes}
 
 
+def figure(value: float) -> str:
+    """Three decimals, or three significant digits for values below 0.01 (infidelity is
+    often 1e-5): a table of 0.000s says nothing."""
+    value = float(value)
+    return f"{value:.3f}" if value == 0 or not 0 < abs(value) < 0.01 else f"{value:.2e}"
+
+
 def _num(value) -> str:
     value = float(value)
     return "" if not np.isfinite(value) else f"{value:.6g}"
@@ -140,4 +147,6 @@ def _num(value) -> str:
 
 def _json_num(value) -> float | None:
     value = float(value)
-    return round(value, 6) if np.isfinite(value) else None
+    if not np.isfinite(value):
+        return None
+    return round(value, 6) if abs(value) >= 1e-3 else float(f"{value:.6g}")

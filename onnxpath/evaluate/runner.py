@@ -3,6 +3,8 @@
 Maps are computed once per method (for the original model's predicted class, unless targets
 are given) and reduced to pixel heat maps with the paper's signed max-abs rule; every protocol
 then works on arrays. Progress goes to the `progress` callback (the CLI sends it to stderr).
+The Captum and Quantus metrics (`map_metrics.MAP_METRICS`) read the raw maps instead; "all"
+means the protocols, "captum-quantus" those metrics.
 """
 
 from __future__ import annotations
@@ -15,14 +17,25 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from onnxpath.errors import UsageError
-from onnxpath.evaluate import localisation, perturbation, road, sanity, sensitivity
+from onnxpath.evaluate import (
+    faithfulness,
+    localisation,
+    perturbation,
+    road,
+    robustness,
+    sanity,
+    sensitivity,
+)
+from onnxpath.evaluate.map_metrics import MAP_METRICS, MapMetrics
 from onnxpath.evaluate.report import Report, Score, Series
 from onnxpath.explainer import Explainer
 from onnxpath.io.render import reduce_channels
 from onnxpath.methods import METHODS
 
-METRICS = ("lerf", "morf", "deletion", "insertion", "road", "sensitivity-n", "sanity",
-           "pointing-game", "relevance-mass")
+PROTOCOLS = ("lerf", "morf", "deletion", "insertion", "road", "sensitivity-n", "sanity",
+             "pointing-game", "relevance-mass")
+METRICS = PROTOCOLS + MAP_METRICS
+GROUPS = {"all": PROTOCOLS, "captum-quantus": MAP_METRICS}
 MASK_METRICS = ("pointing-game", "relevance-mass")
 LERF_FRACTIONS = tuple(i / 100 for i in range(1, 11))
 
@@ -41,7 +54,17 @@ class Settings:
     samples: int = 32  # sensitivity-n subsets per n and image
     sanity_images: int | None = None  # None = every image
     sanity_steps: int | None = None  # None = every cascade step
-    sanity_std: float = 0.1
+    sanity_std: float = 0.1  # also mprt's
+    infidelity_samples: int = faithfulness.INFIDELITY_SAMPLES
+    infidelity_std: float = faithfulness.INFIDELITY_STD
+    infidelity_normalize: bool = False
+    sensitivity_samples: int = robustness.SENSITIVITY_SAMPLES  # max-sensitivity
+    sensitivity_radius: float = robustness.SENSITIVITY_RADIUS
+    faithfulness_runs: int = faithfulness.FAITHFULNESS_RUNS
+    faithfulness_subset: int = faithfulness.FAITHFULNESS_SUBSET
+    monotonicity_step: int | None = None  # features per step; None = C × W (H steps)
+    lipschitz_samples: int = robustness.LIPSCHITZ_SAMPLES
+    lipschitz_std: float = robustness.LIPSCHITZ_STD
     tolerance: float | None = None  # pointing game, px; None = 15 px scaled from 224 px
     batch_size: int | None = None  # None = the fastest measured for the model (batching.py)
     seed: int = 0
@@ -49,15 +72,17 @@ class Settings:
 
 
 def check_metrics(metrics: Sequence[str], have_masks: bool) -> list[str]:
-    unknown = [m for m in metrics if m not in METRICS and m != "all"]
+    """The metrics named, groups expanded ("all": the protocols, without the mask metrics when
+    there are no masks)."""
+    unknown = [m for m in metrics if m not in METRICS and m not in GROUPS]
     if unknown:
-        raise UsageError(f"unknown metric '{unknown[0]}'; choose from all, {', '.join(METRICS)}")
-    if "all" in metrics:
-        return [m for m in METRICS if have_masks or m not in MASK_METRICS]
+        raise UsageError(f"unknown metric '{unknown[0]}'; choose from "
+                         f"{', '.join(GROUPS)}, {', '.join(METRICS)}")
     if not have_masks and any(m in MASK_METRICS for m in metrics):
         raise UsageError("pointing-game and relevance-mass need ground-truth masks: give "
                          "--truth DIR or --scenes N")
-    return list(dict.fromkeys(metrics))
+    named = [n for m in metrics for n in GROUPS.get(m, (m,))]
+    return list(dict.fromkeys(m for m in named if have_masks or m not in MASK_METRICS))
 
 
 def check_methods(methods: Sequence[str]) -> list[str]:
@@ -97,7 +122,7 @@ def attribute(explainer: Explainer, x: np.ndarray, method: str, targets, batch_s
     return maps
 
 
-class Evaluation:
+class Evaluation(MapMetrics):
     """One evaluation: the model, the inputs, their maps, and the report being filled."""
 
     def __init__(self, explainer: Explainer, x: np.ndarray, methods: Sequence[str],
@@ -134,6 +159,13 @@ class Evaluation:
             self.seconds[method] = time.perf_counter() - start
             self.progress(f"maps: {method} ({self.seconds[method]:.1f} s)")
         self.report.notes["map_seconds"] = {m: round(s, 2) for m, s in self.seconds.items()}
+
+    def maps_for(self, x: np.ndarray, method: str, targets: np.ndarray | None,
+                 explainer: Explainer | None = None) -> np.ndarray:
+        """`method`'s raw maps of `x`, from this evaluation's explainer (or `explainer`), with
+        the evaluation's batch size and method options."""
+        return attribute(explainer or self.explainer, x, method, targets,
+                         self.settings.batch_size, self.settings.method_options)
 
     def heat(self, method: str) -> np.ndarray:
         return heat_maps(self.maps[method])

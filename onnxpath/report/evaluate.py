@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from onnxpath.evaluate.plot import TITLES
+from onnxpath.evaluate.report import figure
 from onnxpath.report.charts import Curve, colour_legend, line_chart
 from onnxpath.report.page import esc, page, table
 
@@ -15,7 +16,7 @@ def _cell(entry: dict | None) -> tuple[str, float | None]:
     if entry is None or entry.get("mean") is None:
         return ("-" if entry is None else "n/a"), None
     mean, sem = entry["mean"], entry.get("sem")
-    return (f"{mean:.3f} ± {sem:.3f}" if sem is not None else f"{mean:.3f}"), mean
+    return (f"{figure(mean)} ± {figure(sem)}" if sem is not None else figure(mean)), mean
 
 
 def summary_table(data: dict) -> str:

@@ -1,0 +1,139 @@
+"""Ops that onnx defines as a function of other ops: differentiated through that definition.
+
+The ONNX spec gives many composite ops a function body (MeanVarianceNormalization,
+GroupNormalization, the loss ops, DepthToSpace...). Their gradient is the gradient of the body:
+the rule inlines the body with onnx's own inliner, emits it (a recomputation of the node's
+outputs under fresh names) and runs the reverse pass over it with the ordinary rule table. No
+formula is written twice, and the body is the spec's definition of the op.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+from onnx.inliner import inline_selected_functions
+
+from onnxpath.autodiff.builder import FLOAT_ELEM_TYPES, GraphBuilder, Node
+from onnxpath.autodiff.rules import RULES, rule
+
+
+def _as_proto(node: Node, opset: int) -> onnx.NodeProto:
+    """The node with every defaulted attribute written out: the inliner leaves a reference to
+    an attribute the node omits empty."""
+    proto = helper.make_node(node.op_type, node.inputs, node.outputs, name=node.name,
+                             domain=node.domain, **node.attrs)
+    schema = onnx.defs.get_schema(node.op_type, opset, node.domain)
+    for name, attribute in schema.attributes.items():
+        if name not in node.attrs and attribute.default_value.type:
+            proto.attribute.append(attribute.default_value)
+    return proto
+
+
+def inline_body(node: Node, b: GraphBuilder) -> tuple[list[onnx.NodeProto], dict[str, str]]:
+    """The node's function body at the model's opset, its tensors renamed apart from the graph's
+    (its outputs too: the original node still computes them)."""
+    inputs, initializers = [], []
+    for name in dict.fromkeys(i for i in node.inputs if i):
+        value = b.constant_value(name)
+        if value is not None:  # typed as an input too: context-dependent bodies read its type
+            initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        elem, shape = b.value_info.get(name, (b.float_type, None))
+        inputs.append(helper.make_tensor_value_info(name, elem, shape))
+    graph = helper.make_graph([_as_proto(node, b.opset)], "body", inputs,
+                              [helper.make_tensor_value_info(o, 0, None) for o in node.outputs
+                               if o], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", b.opset)])
+    inlined = inline_selected_functions(model, [(node.domain, node.op_type)],
+                                        inline_schema_functions=True)
+    body = list(inlined.graph.node)
+    if any(n.op_type == node.op_type and n.domain == node.domain for n in body):
+        raise ValueError(f"onnx defines no function body for {node.op_type}")
+    renamed = {o: b.fresh(f"{node.op_type}_body") for n in body for o in n.output if o}
+    for n in body:
+        n.input[:] = [renamed.get(i, i) for i in n.input]
+        n.output[:] = [renamed.get(o, o) for o in n.output]
+    return body, renamed
+
+
+def _constant(proto: onnx.NodeProto) -> np.ndarray | None:
+    attribute = proto.attribute[0] if len(proto.attribute) == 1 else None
+    if attribute is None:
+        return None
+    value = helper.get_attribute_value(attribute)
+    if attribute.name == "value":
+        return numpy_helper.to_array(value)
+    if attribute.name in ("value_float", "value_floats"):
+        return np.asarray(value, np.float32)
+    if attribute.name in ("value_int", "value_ints"):
+        return np.asarray(value, np.int64)
+    return None
+
+
+def _typed_tensors(body: list[onnx.NodeProto], node: Node, b: GraphBuilder) -> None:
+    """Shape-infer the body where it stands, and record its types, shapes and constants."""
+    inputs = [helper.make_tensor_value_info(name, *b.value_info.get(name, (b.float_type, None)))
+              for name in dict.fromkeys(i for i in node.inputs if i)]
+    initializers = [numpy_helper.from_array(np.asarray(b.constant_value(i.name)), i.name)
+                    for i in inputs if b.constant_value(i.name) is not None]
+    graph = helper.make_graph(body, "body", inputs, [], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", b.opset)])
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True).graph
+    for value in inferred.value_info:
+        t = value.type.tensor_type
+        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                      for d in t.shape.dim) if t.HasField("shape") else None
+        b.value_info.setdefault(value.name, (t.elem_type, shape))
+    for proto in body:
+        if proto.op_type == "Constant":
+            value = _constant(proto)
+            if value is not None:
+                b.constants[proto.output[0]] = value
+
+
+def differentiate_body(node: Node, dy, b: GraphBuilder, body: list[onnx.NodeProto],
+                       renamed: dict[str, str]) -> list[str | None]:
+    """The reverse pass over `body`, which recomputes `node`'s outputs (as `renamed[output]`)
+    from its inputs; returns one gradient per node input, as a rule does."""
+    float_type = b.float_type
+    _typed_tensors(body, node, b)
+    b.nodes.extend(body)
+    reach = {i for i in node.inputs if b.needs(i)}
+    inner = [Node.from_proto(p) for p in body]
+    for n in inner:
+        if any(i in reach for i in n.inputs if i):
+            reach.update(o for o in n.outputs
+                         if o and b.value_info.get(o, (0,))[0] in FLOAT_ELEM_TYPES)
+    adjoints = {renamed[o]: [g] for o, g in zip(node.outputs, dy, strict=False) if o and g}
+    b.differentiable |= reach
+
+    def total(name: str) -> str | None:
+        parts = adjoints.get(name)
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else b.op("Sum", *parts)
+
+    for n in reversed(inner):
+        grads_out = [total(o) if o else None for o in n.outputs]
+        if all(g is None for g in grads_out) or not any(i in reach for i in n.inputs if i):
+            continue
+        if n.op_type not in RULES or n.domain not in ("", "ai.onnx"):
+            raise ValueError(f"its function body uses {n.op_type}, which has no gradient rule")
+        b.enter(n)
+        for name, g in zip(n.inputs, RULES[n.op_type](n, grads_out, b), strict=False):
+            if g is not None and name in reach:
+                adjoints.setdefault(name, []).append(g)
+    b.float_type = float_type
+    grads, seen = [], set()
+    for name in node.inputs:
+        grads.append(total(name) if name and name not in seen and b.needs(name) else None)
+        seen.add(name)
+    return grads
+
+
+@rule("MeanVarianceNormalization", "GroupNormalization", "CenterCropPad",
+      "NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss", "DepthToSpace", "SpaceToDepth",
+      "CausalConvWithState")
+def by_function_body(node: Node, dy, b: GraphBuilder):
+    body, renamed = inline_body(node, b)
+    return differentiate_body(node, dy, b, body, renamed)

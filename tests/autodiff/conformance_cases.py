@@ -1,0 +1,231 @@
+"""One small single-op case per differentiable ONNX op, and the ops deliberately left without a
+gradient rule, for `test_conformance.py`.
+
+A case names its inputs (float arrays are differentiated when onnx marks that input
+Differentiable, unless the case lists it in `fixed`; every other input is an initializer), its
+attributes, and which output is differentiated. Inputs are tiny, so float64 central differences
+on every element stay cheap, and kept away from kinks (|x| = 0 for Abs, ties for Max) so the
+differences are meaningful.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from onnx import TensorProto
+
+from tests.oracle import randn
+
+
+@dataclass
+class Case:
+    op: str
+    inputs: dict[str, np.ndarray | None]
+    attrs: dict = field(default_factory=dict)
+    fixed: tuple[str, ...] = ()  # float inputs held constant (the rule refuses or ignores them)
+    output: int = 0  # the differentiated output
+    outputs: int = 1
+    label: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.op}-{self.label}" if self.label else self.op
+
+
+def uniform(*shape: int, low: float, high: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed + 31 * len(shape) + sum(shape))
+    return (low + (high - low) * rng.random(shape)).astype(np.float32)
+
+
+def ints(*values) -> np.ndarray:
+    return np.asarray(values, np.int64)
+
+
+def away_from_zero(*shape: int, seed: int = 0) -> np.ndarray:
+    x = randn(*shape, seed=seed)
+    return np.where(np.abs(x) < 0.2, x + np.sign(x) * 0.3 + 0.05, x).astype(np.float32)
+
+
+X23 = randn(2, 3)
+X234 = randn(2, 3, 4)
+IMAGE = randn(1, 2, 4, 4, seed=3)
+
+
+def unary(op: str, x: np.ndarray | None = None, label: str = "", **attrs) -> Case:
+    return Case(op, {"x": X234 if x is None else x}, attrs, label=label)
+
+
+def rnn_inputs(gates: int, hidden: int = 2, seq: int = 3, batch: int = 2, size: int = 3,
+               directions: int = 1) -> dict[str, np.ndarray]:
+    return {"X": randn(seq, batch, size, seed=1),
+            "W": 0.5 * randn(directions, gates * hidden, size, seed=2),
+            "R": 0.5 * randn(directions, gates * hidden, hidden, seed=3),
+            "B": 0.3 * randn(directions, 2 * gates * hidden, seed=4)}
+
+
+def _cases() -> list[Case]:
+    positive = uniform(2, 3, 4, low=0.3, high=2.0)
+    within_one = uniform(2, 3, 4, low=-0.8, high=0.8)
+    return [
+        unary("Abs", away_from_zero(2, 3, 4)),
+        unary("Acos", within_one), unary("Asin", within_one), unary("Atanh", within_one),
+        unary("Acosh", uniform(2, 3, 4, low=1.2, high=3.0)),
+        unary("Asinh"), unary("Atan"), unary("Cos"), unary("Cosh"), unary("Sin"), unary("Sinh"),
+        unary("Tan", within_one),
+        Case("Add", {"a": X234, "b": randn(3, 1, seed=1)}),
+        Case("Sub", {"a": randn(4, seed=1), "b": X234}),
+        Case("Mul", {"a": X234, "b": randn(2, 1, 4, seed=1)}),
+        Case("Div", {"a": X234, "b": uniform(3, 1, low=0.5, high=2.0)}),
+        Case("AveragePool", {"x": randn(1, 2, 5, 5)},
+             {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+        Case("BatchNormalization", {"x": X234, "scale": randn(3, seed=1), "B": randn(3, seed=2),
+                                    "mean": randn(3, seed=3), "var": uniform(3, low=0.5, high=1.5)},
+             fixed=("scale", "B", "mean", "var")),
+        Case("Cast", {"x": X234}, {"to": TensorProto.DOUBLE}),
+        Case("CastLike", {"x": X234, "like": np.zeros((1,), np.float64)}),
+        unary("Celu", alpha=0.7), unary("Elu", alpha=0.6), unary("Selu"), unary("Mish"),
+        unary("Softsign"), unary("Swish", alpha=0.8), unary("ThresholdedRelu", alpha=0.3),
+        unary("Shrink", bias=0.2, lambd=0.5), unary("Erf"), unary("Exp"),
+        unary("Log", positive), unary("Sqrt", positive), unary("Reciprocal", positive),
+        unary("Neg"), unary("Relu"), unary("Sigmoid"), unary("Softplus"), unary("Tanh"),
+        unary("Gelu"), unary("Gelu", approximate="tanh", label="tanh"),
+        unary("LeakyRelu", alpha=0.1), unary("HardSigmoid"), unary("HardSwish"),
+        unary("Identity"), unary("Dropout"),
+        unary("Softmax", axis=1), unary("LogSoftmax", axis=-1), unary("Hardmax", axis=1),
+        Case("CenterCropPad", {"x": randn(3, 5), "shape": ints(4, 3)}),
+        Case("Clip", {"x": X234, "min": np.float32(-0.5), "max": np.float32(0.6)},
+             fixed=("min", "max")),
+        Case("Col2Im", {"x": randn(1, 4, 4), "image_shape": ints(3, 3),
+                        "block_shape": ints(2, 2)}),
+        Case("Compress", {"x": randn(3, 4), "condition": np.asarray([True, False, True])},
+             {"axis": 0}),
+        Case("Concat", {"a": X23, "b": randn(2, 2, seed=1)}, {"axis": 1}),
+        Case("Conv", {"x": randn(1, 2, 5, 5), "w": randn(3, 2, 3, 3, seed=1),
+                      "bias": randn(3, seed=2)},
+             {"strides": [2, 2], "pads": [1, 1, 1, 1]}, fixed=("w", "bias")),
+        Case("ConvTranspose", {"x": randn(1, 2, 3, 3), "w": randn(2, 3, 3, 3, seed=1)},
+             {"strides": [2, 2]}, fixed=("w",)),
+        Case("CumSum", {"x": randn(2, 4), "axis": np.asarray(1, np.int64)}),
+        Case("CumSum", {"x": randn(2, 4), "axis": np.asarray(-1, np.int64)},
+             {"exclusive": 1, "reverse": 1}, label="exclusive_reverse"),
+        Case("CumProd", {"x": away_from_zero(2, 4), "axis": np.asarray(1, np.int64)}),
+        Case("DepthToSpace", {"x": randn(1, 8, 2, 3)}, {"blocksize": 2}),
+        Case("DepthToSpace", {"x": randn(1, 8, 2, 3)}, {"blocksize": 2, "mode": "CRD"},
+             label="CRD"),
+        Case("SpaceToDepth", {"x": randn(1, 2, 4, 6)}, {"blocksize": 2}),
+        Case("Det", {"x": randn(2, 3, 3)}),
+        Case("Einsum", {"a": randn(2, 2, 3), "b": randn(2, 3, 4, seed=1)},
+             {"equation": "bij,bjk->bik"}),
+        Case("Einsum", {"a": randn(3, 4), "b": randn(4, seed=1)}, {"equation": "ij,j->i"},
+             label="matvec"),
+        Case("Einsum", {"a": randn(2, 3, 4)}, {"equation": "...ij->...j"}, label="sum_ellipsis"),
+        Case("Expand", {"x": randn(3, 1), "shape": ints(2, 3, 4)}),
+        Case("Flatten", {"x": X234}, {"axis": 2}),
+        Case("Gather", {"x": randn(4, 3), "i": ints([0, 2], [3, 0])}, {"axis": 0}),
+        Case("GatherElements", {"x": randn(3, 4), "i": ints([0, 3], [1, 1], [2, 0])},
+             {"axis": 1}),
+        Case("GatherND", {"x": X234, "i": ints([0, 1], [1, 2], [0, 1])}),
+        Case("Gemm", {"a": X23, "b": randn(4, 3, seed=1), "c": randn(4, seed=2)},
+             {"alpha": 0.5, "beta": 1.5, "transB": 1}),
+        Case("MatMul", {"a": X234, "b": randn(4, 2, seed=1)}),
+        Case("GlobalAveragePool", {"x": IMAGE}), Case("GlobalMaxPool", {"x": IMAGE}),
+        Case("GlobalLpPool", {"x": IMAGE}, {"p": 2}),
+        Case("LpPool", {"x": IMAGE}, {"kernel_shape": [2, 2], "strides": [2, 2], "p": 2}),
+        Case("MaxPool", {"x": IMAGE}, {"kernel_shape": [2, 2], "strides": [2, 2]}, outputs=2),
+        Case("LRN", {"x": IMAGE}, {"size": 3}),
+        Case("GridSample", {"x": randn(1, 1, 3, 4), "grid": uniform(1, 2, 3, 2, low=-0.9,
+                                                                    high=0.9)},
+             fixed=("grid",)),
+        Case("GroupNormalization", {"x": randn(2, 4, 3), "scale": randn(4, seed=1),
+                                    "bias": randn(4, seed=2)}, {"num_groups": 2}),
+        Case("InstanceNormalization", {"x": X234, "scale": randn(3, seed=1),
+                                       "B": randn(3, seed=2)}, fixed=("scale", "B")),
+        Case("LpNormalization", {"x": randn(2, 4)}, {"axis": 1, "p": 2}),
+        Case("LpNormalization", {"x": away_from_zero(2, 4)}, {"axis": 0, "p": 1}, label="p1"),
+        Case("MeanVarianceNormalization", {"x": randn(2, 3, 4, 2)}),
+        Case("LSTM", rnn_inputs(4), {"hidden_size": 2}, outputs=3),
+        Case("LSTM", rnn_inputs(4), {"hidden_size": 2}, outputs=3, output=2, label="Y_c"),
+        Case("LSTM", rnn_inputs(4, directions=2), {"hidden_size": 2, "direction":
+                                                  "bidirectional"}, outputs=3, output=1,
+             label="bidirectional_Y_h"),
+        Case("GRU", rnn_inputs(3), {"hidden_size": 2}, outputs=2),
+        Case("GRU", rnn_inputs(3), {"hidden_size": 2, "linear_before_reset": 1}, outputs=2,
+             output=1, label="linear_before_reset"),
+        Case("RNN", rnn_inputs(1), {"hidden_size": 2}, outputs=2),
+        Case("RNN", rnn_inputs(1), {"hidden_size": 2, "direction": "reverse"}, outputs=2,
+             output=1, label="reverse"),
+        Case("Max", {"a": X234, "b": randn(3, 1, seed=1), "c": randn(4, seed=2)}),
+        Case("Min", {"a": X234, "b": randn(3, 1, seed=1)}),
+        Case("Mean", {"a": X234, "b": randn(4, seed=1)}),
+        Case("Sum", {"a": X234, "b": randn(3, 1, seed=1), "c": randn(4, seed=2)}),
+        Case("MaxRoiPool", {"x": IMAGE, "rois": np.asarray([[0, 0, 0, 3, 2]], np.float32)},
+             {"pooled_shape": [2, 2]}, fixed=("rois",)),
+        Case("MaxUnpool", {"x": randn(1, 1, 2, 2), "i": ints([[[0, 3], [9, 14]]])},
+             {"kernel_shape": [2, 2], "strides": [2, 2]}),
+        Case("Mod", {"a": X234, "b": uniform(4, low=0.4, high=0.9)}, {"fmod": 1}, fixed=("b",)),
+        Case("NegativeLogLikelihoodLoss", {"x": randn(3, 4), "t": ints(1, 0, 3),
+                                           "w": uniform(4, low=0.5, high=1.5)},
+             {"reduction": "mean"}, fixed=("w",)),
+        Case("SoftmaxCrossEntropyLoss", {"x": randn(3, 4), "t": ints(1, 0, 3)},
+             {"reduction": "mean"}),
+        Case("PRelu", {"x": X234, "slope": randn(3, 1, seed=1)}),
+        Case("Pad", {"x": X23, "pads": ints(1, 0, 0, 2)}),
+        Case("Pad", {"x": randn(3, 4), "pads": ints(1, 2, 1, 1)}, {"mode": "reflect"},
+             label="reflect"),
+        Case("Pow", {"x": positive, "p": randn(4, seed=1)}),
+        Case("ReduceL1", {"x": away_from_zero(2, 3, 4), "axes": ints(1)}, {"keepdims": 0}),
+        Case("ReduceL2", {"x": X234, "axes": ints(0, 2)}),
+        Case("ReduceLogSum", {"x": positive, "axes": ints(-1)}),
+        Case("ReduceLogSumExp", {"x": X234, "axes": ints(1)}, {"keepdims": 0}),
+        Case("ReduceMax", {"x": X234, "axes": ints(1)}),
+        Case("ReduceMin", {"x": X234, "axes": ints(2)}, {"keepdims": 0}),
+        Case("ReduceMean", {"x": X234, "axes": ints(0, 2)}),
+        Case("ReduceProd", {"x": away_from_zero(2, 3, 4), "axes": ints(1)}),
+        Case("ReduceSum", {"x": X234, "axes": ints(1)}, {"keepdims": 0}),
+        Case("ReduceSumSquare", {"x": X234}),
+        Case("Reshape", {"x": X234, "shape": ints(4, 6)}),
+        Case("Resize", {"x": randn(1, 1, 2, 3), "roi": None,
+                        "scales": np.asarray([1, 1, 2, 2], np.float32)}, {"mode": "linear"},
+             fixed=("scales",)),
+        Case("ScatterElements", {"x": randn(3, 4), "i": ints([1, 0, 2, 1]),
+                                 "u": randn(1, 4, seed=1)}, {"axis": 0}),
+        Case("ScatterND", {"x": randn(4, 3), "i": ints([1], [3]), "u": randn(2, 3, seed=1)}),
+        Case("Slice", {"x": randn(3, 5), "starts": ints(0, 1), "ends": ints(2, 5),
+                       "axes": ints(0, 1), "steps": ints(1, 2)}),
+        Case("Split", {"x": randn(2, 6), "split": ints(2, 4)}, {"axis": 1}, outputs=2,
+             output=1),
+        Case("Squeeze", {"x": randn(2, 1, 3), "axes": ints(1)}),
+        Case("Unsqueeze", {"x": X23, "axes": ints(0)}),
+        Case("SwiGLU", {"a": X234, "b": randn(2, 3, 4, seed=1)}, {"alpha": 1.2}),
+        Case("TensorScatter", {"cache": randn(2, 5, 3), "update": randn(2, 2, 3, seed=1),
+                               "at": ints(0, 2)}),
+        Case("Tile", {"x": X23, "repeats": ints(2, 1)}),
+        Case("TopK", {"x": randn(2, 5), "k": ints(3)}, outputs=2),
+        Case("Transpose", {"x": X234}, {"perm": [2, 0, 1]}),
+        Case("Trilu", {"x": randn(3, 4), "k": np.asarray(1, np.int64)}, {"upper": 0}),
+        Case("Where", {"c": np.asarray([[True, False, True]]), "a": X23,
+                       "b": randn(2, 1, seed=1)}),
+        Case("CausalConvWithState", {"x": randn(1, 2, 4), "w": randn(2, 1, 3, seed=1)},
+             fixed=("w",), outputs=2),
+        Case("LinearAttention", {"q": randn(1, 2, 4), "k": randn(1, 2, 4, seed=1),
+                                 "v": randn(1, 2, 4, seed=2)},
+             {"q_num_heads": 1, "kv_num_heads": 1, "update_rule": "linear"}, outputs=2),
+    ]
+
+
+CASES: list[Case] = _cases()
+
+# Ops deliberately without a rule, each with the reason. test_conformance.py checks that each is
+# refused in one line (and, for ops ONNX Runtime cannot run, that it still cannot).
+NOT_DIFFERENTIATED: dict[str, str] = {
+    "Swish": "ONNX Runtime 1.32 has no kernel for it (opset 24); its rule is ready",
+    "SwiGLU": "ONNX Runtime 1.32 has no kernel for it (opset 28); its rule is ready",
+    "LinearAttention": "its function body is a Scan over the sequence (the gated delta rule), "
+                       "and Scan has no rule",
+}
+NO_RULE_YET = "no rule yet"
+NOT_DIFFERENTIATED.update(dict.fromkeys([
+    "CenterCropPad", "Col2Im", "Compress", "Einsum", "GatherND", "GlobalLpPool", "LpPool",
+    "GridSample", "LpNormalization", "LSTM", "GRU", "RNN", "MaxRoiPool", "MaxUnpool",
+    "ScatterElements", "ScatterND", "TensorScatter", "TopK", "Trilu"], NO_RULE_YET))

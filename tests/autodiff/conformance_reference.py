@@ -1,0 +1,64 @@
+"""Corrections to `onnx.reference` for the float64 oracle of test_conformance.py.
+
+- Erf, Gelu: onnx 1.23's evaluator computes Erf in float32 whatever the input type, so central
+  differences of Erf (and of Gelu, whose function body uses Erf) drown in rounding noise.
+- MeanVarianceNormalization: its body's float32 constants stop a float64 run.
+- LRN: onnx 1.23's evaluator loops over the batch dim where the spec sums over channels, so only
+  channel 0 of a batch of one is normalised. Written here from the spec's formula.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from onnx.reference.op_run import OpRun
+
+
+class Erf(OpRun):
+    op_domain = ""
+
+    def _run(self, x):
+        return (np.vectorize(math.erf, otypes=[x.dtype])(x),)
+
+
+class Gelu(OpRun):
+    """Also its own: the evaluator expands Gelu's function body without the fixed Erf."""
+
+    op_domain = ""
+
+    def _run(self, x, approximate="none"):
+        if approximate == "tanh":
+            inner = math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)
+            return (0.5 * x * (1 + np.tanh(inner)),)
+        return (0.5 * x * (1 + Erf._run(self, x / math.sqrt(2))[0]),)
+
+
+class LRN(OpRun):
+    op_domain = ""
+
+    def _run(self, x, alpha=None, beta=None, bias=None, size=None):
+        # square_sum[n, c] = sum of x[n, i]^2 for i in
+        # [max(0, c - floor((size - 1) / 2)), min(C - 1, c + ceil((size - 1) / 2))]
+        channels = x.shape[1]
+        square_sum = np.zeros_like(x)
+        for c in range(channels):
+            low = max(0, c - math.floor((size - 1) / 2))
+            high = min(channels - 1, c + math.ceil((size - 1) / 2))
+            square_sum[:, c] = np.sum(x[:, low:high + 1] ** 2, axis=1)
+        return (x / (bias + alpha / size * square_sum) ** beta,)
+
+
+class MeanVarianceNormalization(OpRun):
+    """Its function body's float32 constants stop the evaluator in float64."""
+
+    op_domain = ""
+
+    def _run(self, x, axes=None):
+        axes = tuple(axes if axes is not None else (0, 2, 3))
+        mean = np.mean(x, axis=axes, keepdims=True)
+        variance = np.mean(x * x, axis=axes, keepdims=True) - mean * mean
+        return ((x - mean) / (np.sqrt(variance) + 1e-9),)
+
+
+FLOAT64_FIXES = [Erf, Gelu, LRN, MeanVarianceNormalization]

@@ -1,0 +1,303 @@
+"""DeepLIFT (rescale rule) and DeepLiftShap against Captum, conservation on the shipped
+EfficientNet-Lite0, and both methods from the CLI on the image, table and text models.
+
+Captum runs a float64 copy of each torch network (multiply_by_inputs=True, the same baselines);
+onnxpath runs the exported float32 ONNX file. Each module is used once, as Captum's hooks need.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from captum.attr import DeepLift, DeepLiftShap
+from captum.attr._core import deep_lift
+from torch import nn
+
+from onnxpath.cli import main
+from onnxpath.explainer import Explainer
+from onnxpath.io.image import load_input
+from onnxpath.io.preprocess import preset_for
+from onnxpath.methods import resolve_method
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+EXAMPLES = MODELS / "examples"
+
+
+class ConvNet(nn.Module):
+    """ReLU, MaxPool, a residual Add, Tanh and Sigmoid, BatchNorm, global average pooling.
+
+    The MaxPool sits between convolutions: Captum skips its own maxpool rule when a hooked
+    activation is next to the MaxPool (Conv, MaxPool, ReLU or ReLU, MaxPool: Captum's
+    convergence delta then reaches 5-100% of f(x) − f(x'), onnxpath's stays below 1e-5)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.Conv2d(8, 8, 1), nn.MaxPool2d(2))
+        self.conv1, self.act1 = nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()
+        self.conv2, self.act2 = nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()
+        self.head, self.tanh = nn.Conv2d(8, 8, 1), nn.Tanh()
+        self.fc1, self.sigmoid, self.fc2 = nn.Linear(8, 16), nn.Sigmoid(), nn.Linear(16, 10)
+        with torch.no_grad():  # logits that move with the input
+            self.fc1.weight.mul_(8.0)
+            self.fc2.weight.mul_(4.0)
+
+    def forward(self, x):
+        s = self.stem(x)
+        r = self.act2(self.conv2(self.act1(self.conv1(s))) + s)
+        h = self.tanh(self.head(r)).mean(dim=(2, 3))
+        return self.fc2(self.sigmoid(self.fc1(h)))
+
+
+class MLP(nn.Module):
+    """A table model: ReLU, Tanh, ELU and Softplus between linear layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.Tanh(),
+                                    nn.Linear(16, 16), nn.ELU(), nn.Linear(16, 16),
+                                    nn.Softplus(), nn.Linear(16, 3))
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+class ReLU6Net(nn.Module):
+    """ReLU6 units that saturate: a first conv scaled up, so that many pass 6."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.act = nn.Conv2d(3, 8, 3, padding=1), nn.ReLU6()
+        self.fc1, self.act2, self.fc2 = nn.Linear(8, 16), nn.ReLU6(), nn.Linear(16, 5)
+        with torch.no_grad():
+            self.conv.weight.mul_(8.0)
+            self.fc1.weight.mul_(6.0)
+
+    def forward(self, x):
+        return self.fc2(self.act2(self.fc1(self.act(self.conv(x)).mean(dim=(2, 3)))))
+
+
+class SiLUNet(nn.Module):
+    """SiLU, h * sigmoid(h): Mul(h, Sigmoid(h)) in ONNX, a product of two activations. The
+    Sigmoid is a module of its own, so that Captum rescales it as onnxpath does."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.sigmoid, self.fc2 = nn.Linear(6, 8), nn.Sigmoid(), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        return self.fc2(h * self.sigmoid(h))
+
+
+def pair(cls, shape, tmp_path, dynamic=True):
+    torch.manual_seed(0)
+    model = cls().eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / f"{cls.__name__}{'' if dynamic else '_fixed'}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, *shape),), str(path), dynamo=False,
+                          opset_version=17, input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}
+                          if dynamic else None)
+    return Explainer(path), copy.deepcopy(model).double()
+
+
+def agree(name: str, ours: np.ndarray, theirs: torch.Tensor, pearson_min=0.9999,
+          rel_max=1e-4) -> None:
+    ref = theirs.detach().numpy().astype(np.float64)
+    ours = np.asarray(ours, dtype=np.float64)
+    assert ours.shape == ref.shape
+    pearson = np.corrcoef(ours.ravel(), ref.ravel())[0, 1]
+    rel_l2 = np.linalg.norm(ours - ref) / np.linalg.norm(ref)
+    print(f"\n[captum] {name:40s} pearson={pearson:.8f} rel_l2={rel_l2:.2e}")
+    assert pearson >= pearson_min, f"{name}: Pearson {pearson}"
+    assert rel_l2 <= rel_max, f"{name}: relative L2 {rel_l2}"
+
+
+def relative_gap(extras) -> float:
+    """The largest |sum(A) − (f(x) − f(x'))| / |f(x) − f(x')| of a batch."""
+    return max(abs(e["delta"]) / abs(e["f_x"] - e["f_baseline"]) for e in extras)
+
+
+def closes(extras, tolerance=1e-4) -> bool:
+    """Summation-to-delta up to `tolerance` of f(x) − f(x') and float32's rounding of the
+    logits themselves."""
+    return all(abs(e["delta"]) <= tolerance * abs(e["f_x"] - e["f_baseline"])
+               + 1e-6 * max(abs(e["f_x"]), abs(e["f_baseline"])) for e in extras)
+
+
+def inputs(shape, rows=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((rows, *shape)).astype(np.float32)
+
+
+def captum_deeplift(model, x, reference, targets):
+    return DeepLift(model, multiply_by_inputs=True).attribute(
+        torch.from_numpy(x).double(), torch.from_numpy(reference).double(),
+        target=torch.from_numpy(targets), return_convergence_delta=True)
+
+
+@pytest.mark.parametrize("cls,shape", [(ConvNet, (3, 16, 16)), (MLP, (6,))])
+def test_deeplift_matches_captum(tmp_path, cls, shape):
+    explainer, model = pair(cls, shape, tmp_path)
+    x = inputs(shape)
+    for name, reference in [("zero", np.zeros_like(x)), ("random", inputs(shape, seed=1))]:
+        targets = explainer.predict(x).argmax(axis=1)
+        ours = explainer.attribute(x, "deeplift", targets, baseline=reference)
+        theirs, delta = captum_deeplift(model, x, reference, targets)
+        agree(f"deeplift {cls.__name__} baseline={name}", ours.maps, theirs)
+        # Summation-to-delta: ours closes as tightly as Captum's float64 run.
+        print(f"  delta ours={relative_gap(ours.extras):.1e} "
+              f"captum={delta.abs().max().item():.1e}")
+        assert closes(ours.extras)
+        assert ours.extras[0]["deeplift_gradient_fallback"] == []
+
+
+def test_deeplift_shap_matches_captum(tmp_path):
+    shape = (3, 16, 16)
+    explainer, model = pair(ConvNet, shape, tmp_path)
+    x, background = inputs(shape, rows=2), inputs(shape, rows=4, seed=2)
+    targets = explainer.predict(x).argmax(axis=1)
+    ours = explainer.attribute(x, "DeepLiftShap", targets, baseline=background,
+                               internal_batch_size=3)
+    theirs = DeepLiftShap(model, multiply_by_inputs=True).attribute(
+        torch.from_numpy(x).double(), torch.from_numpy(background).double(),
+        target=torch.from_numpy(targets))
+    agree("deeplift-shap ConvNet K=4", ours.maps, theirs)
+    assert ours.method == "deeplift-shap" and ours.extras[0]["baselines"] == 4
+    assert closes(ours.extras)
+
+
+def test_relu6_gets_the_rescale_rule(tmp_path, monkeypatch):
+    """Captum gives nn.ReLU6 the plain gradient, which breaks summation-to-delta where units
+    saturate. onnxpath applies the rescale rule to it (Clip), as to any elementwise
+    nonlinearity: the oracle is Captum's own rule registered for nn.ReLU6, and the sum of the
+    attributions closes on f(x) − f(x')."""
+    shape = (3, 8, 8)
+    explainer, model = pair(ReLU6Net, shape, tmp_path)
+    x, reference = inputs(shape), inputs(shape, seed=1)
+    targets = explainer.predict(x).argmax(axis=1)
+    ours = explainer.attribute(x, "deeplift", targets, baseline=reference)
+    _, stock_delta = captum_deeplift(model, x, reference, targets)
+    monkeypatch.setitem(deep_lift.SUPPORTED_NON_LINEAR, nn.ReLU6, deep_lift.nonlinear)
+    theirs, delta = captum_deeplift(model, x, reference, targets)
+    agree("deeplift ReLU6 (rescale)", ours.maps, theirs)
+    scale = max(abs(e["f_x"] - e["f_baseline"]) for e in ours.extras)
+    print(f"  |delta|/scale: ours={relative_gap(ours.extras):.1e} captum rescale="
+          f"{delta.abs().max().item() / scale:.1e} captum stock (gradient)="
+          f"{stock_delta.abs().max().item() / scale:.1e}")
+    assert closes(ours.extras)
+    assert stock_delta.abs().max().item() > 1e-2 * scale  # the gradient rule would not close
+
+
+def test_products_of_activations_keep_their_gradient_and_are_named(tmp_path):
+    """The closed form is the oracle: with h = W1 x + b1, the Sigmoid's multiplier
+    (σ(h) − σ(h')) / (h − h') and the product's gradient, d/dh = g σ(h) + g h m_σ. (Captum
+    drops the direct branch g σ(h) there: a backward hook on nn.Sigmoid replaces the gradient
+    of its input, which the product reads too.)"""
+    explainer, model = pair(SiLUNet, (6,), tmp_path)
+    x = inputs((6,))
+    result = explainer.attribute(x, "deeplift")
+    fallbacks = result.extras[0]["deeplift_gradient_fallback"]
+    assert len(fallbacks) == 1 and fallbacks[0].startswith("Mul ")
+    w1, b1 = (p.detach().numpy() for p in (model.fc1.weight, model.fc1.bias))
+    g = model.fc2.weight.detach().numpy()[result.targets]
+    h, h_ref = x.astype(np.float64) @ w1.T + b1, b1[None]
+    s, s_ref = 1 / (1 + np.exp(-h)), 1 / (1 + np.exp(-h_ref))
+    multipliers = (g * s + g * h * (s - s_ref) / (h - h_ref)) @ w1
+    agree("deeplift SiLU (closed form)", result.maps, torch.from_numpy(x * multipliers))
+    assert max(abs(e["delta"]) for e in result.extras) > 1e-3  # the product does not conserve
+
+
+def test_a_fixed_batch_model_gives_the_same_maps(tmp_path):
+    shape = (6,)
+    dynamic, _ = pair(MLP, shape, tmp_path)
+    fixed, _ = pair(MLP, shape, tmp_path, dynamic=False)
+    assert onnx.load(str(fixed.path)).graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
+    x = inputs(shape)
+    for method in ("deeplift", "deeplift-shap"):
+        a = dynamic.attribute(x, method, samples=3).maps
+        b = fixed.attribute(x, method, samples=3).maps
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_aliases():
+    assert resolve_method("DeepLift") == resolve_method("deep-lift") == "deeplift"
+    assert resolve_method("DeepLiftShap") == resolve_method("deep_lift_shap") == "deeplift-shap"
+
+
+def test_efficientnet_lite0_conserves():
+    """The shipped deployed model, no torch source: ReLU6 (Clip), convs, BatchNorm folded,
+    global pooling. Its DeepLIFT maps sum to f(x) − f(x') within 1% (measured: ~1e-8)."""
+    path = MODELS / "efficientnet_lite0.onnx"
+    explainer = Explainer(path, threads=2)
+    prep = preset_for(explainer.input_shape, onnx.load(str(path), load_external_data=False))
+    x = load_input(MODELS / "photos" / "baboon.jpg", explainer.input_shape, prep)[0][None]
+    for baseline in ("zero", "blur"):
+        result = explainer.attribute(x, "deeplift", baseline=baseline)
+        extra = result.extras[0]
+        gap = relative_gap(result.extras)
+        print(f"\n[lite0] deeplift baseline={baseline}: sum={result.maps.sum():.5f} "
+              f"f(x)-f(x')={extra['f_x'] - extra['f_baseline']:.5f} relative gap={gap:.1e}")
+        assert gap < 0.01
+        assert extra["deeplift_gradient_fallback"] == []
+
+
+def run_cli(capsys, *args):
+    code = main(["attribute", *map(str, args), "--no-cache", "-q"])
+    captured = capsys.readouterr()
+    lines = [json.loads(line) for line in captured.out.splitlines() if line.strip()]
+    return code, lines, captured.err
+
+
+def test_cli_on_the_shipped_photo(capsys, tmp_path):
+    code, lines, err = run_cli(capsys, MODELS / "efficientnet_lite0.onnx",
+                               MODELS / "photos" / "baboon.jpg", "-m", "deeplift,deeplift-shap",
+                               "--samples", "2", "--out", tmp_path)
+    assert code == 0, err
+    assert [line["method"] for line in lines] == ["deeplift", "deeplift-shap"]
+    for line in lines:
+        assert line["label"] == "baboon"
+        assert Path(line["outputs"]["npy"]).is_file() and Path(line["outputs"]["png"]).is_file()
+        assert relative_gap([line["extras"]]) < 0.01
+    assert lines[1]["extras"]["baselines"] == 2 and lines[1]["params"]["samples"] == 2
+
+
+def test_cli_on_the_table_model(capsys, tmp_path):
+    code, lines, err = run_cli(capsys, EXAMPLES / "churn.onnx", EXAMPLES / "customers.csv",
+                               "-m", "deeplift,deeplift-shap", "--samples", "3", "--out",
+                               tmp_path)
+    assert code == 0, err
+    assert {line["method"] for line in lines} == {"deeplift", "deeplift-shap"}
+    for line in lines:
+        assert [f["name"] for f in line["features"]][:2] == ["age", "tenure_months"]
+        assert closes([line["extras"]])  # Gemm and Relu only: DeepLIFT closes
+
+
+def test_cli_on_the_text_model(capsys, tmp_path):
+    """Attributed at the embedding output, the pad token's embedding as the baseline; the
+    attention's Softmax, the products of activations and LayerNormalization keep their
+    gradient and are named."""
+    code, lines, err = run_cli(capsys, EXAMPLES / "sentiment.onnx", EXAMPLES / "reviews.txt",
+                               "--tokenizer", EXAMPLES / "tokenizer.json", "-m",
+                               "deeplift,deeplift-shap", "--out", tmp_path)
+    assert code == 0, err
+    assert len(lines) == 10
+    for line in lines:
+        assert line["wrt"] and line["tokens"]
+        named = " ".join(line["extras"]["deeplift_gradient_fallback"])
+        assert "Softmax" in named and "LayerNormalization" in named and "MatMul" in named
+    shap = [line for line in lines if line["method"] == "deeplift-shap"]
+    assert all(line["extras"]["baselines"] == 1 for line in shap)  # the pad embedding alone

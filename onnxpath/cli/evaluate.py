@@ -43,7 +43,7 @@ from onnxpath.cli.options import (
     RUNTIME,
 )
 from onnxpath.errors import UsageError
-from onnxpath.evaluate import METRICS, Settings, evaluate
+from onnxpath.evaluate import METRICS, Settings, evaluate, faithfulness, robustness
 from onnxpath.evaluate.perturbation import RANKS
 from onnxpath.evaluate.plot import write_plots
 from onnxpath.evaluate.runner import MASK_METRICS, check_methods, check_metrics
@@ -125,9 +125,44 @@ SUBSETS = Flag("subsets", int, typer.Option(32, "--subsets", help="sensitivity-n
 POINTING_TOLERANCE = Flag("pointing_tolerance", float, typer.Option(
     None, "--pointing-tolerance", help="Pointing-game tolerance in px (default: 15 px at 224, "
     "scaled to the input)."))
+# The Captum and Quantus metrics' sample counts and noise; each default is the library's, but
+# where a smaller one keeps a 2-core CPU within minutes (said in the help).
+MAP_METRIC_FLAGS = (
+    Flag("infidelity_samples", int, typer.Option(
+        faithfulness.INFIDELITY_SAMPLES, "--infidelity-samples", help="infidelity: "
+        "perturbations per input (Captum's n_perturb_samples).")),
+    Flag("infidelity_std", float, typer.Option(
+        faithfulness.INFIDELITY_STD, "--infidelity-std", help="infidelity: std of the "
+        "Gaussian perturbation, model-input units (Captum's example).")),
+    Flag("infidelity_normalize", bool, typer.Option(
+        False, "--infidelity-normalize", help="infidelity: scale the map by the best β first "
+        "(Captum's normalize=True).")),
+    Flag("sensitivity_samples", int, typer.Option(
+        robustness.SENSITIVITY_SAMPLES, "--sensitivity-samples", help="max-sensitivity: "
+        "perturbed copies re-explained per input (Captum's n_perturb_samples).")),
+    Flag("sensitivity_radius", float, typer.Option(
+        robustness.SENSITIVITY_RADIUS, "--sensitivity-radius", help="max-sensitivity: L∞ "
+        "radius of the uniform noise, model-input units (Captum's perturb_radius).")),
+    Flag("faithfulness_runs", int, typer.Option(
+        faithfulness.FAITHFULNESS_RUNS, "--faithfulness-runs", help="faithfulness-correlation: "
+        "random subsets per input (Quantus's nr_runs).")),
+    Flag("faithfulness_subset", int, typer.Option(
+        faithfulness.FAITHFULNESS_SUBSET, "--faithfulness-subset", help="faithfulness-"
+        "correlation: input elements set to black per subset (Quantus's subset_size).")),
+    Flag("monotonicity_step", int, typer.Option(
+        None, "--monotonicity-step", help="monotonicity: input elements inserted per step "
+        "(default C×W, H steps; Quantus's features_in_step is 1, a run per element).")),
+    Flag("lipschitz_samples", int, typer.Option(
+        robustness.LIPSCHITZ_SAMPLES, "--lipschitz-samples", help="local-lipschitz: "
+        "perturbed copies re-explained per input (Quantus's nr_samples is 200).")),
+    Flag("lipschitz_std", float, typer.Option(
+        robustness.LIPSCHITZ_STD, "--lipschitz-std", help="local-lipschitz: std of the "
+        "Gaussian noise, model-input units (Quantus's perturb_std).")),
+)
 PROTOCOLS = (
     METHOD,
-    Flag("metrics", str, typer.Option("all", "--metrics", help="Comma-separated: all, "
+    Flag("metrics", str, typer.Option("all", "--metrics", help="Comma-separated: all (the "
+                                      "protocols), captum-quantus (the library metrics), "
                                       f"{', '.join(METRICS)}.")),
     TRUTH,
     Flag("scenes", int, typer.Option(None, "--scenes", help="Evaluate on N generated shapes "
@@ -150,10 +185,11 @@ PROTOCOLS = (
                                  "(default 1,4,16,64,256,1024).")),
     SUBSETS,
     Flag("sanity_images", int, typer.Option(None, "--sanity-images", help="Use only the first "
-                                            "N inputs for the sanity check (default: all).")),
+                                            "N inputs for the sanity check and mprt (default: "
+                                            "all).")),
     Flag("sanity_steps", int, typer.Option(None, "--sanity-steps", help="Evaluate N cascade "
                                            "steps spread evenly (default: every parametric "
-                                           "layer).")),
+                                           "layer); sanity and mprt.")),
     POINTING_TOLERANCE,
     Flag("option", list[str], typer.Option(None, "--set", "--option", help="Method option "
                                            "KEY=VALUE, e.g. --set steps=32 (repeatable; a key "
@@ -184,14 +220,17 @@ OLD = (
 )
 
 
-@command(app, ARGS, PROTOCOLS, WRITE, PREPROCESSING_BASIC, PREPROCESSING_MORE, OUTPUT,
-         RUNTIME, QUIET, DEBUG, OLD, name="evaluate")
+@command(app, ARGS, PROTOCOLS, MAP_METRIC_FLAGS, WRITE, PREPROCESSING_BASIC, PREPROCESSING_MORE,
+         OUTPUT, RUNTIME, QUIET, DEBUG, OLD, name="evaluate")
 def evaluate_command(o: SimpleNamespace) -> int:
     """Score attribution methods with the papers' protocols; print a methods × metrics table
     (--json: the full report, one JSON object).
 
     Example: onnxpath evaluate models/shapes_resnet.onnx --scenes 100
     -m pathway,gradient,integrated-gradients,guided-backprop,gradcam --prune 70 -o eval/
+
+    Captum's and Quantus's metrics: onnxpath evaluate models/efficientnet_lite0.onnx
+    models/photos/apple.jpg -m gradient --metrics captum-quantus --sanity-steps 3
     """
     start = time.perf_counter()
     o.json_file = old_json_file(o)
@@ -247,9 +286,20 @@ def check_request(o: SimpleNamespace) -> tuple[list[str], list[str], dict]:
         raise UsageError("give inputs, or --scenes N to generate the shapes benchmark")
     for flag, value in (("--step", o.step), ("--scenes", o.scenes), ("--subsets", o.subsets),
                         ("--sanity-images", o.sanity_images),
-                        ("--sanity-steps", o.sanity_steps), ("--batch-size", o.batch_size)):
+                        ("--sanity-steps", o.sanity_steps), ("--batch-size", o.batch_size),
+                        ("--infidelity-samples", o.infidelity_samples),
+                        ("--sensitivity-samples", o.sensitivity_samples),
+                        ("--faithfulness-runs", o.faithfulness_runs),
+                        ("--faithfulness-subset", o.faithfulness_subset),
+                        ("--monotonicity-step", o.monotonicity_step),
+                        ("--lipschitz-samples", o.lipschitz_samples)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be at least 1, got {value}")
+    for flag, value in (("--infidelity-std", o.infidelity_std),
+                        ("--sensitivity-radius", o.sensitivity_radius),
+                        ("--lipschitz-std", o.lipschitz_std)):
+        if not value > 0:
+            raise UsageError(f"{flag} must be above 0, got {value:g}")
     if o.removed_fill not in ("zero", "mean"):
         try:
             parse_floats(o.removed_fill, "--removed-fill")
@@ -305,7 +355,12 @@ def settings_from(o: SimpleNamespace, x: np.ndarray, options: dict) -> Settings:
         ns=parse_ints(o.ns, "--ns") or Settings.ns, samples=o.subsets,
         sanity_images=o.sanity_images, sanity_steps=o.sanity_steps,
         tolerance=o.pointing_tolerance, batch_size=o.batch_size, seed=o.seed,
-        method_options=options)
+        method_options=options, infidelity_samples=o.infidelity_samples,
+        infidelity_std=o.infidelity_std, infidelity_normalize=o.infidelity_normalize,
+        sensitivity_samples=o.sensitivity_samples, sensitivity_radius=o.sensitivity_radius,
+        faithfulness_runs=o.faithfulness_runs, faithfulness_subset=o.faithfulness_subset,
+        monotonicity_step=o.monotonicity_step, lipschitz_samples=o.lipschitz_samples,
+        lipschitz_std=o.lipschitz_std)
 
 
 def old_json_file(o: SimpleNamespace) -> Path | None:

@@ -307,6 +307,8 @@ class Explainer:
                               x, context, engine, lambda part: engine.logits(x[part])))
         maps = np.concatenate([r.maps for r in results])
         extras = [{**e, **note} for r in results for e in r.extras]
+        # A layer method's maps have an inner tensor's shape: extras' `wrt` names it.
+        wrt = next((w for w in [e.pop("wrt", None) for e in extras] if w), info.wrt)
         flag_all_zero(method, maps, extras)
         rows = np.arange(len(x))
         if info.kind != "classes":
@@ -317,7 +319,7 @@ class Explainer:
             probs = softmax(logits.astype(np.float64))[rows, targets]
         elapsed = (time.perf_counter() - start) * 1000
         return Explanation(method, maps, targets, logits[rows, targets], probs, extras, elapsed,
-                           logits, info.wrt, info.kind, info.probabilities, tokens,
+                           logits, wrt, info.kind, info.probabilities, tokens,
                            self.feature_names, info.element_shape)
 
     @staticmethod

@@ -63,3 +63,15 @@ def reduce_features(maps: np.ndarray, reduce: str = "sum") -> np.ndarray:
     if reduce == "l2":
         return np.sqrt((flat ** 2).sum(axis=2))
     raise UsageError(f"unknown token/feature reduction '{reduce}'; choose sum, abs-sum or l2")
+
+
+def at_layer(record: dict) -> bool:
+    """Whether a record's map is attributed to an inner tensor (`--layer`): its `wrt` is the
+    layer its extras name, so the map has the layer's shape, not the input's."""
+    return record.get("wrt") is not None and record["wrt"] == record.get("extras", {}).get("layer")
+
+
+def units_field(scores: np.ndarray) -> list[dict]:
+    """A layer's scores (`--layer`) where they are not one per token or table feature: the
+    record's `units` field, [{"unit", "score"}], `unit` the flat index into the layer."""
+    return [{"unit": i, "score": float(s)} for i, s in enumerate(np.ravel(scores))]

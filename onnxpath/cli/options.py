@@ -159,8 +159,13 @@ METHOD_OPTIONS = (
                                       "var.")),
     Flag("seed", int, typer.Option(None, "--seed", help="Random seed: smoothgrad, rise, "
                                    "uniform baseline (0).")),
-    Flag("layer", str, typer.Option(None, "--layer", help="gradcam: tensor or node name "
-                                    "(default: the last 4-D map before global pooling).")),
+    Flag("layer", str, typer.Option(None, "--layer", help="A tensor or node name (see "
+                                    "inspect). CAM family: the map's layer (default: the last "
+                                    "4-D map before global pooling); gradient, "
+                                    "input-x-gradient, integrated-gradients, conductance, "
+                                    "internal-influence: attribute at this inner tensor (the "
+                                    "map has its shape; conductance and internal-influence "
+                                    "default to the CAM layer).")),
     Flag("relu", bool, typer.Option(None, "--relu/--no-relu", help="gradcam: ReLU the map "
                                     "(off).")),
     Flag("window", str, typer.Option(None, "--window", help="occlusion: window, N or HxW "
@@ -178,6 +183,10 @@ METHOD_OPTIONS = (
     # --- sampling: GradientShap, Shapley value sampling, ablation, permutation ---
     # --- the CAM family ---
     # --- layer and neuron attributions ---
+    Flag("neuron", str, typer.Option(None, "--neuron", help="gradient, input-x-gradient, "
+                                     "integrated-gradients: explain one element of the --layer "
+                                     "tensor instead of a logit, e.g. 5,3,3 (per example, no "
+                                     "batch index).")),
 )
 # The features of the perturbation methods (attribute lists them after the MODAL flags).
 SURROGATE = (

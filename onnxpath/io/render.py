@@ -111,7 +111,12 @@ def colour(heat: np.ndarray, colormap: str = "jet", how: str = "percentile",
 def overlay(image: np.ndarray | None, heat: np.ndarray, alpha: float = 0.5,
             colormap: str = "jet", how: str = "percentile",
             percentile: float | None = None) -> Image.Image:
-    """The coloured map at `alpha` over a grayscale copy of the input (or alone)."""
+    """The coloured map at `alpha` over a grayscale copy of the input (or alone). A smaller
+    map (a layer's h×w) is upsampled bilinearly to the input's size first, as Grad-CAM's is."""
+    if image is not None and all(m < i for m, i in zip(np.shape(heat), image.shape[:2],
+                                                        strict=False)):
+        heat = np.asarray(Image.fromarray(np.asarray(heat, dtype=np.float32)).resize(
+            (image.shape[1], image.shape[0]), Image.BILINEAR))
     colours = colour(heat, colormap, how, percentile)
     if image is not None:
         gray = np.asarray(Image.fromarray(image).convert("L"), dtype=np.float32)[..., None] / 255

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxpath.errors import InputError, UsageError
+from onnxpath.explanation import at_layer, units_field
 from onnxpath.io import Adapter, Example
 
 
@@ -121,6 +122,12 @@ class TableAdapter(Adapter):
 
     def write(self, example: Example, raw: np.ndarray, base: str, title: str, record: dict,
               files) -> None:
+        if at_layer(record) or np.shape(raw) != np.shape(example.values):  # a layer's units
+            record["units"] = units_field(raw)
+            if files.out is not None:
+                record["outputs"]["png"] = files.png(base, bars(
+                    [f"unit {i}" for i in range(np.size(raw))], np.ravel(raw)))
+            return
         record["features"] = features_field(example.feature_names, example.values, raw)
         if files.out is not None:
             record["outputs"]["csv"] = files.data(

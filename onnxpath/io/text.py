@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxpath.errors import InputError, UsageError
-from onnxpath.explanation import reduce_features
+from onnxpath.explanation import reduce_features, units_field
 from onnxpath.intake.model import data_inputs, declared_shape
 from onnxpath.io import Adapter, Example
 
@@ -215,6 +215,9 @@ class TextAdapter(Adapter):
     def write(self, example: Example, raw: np.ndarray, base: str, title: str, record: dict,
               files) -> None:
         per_token = reduce_features(raw[None], self.job.token_reduce)[0]
+        if example.tokens and len(per_token) != len(example.tokens):  # a layer's (--layer)
+            record["units"] = units_field(per_token)
+            return
         record["tokens"] = tokens_field(example.tokens, per_token)
         if files.out is not None and example.tokens:
             record["outputs"]["png"] = files.png(base, picture(example.tokens, per_token))

@@ -3,6 +3,8 @@
 - Erf, Gelu: onnx 1.23's evaluator computes Erf in float32 whatever the input type, so central
   differences of Erf (and of Gelu, whose function body uses Erf) drown in rounding noise.
 - MeanVarianceNormalization: its body's float32 constants stop a float64 run.
+- GlobalLpPool: missing.
+- LpNormalization: with p = 1 it divides by the plain sum, not the sum of |x|.
 - LRN: onnx 1.23's evaluator loops over the batch dim where the spec sums over channels, so only
   channel 0 of a batch of one is normalised. Written here from the spec's formula.
 """
@@ -61,4 +63,24 @@ class MeanVarianceNormalization(OpRun):
         return ((x - mean) / (np.sqrt(variance) + 1e-9),)
 
 
-FLOAT64_FIXES = [Erf, Gelu, LRN, MeanVarianceNormalization]
+class LpNormalization(OpRun):
+    """onnx 1.23's evaluator divides by the plain sum for p = 1, not the sum of |x|."""
+
+    op_domain = ""
+
+    def _run(self, x, axis=-1, p=2):
+        norm = np.sum(np.abs(x) ** p, axis=axis, keepdims=True) ** (1.0 / p)
+        return (x / norm,)
+
+
+class GlobalLpPool(OpRun):
+    """Missing from onnx 1.23's evaluator."""
+
+    op_domain = ""
+
+    def _run(self, x, p=2):
+        axes = tuple(range(2, x.ndim))
+        return (np.sum(np.abs(x) ** p, axis=axes, keepdims=True) ** (1.0 / p),)
+
+
+FLOAT64_FIXES = [Erf, Gelu, GlobalLpPool, LRN, LpNormalization, MeanVarianceNormalization]

@@ -72,10 +72,19 @@ def _constant(proto: onnx.NodeProto) -> np.ndarray | None:
 
 def _typed_tensors(body: list[onnx.NodeProto], node: Node, b: GraphBuilder) -> None:
     """Shape-infer the body where it stands, and record its types, shapes and constants."""
-    inputs = [helper.make_tensor_value_info(name, *b.value_info.get(name, (b.float_type, None)))
-              for name in dict.fromkeys(i for i in node.inputs if i)]
-    initializers = [numpy_helper.from_array(np.asarray(b.constant_value(i.name)), i.name)
-                    for i in inputs if b.constant_value(i.name) is not None]
+    produced = {o for n in body for o in n.output}
+    outer = dict.fromkeys([*(i for i in node.inputs if i),
+                           *(i for n in body for i in n.input if i and i not in produced)])
+    inputs, initializers = [], []
+    for name in outer:
+        value = b.constant_value(name)
+        if value is None:
+            elem, shape = b.value_info.get(name, (b.float_type, None))
+        else:
+            value = np.asarray(value)
+            elem, shape = helper.np_dtype_to_tensor_dtype(value.dtype), value.shape
+            initializers.append(numpy_helper.from_array(value, name))
+        inputs.append(helper.make_tensor_value_info(name, elem, shape))
     graph = helper.make_graph(body, "body", inputs, [], initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", b.opset)])
     inferred = onnx.shape_inference.infer_shapes(model, data_prop=True).graph
@@ -129,6 +138,21 @@ def differentiate_body(node: Node, dy, b: GraphBuilder, body: list[onnx.NodeProt
         grads.append(total(name) if name and name not in seen and b.needs(name) else None)
         seen.add(name)
     return grads
+
+
+class Body:
+    """A decomposition written by a rule (an unrolled LSTM, LpPool as a sum of powers): nodes
+    with fresh names, ready for `differentiate_body`."""
+
+    def __init__(self, b: GraphBuilder):
+        self.b = b
+        self.nodes: list[onnx.NodeProto] = []
+
+    def op(self, op_type: str, *inputs: str | None, outputs: int = 1, **attrs) -> str | list[str]:
+        names = [self.b.fresh(f"{op_type}_body") for _ in range(outputs)]
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        self.nodes.append(helper.make_node(op_type, [i or "" for i in inputs], names, **attrs))
+        return names[0] if outputs == 1 else names
 
 
 @rule("MeanVarianceNormalization", "GroupNormalization", "CenterCropPad",

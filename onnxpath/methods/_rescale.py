@@ -20,12 +20,16 @@ reference activation of tensor t as `onnxpath_reference/t`, and both runs happen
 - MaxPool: Captum's `maxpool` rule. Δy of each window goes to the argmax of the run whose
   window maximum is larger (the input's when y >= y', the reference's otherwise), then is
   divided by each position's Δx.
+- Products of two varying tensors (Mul, MatMul, Gemm: SiLU and GELU's x·Φ(x), gating,
+  attention's QKᵀ and PV) and quotients (Div): the Shapley split of the change between the two
+  operands, SHAP DeepExplainer's rule for them (Lundberg & Lee 2017). It is exact, so
+  summation-to-delta still holds.
 - Linear ops (Conv, Gemm, Add, pooling by averages, BatchNormalization, reshapes, a Mul or
   MatMul with one varying operand, ...) keep their gradient, which is their multiplier.
-- Every other op on the way (Softmax, LayerNormalization, a product of two activations as in
-  attention or gating, ReduceMax, ...) keeps its gradient too: DeepLIFT defines no rescale rule
-  for it, so summation-to-delta no longer holds exactly. `gradient_fallbacks` names them, and
-  the methods report them in extras["deeplift_gradient_fallback"].
+- Every other op on the way (Softmax, LayerNormalization, ReduceMax, a Conv whose weights vary,
+  ...) keeps its gradient too: DeepLIFT defines no rule for it, so summation-to-delta no longer
+  holds exactly. `gradient_fallbacks` names them, and the methods report them in
+  extras["deeplift_gradient_fallback"].
 """
 
 from __future__ import annotations
@@ -56,13 +60,13 @@ MAX_POOLS = ("MaxPool", "GlobalMaxPool")
 # Linear ops, whose gradient is their DeepLIFT multiplier. In all varying operands jointly:
 JOINTLY_LINEAR = ("Add", "Sub", "Sum", "Mean", "Neg", "Identity", "Concat", "Cast", "Dropout")
 # In the first operand, the others fixed (shapes, indices, a divisor, BatchNorm's statistics):
-LINEAR_IN_FIRST = ("Div", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice",
+LINEAR_IN_FIRST = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice",
                    "Gather", "GatherElements", "GatherND", "Pad", "Expand", "Tile", "Split",
                    "Resize", "Upsample", "BatchNormalization", "AveragePool",
                    "GlobalAveragePool", "ReduceSum", "ReduceMean", "DepthToSpace",
                    "SpaceToDepth", "CumSum", "Trilu")
 # Bilinear: linear while at most one of the first two operands varies (a bias may vary too).
-BILINEAR = ("Mul", "MatMul", "Gemm", "Conv", "ConvTranspose", "Einsum")
+BILINEAR = ("Conv", "ConvTranspose", "Einsum")
 # Ops whose output depends on their input's shape only.
 SHAPE_ONLY = ("Shape", "Size")
 
@@ -118,8 +122,56 @@ def rescale_max_pool(node: Node, dy, b: GraphBuilder):
     return [_divide(b, b.op("Add", own, theirs), delta_in, small, gradient[0])]
 
 
+def _midpoint(b: GraphBuilder, name: str) -> str:
+    """(t + t') / 2 for a varying tensor t, typed and marked differentiable like t, so that the
+    table's rule differentiates with respect to it; t itself when it does not vary."""
+    if not b.needs(name):
+        return name
+    middle = b.op("Mul", b.op("Add", name, reference(name)), b.scalar(0.5))
+    b.value_info[middle] = b.value_info[name]
+    b.differentiable.add(middle)
+    return middle
+
+
+def shapley_product(node: Node, dy, b: GraphBuilder):
+    """A bilinear op f(a, w) of two varying operands (Mul, MatMul, Gemm): the Shapley split
+    of its change between the two, f(a, w) − f(a', w') = f(Δa, w̄) + f(ā, Δw) with ā, w̄ the
+    midpoints, is exact. So each operand's multiplier is the op's gradient taken at the
+    midpoints; for Mul it is SHAP DeepExplainer's rule for a product (Lundberg & Lee 2017).
+    With one varying operand the op is linear: its gradient."""
+    if not (b.needs(node.inputs[0]) and b.needs(node.inputs[1])):
+        return RULES[node.op_type](node, dy, b)
+    middle = replace(node, inputs=[_midpoint(b, i) if i else i for i in node.inputs])
+    return RULES[node.op_type](middle, dy, b)
+
+
+def shapley_divide(node: Node, dy, b: GraphBuilder):
+    """a / c with both varying: each operand's share of the change is its Shapley value over
+    the two orders of switching them, ½(f(a, c) − f(a', c) + f(a, c') − f(a', c')) for a,
+    divided by its own Δ (SHAP DeepExplainer's RealDiv rule); the gradient where |Δ| <= EPS.
+    With a fixed divisor the op is linear: its gradient."""
+    gradient = RULES[node.op_type](node, dy, b)
+    a, c = node.inputs
+    if not (b.needs(a) and b.needs(c)):
+        return gradient
+    y, y_ref = node.outputs[0], reference(node.outputs[0])
+    a_first = b.op("Div", a, reference(c))  # a switched on, c still at its reference
+    c_first = b.op("Div", reference(a), c)
+    shares = [b.op("Sub", b.op("Add", y, a_first), b.op("Add", c_first, y_ref)),
+              b.op("Sub", b.op("Add", y, c_first), b.op("Add", a_first, y_ref))]
+    grads = []
+    for operand, share, fallback in zip((a, c), shares, gradient, strict=True):
+        delta_in, small = _small_change(b, operand)
+        safe = b.op("Where", small, b.scalar(1.0), delta_in)
+        scaled = b.op("Div", b.op("Mul", dy[0], b.op("Mul", share, b.scalar(0.5))), safe)
+        grads.append(b.op("Where", small, fallback, b.unbroadcast(scaled, operand, y)))
+    return grads
+
+
+PRODUCTS = ("Mul", "MatMul", "Gemm")
 DEEPLIFT = {**{op: rescale for op in ELEMENTWISE if op in RULES},
-            **{op: rescale_max_pool for op in MAX_POOLS if op in RULES}}
+            **{op: rescale_max_pool for op in MAX_POOLS if op in RULES},
+            **{op: shapley_product for op in PRODUCTS}, "Div": shapley_divide}
 
 
 # --- the graph with its reference copy ---------------------------------------------------
@@ -239,6 +291,8 @@ def _has_rule(node: Node, varies: set[str]) -> bool:
         return False
     if op in JOINTLY_LINEAR:
         return True
+    if op in PRODUCTS or op == "Div":
+        return not any(moving[2:]) or op == "Gemm"  # a Gemm's bias is added
     if op in DEEPLIFT or op in LINEAR_IN_FIRST:
         return not any(moving[1:])
     if op in BILINEAR:

@@ -20,6 +20,7 @@ from onnxpath.autodiff.walk import FLOAT_TYPES, value_infos
 from onnxpath.errors import ModelError
 from onnxpath.intake import cut, heads, probe
 from onnxpath.intake.fold import fold_shape_arithmetic
+from onnxpath.intake.quantized import quantized_as_float
 from onnxpath.intake.unfuse import unfuse
 from onnxpath.ort.external import check_locations, has_external_data, load_small_tensors
 
@@ -222,6 +223,7 @@ def normalise(model: onnx.ModelProto, input_shape: tuple[int, ...] | None = None
     if model.ir_version < 7:
         model.ir_version = 7
     model = upgrade_opset(model)
+    model = quantized_as_float(model)  # integer ops on float shadows: straight-through
     actual = None
     if input_shape is not None:
         actual = {primary.name: tuple(input_shape)}

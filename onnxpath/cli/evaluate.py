@@ -244,8 +244,6 @@ def evaluate_command(o: SimpleNamespace) -> int:
         x, gt_masks = scene_inputs(explainer, prep, o.scenes, o.seed)
     else:
         x, gt_masks, failures = file_inputs(explainer, prep, o.inputs, o.truth)
-    if x.ndim != 4:
-        raise UsageError(f"evaluate needs image-shaped inputs (C×H×W); got {x.shape[1:]}")
     settings = settings_from(o, x, options)
     progress = None if o.quiet else (lambda message: print(f"onnxpath: {message}",
                                                            file=sys.stderr, flush=True))

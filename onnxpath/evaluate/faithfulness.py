@@ -17,12 +17,13 @@ Monotonicity (Arya et al. 2019, Quantus `Monotonicity`): start from the all-blac
     decreases (np.all(np.diff(curve) >= 0)), else 0. Higher is better. This is Quantus's
     `Monotonicity`, Arya's metric, not Nguyen & Martínez's `MonotonicityCorrelation`: Quantus
     names Arya's metric "Monotonicity", and it needs one forward run per step where the
-    correlation needs `nr_samples` (100) noisy runs per step. Quantus 0.6.0 inserts the baseline value again instead of the input's feature (its perturb_func
-    replaces the chosen features of the baseline image by the baseline), so its curve is flat
-    and every map scores True; here the features inserted are the input's, as in AIX360's
-    reference `monotonicity_metric` by the paper's authors. A step of one feature means a
-    forward run per input element (150528 for a 224² RGB image); `evaluate` defaults to
-    C × W features per step (H steps, as deletion's default step is one image row).
+    correlation needs `nr_samples` (100) noisy runs per step. Quantus 0.6.0 inserts the baseline
+    value again instead of the input's feature (its perturb_func replaces the chosen features of
+    the baseline image by the baseline), so its curve is flat and every map scores True; here
+    the features inserted are the input's, as in AIX360's reference `monotonicity_metric` by
+    the paper's authors. A step of one feature means a forward run per input element (150528
+    for a 224² RGB image); on images `evaluate` defaults to C × W features per step (H steps,
+    as deletion's default step is one image row), elsewhere (tables, series) to Quantus's 1.
 
 Infidelity (Yeh et al. 2019, Captum `infidelity`): for perturbations I_j, j = 1..n (n =
     `n_perturb_samples` = 10),

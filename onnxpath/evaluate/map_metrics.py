@@ -68,7 +68,8 @@ class MapMetrics:
 
     def _monotonicity(self) -> None:
         s = self.settings
-        step = s.monotonicity_step or self.x.shape[1] * self.x.shape[-1]
+        image = self.x.ndim == 4  # C × W per step (H steps); elsewhere Quantus's 1
+        step = s.monotonicity_step or (self.x.shape[1] * self.x.shape[-1] if image else 1)
         for method in self.methods:
             curves = faithfulness.monotonicity_curves(self.forward, self.x, self.maps[method],
                                                       self.targets, step, s.batch_size)

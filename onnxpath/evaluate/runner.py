@@ -3,8 +3,8 @@
 Maps are computed once per method (for the original model's predicted class, unless targets
 are given) and reduced to pixel heat maps with the paper's signed max-abs rule; every protocol
 then works on arrays. Progress goes to the `progress` callback (the CLI sends it to stderr).
-The Captum and Quantus metrics (`map_metrics.MAP_METRICS`) read the raw maps instead; "all"
-means the protocols, "captum-quantus" those metrics.
+The Captum and Quantus metrics (`map_metrics.MAP_METRICS`) read the raw maps instead, of any
+float input (tables too); "all" means the protocols, "captum-quantus" those metrics.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class Settings:
     sensitivity_radius: float = robustness.SENSITIVITY_RADIUS
     faithfulness_runs: int = faithfulness.FAITHFULNESS_RUNS
     faithfulness_subset: int = faithfulness.FAITHFULNESS_SUBSET
-    monotonicity_step: int | None = None  # features per step; None = C × W (H steps)
+    monotonicity_step: int | None = None  # per step; None = C × W (H steps), 1 if not images
     lipschitz_samples: int = robustness.LIPSCHITZ_SAMPLES
     lipschitz_std: float = robustness.LIPSCHITZ_STD
     tolerance: float | None = None  # pointing game, px; None = 15 px scaled from 224 px
@@ -129,8 +129,9 @@ class Evaluation(MapMetrics):
                  settings: Settings, masks: np.ndarray | None = None,
                  targets: np.ndarray | None = None,
                  progress: Callable[[str], None] | None = None):
-        if x.ndim != 4:
-            raise UsageError(f"evaluation needs image inputs (N, C, H, W), got {x.shape}")
+        if not np.issubdtype(x.dtype, np.floating):
+            raise UsageError(f"evaluation perturbs the inputs, and these are {x.dtype} (token "
+                             "ids?): it needs float inputs")
         self.explainer = explainer
         self.x = x
         self.methods = check_methods(methods)
@@ -180,6 +181,11 @@ class Evaluation(MapMetrics):
     def run(self, metrics: Sequence[str]) -> Report:
         start = time.perf_counter()
         metrics = check_metrics(metrics, self.masks is not None)
+        pixel_bound = [m for m in metrics if m not in MAP_METRICS]
+        if self.x.ndim != 4 and pixel_bound:
+            raise UsageError(f"{', '.join(pixel_bound)}: image inputs (N, C, H, W) only, got "
+                             f"{self.x.shape}; the Captum and Quantus metrics "
+                             f"({', '.join(MAP_METRICS)}) take any float input")
         if not self.maps:
             self.compute_maps()
         timings = {}

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 from eval_models import conv_bn_model
+from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from onnxpath.cli import main
@@ -28,6 +29,22 @@ def inputs(tmp_path):
         Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(
             tmp_path / f"{name}.png")
     return model, tmp_path / "a.png", tmp_path / "b.png"
+
+
+def table_model() -> onnx.ModelProto:
+    """rows (N, 6) -> Relu(rows @ w1 + b1) @ w2: a small churn-like classifier."""
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+             for name, shape in (("w1", (6, 8)), ("b1", (8,)), ("w2", (8, 2)))]
+    nodes = [helper.make_node("MatMul", ["rows", "w1"], ["h"], name="fc1"),
+             helper.make_node("Add", ["h", "b1"], ["hb"], name="fc1_bias"),
+             helper.make_node("Relu", ["hb"], ["r"], name="relu"),
+             helper.make_node("MatMul", ["r", "w2"], ["logits"], name="fc2")]
+    graph = helper.make_graph(
+        nodes, "table", [helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["N", 6])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+        initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def run(capsys, *args):
@@ -94,3 +111,22 @@ def test_mistakes_are_one_line_usage_errors(capsys, inputs, args, message):
     model, a, _ = inputs
     code, stdout, err = run(capsys, model, a, "-m", "gradient", "-q", *args)
     assert code == 2 and message in err and "Traceback" not in err, err
+
+
+def test_table_rows_get_the_library_metrics_and_the_pixel_protocols_refuse(capsys, tmp_path):
+    model = tmp_path / "table.onnx"
+    onnx.save(table_model(), model)
+    rows = np.random.default_rng(2).standard_normal((3, 6)).astype(np.float32)
+    for i, row in enumerate(rows):
+        np.save(tmp_path / f"row{i}.npy", row)
+    files = [tmp_path / f"row{i}.npy" for i in range(3)]
+    code, stdout, err = run(capsys, model, *files, "-m", "gradient", "--metrics",
+                            "captum-quantus", "--json", *SMALL, "--faithfulness-subset", "2")
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert list(report["summary"]["gradient"]) == list(MAP_METRICS)
+    assert report["mprt_layers"] == {"1": "fc2", "2": "fc1"}
+    # One feature per step where the input is not an image (Quantus's features_in_step).
+    assert len(next(c for c in report["curves"] if c["metric"] == "monotonicity")["x"]) == 6
+    code, _, err = run(capsys, model, *files, "-m", "gradient", "--metrics", "lerf", "-q")
+    assert code == 2 and "lerf: image inputs (N, C, H, W) only" in err

@@ -10,6 +10,11 @@ the rule: with the n + 1 points alpha_0 < ... < alpha_n (Gauss-Legendre nodes by
     Cond_j = sum_{k<n} dF/dy_j(x(alpha_k)) * (y_j(x(alpha_{k+1})) - y_j(x(alpha_k))).
 The map has the layer's shape. Summed over the layer it approaches f(x) - f(x') when every path
 from the input passes through the layer; extras carry that delta as Captum defines it.
+
+With `neuron`, the conductance of that one neuron is split over the input's features instead
+(Captum's NeuronConductance): (x_i - x'_i) sum_k w_k dF/dy_j(x(alpha_k)) dy_j/dx_i(x(alpha_k)),
+with the rule's n points and weights. Each row takes two passes: dF/dy_j from the layer's
+gradient, which then scales the neuron's one-hot seed of d y_j / d x.
 """
 
 from __future__ import annotations
@@ -18,8 +23,24 @@ import numpy as np
 
 from onnxpath.engine.gradient import GradientEngine
 from onnxpath.methods import Attribution, method
-from onnxpath.methods._common import accumulate_rows, logits_rows, make_baseline, pick
-from onnxpath.methods._layers import layer_extras, layer_shape, path_rows, required_layer
+from onnxpath.methods._common import (
+    accumulate_rows,
+    chunk_size,
+    logits_rows,
+    make_baseline,
+    pick,
+    row_chunks,
+    single_pass,
+)
+from onnxpath.methods._layers import (
+    Neuron,
+    layer_and_neuron,
+    layer_extras,
+    layer_pass,
+    layer_shape,
+    path_rows,
+    required_layer,
+)
 from onnxpath.methods.integrated_gradients import completeness, quadrature
 
 
@@ -27,11 +48,15 @@ from onnxpath.methods.integrated_gradients import completeness, quadrature
 def conductance(engine: GradientEngine, x: np.ndarray, targets: np.ndarray, *,
                 layer: str | None = None, steps: int = 50, rule: str = "gausslegendre",
                 baseline="zero", internal_batch_size: int | None = 10,
-                seed: int | None = 0) -> Attribution:
+                seed: int | None = 0, neuron=None) -> Attribution:
     """`layer` defaults to Grad-CAM's (the last 4-D map before global pooling)."""
+    reference = make_baseline(baseline, x, seed)
+    if neuron is not None:
+        unit = layer_and_neuron(engine, layer, neuron)[1]
+        return neuron_conductance(engine, x, reference, targets, unit,
+                                  *quadrature(rule, int(steps)), internal_batch_size)
     name = required_layer(engine, layer, "conductance")
     alphas = quadrature(rule, int(steps) + 1)[0]
-    reference = make_baseline(baseline, x, seed)
     span = x - reference
     rows_example = np.repeat(np.arange(len(x)), len(alphas))
     rows_alpha = np.tile(alphas, len(x)).astype(np.float32)
@@ -60,3 +85,26 @@ def conductance(engine: GradientEngine, x: np.ndarray, targets: np.ndarray, *,
     shape = total.shape[1:]
     return Attribution(total, [{**e, **layer_extras(name, shape, 1)[0]} for e in extras],
                        logits=logits[:len(x)])
+
+
+def neuron_conductance(engine: GradientEngine, x: np.ndarray, reference: np.ndarray,
+                       targets: np.ndarray, unit: Neuron, alphas: np.ndarray,
+                       weights: np.ndarray, batch: int | None) -> Attribution:
+    """The neuron's conductance per input feature (module docstring)."""
+    span = x - reference
+    rows_example = np.repeat(np.arange(len(x)), len(alphas))
+    rows_alpha = np.tile(alphas, len(x)).astype(np.float32)
+    rows_weight = np.tile(weights, len(x))
+    total = np.zeros(x.shape, dtype=np.float64)
+    for part in row_chunks(len(rows_example), chunk_size(engine, batch)):
+        examples = rows_example[part]
+        xs = reference[examples] + rows_alpha[part].reshape(-1, *[1] * (x.ndim - 1)) * \
+            span[examples]
+        _, grad, _ = layer_pass(engine, xs, engine.seed(targets[examples]), unit.layer,
+                                values=False)
+        through = grad.reshape(len(xs), -1)[:, unit.column] * rows_weight[part]  # w_k dF/dy_j
+        seed = unit.seed(len(xs)) * through[:, None]
+        grads = single_pass(unit.engine, xs, seed)[1][unit.engine.input_name]
+        accumulate_rows(total, examples, grads)
+    values = logits_rows(unit.engine, x, batch)[:, unit.column]
+    return Attribution(span * total, unit.extras(values))

@@ -1,7 +1,7 @@
 """Layer and neuron attributions against Captum with identical parameters: --layer for gradient,
 input x gradient, integrated gradients, conductance and internal influence; --neuron for
-gradient, input x gradient and integrated gradients. Then the shipped image, table and text
-models through `onnxpath attribute`.
+gradient, input x gradient, integrated gradients and conductance. Then the shipped image,
+table and text models through `onnxpath attribute`.
 
 Captum runs on a float64 copy of each torch network; onnxpath on the exported float32 ONNX
 model. Acceptance: Pearson >= 0.9999 (both sides are deterministic); `pytest -s` prints the
@@ -23,6 +23,7 @@ from captum.attr import (
     LayerConductance,
     LayerGradientXActivation,
     LayerIntegratedGradients,
+    NeuronConductance,
     NeuronGradient,
     NeuronIntegratedGradients,
 )
@@ -218,6 +219,10 @@ def test_neuron_gradient_and_integrated_gradients(net, layer, module, neuron):
     agree(f"NeuronIntegratedGradients {layer} {neuron}", ig.maps,
           NeuronIntegratedGradients(model, where).attribute(xt, neuron, n_steps=20))
     np.testing.assert_allclose([e["f_x"] for e in ig.extras], values, atol=1e-5)
+    conductance = explainer.attribute(x, "conductance", targets, layer=layer, neuron=neuron,
+                                      steps=10, rule="riemann-trapezoid", internal_batch_size=7)
+    agree(f"NeuronConductance {layer} {neuron}", conductance.maps, NeuronConductance(
+        model, where).attribute(xt, neuron, target=tt, n_steps=10, method="riemann_trapezoid"))
 
 
 def test_layer_maps_have_the_layer_shape_and_name_it(conv):
@@ -261,7 +266,8 @@ def test_layer_defaults_and_refusals(conv, mlp):
     ("gradient", {"layer": "relu"}), ("input-x-gradient", {"layer": "relu"}),
     ("integrated-gradients", {"layer": "relu"}), ("conductance", {"layer": "relu"}),
     ("internal-influence", {"layer": "relu"}), ("gradient", {"layer": "r", "neuron": "2,5,5"}),
-    ("integrated-gradients", {"layer": "relu", "neuron": "2,5,5"})])
+    ("integrated-gradients", {"layer": "relu", "neuron": "2,5,5"}),
+    ("conductance", {"layer": "relu", "neuron": "2,5,5"})])
 def test_fixed_batch_models_are_padded(tmp_path, method, options):
     """A model exported without a dynamic batch takes one row per run: the rows and the
     layer values fed with them are padded, and the maps are the dynamic model's."""

@@ -256,6 +256,39 @@ def test_quotients_conserve_and_ops_without_a_rule_are_named(tmp_path):
     assert not closes(normed.extras)  # the gradient stands in: no conservation
 
 
+class OverlapPoolNet(nn.Module):
+    """Overlapping, padded MaxPool windows (3, stride 2) and a global max pool: each input
+    position may be the argmax of several windows."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.pool = nn.Conv2d(3, 8, 3, padding=1), nn.MaxPool2d(3, 2, padding=1)
+        self.act, self.conv2 = nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1)
+        self.top, self.fc = nn.AdaptiveMaxPool2d(1), nn.Linear(8, 5)
+
+    def forward(self, x):
+        h = self.conv2(self.act(self.pool(self.conv1(x))))
+        return self.fc(torch.flatten(self.top(h), 1))
+
+
+def test_overlapping_max_pools_conserve(tmp_path):
+    """Captum's maxpool rule, with the shares of overlapping windows added up (Captum's
+    max_unpool would keep one of them), closes on f(x) − f(x')."""
+    exported, _ = pair(OverlapPoolNet, (3, 12, 12), tmp_path)
+    model = onnx.load(str(exported.path))
+    last = [n for n in model.graph.node if n.op_type == "MaxPool"][-1]  # torch's adaptive pool
+    last.op_type = "GlobalMaxPool"
+    del last.attribute[:]
+    onnx.save(model, str(tmp_path / "global.onnx"))
+    explainer = Explainer(tmp_path / "global.onnx")
+    x, reference = inputs((3, 12, 12)), inputs((3, 12, 12), seed=1)
+    result = explainer.attribute(x, "deeplift", baseline=reference)
+    print(f"\n[max pools] relative gap {relative_gap(result.extras):.1e}")
+    assert closes(result.extras) and result.extras[0]["deeplift_gradient_fallback"] == []
+    gradient = explainer.attribute(x, "input-x-gradient").maps  # not a rescaled map
+    assert not np.allclose(gradient, result.maps, atol=1e-3)
+
+
 def test_a_fixed_batch_model_gives_the_same_maps(tmp_path):
     shape = (6,)
     dynamic, _ = pair(MLP, shape, tmp_path)

@@ -1,6 +1,8 @@
 """Evaluation protocols of the attribution literature, on any ONNX model: pixel perturbation
 (LeRF/MoRF), deletion/insertion, ROAD, sensitivity-n, the cascading-randomisation sanity
-check, and localisation against ground-truth masks. Each protocol is a function over arrays;
+check, and localisation against ground-truth masks; and Captum's and Quantus's metrics
+(infidelity, max-sensitivity, faithfulness correlation, monotonicity, local Lipschitz,
+complexity, sparseness, MPRT: `map_metrics`). Each protocol is a function over arrays;
 `evaluate` runs several of them for several methods and returns a `Report`.
 Imports `run`, `io`, `Explainer` and below; `report` draws its results."""
 

@@ -66,6 +66,9 @@ ALIASES = {
     "integratedgradient": "integrated-gradients", "guidedbackpropagation": "guided-backprop",
     "deconvolution": "deconvnet", "layergradcam": "gradcam", "noisetunnel": "smoothgrad",
     "kernelshapley": "kernel-shap",
+    # Captum's DeepLift and DeepLiftShap match the registered names; shap's DeepExplainer.
+    "deepshap": "deeplift-shap", "deepexplainer": "deeplift-shap",
+    "deepliftrescale": "deeplift",
 }
 ALIAS_OPTIONS = {"saliency": {"absolute": True}}
 

@@ -304,6 +304,7 @@ def test_a_fixed_batch_model_gives_the_same_maps(tmp_path):
 def test_aliases():
     assert resolve_method("DeepLift") == resolve_method("deep-lift") == "deeplift"
     assert resolve_method("DeepLiftShap") == resolve_method("deep_lift_shap") == "deeplift-shap"
+    assert resolve_method("DeepExplainer") == resolve_method("deep-shap") == "deeplift-shap"
 
 
 def test_efficientnet_lite0_conserves():

@@ -149,7 +149,13 @@ def _cases() -> list[Case]:
         Case("LSTM", rnn_inputs(4, directions=2), {"hidden_size": 2, "direction":
                                                   "bidirectional"}, outputs=3, output=1,
              label="bidirectional_Y_h"),
+        Case("LSTM", {**rnn_inputs(4), "lengths": None, "h0": randn(1, 2, 2, seed=5),
+                      "c0": randn(1, 2, 2, seed=6), "P": randn(1, 6, seed=7)},
+             {"hidden_size": 2}, outputs=3, label="peepholes_initial_state"),
         Case("GRU", rnn_inputs(3), {"hidden_size": 2}, outputs=2),
+        Case("GRU", {**rnn_inputs(3, directions=2), "lengths": np.asarray([3, 3], np.int32)},
+             {"hidden_size": 2, "direction": "bidirectional"}, outputs=2,
+             label="bidirectional_full_lengths"),
         Case("GRU", rnn_inputs(3), {"hidden_size": 2, "linear_before_reset": 1}, outputs=2,
              output=1, label="linear_before_reset"),
         Case("RNN", rnn_inputs(1), {"hidden_size": 2}, outputs=2),
@@ -227,5 +233,5 @@ NOT_DIFFERENTIATED: dict[str, str] = {
 }
 NO_RULE_YET = "no rule yet"
 NOT_DIFFERENTIATED.update(dict.fromkeys([
-    "Einsum", "GridSample", "LSTM", "GRU", "RNN",
+    "Einsum", "GridSample",
     "MaxRoiPool", "TensorScatter"], NO_RULE_YET))

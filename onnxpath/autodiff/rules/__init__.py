@@ -40,6 +40,7 @@ from onnxpath.autodiff.rules import (  # noqa: E402,F401
     math,
     norm,
     pool,
+    recurrent,
     reduce,
     resize,
     shape,

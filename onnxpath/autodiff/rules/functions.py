@@ -84,6 +84,7 @@ def _typed_tensors(body: list[onnx.NodeProto], node: Node, b: GraphBuilder) -> N
             value = np.asarray(value)
             elem, shape = helper.np_dtype_to_tensor_dtype(value.dtype), value.shape
             initializers.append(numpy_helper.from_array(value, name))
+            b.value_info.setdefault(name, (elem, shape))
         inputs.append(helper.make_tensor_value_info(name, elem, shape))
     graph = helper.make_graph(body, "body", inputs, [], initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", b.opset)])

@@ -7,7 +7,8 @@ per-channel weights `w_k` that each paper defines in its own way (HiResCAM and L
 each element instead). The map is upsampled bilinearly to the input's H x W as Grad-CAM's paper
 does (F.interpolate, align_corners=False, which is also what OpenCV's cv2.resize computes on
 float maps, pytorch-grad-cam's resize) and replicated across the input's C channels, so that
-every method's maps share the input's (N, C, H, W) shape.
+every method's maps share the input's shape (N x C x H x W, or N x H x W x C for a TensorFlow
+export, whose layer is still N x K x h x w inside).
 
 The maps are the raw CAMs: signed, not ReLU'd (the `relu` option, off by default as for
 Captum's LayerGradCam) and not min-max scaled. pytorch-grad-cam returns ReLU'd, min-max-scaled
@@ -157,6 +158,23 @@ def channel_weighted(weights: np.ndarray, activation: np.ndarray) -> np.ndarray:
                      activation.astype(np.float64))
 
 
+def channels_last(x: np.ndarray) -> bool:
+    """An N x H x W x C input (a TensorFlow export): the last axis looks like channels and the
+    second does not, the rule by which onnxpath reads images for such a model."""
+    return x.ndim == 4 and x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4)
+
+
+def image_size(x: np.ndarray) -> tuple[int, int]:
+    """The input's (H, W), whichever its layout."""
+    return tuple(x.shape[1:3]) if channels_last(x) else tuple(x.shape[2:])
+
+
+def spread(maps: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """(N, H, W) maps repeated along the input's channel axis: shaped like `x`."""
+    axis = 3 if channels_last(x) else 1
+    return np.repeat(np.expand_dims(maps, axis), x.shape[axis], axis=axis)
+
+
 def cam_attribution(cam: np.ndarray, x: np.ndarray, name: str, activation: np.ndarray,
                     logits: np.ndarray | None, relu: bool = False,
                     extras: list[dict] | None = None) -> Attribution:
@@ -164,8 +182,7 @@ def cam_attribution(cam: np.ndarray, x: np.ndarray, name: str, activation: np.nd
     replicated across its channels; extras name the layer."""
     if relu:
         cam = np.maximum(cam, 0.0)
-    up = bilinear_resize(cam, x.shape[-2:])
-    maps = np.repeat(up[:, None], x.shape[1], axis=1)
+    maps = spread(bilinear_resize(cam, image_size(x)), x)
     facts = [{"layer": name, "layer_shape": list(activation.shape[1:])} for _ in range(len(x))]
     for fact, more in zip(facts, extras or [{} for _ in facts], strict=True):
         fact.update(more)

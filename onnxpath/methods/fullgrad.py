@@ -30,7 +30,7 @@ from onnxpath.autodiff.relu_family import graph_constants
 from onnxpath.autodiff.walk import value_infos
 from onnxpath.engine.gradient import GradientEngine
 from onnxpath.methods import Attribution, method
-from onnxpath.methods._cam import require_image
+from onnxpath.methods._cam import channels_last, image_size, require_image, spread
 from onnxpath.methods._common import bilinear_resize, single_pass
 
 EPS = 1e-7
@@ -90,10 +90,13 @@ def fullgrad(engine: GradientEngine, x: np.ndarray,
     biases = spatial_biases(engine.info.proto, engine.info.folder)
     wrt = [engine.input_name, *biases]
     logits, grads, _ = single_pass(engine, x, engine.seed(targets), wrt=wrt)
-    size = x.shape[-2:]
-    saliency = scaled_sum(np.abs(grads[engine.input_name].astype(np.float64) * x), size)
+    size = image_size(x)
+    input_term = np.abs(grads[engine.input_name].astype(np.float64) * x)
+    if channels_last(x):
+        input_term = input_term.transpose(0, 3, 1, 2)
+    saliency = scaled_sum(input_term, size)
     for name, bias in biases.items():
         saliency += scaled_sum(np.abs(bias[None, :, None, None] * grads[name]), size)
-    maps = np.repeat(scaled(saliency)[:, None], x.shape[1], axis=1)
+    maps = spread(scaled(saliency), x)
     return Attribution(maps, [{"bias_layers": len(biases)} for _ in range(len(x))],
                        logits=logits)

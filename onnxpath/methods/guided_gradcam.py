@@ -16,7 +16,13 @@ import numpy as np
 
 from onnxpath.engine.gradient import GradientEngine
 from onnxpath.methods import Attribution, method
-from onnxpath.methods._cam import channel_weighted, image_layer, layer_gradients
+from onnxpath.methods._cam import (
+    channel_weighted,
+    image_layer,
+    image_size,
+    layer_gradients,
+    spread,
+)
 from onnxpath.methods._common import bilinear_resize, single_pass
 from onnxpath.methods.guided_backprop import GUIDED
 
@@ -32,6 +38,6 @@ def guided_gradcam(engine: GradientEngine, x: np.ndarray, targets: np.ndarray | 
     if relu:
         cam = np.maximum(cam, 0.0)
     _, guided, _ = single_pass(engine, x, engine.seed(targets), overrides=GUIDED)
-    maps = guided[engine.input_name] * bilinear_resize(cam, x.shape[-2:])[:, None]
+    maps = guided[engine.input_name] * spread(bilinear_resize(cam, image_size(x)), x)
     return Attribution(maps, [{"layer": name, "layer_shape": list(activation.shape[1:])}
                               for _ in range(len(x))], logits=logits)

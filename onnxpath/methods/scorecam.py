@@ -22,8 +22,10 @@ from onnxpath.methods import Attribution, method
 from onnxpath.methods._cam import (
     cam_attribution,
     channel_weighted,
+    channels_last,
     chunks,
     image_layer,
+    image_size,
     layer_values,
     targets_or_argmax,
 )
@@ -68,8 +70,9 @@ def scorecam(engine: GradientEngine, x: np.ndarray, targets: np.ndarray | None, 
     scores = np.zeros((len(x), channels))
     for i, example in enumerate(x):
         for part in chunks(channels, engine, internal_batch_size):
-            masks = upsampled_masks(activation[i, part], x.shape[-2:])
-            masked = (example[None] * masks[:, None]).astype(np.float32)
+            masks = np.expand_dims(upsampled_masks(activation[i, part], image_size(x)),
+                                   3 if channels_last(x) else 1)
+            masked = (example[None] * masks).astype(np.float32)
             scores[i, part] = logits_rows(engine, masked, internal_batch_size)[:, targets[i]]
     weights = softmax(scores)
     return cam_attribution(channel_weighted(weights, activation), x, name, activation, logits,

@@ -16,9 +16,11 @@ import json
 import warnings
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from captum.attr import GuidedGradCam
+from onnx import helper
 from onnx_nets import conv_net
 from torch_nets import ResidualNet, build
 
@@ -207,6 +209,31 @@ def test_fixed_batch_models_are_padded(tmp_path, name):
     assert np.abs(ours).max() > 0
     np.testing.assert_allclose(ours, dynamic.attribute(x, name, **options).maps, rtol=1e-4,
                                atol=1e-5)
+
+
+def channels_last_net(path, like) -> str:
+    """`like` (conv_net) behind a Transpose: an N x H x W x C input, as TensorFlow exports."""
+    model = onnx.load(like)
+    size = model.graph.input[0].type.tensor_type.shape.dim[2].dim_value
+    del model.graph.input[:]
+    model.graph.input.append(helper.make_tensor_value_info("x_nhwc", onnx.TensorProto.FLOAT,
+                                                           ["N", size, size, 3]))
+    model.graph.node.insert(0, helper.make_node("Transpose", ["x_nhwc"], ["x"],
+                                                perm=[0, 3, 1, 2]))
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("name", ["gradcam", *CAMS, "fullgrad", "guided-gradcam"])
+def test_channels_last_models_get_the_same_maps(tmp_path, name):
+    """A TensorFlow-style N x H x W x C input: the map lies along H and W and is repeated along
+    the last axis; it is the N x C x H x W model's map, transposed."""
+    x = np.random.default_rng(6).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    nchw = conv_net(tmp_path / "nchw.onnx")
+    nhwc = Explainer(channels_last_net(tmp_path / "nhwc.onnx", nchw))
+    ours = nhwc.attribute(x.transpose(0, 2, 3, 1), name).maps
+    reference = Explainer(nchw).attribute(x, name).maps.transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("typed, registered", [

@@ -69,6 +69,10 @@ ALIASES = {
     # Captum's DeepLift and DeepLiftShap match the registered names; shap's DeepExplainer.
     "deepshap": "deeplift-shap", "deepexplainer": "deeplift-shap",
     "deepliftrescale": "deeplift",
+    # pytorch-grad-cam's classes (GradCAMPlusPlus, XGradCAM, ScoreCAM, ...) and Captum's
+    # GuidedGradCam match the registered names; its CLI spells Grad-CAM++ "gradcam++".
+    "gradcam++": "gradcam-plus-plus", "gradcampp": "gradcam-plus-plus",
+    "gradcamplus": "gradcam-plus-plus",
 }
 ALIAS_OPTIONS = {"saliency": {"absolute": True}}
 

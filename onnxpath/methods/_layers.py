@@ -37,13 +37,17 @@ from onnxpath.methods.gradcam import find_layer
 NEURONS = "onnxpath_neuron/flat"  # the flattened layer, the neuron engine's logits
 
 
-def resolve_layer(model: onnx.ModelProto, layer: str) -> str:
-    """The float tensor `layer` names: a tensor, or a node (its first output)."""
+def resolve_layer(model: onnx.ModelProto, layer: str,
+                  uncut: onnx.ModelProto | None = None) -> str:
+    """The float tensor `layer` names: a tensor, or a node (its first output). `uncut` is the
+    model before its attributed tensor became an input: the node that computed it (a text
+    model's embedding lookup) names it too."""
     infos = value_infos(model)
     nodes = list(model.graph.node)
     tensors = {o for n in nodes for o in n.output} | {i.name for i in model.graph.input}
     name = layer if layer in tensors else next(
-        (n.output[0] for n in nodes if n.name == layer), None)
+        (n.output[0] for n in [*nodes, *(uncut.graph.node if uncut else ())]
+         if n.name == layer and n.output[0] in tensors), None)
     if name is None:
         raise UsageError(f"--layer '{layer}' is neither a tensor nor a node of the model "
                          "(onnxpath inspect lists its layers; a text model's layer must come "
@@ -62,7 +66,7 @@ def required_layer(engine: GradientEngine, layer: str | None, method: str = "") 
         except UsageError as err:
             raise UsageError(f"{method or 'this method'} attributes to a layer: {err} "
                              "(onnxpath inspect lists the layers)") from err
-    return resolve_layer(engine.info.proto, layer)
+    return resolve_layer(engine.info.proto, layer, engine.info.uncut)
 
 
 def layer_shape(engine: GradientEngine, name: str) -> tuple[int, ...]:

@@ -328,3 +328,10 @@ def test_cli_text_layer(capsys, tmp_path):
                                "gradient", "--layer", "/Tanh")
     assert code == 0, err
     assert all(len(line["units"]) == 16 and "tokens" not in line for line in lines)
+    # The embedding lookup's node names the attributed tensor itself: layer IG there is IG.
+    runs = [run_cli(capsys, model, reviews, "--tokenizer", tokenizer, "-m",
+                    "integrated-gradients", "--steps", "8", *layer)
+            for layer in ([], ["--layer", "/word/Gather"])]
+    for plain, at_layer in zip(runs[0][1], runs[1][1], strict=True):
+        np.testing.assert_allclose([t["score"] for t in at_layer["tokens"]],
+                                   [t["score"] for t in plain["tokens"]], rtol=1e-4, atol=1e-6)

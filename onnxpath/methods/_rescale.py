@@ -1,35 +1,32 @@
-"""DeepLIFT's rescale rule as a rule swap (Shrikumar et al. 2017, "Learning Important Features
-Through Propagating Activation Differences", section 3.3 and 3.5.2).
+"""DeepLIFT on any ONNX model as a rule swap: the graph with its reference copy, the rule table,
+one pass, and which ops keep their gradient.
 
-DeepLIFT replaces each derivative in the chain rule by a *multiplier* m = Δy/Δx, the change of a
-unit's output between the input x and the reference x' over the change of its input. A linear
-op's multiplier is its gradient, so only the nonlinearities change rule. Because every
-multiplier satisfies Δy = m Δx, the contributions (x − x') ⊙ m of the whole network sum to
-f(x) − f(x') ("summation-to-delta"), wherever every nonlinearity on the way has a rule.
+DeepLIFT (Shrikumar et al. 2017, sections 3.3 and 3.5) replaces each derivative in the chain
+rule by a *multiplier* m = Δy/Δx between the input x and a reference x'; linear ops keep their
+gradient, which is their multiplier. Wherever every op on the way has a rule, the
+contributions (x − x') ⊙ m sum to f(x) − f(x') ("summation-to-delta").
 
 A rule needs both runs' activations of its node. Instead of Captum's batch of [x; x'] (which
 breaks models with a fixed batch and other inputs that ride along), `with_reference` copies the
 forward graph once, fed by a second input `onnxpath_reference/<input>`: the rules read the
 reference activation of tensor t as `onnxpath_reference/t`, and both runs happen in one session.
 
-- Elementwise nonlinearities (the ReLU family, Sigmoid, Tanh, Softplus, Elu, HardSigmoid,
-  HardSwish, Erf, Gelu, Exp, Log, Sqrt, ...): the rescale rule, m = Δy/Δx, the plain gradient
-  where |Δx| <= 1e-10 (Captum's `nonlinear`, same eps). ReLU6 (Clip) gets it too: Captum hooks
-  nn.ReLU6 nowhere and gives it the gradient, which breaks summation-to-delta wherever a unit
-  saturates; the paper's rule is defined for any elementwise nonlinearity.
-- MaxPool: Captum's `maxpool` rule. Δy of each window goes to the argmax of the run whose
-  window maximum is larger (the input's when y >= y', the reference's otherwise), then is
-  divided by each position's Δx.
-- Products of two varying tensors (Mul, MatMul, Gemm: SiLU and GELU's x·Φ(x), gating,
-  attention's QKᵀ and PV) and quotients (Div): the Shapley split of the change between the two
-  operands, SHAP DeepExplainer's rule for them (Lundberg & Lee 2017). It is exact, so
-  summation-to-delta still holds.
-- Linear ops (Conv, Gemm, Add, pooling by averages, BatchNormalization, reshapes, a Mul or
-  MatMul with one varying operand, ...) keep their gradient, which is their multiplier.
-- Every other op on the way (Softmax, LayerNormalization, ReduceMax, a Conv whose weights vary,
-  ...) keeps its gradient too: DeepLIFT defines no rule for it, so summation-to-delta no longer
-  holds exactly. `gradient_fallbacks` names them, and the methods report them in
-  extras["deeplift_gradient_fallback"].
+The table (`DEEPLIFT`; rules in `_rescale_rules` and `_rescale_composite`):
+- elementwise nonlinearities (the ReLU family, Sigmoid, Tanh, Softplus, Elu, HardSigmoid,
+  HardSwish, Erf, Gelu, Exp, Log, Sqrt, Pow, ...): the rescale rule, m = Δy/Δx (the gradient
+  where |Δx| <= 1e-10, Captum's eps). ReLU6 (Clip) gets it too: Captum gives nn.ReLU6 the
+  plain gradient, which breaks summation-to-delta wherever a unit saturates, while the paper
+  defines the rule for any elementwise nonlinearity;
+- MaxPool, GlobalMaxPool: Captum's maxpool rule;
+- products and quotients of two varying tensors (Mul, MatMul, Gemm, Div: SiLU, GELU's x·Φ(x),
+  gating, attention's QKᵀ and PV): the Shapley split of the change between the two operands,
+  SHAP DeepExplainer's rule (Lundberg & Lee 2017), which is exact;
+- Softmax and LayerNormalization: the rules above applied to their decomposition into
+  primitive ops, as DeepExplainer applies them to a graph that spells the ops out.
+Every other op on the way that is not linear in what varies (InstanceNormalization,
+ReduceMax, a Conv whose weights vary, ...) keeps its gradient: DeepLIFT defines no rule for
+it, and summation-to-delta no longer holds exactly. `gradient_fallbacks` names those ops, and
+the methods report them in extras["deeplift_gradient_fallback"].
 """
 
 from __future__ import annotations
@@ -39,27 +36,28 @@ from dataclasses import replace
 import numpy as np
 import onnx
 
-from onnxpath.autodiff import GraphBuilder, Node
+from onnxpath.autodiff import Node
 from onnxpath.autodiff.builder import FLOAT_ELEM_TYPES
 from onnxpath.autodiff.rules import RULES
 from onnxpath.autodiff.walk import value_infos
 from onnxpath.engine.gradient import GradientEngine
 from onnxpath.errors import ModelError
 from onnxpath.methods._common import _pad, fixed_batch, pick
-
-REFERENCE = "onnxpath_reference/"
-EPS = 1e-10  # Captum's DeepLift eps: below it a unit's change counts as none
-
-# Elementwise ops of one varying input: the rescale rule applies (their other inputs, a Clip's
-# bounds, a PRelu's slope or a Pow's exponent, must be fixed).
-ELEMENTWISE = ("Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "Tanh", "Softplus", "Softsign",
-               "Elu", "Selu", "Celu", "HardSigmoid", "HardSwish", "Mish", "Erf", "Gelu", "Exp",
-               "Log", "Sqrt", "Reciprocal", "Abs", "Pow", "Sin", "Cos", "ThresholdedRelu")
-MAX_POOLS = ("MaxPool", "GlobalMaxPool")
+from onnxpath.methods._rescale_composite import rescale_layer_norm, rescale_softmax
+from onnxpath.methods._rescale_rules import (
+    ELEMENTWISE,
+    MAX_POOLS,
+    PRODUCTS,
+    reference,
+    rescale,
+    rescale_max_pool,
+    shapley_divide,
+    shapley_product,
+)
 
 # Linear ops, whose gradient is their DeepLIFT multiplier. In all varying operands jointly:
 JOINTLY_LINEAR = ("Add", "Sub", "Sum", "Mean", "Neg", "Identity", "Concat", "Cast", "Dropout")
-# In the first operand, the others fixed (shapes, indices, a divisor, BatchNorm's statistics):
+# In the first operand, the others fixed (shapes, indices, BatchNorm's statistics):
 LINEAR_IN_FIRST = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice",
                    "Gather", "GatherElements", "GatherND", "Pad", "Expand", "Tile", "Split",
                    "Resize", "Upsample", "BatchNormalization", "AveragePool",
@@ -70,108 +68,10 @@ BILINEAR = ("Conv", "ConvTranspose", "Einsum")
 # Ops whose output depends on their input's shape only.
 SHAPE_ONLY = ("Shape", "Size")
 
-
-def reference(name: str) -> str:
-    """The reference run's copy of tensor `name`."""
-    return REFERENCE + name
-
-
-# --- the rules ---------------------------------------------------------------------------
-
-def _small_change(b: GraphBuilder, x: str) -> tuple[str, str]:
-    """(Δx, where |Δx| <= EPS): the rules fall back to the gradient there."""
-    delta_in = b.op("Sub", x, reference(x))
-    return delta_in, b.op("LessOrEqual", b.op("Abs", delta_in), b.scalar(EPS))
-
-
-def _divide(b: GraphBuilder, numerator: str, delta_in: str, small: str, gradient: str) -> str:
-    safe = b.op("Where", small, b.scalar(1.0), delta_in)  # no 0/0 even in the unused branch
-    return b.op("Where", small, gradient, b.op("Div", numerator, safe))
-
-
-def _others_vary(node: Node, b: GraphBuilder) -> bool:
-    return any(b.needs(name) for name in node.inputs[1:])
-
-
-def rescale(node: Node, dy, b: GraphBuilder):
-    """The rescale rule: dx = dy · Δy/Δx, or the op's own gradient where |Δx| <= EPS."""
-    gradient = RULES[node.op_type](node, dy, b)
-    x, y = node.inputs[0], node.outputs[0]
-    if not b.needs(x) or _others_vary(node, b):
-        return gradient
-    delta_in, small = _small_change(b, x)
-    delta_out = b.op("Mul", dy[0], b.op("Sub", y, reference(y)))
-    return [_divide(b, delta_out, delta_in, small, gradient[0]), *gradient[1:]]
-
-
-def rescale_max_pool(node: Node, dy, b: GraphBuilder):
-    """Captum's maxpool rule: with t = max(y, y'), the share dy·(t − y') of each window's change
-    goes to the input's argmax and dy·(y − t) to the reference's; both are then divided by
-    the Δx of the position they land on (the gradient where |Δx| <= EPS)."""
-    route = RULES[node.op_type]  # the table's rule scatters a window's value to its argmax
-    gradient = route(node, dy, b)
-    x, y = node.inputs[0], node.outputs[0]
-    if not b.needs(x):
-        return gradient
-    twin = Node(node.op_type, reference(node.name), [reference(x)],
-                [reference(o) if o else o for o in node.outputs], node.attrs, node.domain)
-    top = b.op("Max", y, reference(y))
-    own = route(node, [b.op("Mul", dy[0], b.op("Sub", top, reference(y)))], b)[0]
-    theirs = route(twin, [b.op("Mul", dy[0], b.op("Sub", y, top))], b)[0]
-    delta_in, small = _small_change(b, x)
-    return [_divide(b, b.op("Add", own, theirs), delta_in, small, gradient[0])]
-
-
-def _midpoint(b: GraphBuilder, name: str) -> str:
-    """(t + t') / 2 for a varying tensor t, typed and marked differentiable like t, so that the
-    table's rule differentiates with respect to it; t itself when it does not vary."""
-    if not b.needs(name):
-        return name
-    middle = b.op("Mul", b.op("Add", name, reference(name)), b.scalar(0.5))
-    b.value_info[middle] = b.value_info[name]
-    b.differentiable.add(middle)
-    return middle
-
-
-def shapley_product(node: Node, dy, b: GraphBuilder):
-    """A bilinear op f(a, w) of two varying operands (Mul, MatMul, Gemm): the Shapley split
-    of its change between the two, f(a, w) − f(a', w') = f(Δa, w̄) + f(ā, Δw) with ā, w̄ the
-    midpoints, is exact. So each operand's multiplier is the op's gradient taken at the
-    midpoints; for Mul it is SHAP DeepExplainer's rule for a product (Lundberg & Lee 2017).
-    With one varying operand the op is linear: its gradient."""
-    if not (b.needs(node.inputs[0]) and b.needs(node.inputs[1])):
-        return RULES[node.op_type](node, dy, b)
-    middle = replace(node, inputs=[_midpoint(b, i) if i else i for i in node.inputs])
-    return RULES[node.op_type](middle, dy, b)
-
-
-def shapley_divide(node: Node, dy, b: GraphBuilder):
-    """a / c with both varying: each operand's share of the change is its Shapley value over
-    the two orders of switching them, ½(f(a, c) − f(a', c) + f(a, c') − f(a', c')) for a,
-    divided by its own Δ (SHAP DeepExplainer's RealDiv rule); the gradient where |Δ| <= EPS.
-    With a fixed divisor the op is linear: its gradient."""
-    gradient = RULES[node.op_type](node, dy, b)
-    a, c = node.inputs
-    if not (b.needs(a) and b.needs(c)):
-        return gradient
-    y, y_ref = node.outputs[0], reference(node.outputs[0])
-    a_first = b.op("Div", a, reference(c))  # a switched on, c still at its reference
-    c_first = b.op("Div", reference(a), c)
-    shares = [b.op("Sub", b.op("Add", y, a_first), b.op("Add", c_first, y_ref)),
-              b.op("Sub", b.op("Add", y, c_first), b.op("Add", a_first, y_ref))]
-    grads = []
-    for operand, share, fallback in zip((a, c), shares, gradient, strict=True):
-        delta_in, small = _small_change(b, operand)
-        safe = b.op("Where", small, b.scalar(1.0), delta_in)
-        scaled = b.op("Div", b.op("Mul", dy[0], b.op("Mul", share, b.scalar(0.5))), safe)
-        grads.append(b.op("Where", small, fallback, b.unbroadcast(scaled, operand, y)))
-    return grads
-
-
-PRODUCTS = ("Mul", "MatMul", "Gemm")
 DEEPLIFT = {**{op: rescale for op in ELEMENTWISE if op in RULES},
             **{op: rescale_max_pool for op in MAX_POOLS if op in RULES},
-            **{op: shapley_product for op in PRODUCTS}, "Div": shapley_divide}
+            **{op: shapley_product for op in PRODUCTS}, "Div": shapley_divide,
+            "Softmax": rescale_softmax, "LayerNormalization": rescale_layer_norm}
 
 
 # --- the graph with its reference copy ---------------------------------------------------

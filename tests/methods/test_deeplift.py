@@ -236,24 +236,95 @@ class QuotientNet(nn.Module):
 
 
 class NormNet(nn.Module):
+    """LayerNorm (a learned scale and bias) and Softmax over the features."""
+
     def __init__(self):
         super().__init__()
         self.fc1, self.norm, self.fc2 = nn.Linear(6, 8), nn.LayerNorm(8), nn.Linear(8, 3)
+        with torch.no_grad():
+            self.norm.weight.uniform_(0.5, 1.5)
+            self.norm.bias.uniform_(-0.5, 0.5)
 
     def forward(self, x):
-        return self.fc2(torch.softmax(self.norm(self.fc1(x)), dim=-1))
+        return self.fc2(torch.softmax(2 * self.norm(self.fc1(x)), dim=-1))
 
 
-def test_quotients_conserve_and_ops_without_a_rule_are_named(tmp_path):
+class MaxNormNet(nn.Module):
+    """h − max(h): a ReduceMax, which has no DeepLIFT rule."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        return self.fc2(torch.tanh(h - h.amax(dim=-1, keepdim=True)))
+
+
+def test_quotients_conserve(tmp_path):
     x, reference = inputs((6,)), inputs((6,), seed=1)
     result = pair(QuotientNet, (6,), tmp_path)[0].attribute(x, "deeplift", baseline=reference)
     print(f"\n[quotient] relative gap {relative_gap(result.extras):.1e}")
     assert closes(result.extras) and result.extras[0]["deeplift_gradient_fallback"] == []
-    normed = pair(NormNet, (6,), tmp_path)[0].attribute(x, "deeplift", baseline=reference)
-    named = normed.extras[0]["deeplift_gradient_fallback"]
-    assert [n.split()[0] for n in named] == ["LayerNormalization", "Softmax"]
-    print(f"[norm] relative gap {relative_gap(normed.extras):.1e} with {named}")
-    assert not closes(normed.extras)  # the gradient stands in: no conservation
+
+
+def decomposed_deeplift(model: NormNet, x: np.ndarray, x_ref: np.ndarray,
+                        targets: np.ndarray) -> np.ndarray:
+    """The oracle for LayerNorm and Softmax, in float64 numpy: DeepLIFT through their
+    decomposition (rescale for exp and sqrt, Shapley shares for the quotients, u + u' for the
+    square, the linear steps' own adjoints)."""
+    w1, b1, gamma, beta, w2 = (p.detach().numpy() for p in (
+        model.fc1.weight, model.fc1.bias, model.norm.weight, model.norm.bias, model.fc2.weight))
+
+    def forward(t):
+        z = t @ w1.T + b1
+        u = z - z.mean(-1, keepdims=True)
+        v = (u * u).mean(-1, keepdims=True)
+        sigma = np.sqrt(v + model.norm.eps)
+        return u, v, sigma, 2 * (u / sigma * gamma + beta)
+
+    def quotient(a, a_ref, c, c_ref):
+        return (0.5 * (a / c - a_ref / c + a / c_ref - a_ref / c_ref),
+                0.5 * (a / c - a / c_ref + a_ref / c - a_ref / c_ref))
+
+    u, v, sigma, n = forward(x.astype(np.float64))
+    u_ref, v_ref, sigma_ref, n_ref = forward(x_ref.astype(np.float64))
+    shift = np.maximum(n.max(-1, keepdims=True), n_ref.max(-1, keepdims=True))
+    e, e_ref = np.exp(n - shift), np.exp(n_ref - shift)
+    total, total_ref = e.sum(-1, keepdims=True), e_ref.sum(-1, keepdims=True)
+    g_p = w2[targets]
+    share_e, share_total = quotient(e, e_ref, total, total_ref)
+    g_e = g_p * share_e / (e - e_ref) + (g_p * share_total).sum(-1, keepdims=True) / (
+        total - total_ref)
+    g_r = g_e * (e - e_ref) / (n - n_ref) * 2 * gamma
+    share_u, share_sigma = quotient(u, u_ref, sigma, sigma_ref)
+    g_sigma = (g_r * share_sigma).sum(-1, keepdims=True) / (sigma - sigma_ref)
+    g_v = g_sigma * (sigma - sigma_ref) / (v - v_ref)
+    g_u = g_r * share_u / (u - u_ref) + g_v * (u + u_ref) / u.shape[-1]
+    g_z = g_u - g_u.mean(-1, keepdims=True)
+    return (x - x_ref) * (g_z @ w1)
+
+
+def test_layer_norm_and_softmax_follow_their_decomposition(tmp_path):
+    explainer, model = pair(NormNet, (6,), tmp_path)
+    ops = {n.op_type for n in onnx.load(str(explainer.path)).graph.node}
+    assert {"LayerNormalization", "Softmax"} <= ops
+    x, reference = inputs((6,)), inputs((6,), seed=1)
+    result = explainer.attribute(x, "deeplift", baseline=reference)
+    oracle = decomposed_deeplift(model, x, reference, result.targets)
+    agree("deeplift LayerNorm+Softmax (decomposed)", result.maps, torch.from_numpy(oracle))
+    print(f"  relative gap {relative_gap(result.extras):.1e}")
+    assert closes(result.extras) and result.extras[0]["deeplift_gradient_fallback"] == []
+
+
+def test_ops_without_a_rule_keep_their_gradient_and_are_named(tmp_path):
+    explainer, _ = pair(MaxNormNet, (6,), tmp_path)
+    x, reference = inputs((6,)), inputs((6,), seed=1)
+    result = explainer.attribute(x, "deeplift", baseline=reference)
+    named = result.extras[0]["deeplift_gradient_fallback"]
+    assert [n.split()[0] for n in named] == ["ReduceMax"]
+    print(f"\n[ReduceMax] relative gap {relative_gap(result.extras):.1e} with {named}")
+    assert not closes(result.extras)  # the gradient stands in: no conservation
 
 
 class OverlapPoolNet(nn.Module):
@@ -356,9 +427,9 @@ def test_cli_on_the_table_model(capsys, tmp_path):
 
 
 def test_cli_on_the_text_model(capsys, tmp_path):
-    """Attributed at the embedding output, the pad token's embedding as the baseline. The
-    attention's Softmax and LayerNormalization keep their gradient and are named; its products
-    (QKᵀ, PV, GELU's x·Φ(x)) are split."""
+    """Attributed at the embedding output, the pad token's embedding as the baseline. Every op
+    of the BERT-like model has a rule (attention's products and Softmax, GELU, LayerNorm), so
+    the contributions sum to f(x) − f(x')."""
     code, lines, err = run_cli(capsys, EXAMPLES / "sentiment.onnx", EXAMPLES / "reviews.txt",
                                "--tokenizer", EXAMPLES / "tokenizer.json", "-m",
                                "deeplift,deeplift-shap", "--out", tmp_path)
@@ -366,8 +437,7 @@ def test_cli_on_the_text_model(capsys, tmp_path):
     assert len(lines) == 10
     for line in lines:
         assert line["wrt"] and line["tokens"]
-        named = " ".join(line["extras"]["deeplift_gradient_fallback"])
-        assert "Softmax" in named and "LayerNormalization" in named
-        assert "MatMul" not in named and "Mul" not in named  # attention's products are split
+        assert line["extras"]["deeplift_gradient_fallback"] == []
+        assert closes([line["extras"]])  # measured: 1.5e-6 of f(x) − f(x')
     shap = [line for line in lines if line["method"] == "deeplift-shap"]
     assert all(line["extras"]["baselines"] == 1 for line in shap)  # the pad embedding alone

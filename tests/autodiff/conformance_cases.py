@@ -120,6 +120,12 @@ def _cases() -> list[Case]:
         Case("Einsum", {"a": randn(3, 4), "b": randn(4, seed=1)}, {"equation": "ij,j->i"},
              label="matvec"),
         Case("Einsum", {"a": randn(2, 3, 4)}, {"equation": "...ij->...j"}, label="sum_ellipsis"),
+        Case("Einsum", {"a": randn(2, 3, 4), "b": randn(4, 5, seed=1)}, {"equation": "bij,jk"},
+             label="implicit_output"),
+        Case("Einsum", {"a": randn(2, 3, 2, 4), "b": randn(2, 3, 5, 4, seed=1)},
+             {"equation": "bhqd,bhkd->bhqk"}, label="attention_scores"),
+        Case("Einsum", {"a": randn(3, 4), "b": randn(5, seed=1)}, {"equation": "ij,k->jk"},
+             label="summed_alone"),
         Case("Expand", {"x": randn(3, 1), "shape": ints(2, 3, 4)}),
         Case("Flatten", {"x": X234}, {"axis": 2}),
         Case("Gather", {"x": randn(4, 3), "i": ints([0, 2], [3, 0])}, {"axis": 0}),
@@ -233,5 +239,5 @@ NOT_DIFFERENTIATED: dict[str, str] = {
 }
 NO_RULE_YET = "no rule yet"
 NOT_DIFFERENTIATED.update(dict.fromkeys([
-    "Einsum", "GridSample",
+    "GridSample",
     "MaxRoiPool", "TensorScatter"], NO_RULE_YET))

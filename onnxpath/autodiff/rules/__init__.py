@@ -31,6 +31,7 @@ def rule(*op_types: str) -> Callable[[Rule], Rule]:
 from onnxpath.autodiff.rules import (  # noqa: E402,F401
     activations,
     conv,
+    einsum,
     elementwise,
     functions,
     index,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -39,7 +40,8 @@ CAMS = list(CLASSES)
 # Their weights or gradients can be negative at the least likely class; the others' maps are
 # sums of non-negative terms (ReLU'd gradients, softmax weights, ReLU activations).
 SIGNED = ("xgradcam", "hirescam", "ablationcam")
-IMAGE = "models/photos/chelsea.jpg"
+MODELS = Path(__file__).resolve().parents[2] / "models"
+IMAGE = MODELS / "photos" / "chelsea.jpg"
 
 
 def figures(name: str, ours: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
@@ -256,7 +258,7 @@ def test_every_cam_runs_on_efficientnet(capsys, tmp_path):
     """The shipped EfficientNet-Lite0, default layer (its last 1280 x 7 x 7 map): every method
     of the family in one call; the cat's class, a map per method, shaped like the input."""
     methods = [*CAMS, "fullgrad", "guided-gradcam"]
-    code, lines, err = run_cli(capsys, "models/efficientnet_lite0.onnx", IMAGE, "-m",
+    code, lines, err = run_cli(capsys, MODELS / "efficientnet_lite0.onnx", IMAGE, "-m",
                                ",".join(methods), "-o", tmp_path, "--quiet",
                                "--internal-batch-size", "64")
     assert code == 0, err
@@ -270,15 +272,16 @@ def test_every_cam_runs_on_efficientnet(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("model, inputs", [
-    ("models/examples/churn.onnx", ["models/examples/customers.csv"]),
-    ("models/examples/sentiment.onnx", ["models/examples/reviews.txt", "--tokenizer",
-                                        "models/examples/tokenizer.json"])])
+    ("churn.onnx", ["customers.csv"]),
+    ("sentiment.onnx", ["reviews.txt", "--tokenizer", "tokenizer.json"])])
 @pytest.mark.parametrize("name", ["gradcam-plus-plus", "scorecam", "eigencam", "fullgrad",
                                   "guided-gradcam"])
 def test_table_and_text_models_are_refused_in_one_line(capsys, model, inputs, name):
     """A CAM is a map over an image layer's grid; a table row or a token sequence has none.
     (The text model's 4-D attention scores are no image grid either.)"""
-    code, lines, err = run_cli(capsys, model, *inputs, "-m", name)
+    examples = MODELS / "examples"
+    code, lines, err = run_cli(capsys, examples / model,
+                               *[examples / i if "." in i else i for i in inputs], "-m", name)
     assert code == 2 and not lines
     assert err.startswith("onnxpath: error:") and "needs an image model" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -100,7 +100,9 @@ def with_reference(model: onnx.ModelProto, input_name: str) -> onnx.ModelProto:
         copies.append(copy)
         reached.update(o for o in proto.output if o)
     graph.node.extend(copies)
-    declared = next(i for i in graph.input if i.name == input_name)
+    declared = next((i for i in graph.input if i.name == input_name), None)
+    if declared is None:
+        raise ModelError(f"DeepLIFT attributes a graph input; '{input_name}' is not one")
     twin = onnx.ValueInfoProto()
     twin.CopyFrom(declared)
     twin.name = reference(input_name)

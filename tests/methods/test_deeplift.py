@@ -424,6 +424,16 @@ def test_cli_on_the_table_model(capsys, tmp_path):
     for line in lines:
         assert [f["name"] for f in line["features"]][:2] == ["age", "tenure_months"]
         assert closes([line["extras"]])  # Gemm and Relu only: DeepLIFT closes
+    # The background a table wants: rows of real customers, each a baseline.
+    code, lines, err = run_cli(capsys, EXAMPLES / "churn.onnx", EXAMPLES / "customers.csv",
+                               "-m", "DeepLiftShap", "--baseline", EXAMPLES / "customers.npy")
+    assert code == 0, err
+    assert all(line["extras"]["baselines"] == 5 and closes([line["extras"]]) for line in lines)
+    logits = np.array([[c["logit"] for c in sorted(line["top"], key=lambda c: c["class"])]
+                       for line in lines])  # the background rows are the inputs themselves
+    for line in lines:  # f_baseline: the target's logit averaged over the background
+        assert line["extras"]["f_baseline"] == pytest.approx(
+            logits[:, line["target"]].mean(), rel=1e-5)
 
 
 def test_cli_on_the_text_model(capsys, tmp_path):

@@ -109,7 +109,10 @@ def test_infidelity_matches_captum(case, normalize):
     theirs = infidelity(net64, perturb, torch.from_numpy(x).double(),
                         torch.from_numpy(maps).double(), target=torch.from_numpy(targets),
                         n_perturb_samples=samples, normalize=normalize)
+    # Infidelity of a gradient map is a second-order residual (~1e-6): ORT's float32 logits
+    # bound the relative error near 1e-5, so the check is Pearson >= 0.9999 over the inputs.
     agree(f"infidelity normalize={normalize}", ours, theirs.numpy(), rtol=1e-4)
+    assert np.corrcoef(ours, theirs.numpy())[0, 1] >= 0.9999
 
 
 def test_max_sensitivity_matches_captum(case):

@@ -180,6 +180,18 @@ METHOD_OPTIONS = (
     Flag("probability", float, typer.Option(None, "--probability", help="rise: keep "
                                             "probability.")),
     # --- LRP and DeepLIFT (rule-swap methods) ---
+    Flag("composite", str, typer.Option(None, "--composite", help="lrp: rules per layer: "
+                                        "epsilon, zplus, alpha1beta0, alpha2beta1, gamma, "
+                                        "epsilon-plus, epsilon-plus-flat, epsilon-gamma-box, "
+                                        "epsilon-alpha2beta1(-flat), or conv=R,dense=R,first=R "
+                                        "(epsilon).")),
+    Flag("epsilon", float, typer.Option(None, "--epsilon", help="lrp: ε of the ε rule "
+                                        "(1e-6).")),
+    Flag("gamma", float, typer.Option(None, "--gamma", help="lrp: γ of the γ rule (0.25).")),
+    Flag("box", str, typer.Option(None, "--box", help="lrp: input bounds LOW,HIGH of the z^B "
+                                  "rule (default: each input's own min and max).")),
+    Flag("zero_bias", bool, typer.Option(None, "--zero-bias", help="lrp: leave biases out of "
+                                         "the rules (Zennit's zero_params=bias).")),
     # --- sampling: GradientShap, Shapley value sampling, ablation, permutation ---
     # --- the CAM family ---
     # --- layer and neuron attributions ---

@@ -69,6 +69,9 @@ ALIASES = {
     # Captum's DeepLift and DeepLiftShap match the registered names; shap's DeepExplainer.
     "deepshap": "deeplift-shap", "deepexplainer": "deeplift-shap",
     "deepliftrescale": "deeplift",
+    # Captum's LRP and Zennit's composites by their names.
+    "layerwiserelevancepropagation": "lrp", "layerrelevancepropagation": "lrp",
+    "lrpepsilon": "lrp", "relevancepropagation": "lrp",
     # pytorch-grad-cam's classes (GradCAMPlusPlus, XGradCAM, ScoreCAM, ...) and Captum's
     # GuidedGradCam match the registered names; its CLI spells Grad-CAM++ "gradcam++".
     "gradcam++": "gradcam-plus-plus", "gradcampp": "gradcam-plus-plus",

@@ -165,8 +165,7 @@ def build_plan(model: onnx.ModelProto, wrt: str, logits: str) -> Plan:
         elif op in ("Add", "Sub", "Sum") and len(live) == len(node.inputs) > 1:
             # Shares of a broadcast sum are not one per input element: the gradient then.
             shape = infos.get(key, (0, None))[1]
-            if shape is not None and all(infos.get(i, (0, None))[1] == shape
-                                         for i in node.inputs):
+            if all(_same_shape(infos.get(i, (0, None))[1], shape) for i in node.inputs):
                 plan.proportional.add(key)
             else:
                 plan.fallback[key] = op
@@ -221,6 +220,15 @@ def _layer(node: Node, constants, reached, infos, producer) -> Layer | None:
         b = np.broadcast_to(value.reshape(-1), (out,)).copy()
     plain = replace(node, attrs={**node.attrs, "alpha": 1.0, "beta": 1.0})
     return Layer("dense", plain, weight * alpha, b, node.outputs[0], pad)
+
+
+def _same_shape(a, b) -> bool:
+    """Equal ranks and equal static dims; symbolic dims (the batch, named differently by
+    shape inference on either side) are taken to agree."""
+    if a is None or b is None or len(a) != len(b):
+        return False
+    return all(not (isinstance(p, int) and isinstance(q, int)) or p == q
+               for p, q in zip(a, b, strict=True))
 
 
 def _affine_in_one(node: Node, reached: set[str]) -> bool:

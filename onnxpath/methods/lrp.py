@@ -22,7 +22,9 @@ or a spec such as `conv=gamma,dense=epsilon,first=wsquare` (rules: epsilon, zplu
 alpha1beta0, alpha2beta1, gamma, flat, wsquare, box). The default is ε on every layer, Captum's
 LRP default, with Zennit's ε = 1e-6 (Captum's is 1e-9). Every other node gets the treatment
 `_lrp_plan` gives it (pass, proportional, gradient); ops without an LRP rule fall back to
-their gradient and are named in extras["lrp_gradient_fallback"].
+their gradient and are named in extras["lrp_gradient_fallback"] and in one warning. So a
+transformer (the text model: LayerNormalization, Softmax attention, GELU) gets a map, ε on its
+projections, and is told which ops were not LRP; a table model's MLP is plain LRP.
 
 Conservation: biases keep a share of the relevance under every rule but z^B and flat (Zennit
 keeps biases by default), so the map alone sums to less than the logit; on EfficientNet-Lite0,
@@ -36,6 +38,7 @@ zero_params=["bias"]).
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -181,6 +184,10 @@ def lrp(engine: GradientEngine, x: np.ndarray, targets: np.ndarray | None, *,
     settings = Settings(float(epsilon), float(gamma), parse_box(box), bool(zero_bias),
                         engine.input_name)
     rules = RelevanceRules(plan, chosen, settings)
+    if plan.fallback:
+        warnings.warn(f"lrp: no LRP rule for {', '.join(plan.fallback_ops)}: relevance passes "
+                      "through them by their gradient (extras: lrp_gradient_fallback)",
+                      stacklevel=2)
     overrides = dict.fromkeys(sorted(plan.op_types), rules)
     logits, grads, kept = single_pass(engine, x, engine.seed(targets), overrides=overrides,
                                       extra_outputs=tuple(rules.bias_outputs.values()))

@@ -7,8 +7,9 @@ upsampled bilinearly to the input's H x W. The gradient graph is taken with resp
 tensor itself and also returns the layer's value, so one pass gives both.
 
 The map is one channel; it is replicated across the input's C channels so that every method's
-maps share the input's (N, C, H, W) shape. The layer search and the last steps are the CAM
-family's (`_cam`).
+maps share the input's shape. The layer search and the last steps are the CAM family's
+(`_cam`); like the rest of the family it refuses a table or text model in one line (a token
+sequence's 4-D attention scores are no image grid, and their "map" was constant over tokens).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from onnxpath.methods._cam import (
     cam_attribution,
     channel_weighted,
     find_layer,
+    image_layer,
     layer_gradients,
 )
 
@@ -30,7 +32,7 @@ __all__ = ["find_layer", "gradcam"]
 @method("gradcam", picks_target=True)
 def gradcam(engine: GradientEngine, x: np.ndarray, targets: np.ndarray | None, *,
             layer: str | None = None, relu: bool = False) -> Attribution:
-    name = find_layer(engine.info.proto, layer)
+    name = image_layer(engine, x, layer, "Grad-CAM")
     logits, grad, activation = layer_gradients(engine, x, targets, name, "Grad-CAM")
     weights = grad.mean(axis=(2, 3), dtype=np.float64)
     cam = channel_weighted(weights, activation)

@@ -274,8 +274,8 @@ def test_every_cam_runs_on_efficientnet(capsys, tmp_path):
 @pytest.mark.parametrize("model, inputs", [
     ("churn.onnx", ["customers.csv"]),
     ("sentiment.onnx", ["reviews.txt", "--tokenizer", "tokenizer.json"])])
-@pytest.mark.parametrize("name", ["gradcam-plus-plus", "scorecam", "eigencam", "fullgrad",
-                                  "guided-gradcam"])
+@pytest.mark.parametrize("name", ["gradcam", "gradcam-plus-plus", "scorecam", "eigencam",
+                                  "fullgrad", "guided-gradcam"])
 def test_table_and_text_models_are_refused_in_one_line(capsys, model, inputs, name):
     """A CAM is a map over an image layer's grid; a table row or a token sequence has none.
     (The text model's 4-D attention scores are no image grid either.)"""

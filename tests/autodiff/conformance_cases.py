@@ -140,9 +140,16 @@ def _cases() -> list[Case]:
         Case("LpPool", {"x": IMAGE}, {"kernel_shape": [2, 2], "strides": [2, 2], "p": 2}),
         Case("MaxPool", {"x": IMAGE}, {"kernel_shape": [2, 2], "strides": [2, 2]}, outputs=2),
         Case("LRN", {"x": IMAGE}, {"size": 3}),
-        Case("GridSample", {"x": randn(1, 1, 3, 4), "grid": uniform(1, 2, 3, 2, low=-0.9,
-                                                                    high=0.9)},
+        Case("GridSample", {"x": randn(2, 2, 3, 4), "grid": uniform(2, 2, 3, 2, low=-1.2,
+                                                                    high=1.2)},
              fixed=("grid",)),
+        Case("GridSample", {"x": randn(1, 2, 3, 4), "grid": uniform(1, 3, 3, 2, low=-1.2,
+                                                                    high=1.2, seed=1)},
+             {"align_corners": 1, "padding_mode": "border"}, fixed=("grid",),
+             label="align_corners_border"),
+        Case("GridSample", {"x": randn(1, 2, 3, 4), "grid": uniform(1, 3, 3, 2, low=-1.2,
+                                                                    high=1.2, seed=2)},
+             {"mode": "nearest"}, fixed=("grid",), label="nearest"),
         Case("GroupNormalization", {"x": randn(2, 4, 3), "scale": randn(4, seed=1),
                                     "bias": randn(4, seed=2)}, {"num_groups": 2}),
         Case("InstanceNormalization", {"x": X234, "scale": randn(3, seed=1),
@@ -212,6 +219,10 @@ def _cases() -> list[Case]:
         Case("SwiGLU", {"a": X234, "b": randn(2, 3, 4, seed=1)}, {"alpha": 1.2}),
         Case("TensorScatter", {"cache": randn(2, 5, 3), "update": randn(2, 2, 3, seed=1),
                                "at": ints(0, 2)}),
+        Case("TensorScatter", {"cache": randn(2, 5, 3), "update": randn(2, 2, 3, seed=1),
+                               "at": ints(1, 4)}, {"mode": "circular"}, label="circular"),
+        Case("TensorScatter", {"cache": randn(1, 4, 2, 3), "update": randn(1, 2, 2, 3, seed=1)},
+             {"axis": 1}, label="axis1_no_indices"),
         Case("Tile", {"x": X23, "repeats": ints(2, 1)}),
         Case("TopK", {"x": randn(2, 5), "k": ints(3)}, outputs=2),
         Case("Transpose", {"x": X234}, {"perm": [2, 0, 1]}),
@@ -233,11 +244,8 @@ CASES: list[Case] = _cases()
 NOT_DIFFERENTIATED: dict[str, str] = {
     "Swish": "ONNX Runtime 1.32 has no kernel for it (opset 24); its rule is ready",
     "SwiGLU": "ONNX Runtime 1.32 has no kernel for it (opset 28); its rule is ready",
+    "MaxRoiPool": "ONNX Runtime 1.32 has no kernel for its opset 22 version",
     "GlobalLpPool": "ONNX Runtime 1.32 has no kernel for its opset 22 version; its rule is ready",
     "LinearAttention": "its function body is a Scan over the sequence (the gated delta rule), "
                        "and Scan has no rule",
 }
-NO_RULE_YET = "no rule yet"
-NOT_DIFFERENTIATED.update(dict.fromkeys([
-    "GridSample",
-    "MaxRoiPool", "TensorScatter"], NO_RULE_YET))

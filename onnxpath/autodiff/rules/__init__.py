@@ -44,5 +44,6 @@ from onnxpath.autodiff.rules import (  # noqa: E402,F401
     recurrent,
     reduce,
     resize,
+    sampling,
     shape,
 )

@@ -6,6 +6,7 @@ and zero to elements that were overwritten or dropped.
 from __future__ import annotations
 
 import numpy as np
+import onnx
 
 from onnxpath.autodiff.builder import GraphBuilder, Node
 from onnxpath.autodiff.rules import rule
@@ -125,3 +126,32 @@ def col2im(node: Node, dy, b: GraphBuilder):
                 dilations=node.attr("dilations", [1] * n))
     return [b.reshape_like(b.op("Reshape", cols, b.ints([0, channels * positions, -1])), x),
             None, None]
+
+
+@rule("TensorScatter")
+def tensor_scatter(node: Node, dy, b: GraphBuilder):
+    # A KV-cache write: the update lands at write_indices[b] + i along `axis` (wrapping when
+    # circular). The cache's gradient is dy with the written positions zeroed; the update's is
+    # dy read back from them.
+    cache, update = node.inputs[0], node.inputs[1]
+    rank = b.rank(cache)
+    axis = node.attr("axis", -2) % rank
+    length, capacity = b.static_shape(update)[axis], b.static_shape(cache)[axis]
+    steps = b.const(np.arange(length, dtype=np.int64))
+    if node.input(2):
+        starts = b.op("Unsqueeze", b.op("Cast", node.inputs[2], to=onnx.TensorProto.INT64),
+                      b.ints([1]))
+        positions = b.op("Add", starts, steps)  # [batch, length]
+    else:
+        positions = b.op("Unsqueeze", steps, b.ints([0]))
+    if node.attr("mode", "linear") == "circular":
+        positions = b.op("Mod", positions, b.const(np.asarray(capacity, np.int64)))
+    shape = [1] * rank
+    shape[0], shape[axis] = -1, length
+    spread = b.op("Expand", b.op("Reshape", positions, b.ints(shape)), b.shape_of(update))
+    g_cache = g_update = None
+    if b.needs(cache):
+        g_cache = b.op("ScatterElements", dy[0], spread, b.zeros_like(update), axis=axis)
+    if b.needs(update):
+        g_update = b.op("GatherElements", dy[0], spread, axis=axis)
+    return [g_cache, g_update, None]

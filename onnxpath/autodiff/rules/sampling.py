@@ -1,0 +1,73 @@
+"""GridSample: each output element reads the input at a grid location, interpolating its
+nearest pixels (linear) or taking one (nearest). For a fixed grid the op is linear in X, so its
+adjoint scatter-adds each output gradient to the pixels it read, with the same weights.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from onnxpath.autodiff.builder import GraphBuilder, Node
+from onnxpath.autodiff.rules import rule
+
+
+def _pixel(b: GraphBuilder, g: str, size: int, align_corners: bool) -> str:
+    """The ONNX spec's unnormalisation of a grid coordinate in [-1, 1] to pixel units."""
+    if align_corners:  # -1 and 1 are the centres of the corner pixels
+        return b.op("Mul", b.op("Add", g, b.scalar(1.0)), b.scalar((size - 1) / 2))
+    # -1 and 1 are the outer edges of the corner pixels
+    return b.op("Div", b.op("Sub", b.op("Mul", b.op("Add", g, b.scalar(1.0)),
+                                        b.scalar(float(size))), b.scalar(1.0)), b.scalar(2.0))
+
+
+def _taps(b: GraphBuilder, coordinate: str, size: int, mode: str, padding: str):
+    """[(integer pixel, weight, inside)] that one coordinate reads."""
+    if padding == "border":
+        coordinate = b.op("Clip", coordinate, b.scalar(0.0), b.scalar(float(size - 1)))
+    if mode == "nearest":
+        return [(b.op("Round", coordinate), b.scalar(1.0))]
+    low = b.op("Floor", coordinate)
+    high_weight = b.op("Sub", coordinate, low)
+    return [(low, b.op("Sub", b.scalar(1.0), high_weight)),
+            (b.op("Add", low, b.scalar(1.0)), high_weight)]
+
+
+def _inside(b: GraphBuilder, pixel: str, size: int) -> str:
+    return b.op("And", b.op("GreaterOrEqual", pixel, b.scalar(0.0)),
+                b.op("LessOrEqual", pixel, b.scalar(float(size - 1))))
+
+
+@rule("GridSample")
+def grid_sample(node: Node, dy, b: GraphBuilder):
+    x, grid = node.inputs[0], node.inputs[1]
+    mode = {"bilinear": "linear"}.get(node.attr("mode", "linear"), node.attr("mode", "linear"))
+    padding = node.attr("padding_mode", "zeros")
+    if b.needs(grid):
+        raise NotImplementedError("GridSample gradients with respect to the grid")
+    if b.rank(x) != 4 or mode not in ("linear", "nearest") or padding not in ("zeros", "border"):
+        raise NotImplementedError(f"GridSample of a rank-{b.rank(x)} input with mode '{mode}' "
+                                  f"and padding '{padding}' (2-D linear or nearest, zeros or "
+                                  "border padding are differentiated)")
+    height, width = b.static_shape(x, 2)
+    align = bool(node.attr("align_corners", 0))
+    gx, gy = b.op("Split", grid, b.ints([1, 1]), outputs=2, axis=-1)
+    flat = b.ints([0, 1, -1])  # [N, 1, Ho * Wo]: one row of locations per example
+    ix = b.op("Reshape", _pixel(b, gx, width, align), flat)
+    iy = b.op("Reshape", _pixel(b, gy, height, align), flat)
+    g = b.op("Reshape", dy[0], b.ints([0, 0, -1]))  # [N, C, Ho * Wo]
+    indices, values = [], []
+    for py, wy in _taps(b, iy, height, mode, padding):
+        for px, wx in _taps(b, ix, width, mode, padding):
+            inside = b.op("And", _inside(b, px, width), _inside(b, py, height))
+            weight = b.op("Mul", b.op("Mul", wx, wy), b.op("Cast", inside, to=b.float_type))
+            # Outside taps read nothing (weight 0); clamp them to a valid index to scatter.
+            cx = b.op("Clip", px, b.scalar(0.0), b.scalar(float(width - 1)))
+            cy = b.op("Clip", py, b.scalar(0.0), b.scalar(float(height - 1)))
+            index = b.op("Add", b.op("Mul", cy, b.scalar(float(width))), cx)
+            index = b.op("Cast", index, to=onnx.TensorProto.INT64)
+            indices.append(b.op("Expand", index, b.shape_of(g)))
+            values.append(b.op("Mul", g, weight))
+    zeros = b.op("Reshape", b.zeros_like(x), b.ints([0, 0, -1]))
+    summed = b.scatter_add(zeros, b.op("Concat", *indices, axis=2),
+                           b.op("Concat", *values, axis=2), 2)
+    return [b.reshape_like(summed, x), None]

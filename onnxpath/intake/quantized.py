@@ -19,9 +19,11 @@ Conv on (x − x_zp) and (w − w_zp), times x_scale·w_scale / y_scale, requant
 becomes Add of the dequantized inputs, quantized; MatMulInteger is MatMul on centred
 shadows; DequantizeLinear is (shadow − zp)·scale. Data-movement ops on integers (MaxPool,
 Reshape, Concat...) run on the shadows. The integers themselves come from ONNX Runtime's own
-QuantizeLinear on the rewritten float values, and accumulations of integers are exact in
-float32 below 2^24, so the forward pass is the deployed one: the map explains the model that
-runs, not its float original.
+QuantizeLinear on the rewritten float values, accumulations of integers are exact in float32
+below 2^24, and QDQ groups first become the QLinearConv / QLinearMatMul / QGemm that ONNX
+Runtime fuses them into (intake/qdq.py), so the forward pass is the deployed one (measured:
+identical logits on quantized EfficientNet-Lite0, QDQ, QOperator and dynamic): the map explains
+the model that runs, not its float original.
 
 ReLU: the QDQ quantizer removes a Relu that precedes a QuantizeLinear, because a zero point at
 the bottom of the integer range (uint8 zp = 0, int8 zp = −128) clamps at 0 just as well, and
@@ -52,6 +54,7 @@ from onnx import TensorProto, helper
 from onnxpath.autodiff.rules import quantized as _rules  # noqa: F401  (DynamicQuantizeLinear)
 from onnxpath.autodiff.walk import prune_unused, value_infos
 from onnxpath.errors import ModelError
+from onnxpath.intake.qdq import qdq_as_qoperator
 from onnxpath.intake.shadows import FLOAT, QUANT_RANGE, Shadows
 
 MS = "com.microsoft"
@@ -98,7 +101,7 @@ def quantized_as_float(model: onnx.ModelProto) -> onnx.ModelProto:
     `model` itself when it has none. Output names and values are kept."""
     if not any(_quantized(n) for n in model.graph.node):
         return model
-    model = onnx.ModelProto.FromString(model.SerializeToString())
+    model = qdq_as_qoperator(onnx.ModelProto.FromString(model.SerializeToString()))
     graph = model.graph
     infos = value_infos(model)
     types = {name: elem for name, (elem, _) in infos.items() if elem}

@@ -84,6 +84,13 @@ def cast(node: onnx.NodeProto, s: Shadows):
 
 # --- integer matrix products ----------------------------------------------------------------
 
+def _scaled(s: Shadows, acc: str, scale: str, out: str | None = None) -> str:
+    """acc × scale, the scale written first: ONNX Runtime folds a constant second input of a
+    Mul into the Conv before it (ConvMulFusion), which would turn the exact integer
+    accumulation into a float one and move the rounding."""
+    return s.op("Mul", scale, acc, out=out)
+
+
 def _conv_attrs(node: onnx.NodeProto) -> dict:
     return {k: v for k, v in _attrs(node).items()
             if k in ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")}
@@ -97,7 +104,7 @@ def qlinear_conv(node: onnx.NodeProto, s: Shadows):
     weights = _centred(s, w, w_zp, _channel_shape(rank, 0))
     inputs = [_centred(s, x, x_zp), weights] + ([s.as_float(bias)] if bias else [])
     acc = s.op("Conv", *inputs, **_conv_attrs(node))
-    steps = s.op("Mul", acc, _ratio(s, [x_scale, w_scale], y_scale, _channel_shape(rank)))
+    steps = _scaled(s, acc, _ratio(s, [x_scale, w_scale], y_scale, _channel_shape(rank)))
     elem = s.elem(y_zp)
     return _set(s, node.output[0], s.requantize(steps, y_zp, elem, _at_bottom(s, y_zp, elem)),
                 elem)
@@ -115,10 +122,10 @@ def qlinear_matmul(node: onnx.NodeProto, s: Shadows):
     rows = _row_shape(s, a_scale)
     acc = s.op("MatMul", _centred(s, a, a_zp, rows), _centred(s, b, b_zp))
     if rows is None:  # per-tensor a: the same float32 product as ONNX Runtime's
-        steps = s.op("Mul", acc, _ratio(s, [a_scale, b_scale], y_scale))
+        steps = _scaled(s, acc, _ratio(s, [a_scale, b_scale], y_scale))
     else:
-        steps = s.op("Mul", s.op("Mul", acc, _ratio(s, [a_scale], None, rows)),
-                     _ratio(s, [b_scale], y_scale))
+        steps = _scaled(s, _scaled(s, acc, _ratio(s, [a_scale], None, rows)),
+                        _ratio(s, [b_scale], y_scale))
     elem = s.elem(y_zp)
     return _set(s, node.output[0], s.requantize(steps, y_zp, elem, _at_bottom(s, y_zp, elem)),
                 elem)
@@ -136,10 +143,10 @@ def qgemm(node: onnx.NodeProto, s: Shadows):
     acc = s.op("Gemm", *inputs, transA=attrs.get("transA", 0), transB=trans_b)
     scale = _ratio(s, [float(attrs.get("alpha", 1.0)), a_scale, b_scale], y_scale)
     if not y_scale:  # a float output
-        s.op("Mul", acc, scale, out=node.output[0])
+        _scaled(s, acc, scale, out=node.output[0])
         return True
     elem = s.elem(y_zp) if y_zp else s.elem(a)
-    steps = s.op("Mul", acc, scale)
+    steps = _scaled(s, acc, scale)
     return _set(s, node.output[0], s.requantize(steps, y_zp, elem, _at_bottom(s, y_zp, elem)),
                 elem)
 
@@ -164,7 +171,7 @@ def matmul_integer_to_float(node: onnx.NodeProto, s: Shadows):
     a, b, a_scale, b_scale = node.input[:4]
     a_zp, b_zp, bias = _input(node, 4), _input(node, 5), _input(node, 6)
     acc = s.op("MatMul", _centred(s, a, a_zp, _row_shape(s, a_zp)), _centred(s, b, b_zp))
-    scaled = s.op("Mul", acc, _ratio(s, [a_scale, b_scale], None),
+    scaled = _scaled(s, acc, _ratio(s, [a_scale, b_scale], None),
                   out=None if bias else node.output[0])
     if bias:
         s.op("Add", scaled, bias, out=node.output[0])
@@ -181,7 +188,7 @@ def dynamic_quantize_matmul(node: onnx.NodeProto, s: Shadows):
     s.types[quantized[1]] = FLOAT
     dynamic_quantize_linear(s.nodes[-1], s)
     acc = s.op("MatMul", _centred(s, quantized[0], quantized[2]), _centred(s, b, b_zp))
-    scaled = s.op("Mul", acc, s.op("Mul", quantized[1], s.as_float(b_scale)),
+    scaled = _scaled(s, acc, s.op("Mul", quantized[1], s.as_float(b_scale)),
                   out=None if bias else node.output[0])
     if bias:
         s.op("Add", scaled, bias, out=node.output[0])

@@ -18,15 +18,17 @@ The table (`DEEPLIFT`; rules in `_rescale_rules` and `_rescale_composite`):
   plain gradient, which breaks summation-to-delta wherever a unit saturates, while the paper
   defines the rule for any elementwise nonlinearity;
 - MaxPool, GlobalMaxPool: Captum's maxpool rule;
-- products and quotients of two varying tensors (Mul, MatMul, Gemm, Div: SiLU, GELU's x·Φ(x),
-  gating, attention's QKᵀ and PV): the Shapley split of the change between the two operands,
-  SHAP DeepExplainer's rule (Lundberg & Lee 2017), which is exact;
+- products of two varying tensors (Mul, MatMul, Gemm: SiLU, GELU's x·Φ(x), gating,
+  attention's QKᵀ and PV) and elementwise ops of two (Div, Max, Min, Pow): the Shapley split
+  of the change between the two operands, SHAP DeepExplainer's rule (Lundberg & Lee 2017),
+  which is exact; with one operand varying, the rescale rule (Div by a fixed divisor is
+  linear);
 - Softmax and LayerNormalization: the rules above applied to their decomposition into
   primitive ops, as DeepExplainer applies them to a graph that spells the ops out.
 Every other op on the way that is not linear in what varies (InstanceNormalization,
-ReduceMax, a Conv whose weights vary, ...) keeps its gradient: DeepLIFT defines no rule for
-it, and summation-to-delta no longer holds exactly. `gradient_fallbacks` names those ops, and
-the methods report them in extras["deeplift_gradient_fallback"].
+ReduceMax, a Conv whose weights vary, a Max of three, ...) keeps its gradient: DeepLIFT
+defines no rule for it, and summation-to-delta no longer holds exactly. `gradient_fallbacks`
+names those ops, and the methods report them in extras["deeplift_gradient_fallback"].
 """
 
 from __future__ import annotations
@@ -47,11 +49,12 @@ from onnxpath.methods._rescale_composite import rescale_layer_norm, rescale_soft
 from onnxpath.methods._rescale_rules import (
     ELEMENTWISE,
     MAX_POOLS,
+    PAIRS,
     PRODUCTS,
     reference,
     rescale,
     rescale_max_pool,
-    shapley_divide,
+    shapley_pair,
     shapley_product,
 )
 
@@ -70,7 +73,7 @@ SHAPE_ONLY = ("Shape", "Size")
 
 DEEPLIFT = {**{op: rescale for op in ELEMENTWISE if op in RULES},
             **{op: rescale_max_pool for op in MAX_POOLS if op in RULES},
-            **{op: shapley_product for op in PRODUCTS}, "Div": shapley_divide,
+            **{op: shapley_product for op in PRODUCTS}, **{op: shapley_pair for op in PAIRS},
             "Softmax": rescale_softmax, "LayerNormalization": rescale_layer_norm}
 
 
@@ -193,8 +196,10 @@ def _has_rule(node: Node, varies: set[str]) -> bool:
         return False
     if op in JOINTLY_LINEAR:
         return True
-    if op in PRODUCTS or op == "Div":
+    if op in PRODUCTS:
         return not any(moving[2:]) or op == "Gemm"  # a Gemm's bias is added
+    if op in PAIRS:
+        return len(moving) == 2
     if op in DEEPLIFT or op in LINEAR_IN_FIRST:
         return not any(moving[1:])
     if op in BILINEAR:

@@ -11,7 +11,7 @@ import math
 
 from onnxpath.autodiff import GraphBuilder, Node
 from onnxpath.autodiff.rules import RULES
-from onnxpath.methods._rescale_rules import change, per_change, quotient_shares, reference
+from onnxpath.methods._rescale_rules import change, pair_shares, per_change, reference
 
 
 def rescale_softmax(node: Node, dy, b: GraphBuilder):
@@ -29,7 +29,7 @@ def rescale_softmax(node: Node, dy, b: GraphBuilder):
     e = b.op("Exp", b.op("Sub", x, shift))
     e_ref = b.op("Exp", b.op("Sub", reference(x), shift))
     total, total_ref = b.reduce_sum(e, axes), b.reduce_sum(e_ref, axes)
-    share_e, share_total = quotient_shares(b, e, e_ref, total, total_ref)
+    share_e, share_total = pair_shares(b, "Div", e, e_ref, total, total_ref)
     delta_e, small_e, safe_e = change(b, e, e_ref)
     g_e = per_change(b, b.op("Mul", dy[0], share_e), safe_e, small_e, b.op("Div", dy[0], total))
     _, small_t, safe_t = change(b, total, total_ref)
@@ -66,7 +66,7 @@ def rescale_layer_norm(node: Node, dy, b: GraphBuilder):
     u, v, sigma = centred_and_sigma(x)
     u_ref, v_ref, sigma_ref = centred_and_sigma(reference(x))
     g_r = b.op("Mul", dy[0], scale)
-    share_u, share_sigma = quotient_shares(b, u, u_ref, sigma, sigma_ref)
+    share_u, share_sigma = pair_shares(b, "Div", u, u_ref, sigma, sigma_ref)
     _, small_u, safe_u = change(b, u, u_ref)
     g_u = per_change(b, b.op("Mul", g_r, share_u), safe_u, small_u, b.op("Div", g_r, sigma))
     delta_sigma, small_s, safe_s = change(b, sigma, sigma_ref)

@@ -21,12 +21,13 @@ REFERENCE = "onnxpath_reference/"
 EPS = 1e-10  # Captum's DeepLift eps: below it a unit's change counts as none
 
 # Elementwise ops of one varying input: the rescale rule applies (their other inputs, a Clip's
-# bounds, a PRelu's slope or a Pow's exponent, must be fixed).
+# bounds or a PRelu's slope, must be fixed).
 ELEMENTWISE = ("Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "Tanh", "Softplus", "Softsign",
                "Elu", "Selu", "Celu", "HardSigmoid", "HardSwish", "Mish", "Erf", "Gelu", "Exp",
-               "Log", "Sqrt", "Reciprocal", "Abs", "Pow", "Sin", "Cos", "ThresholdedRelu")
+               "Log", "Sqrt", "Reciprocal", "Abs", "Sin", "Cos", "ThresholdedRelu")
 MAX_POOLS = ("MaxPool", "GlobalMaxPool")
 PRODUCTS = ("Mul", "MatMul", "Gemm")
+PAIRS = ("Div", "Max", "Min", "Pow")  # elementwise, of two operands
 
 
 def reference(name: str) -> str:
@@ -47,11 +48,13 @@ def per_change(b: GraphBuilder, share: str, safe: str, small: str, gradient: str
     return b.op("Where", small, gradient, b.op("Div", share, safe))
 
 
-def quotient_shares(b: GraphBuilder, a: str, a_ref: str, c: str, c_ref: str) -> tuple[str, str]:
-    """The Shapley split of Δ(a / c) between a and c, each the mean of its effect over the two
-    orders of switching them on: ½(f(a, c) − f(a', c) + f(a, c') − f(a', c')) for a."""
-    both, neither = b.op("Div", a, c), b.op("Div", a_ref, c_ref)
-    a_only, c_only = b.op("Div", a, c_ref), b.op("Div", a_ref, c)
+def pair_shares(b: GraphBuilder, op: str, a: str, a_ref: str, c: str,
+                c_ref: str) -> tuple[str, str]:
+    """The Shapley split of Δf(a, c) between a and c (f an elementwise op: Div, Max, ...),
+    each the mean of its effect over the two orders of switching them on:
+    ½(f(a, c) − f(a', c) + f(a, c') − f(a', c')) for a."""
+    both, neither = b.op(op, a, c), b.op(op, a_ref, c_ref)
+    a_only, c_only = b.op(op, a, c_ref), b.op(op, a_ref, c)
     half = b.scalar(0.5)
     share_a = b.op("Sub", b.op("Add", both, a_only), b.op("Add", c_only, neither))
     share_c = b.op("Sub", b.op("Add", both, c_only), b.op("Add", a_only, neither))
@@ -115,19 +118,30 @@ def shapley_product(node: Node, dy, b: GraphBuilder):
     return RULES[node.op_type](middle, dy, b)
 
 
-def shapley_divide(node: Node, dy, b: GraphBuilder):
-    """a / c with both varying: each operand's Shapley share of the change (`quotient_shares`,
-    SHAP DeepExplainer's RealDiv rule) over its own Δ. With a fixed divisor the op is linear:
-    its gradient."""
+def shapley_pair(node: Node, dy, b: GraphBuilder):
+    """An elementwise op of two operands (Div, Max, Min, Pow). Both varying: each operand's
+    Shapley share of the change (`pair_shares`; SHAP DeepExplainer's rule for RealDiv and
+    Mul) over its own Δ. One varying: the whole change over its Δ, the rescale rule; a / c with
+    a fixed divisor is linear, and keeps its gradient. Broadcast operands sum their shares.
+    The gradient stands in where |Δ| <= EPS."""
     gradient = RULES[node.op_type](node, dy, b)
-    a, c = node.inputs
-    if not (b.needs(a) and b.needs(c)):
+    if len(node.inputs) != 2:  # a Max or Min of three or more: no rule
         return gradient
-    shares = quotient_shares(b, a, reference(a), c, reference(c))
+    (a, c), y = node.inputs, node.outputs[0]
+    moving = [b.needs(a), b.needs(c)]
+    if not any(moving) or (node.op_type == "Div" and not moving[1]):
+        return gradient
+    if all(moving):
+        shares = pair_shares(b, node.op_type, a, reference(a), c, reference(c))
+    else:
+        whole = b.op("Sub", y, reference(y))
+        shares = [whole if m else None for m in moving]
     grads = []
     for operand, share, fallback in zip((a, c), shares, gradient, strict=True):
+        if share is None:
+            grads.append(None)
+            continue
         _, small, safe = change(b, operand)
-        scaled = b.op("Div", b.op("Mul", dy[0], share), safe)
-        grads.append(b.op("Where", small, fallback, b.unbroadcast(scaled, operand,
-                                                                    node.outputs[0])))
+        summed = b.unbroadcast(b.op("Mul", dy[0], share), operand, y)
+        grads.append(per_change(b, summed, safe, small, fallback))
     return grads

@@ -261,10 +261,28 @@ class MaxNormNet(nn.Module):
         return self.fc2(torch.tanh(h - h.amax(dim=-1, keepdim=True)))
 
 
-def test_quotients_conserve(tmp_path):
+class PairNet(nn.Module):
+    """Max of two varying tensors, Min and Pow with a constant, a Div whose numerator is
+    constant: elementwise ops of two operands."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.c, self.out = nn.Linear(6, 8), nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        a, c = self.a(x), self.c(x)
+        limit = torch.full((8,), 0.5)
+        return self.out(torch.maximum(a, c) + torch.minimum(a, limit) + limit / (1 + c ** 2))
+
+
+@pytest.mark.parametrize("cls,ops", [(QuotientNet, {"Div"}),
+                                     (PairNet, {"Max", "Min", "Pow", "Div"})])
+def test_elementwise_pairs_conserve(tmp_path, cls, ops):
+    explainer, _ = pair(cls, (6,), tmp_path)
+    assert ops <= {n.op_type for n in onnx.load(str(explainer.path)).graph.node}
     x, reference = inputs((6,)), inputs((6,), seed=1)
-    result = pair(QuotientNet, (6,), tmp_path)[0].attribute(x, "deeplift", baseline=reference)
-    print(f"\n[quotient] relative gap {relative_gap(result.extras):.1e}")
+    result = explainer.attribute(x, "deeplift", baseline=reference)
+    print(f"\n[{cls.__name__}] relative gap {relative_gap(result.extras):.1e}")
     assert closes(result.extras) and result.extras[0]["deeplift_gradient_fallback"] == []
 
 

@@ -99,6 +99,18 @@ class PlainMLP(nn.Module):
         return self.net(x)
 
 
+class TokenMLP(nn.Module):
+    """Linear on a 3-D input, which the exporter writes as MatMul + Add: onnxpath must take
+    the Add for the layer's bias, as Zennit's Linear module has it."""
+
+    def __init__(self, classes: int = 3):
+        super().__init__()
+        self.embed, self.relu, self.head = nn.Linear(6, 8), nn.ReLU(), nn.Linear(32, classes)
+
+    def forward(self, x):
+        return self.head(torch.flatten(self.relu(self.embed(x)), 1))
+
+
 def build(cls, stacked=None):
     torch.manual_seed(0)
     model = cls(stacked) if stacked is not None else cls()
@@ -268,6 +280,26 @@ def test_mlp_with_batchnorm_matches_zennit(zennit, mlp, name):
     agree(f"zennit MLP {name}", ours, zennit_relevance(model, composite, x, targets))
 
 
+@pytest.mark.parametrize("composite", ["EpsilonPlusFlat", "gamma"])
+def test_matmul_plus_add_is_one_layer_with_its_bias(zennit, tmp_path_factory, composite):
+    explainer, model, x = _pair(TokenMLP, (4, 6), tmp_path_factory)
+    ops = {n.op_type for n in explainer.proto.graph.node}
+    assert {"MatMul", "Add"} <= ops
+    targets = explainer.predict(x).argmax(axis=1)
+    if composite == "gamma":
+        oracle_composite = zennit.composites.LayerMapComposite(
+            base_map(zennit) + [(zennit.types.Linear, zennit.rules.Gamma(0.25))])
+    else:
+        oracle_composite = zennit.composites.EpsilonPlusFlat()
+    result = explainer.attribute(x, "lrp", targets, composite=composite)
+    agree(f"zennit MatMul+Add {composite}", result.maps,
+          zennit_relevance(model, oracle_composite, x, targets))
+    if composite == "gamma":  # the bias relevance the graph reports closes the sum
+        for extra in result.extras:
+            total = extra["relevance_sum"] + extra["bias_relevance"]
+            assert total == pytest.approx(extra["logit"], rel=1e-4)
+
+
 @pytest.mark.parametrize("cls,shape", [(PlainCNN, (3, 16, 16)), (PlainMLP, (10,))])
 def test_epsilon_matches_captum(tmp_path_factory, cls, shape):
     """Captum's LRP: its default EpsilonRule (ε = 1e-9) on Conv2d, Linear, MaxPool2d and
@@ -404,3 +436,20 @@ def test_cli_unknown_composite_is_one_line(capsys, monkeypatch):
                                "--composite", "epsilon-plush", "-q")
     assert code != 0 and "Traceback" not in err
     assert "unknown LRP composite 'epsilon-plush'" in err + json.dumps(lines)
+
+
+def test_fixed_batch_and_per_example_box_bounds(tmp_path):
+    """A model exported for batch 1 is padded, not refused; the z^B bounds are each example's
+    own, so the maps do not depend on the batch they ran in."""
+    from onnx_nets import conv_net
+
+    x = np.random.default_rng(3).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    fixed = Explainer(conv_net(tmp_path / "fixed.onnx", batch=1))
+    dynamic = Explainer(conv_net(tmp_path / "dynamic.onnx"))
+    ours = fixed.attribute(x, "lrp", composite="epsilon-gamma-box")
+    np.testing.assert_allclose(ours.maps, dynamic.attribute(x, "lrp",
+                                                            composite="epsilon-gamma-box").maps,
+                               rtol=1e-4, atol=1e-6)
+    for extra in ours.extras:
+        assert extra["relevance_sum"] + extra["bias_relevance"] == pytest.approx(
+            extra["logit"], rel=1e-4)

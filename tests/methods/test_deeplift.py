@@ -69,6 +69,22 @@ class MLP(nn.Module):
         return self.layers(x)
 
 
+class HardNet(nn.Module):
+    """LeakyReLU (Captum rescales it), Hardswish and Hardsigmoid (single ONNX ops that
+    onnxpath rescales; Captum's own rule is registered for them in the test)."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(6, 16), nn.LeakyReLU(0.1), nn.Linear(16, 16),
+                                    nn.Hardswish(), nn.Linear(16, 16), nn.Hardsigmoid(),
+                                    nn.Linear(16, 3))
+        with torch.no_grad():
+            self.layers[2].weight.mul_(4.0)
+
+    def forward(self, x):
+        return self.layers(x)
+
+
 class ReLU6Net(nn.Module):
     """ReLU6 units that saturate: a first conv scaled up, so that many pass 6."""
 
@@ -164,6 +180,20 @@ def test_deeplift_matches_captum(tmp_path, cls, shape):
               f"captum (float64)={delta.abs().max().item() / scale:.1e}")
         assert closes(ours.extras)
         assert ours.extras[0]["deeplift_gradient_fallback"] == []
+
+
+def test_hard_activations_match_captum_s_rescale_rule(tmp_path, monkeypatch):
+    explainer, model = pair(HardNet, (6,), tmp_path)
+    ops = {n.op_type for n in onnx.load(str(explainer.path)).graph.node}
+    assert {"LeakyRelu", "HardSwish", "HardSigmoid"} <= ops
+    for module in (nn.Hardswish, nn.Hardsigmoid):
+        monkeypatch.setitem(deep_lift.SUPPORTED_NON_LINEAR, module, deep_lift.nonlinear)
+    x, reference = inputs((6,)), inputs((6,), seed=1)
+    targets = explainer.predict(x).argmax(axis=1)
+    ours = explainer.attribute(x, "deeplift", targets, baseline=reference)
+    theirs, _ = captum_deeplift(model, x, reference, targets)
+    agree("deeplift LeakyReLU/Hardswish/Hardsigmoid", ours.maps, theirs)
+    assert closes(ours.extras)
 
 
 def test_deeplift_shap_matches_captum(tmp_path):

@@ -30,6 +30,8 @@ from PIL import Image
 from onnxpath import Explainer
 from onnxpath.engine.gradient import GradientEngine, one_hot
 from onnxpath.intake.model import normalise
+from onnxpath.intake.qdq import qdq_as_qoperator
+from onnxpath.intake.quantized import quantized_as_float
 from tests.autodiff.quantized_reference import (
     central_differences,
     run,
@@ -155,6 +157,23 @@ def test_the_quantizer_clamp_is_the_relu(models, variant):
     assert "Relu" not in {n.op_type for n in model.graph.node}
     info = normalise(model, (1, *SIZE))
     assert sum(n.op_type == "Relu" for n in info.proto.graph.node) == 2
+
+
+def test_qdq_groups_become_the_ops_onnx_runtime_runs(models):
+    """DequantizeLinear → Conv/Gemm → QuantizeLinear runs in ONNX Runtime as one QLinearConv /
+    QGemm, integers accumulated exactly: the rewrite must round where it does."""
+    model = qdq_as_qoperator(onnx.load(models[("cnn", "qdq")]))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QLinearConv") == 2 and ops.count("QGemm") == 1
+    assert "Conv" not in ops and "Gemm" not in ops
+
+
+def test_an_unknown_quantized_op_is_said_not_silent():
+    nodes = [*QUANTIZE_X, Q("QLinearUnknown", ["xq", "xs", "xz"], ["yq"], **MS),
+             *DEQUANTIZE_Y]
+    model = _op_model(nodes, {**X_PARAMS, **Y_PARAMS}, (1, 4))
+    with pytest.warns(UserWarning, match="QLinearUnknown has no float rewrite"):
+        quantized_as_float(model)
 
 
 def test_pathway_on_a_quantized_relu_cnn(models):

@@ -41,6 +41,7 @@ from onnxpath.autodiff.rules import (  # noqa: E402,F401
     math,
     norm,
     pool,
+    quantized,
     recurrent,
     reduce,
     resize,

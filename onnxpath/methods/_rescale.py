@@ -196,8 +196,8 @@ def _has_rule(node: Node, varies: set[str]) -> bool:
         return False
     if op in JOINTLY_LINEAR:
         return True
-    if op in PRODUCTS:
-        return not any(moving[2:]) or op == "Gemm"  # a Gemm's bias is added
+    if op in PRODUCTS:  # one or two varying factors (and a Gemm's bias, which is added)
+        return True
     if op in PAIRS:
         return len(moving) == 2
     if op in DEEPLIFT or op in LINEAR_IN_FIRST:

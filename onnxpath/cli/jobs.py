@@ -18,6 +18,8 @@ from onnxpath.cli._common import (
     parse_scale,
     parse_size,
 )
+from onnxpath.cli.declare import spelling
+from onnxpath.cli.options import METHOD_OPTIONS, SURROGATE
 from onnxpath.errors import OnnxPathError, UsageError
 from onnxpath.explainer import Explainer
 from onnxpath.io.image import model_size
@@ -154,9 +156,10 @@ def parse_prune(text: str | None) -> float | str | None:
                          f"'{text}'") from err
 
 
-METHOD_FLAGS = ("steps", "rule", "baseline", "samples", "noise", "internal_batch_size",
-                "variant", "seed", "layer", "relu", "window", "stride", "fill", "masks",
-                "cells", "probability", "segments", "score", "kernel_width")
+# Every method option flag, read from its declaration, so a flag added there reaches the
+# methods with no second list to keep in step.
+METHOD_FLAGS = tuple(flag.name for flag in (*METHOD_OPTIONS, *SURROGATE))
+FLAG_OF = {flag.name: spelling(flag) for flag in (*METHOD_OPTIONS, *SURROGATE)}
 
 
 def method_options(o: SimpleNamespace) -> dict:
@@ -168,8 +171,6 @@ def method_options(o: SimpleNamespace) -> dict:
     return {"absolute": o.absolute, **options, **pathway_options(o)}
 
 
-# Method options whose flag is not --<key>.
-FLAG_OF = {"masks": "--rise-masks"}
 # The options that count something (at least 1), and those that must lie above 0: a value
 # outside is an error, never quietly taken for another (0 rows per run, a negative sigma).
 COUNTS = ("steps", "samples", "internal_batch_size", "masks", "cells")

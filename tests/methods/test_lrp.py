@@ -365,14 +365,9 @@ def test_relevance_is_conserved_on_efficientnet_lite0(lite0_photo, composite):
 # --- the command line -------------------------------------------------------------------------
 
 def run_cli(capsys, monkeypatch, *args):
-    """`onnxpath attribute ...` in process. cli/jobs.py's METHOD_FLAGS lists the option flags
-    method_options reads by hand; until it is derived from options.METHOD_OPTIONS, the lrp
-    flags declared there are added to it here."""
-    from onnxpath.cli import jobs, main
+    """`onnxpath attribute ...` in process: exit code, JSON lines, stderr."""
+    from onnxpath.cli import main
 
-    flags = ("composite", "epsilon", "gamma", "box", "zero_bias")
-    monkeypatch.setattr(jobs, "METHOD_FLAGS",
-                        jobs.METHOD_FLAGS + tuple(f for f in flags if f not in jobs.METHOD_FLAGS))
     code = main(["attribute", *map(str, args)])
     captured = capsys.readouterr()
     lines = [json.loads(line) for line in captured.out.splitlines() if line.strip()]

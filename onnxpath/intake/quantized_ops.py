@@ -278,6 +278,9 @@ def qlinear_concat(node: onnx.NodeProto, s: Shadows):
 def pass_through(node: onnx.NodeProto, s: Shadows):
     """The same op on the shadows: a MaxPool, Reshape or Concat of integers is the same
     integers in float32. Other integer inputs (shapes, indices, axes) stay as they are."""
+    attrs = _attrs(node)
+    if node.op_type == "Resize" and attrs.get("mode", b"nearest") not in (b"nearest", "nearest"):
+        return None  # ONNX Runtime interpolates integers with its own rounding
     data = PASS_THROUGH[node.op_type]
     positions = range(len(node.input)) if data == "all" else data
     inputs = list(node.input)

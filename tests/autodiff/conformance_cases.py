@@ -27,6 +27,8 @@ class Case:
     output: int = 0  # the differentiated output
     outputs: int = 1
     label: str = ""
+    unmarked: bool = False  # every float input is differentiated, whatever onnx marks
+
 
     @property
     def id(self) -> str:
@@ -237,7 +239,29 @@ def _cases() -> list[Case]:
     ]
 
 
+def _unmarked_cases() -> list[Case]:
+    """Ops whose float inputs onnx leaves Unknown (not marked Differentiable) though models
+    differentiate through them: transformer blocks at opset 23+, sequence reversal."""
+    return [
+        Case("LayerNormalization", {"x": X234, "scale": randn(4, seed=1), "bias": randn(4, seed=2)},
+             {"axis": -1}, fixed=("scale", "bias")),
+        Case("RMSNormalization", {"x": X234, "scale": randn(4, seed=1)}),
+        Case("Attention", {"q": randn(1, 2, 3, 4), "k": randn(1, 2, 3, 4, seed=1),
+                           "v": randn(1, 2, 3, 4, seed=2)}),
+        Case("Attention", {"q": randn(1, 2, 3, 4), "k": randn(1, 2, 3, 4, seed=1),
+                           "v": randn(1, 2, 3, 4, seed=2)}, {"is_causal": 1}, label="causal"),
+        Case("AffineGrid", {"theta": randn(2, 2, 3), "size": ints(2, 1, 3, 4)}),
+        Case("AffineGrid", {"theta": randn(1, 2, 3), "size": ints(1, 1, 3, 4)},
+             {"align_corners": 1}, label="align_corners"),
+        Case("AffineGrid", {"theta": randn(1, 3, 4), "size": ints(1, 1, 2, 3, 4)},
+             label="volumetric"),
+        Case("ReverseSequence", {"x": randn(3, 2), "lengths": ints(2, 3)},
+             {"batch_axis": 1, "time_axis": 0}),
+    ]
+
+
 CASES: list[Case] = _cases()
+UNMARKED_CASES: list[Case] = [Case(**{**c.__dict__, "unmarked": True}) for c in _unmarked_cases()]
 
 # Ops deliberately without a rule, each with the reason. test_conformance.py checks that each is
 # refused in one line (and, for ops ONNX Runtime cannot run, that it still cannot).

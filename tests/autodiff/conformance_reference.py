@@ -1,5 +1,6 @@
 """Corrections to `onnx.reference` for the float64 oracle of test_conformance.py.
 
+- AffineGrid: computed in float32 whatever the input type.
 - Erf, Gelu: onnx 1.23's evaluator computes Erf in float32 whatever the input type, so central
   differences of Erf (and of Gelu, whose function body uses Erf) drown in rounding noise.
 - MeanVarianceNormalization: its body's float32 constants stop a float64 run.
@@ -83,4 +84,28 @@ class GlobalLpPool(OpRun):
         return (np.sum(np.abs(x) ** p, axis=axes, keepdims=True) ** (1.0 / p),)
 
 
-FLOAT64_FIXES = [Erf, Gelu, GlobalLpPool, LRN, LpNormalization, MeanVarianceNormalization]
+class AffineGrid(OpRun):
+    """onnx 1.23's evaluator computes in float32 whatever theta's type. From the spec: pixel
+    centres in [-1, 1] (the corner centres at +-1 with align_corners), x along the last dim,
+    each mapped by theta[n] @ (x, y[, z], 1)."""
+
+    op_domain = ""
+
+    def _run(self, theta, size, align_corners=0):
+        spatial = [int(s) for s in size[2:]]
+
+        def centres(n: int) -> np.ndarray:
+            if align_corners:
+                return np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1)
+            return np.array([(2.0 * i + 1.0) / n - 1.0 for i in range(n)])
+
+        grid = np.zeros((theta.shape[0], *spatial, len(spatial)))
+        for index in np.ndindex(*spatial):
+            point = [centres(spatial[d])[index[d]] for d in reversed(range(len(spatial)))]
+            for n in range(theta.shape[0]):
+                grid[(n, *index)] = theta[n] @ np.array([*point, 1.0])
+        return (grid,)
+
+
+FLOAT64_FIXES = [AffineGrid, Erf, Gelu, GlobalLpPool, LRN, LpNormalization,
+                 MeanVarianceNormalization]

@@ -50,10 +50,23 @@ def inline_body(node: Node, b: GraphBuilder) -> tuple[list[onnx.NodeProto], dict
     if any(n.op_type == node.op_type and n.domain == node.domain for n in body):
         raise ValueError(f"onnx defines no function body for {node.op_type}")
     renamed = {o: b.fresh(f"{node.op_type}_body") for n in body for o in n.output if o}
-    for n in body:
+    _rename(body, renamed)
+    return body, renamed
+
+
+def _rename(nodes, renamed: dict[str, str]) -> None:
+    """Rename tensors where they are produced and read, subgraphs (If branches) included; a
+    subgraph's own tensors shadow nothing, so only outer names change."""
+    for n in nodes:
         n.input[:] = [renamed.get(i, i) for i in n.input]
         n.output[:] = [renamed.get(o, o) for o in n.output]
-    return body, renamed
+        for attribute in n.attribute:
+            graphs = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else \
+                list(attribute.graphs)
+            for graph in graphs:
+                _rename(graph.node, renamed)
+                for value in graph.output:
+                    value.name = renamed.get(value.name, value.name)
 
 
 def _constant(proto: onnx.NodeProto) -> np.ndarray | None:
@@ -110,10 +123,11 @@ def differentiate_body(node: Node, dy, b: GraphBuilder, body: list[onnx.NodeProt
     b.nodes.extend(body)
     reach = {i for i in node.inputs if b.needs(i)}
     inner = [Node.from_proto(p) for p in body]
-    for n in inner:
-        if any(i in reach for i in n.inputs if i):
-            reach.update(o for o in n.outputs
-                         if o and b.value_info.get(o, (0,))[0] in FLOAT_ELEM_TYPES)
+    for n in inner:  # an If/Scan that reads a reached tensor inside its subgraph is reached too
+        if any(i in reach for i in [*n.inputs, *n.implicit] if i):
+            # An output of unknown type might be float: counted as reached, as the walker does.
+            reach.update(o for o in n.outputs if o and b.value_info.get(o, (0,))[0] in
+                         (*FLOAT_ELEM_TYPES, onnx.TensorProto.UNDEFINED))
     adjoints = {renamed[o]: [g] for o, g in zip(node.outputs, dy, strict=False) if o and g}
     b.differentiable |= reach
 
@@ -125,7 +139,8 @@ def differentiate_body(node: Node, dy, b: GraphBuilder, body: list[onnx.NodeProt
 
     for n in reversed(inner):
         grads_out = [total(o) if o else None for o in n.outputs]
-        if all(g is None for g in grads_out) or not any(i in reach for i in n.inputs if i):
+        if all(g is None for g in grads_out) or \
+                not any(i in reach for i in [*n.inputs, *n.implicit] if i):
             continue
         if n.op_type not in RULES or n.domain not in ("", "ai.onnx"):
             raise ValueError(f"its function body uses {n.op_type}, which has no gradient rule")
@@ -158,7 +173,7 @@ class Body:
 
 @rule("MeanVarianceNormalization", "GroupNormalization", "CenterCropPad",
       "NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss", "DepthToSpace", "SpaceToDepth",
-      "CausalConvWithState")
+      "CausalConvWithState", "Attention")
 def by_function_body(node: Node, dy, b: GraphBuilder):
     body, renamed = inline_body(node, b)
     return differentiate_body(node, dy, b, body, renamed)

@@ -19,6 +19,13 @@ def trilu(node: Node, dy, b: GraphBuilder):
     return [b.op("Trilu", dy[0], node.input(1), upper=node.attr("upper", 1)), None]
 
 
+@rule("ReverseSequence")
+def reverse_sequence(node: Node, dy, b: GraphBuilder):
+    # Reversing the same prefixes again sends each gradient back to where its element was.
+    return [b.op("ReverseSequence", dy[0], node.inputs[1], batch_axis=node.attr("batch_axis", 1),
+                 time_axis=node.attr("time_axis", 0)), None]
+
+
 @rule("CenterCropPad")
 def center_crop_pad(node: Node, dy, b: GraphBuilder):
     # Cropping the gradient back where x was padded, and padding it with zeros where x was

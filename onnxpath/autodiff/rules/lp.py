@@ -1,5 +1,6 @@
-"""Lp norms: LpNormalization, LpPool and GlobalLpPool, each written as the ops that define it
-(a sum of |x|^p, its p-th root, a division) and differentiated through that definition."""
+"""Lp norms: LpNormalization, LpPool, GlobalLpPool and RMSNormalization, each written as the
+ops that define it (a sum of |x|^p, its p-th root, a division) and differentiated through that
+definition."""
 
 from __future__ import annotations
 
@@ -54,4 +55,18 @@ def lp_pool(node: Node, dy, b: GraphBuilder):
         return body.op("Mul", average, b.scalar(float(size)))
 
     y = _root_of_power_sum(body, b, x, p, window_sum)
+    return differentiate_body(node, dy, b, body.nodes, {node.outputs[0]: y})
+
+
+@rule("RMSNormalization")
+def rms_normalization(node: Node, dy, b: GraphBuilder):
+    # y = x / sqrt(mean(x^2 over the axes from `axis` on) + epsilon) * scale. (onnx's own body
+    # computes the axes at run time with Range, which shape inference cannot follow.)
+    x, scale = node.inputs[0], node.inputs[1]
+    rank = b.rank(x)
+    axes = list(range(node.attr("axis", -1) % rank, rank))
+    body = Body(b)
+    mean_square = body.op("ReduceMean", body.op("Mul", x, x), b.ints(axes), keepdims=1)
+    rms = body.op("Sqrt", body.op("Add", mean_square, b.scalar(node.attr("epsilon", 1e-5))))
+    y = body.op("Mul", body.op("Div", x, rms), scale)
     return differentiate_body(node, dy, b, body.nodes, {node.outputs[0]: y})

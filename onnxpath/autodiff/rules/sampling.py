@@ -1,10 +1,13 @@
-"""GridSample: each output element reads the input at a grid location, interpolating its
+"""GridSample and AffineGrid, a spatial transformer's two halves.
+
+GridSample: each output element reads the input at a grid location, interpolating its
 nearest pixels (linear) or taking one (nearest). For a fixed grid the op is linear in X, so its
 adjoint scatter-adds each output gradient to the pixels it read, with the same weights.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 
 from onnxpath.autodiff.builder import GraphBuilder, Node
@@ -71,3 +74,29 @@ def grid_sample(node: Node, dy, b: GraphBuilder):
     summed = b.scatter_add(zeros, b.op("Concat", *indices, axis=2),
                            b.op("Concat", *values, axis=2), 2)
     return [b.reshape_like(summed, x), None]
+
+
+def base_grid(sizes: list[int], align_corners: bool) -> np.ndarray:
+    """The normalised pixel centres AffineGrid transforms, as [prod(sizes), len(sizes) + 1]
+    rows (x, y[, z], 1): x runs along the last dim, as the spec orders them."""
+    axes = []
+    for n in sizes:
+        if align_corners:
+            axes.append(np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1))
+        else:
+            axes.append((np.arange(n) * 2.0 + 1.0) / n - 1.0)
+    mesh = np.meshgrid(*axes, indexing="ij")  # in (D,) H, W order
+    coordinates = [m.reshape(-1) for m in reversed(mesh)]  # x first
+    return np.stack([*coordinates, np.ones(mesh[0].size)], axis=1)
+
+
+@rule("AffineGrid")
+def affine_grid(node: Node, dy, b: GraphBuilder):
+    # grid[n, pixel] = theta[n] @ base[pixel]: linear in theta, so dtheta = dgrid^T @ base.
+    size = b.constant_value(node.inputs[1])
+    if size is None:
+        raise ValueError("AffineGrid size computed at run time")
+    spatial = [int(s) for s in size[2:]]
+    base = b.const(base_grid(spatial, bool(node.attr("align_corners", 0))))
+    rows = b.op("Reshape", dy[0], b.ints([0, -1, len(spatial)]))  # [N, pixels, dims]
+    return [b.op("MatMul", b.op("Transpose", rows, perm=[0, 2, 1]), base), None]

@@ -196,9 +196,9 @@ METHOD_OPTIONS = (
     # --- the CAM family ---
     # --- layer and neuron attributions ---
     Flag("neuron", str, typer.Option(None, "--neuron", help="gradient, input-x-gradient, "
-                                     "integrated-gradients: explain one element of the --layer "
-                                     "tensor instead of a logit, e.g. 5,3,3 (per example, no "
-                                     "batch index).")),
+                                     "integrated-gradients, conductance: explain one element "
+                                     "of the --layer tensor instead of a logit, e.g. 5,3,3 "
+                                     "(per example, no batch index).")),
 )
 # The features of the perturbation methods (attribute lists them after the MODAL flags).
 SURROGATE = (

@@ -28,8 +28,8 @@ def first_component_map(activation: np.ndarray) -> np.ndarray:
     """(K, h, w) activations -> the (h, w) projection on the first principal component, in
     onnxpath's sign convention (loadings summing to >= 0)."""
     channels = activation.shape[0]
-    samples = activation.reshape(channels, -1).T.astype(np.float64)
-    samples = np.nan_to_num(samples - samples.mean(axis=0))
+    samples = np.nan_to_num(activation.reshape(channels, -1).T.astype(np.float64))
+    samples = samples - samples.mean(axis=0)
     _, _, vt = np.linalg.svd(samples, full_matrices=False)
     component = vt[0] if vt[0].sum() >= 0 else -vt[0]
     return (samples @ component).reshape(activation.shape[1:])

@@ -17,6 +17,7 @@ from onnx import helper, numpy_helper
 
 F = torch.nn.functional
 RANGES = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127),
+          np.dtype(np.uint16): (0, 65535), np.dtype(np.int16): (-32768, 32767),
           np.dtype(np.int32): (-2 ** 31, 2 ** 31 - 1)}
 
 

@@ -335,3 +335,34 @@ def test_cli_text_layer(capsys, tmp_path):
     for plain, at_layer in zip(runs[0][1], runs[1][1], strict=True):
         np.testing.assert_allclose([t["score"] for t in at_layer["tokens"]],
                                    [t["score"] for t in plain["tokens"]], rtol=1e-4, atol=1e-6)
+
+
+def test_cli_neurons(capsys, tmp_path):
+    """--neuron through `onnxpath attribute` on the shipped image, table and text models: the
+    maps have the input's shape, the record names the neuron and its value."""
+    image = (ROOT / "models" / "efficientnet_lite0.onnx", ROOT / "models" / "photos" /
+             "chelsea.jpg", "/_swish_1/Clip", "3,2,2", (3, 224, 224))
+    table = (EXAMPLES / "churn.onnx", EXAMPLES / "customers.csv", "/layers/layers.1/Relu", "4",
+             (6,))
+    for model, data, layer, neuron, shape in (image, table):
+        out = tmp_path / model.stem
+        code, lines, err = run_cli(capsys, model, data, "-m",
+                                   "gradient,input-x-gradient,integrated-gradients,conductance",
+                                   "--layer", layer, "--neuron", neuron, "--steps", "2", "-o", out)
+        assert code == 0, err
+        for line in lines:
+            assert line["error"] is None and line["wrt"] is None, line["method"]
+            assert line["extras"]["neuron"] == [int(i) for i in neuron.split(",")]
+            assert line["extras"]["layer"] == f"{layer}_output_0"
+            saved = np.load(line["outputs"]["npy"])
+            assert saved.shape == shape, line["method"]
+            if line["extras"]["neuron_value"] > 0:  # ReLU units: a dead one has no gradient
+                assert np.abs(saved).max() > 0, line["method"]
+        assert any(line["extras"]["neuron_value"] > 0 for line in lines)
+    code, lines, err = run_cli(capsys, EXAMPLES / "sentiment.onnx", EXAMPLES / "reviews.txt",
+                               "--tokenizer", EXAMPLES / "tokenizer.json", "-m", "gradient",
+                               "--layer", "/Tanh", "--neuron", "3")
+    assert code == 0, err
+    assert all(line["extras"]["neuron"] == [3] and line["tokens"] for line in lines)
+    code, lines, err = run_cli(capsys, table[0], table[1], "-m", "gradient", "--neuron", "4")
+    assert code == 2 and not lines and "--layer" in err

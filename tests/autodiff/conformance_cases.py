@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from onnx import TensorProto
+import onnx
+from onnx import TensorProto, helper, numpy_helper
 
 from tests.oracle import randn
 
@@ -239,6 +240,34 @@ def _cases() -> list[Case]:
     ]
 
 
+def _scan_body() -> onnx.GraphProto:
+    """s' = s + x_t * w, y_t = tanh(s'): a running sum with a per-step output."""
+    typed = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in ("s", "x_t")]
+    nodes = [helper.make_node("Mul", ["x_t", "w"], ["m"]), helper.make_node("Add", ["s", "m"],
+                                                                            ["s2"]),
+             helper.make_node("Tanh", ["s2"], ["y_t"])]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in ("s2", "y_t")]
+    w = numpy_helper.from_array(np.asarray([0.5, -1.5], np.float32), "w")
+    return helper.make_graph(nodes, "scan_body", typed, outputs, [w])
+
+
+def _loop_body() -> onnx.GraphProto:
+    """A for loop: v' = 0.9 v + sin(v), each v' also collected."""
+    typed = [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+             helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+             helper.make_tensor_value_info("v", TensorProto.FLOAT, [2])]
+    nodes = [helper.make_node("Identity", ["cond"], ["cond_out"]),
+             helper.make_node("Sin", ["v"], ["sv"]),
+             helper.make_node("Mul", ["v", "decay"], ["dv"]),
+             helper.make_node("Add", ["dv", "sv"], ["v2"]),
+             helper.make_node("Identity", ["v2"], ["v2_scan"])]
+    outputs = [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+               helper.make_tensor_value_info("v2", TensorProto.FLOAT, [2]),
+               helper.make_tensor_value_info("v2_scan", TensorProto.FLOAT, [2])]
+    decay = numpy_helper.from_array(np.asarray(0.9, np.float32), "decay")
+    return helper.make_graph(nodes, "loop_body", typed, outputs, [decay])
+
+
 def _unmarked_cases() -> list[Case]:
     """Ops whose float inputs onnx leaves Unknown (not marked Differentiable) though models
     differentiate through them: transformer blocks at opset 23+, sequence reversal."""
@@ -257,6 +286,16 @@ def _unmarked_cases() -> list[Case]:
              label="volumetric"),
         Case("ReverseSequence", {"x": randn(3, 2), "lengths": ints(2, 3)},
              {"batch_axis": 1, "time_axis": 0}),
+        Case("Scan", {"s0": randn(2), "x": randn(4, 2, seed=1)},
+             {"body": _scan_body(), "num_scan_inputs": 1}, outputs=2, output=1),
+        Case("Scan", {"s0": randn(2), "x": randn(4, 2, seed=1)},
+             {"body": _scan_body(), "num_scan_inputs": 1}, outputs=2, output=0,
+             label="final_state"),
+        Case("Loop", {"trips": np.asarray(3, np.int64), "cond": np.asarray(True),
+                      "v0": randn(2)}, {"body": _loop_body()}, outputs=2, output=1),
+        Case("Loop", {"trips": np.asarray(3, np.int64), "cond": np.asarray(True),
+                      "v0": randn(2)}, {"body": _loop_body()}, outputs=2, output=0,
+             label="final_state"),
     ]
 
 
@@ -269,7 +308,7 @@ NOT_DIFFERENTIATED: dict[str, str] = {
     "Swish": "ONNX Runtime 1.32 has no kernel for it (opset 24); its rule is ready",
     "SwiGLU": "ONNX Runtime 1.32 has no kernel for it (opset 28); its rule is ready",
     "MaxRoiPool": "ONNX Runtime 1.32 has no kernel for its opset 22 version",
+    "LinearAttention": "its function body (a Scan of the gated delta rule) reshapes by shapes "
+                       "computed at run time, which shape inference cannot follow; no rule",
     "GlobalLpPool": "ONNX Runtime 1.32 has no kernel for its opset 22 version; its rule is ready",
-    "LinearAttention": "its function body is a Scan over the sequence (the gated delta rule), "
-                       "and Scan has no rule",
 }

@@ -103,24 +103,32 @@ def build(case: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
 def float64_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     double = onnx.ModelProto()
     double.CopyFrom(model)
-    for value in [*double.graph.input, *double.graph.output]:
+    _to_float64(double.graph)
+    return double
+
+
+def _to_float64(graph: onnx.GraphProto) -> None:
+    """float32 to float64 in place: typed values, initializers, casts, subgraphs (Scan/Loop)."""
+    for value in [*graph.input, *graph.output]:
         if value.type.tensor_type.elem_type == TensorProto.FLOAT:
             value.type.tensor_type.elem_type = TensorProto.DOUBLE
-    for node in double.graph.node:  # casts the gradient graph makes to the float type
-        for attribute in node.attribute:
-            if node.op_type == "Cast" and attribute.name == "to" and \
-                    attribute.i == TensorProto.FLOAT:
-                attribute.i = TensorProto.DOUBLE
-    for node in double.graph.node:  # GroupNormalization's body computes in its stash type
-        if node.op_type == "GroupNormalization":
-            kept = [a for a in node.attribute if a.name != "stash_type"]
-            del node.attribute[:]
-            node.attribute.extend([*kept, helper.make_attribute("stash_type", TensorProto.DOUBLE)])
-    for init in double.graph.initializer:
+    for init in graph.initializer:
         if init.data_type == TensorProto.FLOAT:
             array = numpy_helper.to_array(init).astype(np.float64)
             init.CopyFrom(numpy_helper.from_array(array, init.name))
-    return double
+    for node in graph.node:
+        for attribute in node.attribute:
+            # the casts the gradient graph makes to the float type
+            if node.op_type == "Cast" and attribute.name == "to" and \
+                    attribute.i == TensorProto.FLOAT:
+                attribute.i = TensorProto.DOUBLE
+            for subgraph in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else \
+                    list(attribute.graphs):
+                _to_float64(subgraph)
+        if node.op_type == "GroupNormalization":  # its body computes in its stash type
+            kept = [a for a in node.attribute if a.name != "stash_type"]
+            del node.attribute[:]
+            node.attribute.extend([*kept, helper.make_attribute("stash_type", TensorProto.DOUBLE)])
 
 
 def central_differences(model: onnx.ModelProto, feeds: dict[str, np.ndarray],

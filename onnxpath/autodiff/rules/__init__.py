@@ -30,6 +30,7 @@ def rule(*op_types: str) -> Callable[[Rule], Rule]:
 # Importing the families fills the table.
 from onnxpath.autodiff.rules import (  # noqa: E402,F401
     activations,
+    control_flow,
     conv,
     einsum,
     elementwise,

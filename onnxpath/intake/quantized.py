@@ -122,6 +122,8 @@ def quantized_as_float(model: onnx.ModelProto) -> onnx.ModelProto:
         handler = HANDLERS.get(_key(node))
         touched = _touches(node, s, dynamic)
         replaced = False
+        if not touched and _key(node) == (MS, "DequantizeLinear"):
+            replaced = quantized_ops.constant_dequantize(node, s)
         if touched:
             if handler is None:
                 if node.op_type not in NO_ADJOINT:
@@ -143,6 +145,7 @@ def quantized_as_float(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend(rewritten)
     graph.initializer.extend(s.initializers)
+    graph.value_info.extend(s.value_info)
     model = prune_unused(model)
     _tidy(model)
     return model

@@ -7,8 +7,9 @@ this node.
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
-from onnx import TensorProto
+from onnx import TensorProto, numpy_helper
 
 from onnxpath.intake.quantized import (
     MS,
@@ -38,6 +39,7 @@ def _set(s: Shadows, tensor: str, shadow: str, elem: int) -> bool:
 # --- QDQ ------------------------------------------------------------------------------------
 
 @handles("QuantizeLinear")
+@handles("QuantizeLinear", domain=MS)
 def quantize_linear(node: onnx.NodeProto, s: Shadows):
     attrs = _attrs(node)
     if attrs.get("block_size", 0):
@@ -47,15 +49,33 @@ def quantize_linear(node: onnx.NodeProto, s: Shadows):
         TensorProto.UINT8
     attrs.pop("block_size", None)
     shadow = s.quantize(x, scale, zp, elem, relu=_relu_removed(s, x, zp, elem),
-                        rank=_rank(s, x), attrs=attrs)
+                        rank=_rank(s, x), attrs=attrs, domain=node.domain)
     return _set(s, node.output[0], shadow, elem)
 
 
 @handles("DequantizeLinear")
+@handles("DequantizeLinear", domain=MS)
 def dequantize_linear(node: onnx.NodeProto, s: Shadows):
     x = node.input[0]
     s.dequantize(s.of[x], node.input[1], _input(node, 2), _attrs(node).get("axis"),
                  _rank(s, x), out=node.output[0])
+    return True
+
+
+def constant_dequantize(node: onnx.NodeProto, s: Shadows) -> bool:
+    """A com.microsoft DequantizeLinear of constant integers (weights) as the float constant it
+    computes, (q − zero_point) · scale: shape inference cannot see through the contrib op, and
+    the rules need the weights' shape. False when an input is not a constant."""
+    q, scale, zp = s.value(node.input[0]), s.value(node.input[1]), s.value(_input(node, 2))
+    if q is None or scale is None or (_input(node, 2) and zp is None):
+        return False
+    axis = _attrs(node).get("axis", 1)
+    shape = None if scale.size == 1 else _channel_shape(q.ndim, axis % max(q.ndim, 1))
+    centred = q.astype(np.int64) - (0 if zp is None else
+                                   (zp.reshape(shape) if shape else zp).astype(np.int64))
+    scale = scale.astype(np.float32)
+    value = centred.astype(np.float32) * (scale.reshape(shape) if shape else scale)
+    s.initializers.append(numpy_helper.from_array(value.astype(np.float32), node.output[0]))
     return True
 
 

@@ -43,6 +43,7 @@ class Shadows:
         self.qtype: dict[str, int] = {}  # integer tensor -> its element type
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
+        self.value_info: list[onnx.ValueInfoProto] = []
 
     # --- emission ----------------------------------------------------------------------------
     def fresh(self, hint: str) -> str:
@@ -54,9 +55,10 @@ class Shadows:
         self.taken.add(name)
         return name
 
-    def op(self, op_type: str, *inputs: str, out: str | None = None, **attrs) -> str:
+    def op(self, op_type: str, *inputs: str, out: str | None = None, domain: str = "",
+           **attrs) -> str:
         out = out or self.fresh(op_type.lower())
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out],
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], domain=domain,
                                            name=self.fresh(op_type), **attrs))
         return out
 
@@ -120,16 +122,21 @@ class Shadows:
         return self.op("Add", q, carrier)
 
     def quantize(self, x: str, scale: str, zero_point: str | None, elem: int,
-                 relu: bool = False, rank: int | None = None, attrs: dict | None = None) -> str:
+                 relu: bool = False, rank: int | None = None, attrs: dict | None = None,
+                 domain: str = "") -> str:
         """The shadow of QuantizeLinear(x, scale, zero_point, **attrs): its integers from ONNX
-        Runtime's own QuantizeLinear, its gradient straight through. `relu` puts an explicit
-        Relu in front (the clamp at the zero point stands for it: see quantized.py)."""
+        Runtime's own QuantizeLinear (of `domain`: com.microsoft's takes 16-bit types before
+        opset 21), its gradient straight through. `relu` puts an explicit Relu in front (the
+        clamp at the zero point stands for it: see quantized.py)."""
         x_type = self.types.get(x, FLOAT)
         if relu:
             x = self.op("Relu", x)
         zp = self.zero_point(zero_point, elem)
         attrs = dict(attrs or {})
-        q = self.op("Cast", self.op("QuantizeLinear", x, scale, zp, **attrs), to=FLOAT)
+        integers = self.op("QuantizeLinear", x, scale, zp, domain=domain, **attrs)
+        if domain:  # shape inference cannot type a contrib op's output: say it is integer
+            self.value_info.append(helper.make_tensor_value_info(integers, elem, None))
+        q = self.op("Cast", integers, to=FLOAT)
         x32 = x if x_type == FLOAT else self.op("Cast", x, to=FLOAT)
         shape = self.axis_shape(scale, attrs.get("axis"), rank)
         steps = self.op("Div", x32, self.as_float(scale, shape))

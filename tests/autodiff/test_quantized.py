@@ -98,12 +98,15 @@ VARIANTS = {
     "qdq-int8-per-channel": dict(quant_format=QuantFormat.QDQ, per_channel=True,
                                  activation_type=QuantType.QInt8),
     "qdq-uint16": dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt16),
+    "qdq-contrib-uint16": dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt16,
+                               extra_options={"UseQDQContribOps": True}),
     "qoperator": dict(quant_format=QuantFormat.QOperator),
     "qoperator-per-channel": dict(quant_format=QuantFormat.QOperator, per_channel=True),
 }
 CASES = [("cnn", v) for v in [*VARIANTS, "dynamic"]] + [("zoo", v) for v in
                                                          ("qdq", "qoperator", "dynamic")]
-# 16-bit activations (opset 21 QDQ): ONNX Runtime runs them as float ops, and so does onnxpath.
+# 16-bit activations (opset 21 QDQ, or com.microsoft's QuantizeLinear/DequantizeLinear): ONNX
+# Runtime runs them as float ops, and so does onnxpath.
 
 
 @pytest.fixture(scope="module")

@@ -109,12 +109,7 @@ def quantized_as_float(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
     model = qdq_as_qoperator(onnx.ModelProto.FromString(model.SerializeToString()))
     graph = model.graph
-    infos = value_infos(model)
-    types = {name: elem for name, (elem, _) in infos.items() if elem}
-    s = Shadows(model, types)
-    s.shapes = {name: shape for name, (_, shape) in infos.items()}
-    s.producer = {out: node for node in graph.node for out in node.output if out}
-    s.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+    s = Shadows(model, value_infos(model))
     dynamic = _dynamic(graph)
     rewritten, unsupported = [], set()
     for node in graph.node:

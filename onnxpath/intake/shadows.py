@@ -32,12 +32,18 @@ def _stop_scale(elem: int) -> float:
 class Shadows:
     """New nodes and initializers, with fresh names, and the shadow of each integer tensor."""
 
-    def __init__(self, model: onnx.ModelProto, types: dict[str, int]):
+    def __init__(self, model: onnx.ModelProto, infos: dict[str, tuple[int, tuple | None]]):
         graph = model.graph
         self.taken = {n for node in graph.node for n in (*node.input, *node.output)}
         self.taken |= {t.name for t in graph.initializer}
         self.taken |= {v.name for v in (*graph.input, *graph.output, *graph.value_info)}
-        self.types = types  # element type of every tensor that has a known one
+        # Element type and shape of every tensor shape inference knows (autodiff.walk's
+        # value_infos), which op produces each tensor, and the default-domain opset.
+        self.types = {name: elem for name, (elem, _) in infos.items() if elem}
+        self.shapes = {name: shape for name, (_, shape) in infos.items()}
+        self.producer = {out: node for node in graph.node for out in node.output if out}
+        self.opset = next((o.version for o in model.opset_import
+                           if o.domain in ("", "ai.onnx")), 1)
         self.constants = _Constants(graph)
         self.of: dict[str, str] = {}  # integer tensor -> its float shadow
         self.qtype: dict[str, int] = {}  # integer tensor -> its element type

@@ -12,7 +12,7 @@ from onnx import numpy_helper
 
 from onnxpath.autodiff.builder import GraphBuilder, Node
 from onnxpath.autodiff.rules import rule
-from onnxpath.autodiff.rules.functions import Body, _rename, differentiate_body
+from onnxpath.autodiff.rules.functions import Body, differentiate_body, rename_tensors
 
 MAX_UNROLLED = 4096  # iterations; past that the graph would be larger than it is worth
 
@@ -40,7 +40,7 @@ def _iteration(body: Body, graph: onnx.GraphProto, inputs: list[str]) -> list[st
         for o in copy.output:
             if o:
                 renamed[o] = b.fresh("iteration")
-    _rename(nodes, renamed)
+    rename_tensors(nodes, renamed)
     body.nodes.extend(nodes)
     produced = {o for n in nodes for o in n.output}
     outputs = []

@@ -50,11 +50,11 @@ def inline_body(node: Node, b: GraphBuilder) -> tuple[list[onnx.NodeProto], dict
     if any(n.op_type == node.op_type and n.domain == node.domain for n in body):
         raise ValueError(f"onnx defines no function body for {node.op_type}")
     renamed = {o: b.fresh(f"{node.op_type}_body") for n in body for o in n.output if o}
-    _rename(body, renamed)
+    rename_tensors(body, renamed)
     return body, renamed
 
 
-def _rename(nodes, renamed: dict[str, str]) -> None:
+def rename_tensors(nodes, renamed: dict[str, str]) -> None:
     """Rename tensors where they are produced and read, subgraphs (If branches) included; a
     subgraph's own tensors shadow nothing, so only outer names change."""
     for n in nodes:
@@ -64,7 +64,7 @@ def _rename(nodes, renamed: dict[str, str]) -> None:
             graphs = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else \
                 list(attribute.graphs)
             for graph in graphs:
-                _rename(graph.node, renamed)
+                rename_tensors(graph.node, renamed)
                 for value in graph.output:
                     value.name = renamed.get(value.name, value.name)
 

@@ -1,7 +1,7 @@
 """Ops that onnx defines as a function of other ops: differentiated through that definition.
 
 The ONNX spec gives many composite ops a function body (MeanVarianceNormalization,
-GroupNormalization, the loss ops, DepthToSpace...). Their gradient is the gradient of the body:
+GroupNormalization, the loss ops, Attention...). Their gradient is the gradient of the body:
 the rule inlines the body with onnx's own inliner, emits it (a recomputation of the node's
 outputs under fresh names) and runs the reverse pass over it with the ordinary rule table. No
 formula is written twice, and the body is the spec's definition of the op.
@@ -172,8 +172,8 @@ class Body:
 
 
 @rule("MeanVarianceNormalization", "GroupNormalization", "CenterCropPad",
-      "NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss", "DepthToSpace", "SpaceToDepth",
-      "CausalConvWithState", "Attention")
+      "NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss", "CausalConvWithState",
+      "Attention")
 def by_function_body(node: Node, dy, b: GraphBuilder):
     body, renamed = inline_body(node, b)
     return differentiate_body(node, dy, b, body, renamed)

@@ -19,6 +19,24 @@ def trilu(node: Node, dy, b: GraphBuilder):
     return [b.op("Trilu", dy[0], node.input(1), upper=node.attr("upper", 1)), None]
 
 
+@rule("DepthToSpace")
+def depth_to_space(node: Node, dy, b: GraphBuilder):
+    # A permutation of elements: its adjoint is the inverse permutation. DCR's inverse is
+    # SpaceToDepth; CRD (PixelShuffle) moves the block offsets back behind the channel.
+    block = node.attr("blocksize")
+    if node.attr("mode", "DCR") == "DCR":
+        return [b.op("SpaceToDepth", dy[0], blocksize=block)]
+    channels, height, width = b.static_shape(node.inputs[0], 1)
+    split = b.op("Reshape", dy[0], b.ints([0, channels // block**2, height, block, width, block]))
+    blocks_first = b.op("Transpose", split, perm=[0, 1, 3, 5, 2, 4])
+    return [b.op("Reshape", blocks_first, b.ints([0, channels, height, width]))]
+
+
+@rule("SpaceToDepth")
+def space_to_depth(node: Node, dy, b: GraphBuilder):
+    return [b.op("DepthToSpace", dy[0], blocksize=node.attr("blocksize"), mode="DCR")]
+
+
 @rule("ReverseSequence")
 def reverse_sequence(node: Node, dy, b: GraphBuilder):
     # Reversing the same prefixes again sends each gradient back to where its element was.

@@ -31,12 +31,10 @@ the QOperator quantizer folds it into QLinearConv's output range the same way. T
 the ReLU. Where a zero point sits at the bottom of the range and the quantized value comes
 from a linear op (Conv, Gemm, MatMul, Add: whose outputs have no reason to be non-negative
 unless a ReLU followed), an explicit Relu is put back in front of the quantizer. The values do
-not change (quantizing Relu(x) gives the same integers as quantizing x), the pathway method and
-guided backprop see the ReLU, and the gradient is the float model's ReLU gate times the
-straight-through mask (it differs from the bare straight-through estimate only for
--scale/2 < x <= 0, values that quantize to the zero point). Measured on a quantized ReLU CNN:
-cosine 0.995 to the bare estimate, and closer to the float model's own gradient than the bare
-estimate is (0.9955 against 0.9910).
+not change (quantizing Relu(x) gives the same integers as quantizing x), and the pathway method
+(which masks it) and guided backprop (which hooks it) see the ReLU. The gradient stays the
+bare straight-through estimate: x in [-scale/2, 0] rounds into the range, so it passes there
+too, through a stand-in beside the Relu (Shadows.clamp_as_relu); a Relu alone would gate at 0.
 
 Exactness: integer sums are exact in float32 while partial sums stay below 2^24 (always for
 int8 kernels up to about 250 taps, in practice far beyond); past that a requantized value can

@@ -127,6 +127,19 @@ class Shadows:
         carrier = self.op("Sub", masked, stopped)
         return self.op("Add", q, carrier)
 
+    def clamp_as_relu(self, x: str, half_step: str) -> tuple[str, str]:
+        """(Relu(x), its straight-through stand-in) for a quantizer whose zero point is the
+        bottom of its range. Relu(x) quantizes to the same integers as x, and is the node the
+        pathway masks and guided backprop hooks. The stand-in has the value of Relu(x) where
+        x >= −half_step and the gradient of the bare estimate: 1 for x >= −half_step (values
+        that round into the range), 0 below; Relu alone would gate at 0 instead."""
+        relu = self.op("Relu", x)
+        # -half_step <= x <= 0: Relu passes nothing there (its gate is y > 0), x itself does.
+        near = self.op("And", self.op("Not", self.op("Less", x, self.op("Neg", half_step))),
+                       self.op("Not", self.op("Greater", x, self.const(0.0))))
+        below = self.op("Mul", x, self.op("Cast", near, to=FLOAT))
+        return relu, self.op("Add", relu, below)
+
     def quantize(self, x: str, scale: str, zero_point: str | None, elem: int,
                  relu: bool = False, rank: int | None = None, attrs: dict | None = None,
                  domain: str = "") -> str:
@@ -134,28 +147,29 @@ class Shadows:
         Runtime's own QuantizeLinear (of `domain`: com.microsoft's takes 16-bit types before
         opset 21), its gradient straight through. `relu` puts an explicit Relu in front (the
         clamp at the zero point stands for it: see quantized.py)."""
-        x_type = self.types.get(x, FLOAT)
-        if relu:
-            x = self.op("Relu", x)
-        zp = self.zero_point(zero_point, elem)
         attrs = dict(attrs or {})
+        shape = self.axis_shape(scale, attrs.get("axis"), rank)
+        scale32 = self.as_float(scale, shape)
+        x32 = x if self.types.get(x, FLOAT) == FLOAT else self.op("Cast", x, to=FLOAT)
+        if relu:
+            x, x32 = self.clamp_as_relu(x32, self.op("Mul", scale32, self.const(0.5)))
+        zp = self.zero_point(zero_point, elem)
         integers = self.op("QuantizeLinear", x, scale, zp, domain=domain, **attrs)
         if domain:  # shape inference cannot type a contrib op's output: say it is integer
             self.value_info.append(helper.make_tensor_value_info(integers, elem, None))
         q = self.op("Cast", integers, to=FLOAT)
-        x32 = x if x_type == FLOAT else self.op("Cast", x, to=FLOAT)
-        shape = self.axis_shape(scale, attrs.get("axis"), rank)
-        steps = self.op("Div", x32, self.as_float(scale, shape))
+        steps = self.op("Div", x32, scale32)
         return self.straight_through(q, steps, self.as_float(zp, shape) if shape else zp, elem)
 
     def requantize(self, steps: str, zero_point: str | None, elem: int,
                    relu: bool = False) -> str:
         """The shadow of saturate(Round(steps) + zero_point): the requantization that ends
         QLinearConv, QLinearMatMul and QGemm, where `steps` = accumulator × scale ratio."""
+        value = steps
         if relu:
-            steps = self.op("Relu", steps)
+            value, steps = self.clamp_as_relu(steps, self.const(0.5))
         zp = self.zero_point(zero_point, elem)
-        q = self.op("Cast", self.op("QuantizeLinear", steps, self.const(1.0), zp), to=FLOAT)
+        q = self.op("Cast", self.op("QuantizeLinear", value, self.const(1.0), zp), to=FLOAT)
         return self.straight_through(q, steps, zp, elem)
 
     def dequantize(self, shadow: str, scale: str, zero_point: str | None,

@@ -32,6 +32,11 @@ class Quantized:
 # replaced by its linearisation at the base point, value(x0) + inside(x0)·(x − x0). `TAPE`
 # records those at the base point ("record") and replays them ("replay"); None: plain runs.
 TAPE: dict = {"mode": None, "steps": [], "at": 0}
+# "At the quantized forward pass": the integers the deployed model computed (ONNX Runtime's run
+# of the same file), by tensor name. Float64 rounds a few elements differently from the
+# integer kernels, and in a deep network those differences grow; pinned, the reference takes
+# the deployed integers as its values and differentiates straight through them.
+PIN: dict = {"values": {}, "now": []}
 
 
 def fake_quantize(x: torch.Tensor, scale, zero_point, dtype) -> torch.Tensor:
@@ -45,6 +50,8 @@ def fake_quantize(x: torch.Tensor, scale, zero_point, dtype) -> torch.Tensor:
     rounded = torch.round(x / scale) + zp
     inside = ((rounded >= low) & (rounded <= high)).to(x.dtype)
     value = (torch.clamp(rounded, low, high) - zp) * scale
+    if PIN["now"]:
+        value = (torch.tensor(PIN["now"].pop(0).astype(np.float64)) - zp) * scale
     if TAPE["mode"] == "record":
         TAPE["steps"].append((x.detach().clone(), inside, value.detach()))
     return x * inside + (value - x * inside).detach()
@@ -119,6 +126,9 @@ def _dynamic_quantize(x):
         low, high = min(0.0, float(data.min())), max(0.0, float(data.max()))
         scale = (high - low) / 255.0
         zp = np.uint8(np.clip(np.round(-low / scale), 0, 255))
+        if PIN["now"]:  # the deployed integers, scale and zero point
+            q, scale, zp = PIN["now"]
+            PIN["now"] = [q]
         if TAPE["mode"] == "record":
             TAPE["steps"].append((scale, zp))
     return Quantized(fake_quantize(x, scale, zp, np.uint8)), np.float64(scale), zp
@@ -132,6 +142,8 @@ OPS = {
     "Gemm": lambda x, w, c=None, **a: _gemm(x, w, c, a),
     "MatMul": lambda x, w, **a: x @ w,
     "Relu": lambda x, **a: torch.relu(x),
+    "Clip": lambda x, low=None, high=None, **a: torch.clamp(
+        x, None if low is None else float(low), None if high is None else float(high)),
     "Add": lambda x, y, **a: _t(x) + _t(y),
     "Mul": lambda x, y, **a: _t(x) * _t(y),
     "Sigmoid": lambda x, **a: torch.sigmoid(x),
@@ -189,9 +201,60 @@ def _steps(x, zero_point):
     return x.real / x.scale
 
 
-def run(model: onnx.ModelProto, x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def deployed_integers(path, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Every integer tensor (and DynamicQuantizeLinear's scale) of the model at `path` as ONNX
+    Runtime computes it on x, by name: the values `run(..., pinned=)` takes."""
+    import tempfile
+
+    import onnxruntime as ort
+    with tempfile.TemporaryDirectory() as folder:  # the graph ONNX Runtime runs: QDQ fused
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = f"{folder}/deployed.onnx"
+        ort.InferenceSession(str(path), options)
+        model = onnx.load(options.optimized_model_filepath)
+    wanted = []
+    for node in model.graph.node:
+        if node.op_type == "DynamicQuantizeLinear":
+            wanted += list(node.output)
+        elif node.op_type.startswith(("Quantize", "QLinear", "QGemm")):
+            wanted.append(node.output[0])
+    if not wanted:
+        return {}
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    del model.graph.value_info[:]
+    for name in wanted:
+        elem = types.get(name) or _output_type(model, name)
+        model.graph.output.append(helper.make_tensor_value_info(name, elem, None))
+    plain = ort.SessionOptions()
+    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), plain)
+    values = session.run(wanted, {model.graph.input[0].name: x})
+    return dict(zip(wanted, values, strict=True))
+
+
+def _output_type(model: onnx.ModelProto, name: str) -> int:
+    """A contrib op's integer output type: its zero point's, else its first input's."""
+    node = next(n for n in model.graph.node if name in n.output)
+    inits = {t.name: t.data_type for t in model.graph.initializer}
+    if node.op_type == "DynamicQuantizeLinear":
+        return onnx.TensorProto.FLOAT if name == node.output[1] else onnx.TensorProto.UINT8
+    index = {"QuantizeLinear": 2, "QGemm": 8, "QLinearConcat": 1}.get(
+        node.op_type, 4 if node.op_type in UNARY else 7)
+    zero_point = node.input[index] if index < len(node.input) else ""
+    return inits.get(zero_point, onnx.TensorProto.UINT8)
+
+
+UNARY = ("QLinearSigmoid", "QLinearLeakyRelu", "QLinearGlobalAveragePool",
+         "QLinearAveragePool", "QLinearSoftmax")
+
+
+def run(model: onnx.ModelProto, x: np.ndarray,
+        pinned: dict[str, np.ndarray] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(output, x as a leaf) of the first output, in float64 with the straight-through
-    gradient; backpropagate from the output to read x.grad."""
+    gradient; backpropagate from the output to read x.grad. `pinned`: the deployed integers
+    (`deployed_integers`), taken as the values of the quantized tensors."""
     graph = model.graph
     values: dict = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     floats = {k: torch.tensor(v.astype(np.float64)) for k, v in values.items()
@@ -205,7 +268,9 @@ def run(model: onnx.ModelProto, x: np.ndarray) -> tuple[torch.Tensor, torch.Tens
             values[node.output[0]] = numpy_helper.to_array(attrs["value"])
             continue
         args = [values[i] if i else None for i in node.input]
+        PIN["now"] = [pinned[o] for o in node.output if o in (pinned or {})]
         result = OPS[node.op_type](*args, **attrs)
+        PIN["now"] = []
         if node.op_type == "DynamicQuantizeLinear":
             result[0].scale = result[1]
             values.update(zip(node.output, result, strict=True))

@@ -46,6 +46,7 @@ from onnxpath.autodiff.rules import (  # noqa: E402,F401
     recurrent,
     reduce,
     resize,
+    rotary,
     sampling,
     shape,
 )

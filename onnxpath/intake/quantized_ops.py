@@ -36,6 +36,15 @@ def _set(s: Shadows, tensor: str, shadow: str, elem: int) -> bool:
     return False
 
 
+def _requantized(s: Shadows, node: onnx.NodeProto, steps: str, zero_point: str | None,
+                 elem: int) -> bool:
+    """The node's output as the requantized `steps`; a zero point at the bottom of the range
+    after a linear op is a fused ReLU (quantized.py)."""
+    relu = _at_bottom(s, zero_point, elem)
+    return _set(s, node.output[0], s.requantize(steps, zero_point, elem, relu, node.output[0]),
+                elem)
+
+
 # --- QDQ ------------------------------------------------------------------------------------
 
 @handles("QuantizeLinear")
@@ -126,8 +135,7 @@ def qlinear_conv(node: onnx.NodeProto, s: Shadows):
     acc = s.op("Conv", *inputs, **_conv_attrs(node))
     steps = _scaled(s, acc, _ratio(s, [x_scale, w_scale], y_scale, _channel_shape(rank)))
     elem = s.elem(y_zp)
-    return _set(s, node.output[0], s.requantize(steps, y_zp, elem, _at_bottom(s, y_zp, elem)),
-                elem)
+    return _requantized(s, node, steps, y_zp, elem)
 
 
 def _row_shape(s: Shadows, param: str | None) -> tuple | None:
@@ -147,8 +155,7 @@ def qlinear_matmul(node: onnx.NodeProto, s: Shadows):
         steps = _scaled(s, _scaled(s, acc, _ratio(s, [a_scale], None, rows)),
                         _ratio(s, [b_scale], y_scale))
     elem = s.elem(y_zp)
-    return _set(s, node.output[0], s.requantize(steps, y_zp, elem, _at_bottom(s, y_zp, elem)),
-                elem)
+    return _requantized(s, node, steps, y_zp, elem)
 
 
 @handles("QGemm", domain=MS)
@@ -167,8 +174,7 @@ def qgemm(node: onnx.NodeProto, s: Shadows):
         return True
     elem = s.elem(y_zp) if y_zp else s.elem(a)
     steps = _scaled(s, acc, scale)
-    return _set(s, node.output[0], s.requantize(steps, y_zp, elem, _at_bottom(s, y_zp, elem)),
-                elem)
+    return _requantized(s, node, steps, y_zp, elem)
 
 
 @handles("ConvInteger")

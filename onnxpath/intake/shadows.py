@@ -53,7 +53,9 @@ class Shadows:
 
     # --- emission ----------------------------------------------------------------------------
     def fresh(self, hint: str) -> str:
-        base = f"onnxpath_quant/{hint}"
+        return self.unique(f"onnxpath_quant/{hint}")
+
+    def unique(self, base: str) -> str:
         name, i = base, 0
         while name in self.taken:
             i += 1
@@ -62,10 +64,11 @@ class Shadows:
         return name
 
     def op(self, op_type: str, *inputs: str, out: str | None = None, domain: str = "",
-           **attrs) -> str:
+           node_name: str | None = None, **attrs) -> str:
         out = out or self.fresh(op_type.lower())
+        name = self.unique(node_name) if node_name else self.fresh(op_type)
         self.nodes.append(helper.make_node(op_type, list(inputs), [out], domain=domain,
-                                           name=self.fresh(op_type), **attrs))
+                                           name=name, **attrs))
         return out
 
     def const(self, value, dtype=np.float32) -> str:
@@ -127,13 +130,14 @@ class Shadows:
         carrier = self.op("Sub", masked, stopped)
         return self.op("Add", q, carrier)
 
-    def clamp_as_relu(self, x: str, half_step: str) -> tuple[str, str]:
+    def clamp_as_relu(self, x: str, half_step: str, label: str) -> tuple[str, str]:
         """(Relu(x), its straight-through stand-in) for a quantizer whose zero point is the
         bottom of its range. Relu(x) quantizes to the same integers as x, and is the node the
         pathway masks and guided backprop hooks. The stand-in has the value of Relu(x) where
         x >= −half_step and the gradient of the bare estimate: 1 for x >= −half_step (values
-        that round into the range), 0 below; Relu alone would gate at 0 instead."""
-        relu = self.op("Relu", x)
+        that round into the range), 0 below; Relu alone would gate at 0 instead. The Relu is
+        named `label`/Relu (the tensor it clamps), as pathway layers are listed by name."""
+        relu = self.op("Relu", x, node_name=f"{label}/Relu")
         # -half_step <= x <= 0: Relu passes nothing there (its gate is y > 0), x itself does.
         near = self.op("And", self.op("Not", self.op("Less", x, self.op("Neg", half_step))),
                        self.op("Not", self.op("Greater", x, self.const(0.0))))
@@ -152,7 +156,7 @@ class Shadows:
         scale32 = self.as_float(scale, shape)
         x32 = x if self.types.get(x, FLOAT) == FLOAT else self.op("Cast", x, to=FLOAT)
         if relu:
-            x, x32 = self.clamp_as_relu(x32, self.op("Mul", scale32, self.const(0.5)))
+            x, x32 = self.clamp_as_relu(x32, self.op("Mul", scale32, self.const(0.5)), x)
         zp = self.zero_point(zero_point, elem)
         integers = self.op("QuantizeLinear", x, scale, zp, domain=domain, **attrs)
         if domain:  # shape inference cannot type a contrib op's output: say it is integer
@@ -162,12 +166,13 @@ class Shadows:
         return self.straight_through(q, steps, self.as_float(zp, shape) if shape else zp, elem)
 
     def requantize(self, steps: str, zero_point: str | None, elem: int,
-                   relu: bool = False) -> str:
+                   relu: bool = False, label: str = "") -> str:
         """The shadow of saturate(Round(steps) + zero_point): the requantization that ends
-        QLinearConv, QLinearMatMul and QGemm, where `steps` = accumulator × scale ratio."""
+        QLinearConv, QLinearMatMul and QGemm, where `steps` = accumulator × scale ratio;
+        `label` names a restored Relu (the op's output)."""
         value = steps
         if relu:
-            value, steps = self.clamp_as_relu(steps, self.const(0.5))
+            value, steps = self.clamp_as_relu(steps, self.const(0.5), label or steps)
         zp = self.zero_point(zero_point, elem)
         q = self.op("Cast", self.op("QuantizeLinear", value, self.const(1.0), zp), to=FLOAT)
         return self.straight_through(q, steps, zp, elem)

@@ -33,7 +33,6 @@ from torch import nn
 
 from onnxpath.errors import UsageError
 from onnxpath.explainer import Explainer
-from onnxpath.methods import resolve_method
 from tests.io.io_helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,8 +136,7 @@ def test_layer_gradient_and_gradient_x_activation(net, layer, module):
     plain = explainer.attribute(x, "gradient", targets, layer=layer)
     agree(f"LayerGradientXActivation(x=False) {layer}", plain.maps,
           LayerGradientXActivation(model, where, multiply_by_inputs=False).attribute(xt, tt))
-    times = explainer.attribute(x, "LayerGradientXActivation", targets, layer=layer)
-    assert times.method == "input-x-gradient"
+    times = explainer.attribute(x, "input-x-gradient", targets, layer=layer)
     agree(f"LayerGradientXActivation {layer}", times.maps,
           LayerGradientXActivation(model, where).attribute(xt, tt))
 
@@ -146,7 +144,7 @@ def test_layer_gradient_and_gradient_x_activation(net, layer, module):
 @pytest.mark.parametrize("net,layer,module", every_layer(), indirect=["net"])
 def test_layer_conductance(net, layer, module):
     explainer, model, x, xt, targets, tt = inputs(net)
-    result = explainer.attribute(x, "LayerConductance", targets, layer=layer, steps=20)
+    result = explainer.attribute(x, "conductance", targets, layer=layer, steps=20)
     theirs, delta = LayerConductance(model, module_of(model, module)).attribute(
         xt, target=tt, n_steps=20, return_convergence_delta=True)
     agree(f"LayerConductance {layer}", result.maps, theirs)
@@ -171,7 +169,7 @@ def test_internal_influence(net, layer, module, rule):
 def test_layer_integrated_gradients(net, layer, module, baseline):
     explainer, model, x, xt, targets, tt = inputs(net)
     reference = np.full_like(x, baseline)
-    result = explainer.attribute(x, "LayerIntegratedGradients", targets, layer=layer,
+    result = explainer.attribute(x, "integrated-gradients", targets, layer=layer,
                                  steps=20, baseline=reference, internal_batch_size=9)
     where = module_of(model, module)
     theirs = LayerIntegratedGradients(model, where).attribute(
@@ -198,8 +196,7 @@ def test_neuron_gradient_and_integrated_gradients(net, layer, module, neuron):
     explainer, model, x, xt, targets, tt = inputs(net)
     where = module_of(model, module)
     text = ",".join(map(str, neuron))
-    grad = explainer.attribute(x, "NeuronGradient", None, layer=layer, neuron=text)
-    assert grad.method == "gradient"
+    grad = explainer.attribute(x, "gradient", None, layer=layer, neuron=text)
     reference = NeuronGradient(model, where).attribute(xt, neuron)
     assert np.abs(reference.numpy()).reshape(len(x), -1).max(axis=1).min() > 0  # alive in all
     agree(f"NeuronGradient {layer} {neuron}", grad.maps, reference)
@@ -214,7 +211,7 @@ def test_neuron_gradient_and_integrated_gradients(net, layer, module, neuron):
     np.testing.assert_allclose([e["neuron_value"] for e in grad.extras], values, atol=1e-5)
     times = explainer.attribute(x, "input-x-gradient", targets, layer=layer, neuron=neuron)
     agree(f"input x NeuronGradient {layer} {neuron}", times.maps, xt * reference)
-    ig = explainer.attribute(x, "NeuronIntegratedGradients", targets, layer=layer,
+    ig = explainer.attribute(x, "integrated-gradients", targets, layer=layer,
                              neuron=neuron, steps=20)
     agree(f"NeuronIntegratedGradients {layer} {neuron}", ig.maps,
           NeuronIntegratedGradients(model, where).attribute(xt, neuron, n_steps=20))
@@ -254,12 +251,6 @@ def test_layer_defaults_and_refusals(conv, mlp):
     table, _, rows, _, classes, _ = inputs(mlp)
     with pytest.raises(UsageError, match="--layer"):  # no 4-D map to default to
         table.attribute(rows, "internal-influence", classes)
-    for alias, name in [("LayerConductance", "conductance"), ("InternalInfluence",
-                        "internal-influence"), ("LayerGradientXActivation", "input-x-gradient"),
-                        ("LayerIntegratedGradients", "integrated-gradients"),
-                        ("NeuronGradient", "gradient"),
-                        ("NeuronIntegratedGradients", "integrated-gradients")]:
-        assert resolve_method(alias) == name
 
 
 @pytest.mark.parametrize("method,options", [

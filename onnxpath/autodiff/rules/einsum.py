@@ -5,6 +5,8 @@ other operand, written out to that operand's subscripts. A subscript the operand
 
 from __future__ import annotations
 
+import numpy as np
+
 from onnxpath.autodiff.builder import GraphBuilder, Node
 from onnxpath.autodiff.rules import rule
 
@@ -39,6 +41,35 @@ def _axis(tokens: list[str], position: int, rank: int) -> int:
     return position
 
 
+def _ellipsis_dims(b: GraphBuilder, name: str, term: str) -> tuple:
+    shape = b.shape(name)
+    tokens = _tokens(term)
+    if shape is None:
+        raise ValueError("Einsum with an ellipsis over an operand of unknown rank")
+    start = tokens.index(ELLIPSIS)
+    return tuple(shape[start:start + len(shape) - (len(tokens) - 1)])
+
+
+def _sum_broadcast_ellipsis(b: GraphBuilder, g: str, x: str, term: str, kept: str,
+                            node: Node, terms: list[str]) -> str:
+    """The gradient's ellipsis dims are those of all operands broadcast together; sum the ones
+    x broadcast (fewer dims, or size 1) back to x's own."""
+    x_ellipsis = _ellipsis_dims(b, x, term)
+    every = [_ellipsis_dims(b, i, t) for i, t in zip(node.inputs, terms, strict=True)
+             if ELLIPSIS in t]
+    if not all(isinstance(d, int) for dims in every for d in dims):
+        raise ValueError("Einsum broadcasting an ellipsis over dynamic dims")
+    full = np.broadcast_shapes(*every)
+    lead = len(full) - len(x_ellipsis)
+    start = _tokens(kept).index(ELLIPSIS)
+    axes = [start + i for i in range(lead)]
+    axes += [start + lead + i for i, d in enumerate(x_ellipsis) if d == 1 and full[lead + i] != 1]
+    if not axes:
+        return g
+    g = b.op("ReduceSum", g, b.ints(axes), keepdims=1)
+    return b.op("Squeeze", g, b.ints(axes[:lead])) if lead else g
+
+
 @rule("Einsum")
 def einsum(node: Node, dy, b: GraphBuilder):
     terms, rhs = parse(node.attr("equation"), len(node.inputs))
@@ -59,6 +90,8 @@ def einsum(node: Node, dy, b: GraphBuilder):
         equation = ",".join([rhs, *others]) + "->" + kept
         g = b.op("Einsum", dy[0], *[i for j, i in enumerate(node.inputs) if j != k],
                  equation=equation)
+        if ELLIPSIS in tokens:
+            g = _sum_broadcast_ellipsis(b, g, x, term, kept, node, terms)
         dropped = [p for p, t in enumerate(tokens) if t != ELLIPSIS and t not in available]
         if dropped:  # summed away by the forward pass: each of its elements counted the same
             rank = b.rank(x)

@@ -5,6 +5,7 @@
   differences of Erf (and of Gelu, whose function body uses Erf) drown in rounding noise.
 - MeanVarianceNormalization: its body's float32 constants stop a float64 run.
 - GlobalLpPool: missing.
+- GridSample: pixel coordinates in float32.
 - LpNormalization: with p = 1 it divides by the plain sum, not the sum of |x|.
 - LRN: onnx 1.23's evaluator loops over the batch dim where the spec sums over channels, so only
   channel 0 of a batch of one is normalised. Written here from the spec's formula.
@@ -16,6 +17,7 @@ import math
 
 import numpy as np
 from onnx.reference.op_run import OpRun
+from onnx.reference.ops.op_grid_sample import GridSample as ReferenceGridSample
 
 
 class Erf(OpRun):
@@ -35,6 +37,16 @@ class Gelu(OpRun):
             inner = math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)
             return (0.5 * x * (1 + np.tanh(inner)),)
         return (0.5 * x * (1 + Erf._run(self, x / math.sqrt(2))[0]),)
+
+
+class GridSample(ReferenceGridSample):
+    """onnx 1.23's evaluator turns grid coordinates into pixels in float32."""
+
+    op_domain = ""
+
+    def _gs_denormalize_coordinates(self, n, dims, align_corners: bool):
+        return np.asarray([self._gs_denormalize(n=v, length=dim, align_corners=align_corners)
+                           for v, dim in zip(n, dims, strict=False)], np.float64)
 
 
 class LRN(OpRun):
@@ -107,5 +119,5 @@ class AffineGrid(OpRun):
         return (grid,)
 
 
-FLOAT64_FIXES = [AffineGrid, Erf, Gelu, GlobalLpPool, LRN, LpNormalization,
+FLOAT64_FIXES = [AffineGrid, Erf, Gelu, GlobalLpPool, GridSample, LRN, LpNormalization,
                  MeanVarianceNormalization]

@@ -24,15 +24,15 @@ def _pixel(b: GraphBuilder, g: str, size: int, align_corners: bool) -> str:
 
 
 def _taps(b: GraphBuilder, coordinate: str, size: int, mode: str, padding: str):
-    """[(integer pixel, weight, inside)] that one coordinate reads."""
+    """[(integer pixel, weight, d weight / d coordinate)] that one coordinate reads."""
     if padding == "border":
         coordinate = b.op("Clip", coordinate, b.scalar(0.0), b.scalar(float(size - 1)))
     if mode == "nearest":
-        return [(b.op("Round", coordinate), b.scalar(1.0))]
+        return [(b.op("Round", coordinate), b.scalar(1.0), b.scalar(0.0))]
     low = b.op("Floor", coordinate)
     high_weight = b.op("Sub", coordinate, low)
-    return [(low, b.op("Sub", b.scalar(1.0), high_weight)),
-            (b.op("Add", low, b.scalar(1.0)), high_weight)]
+    return [(low, b.op("Sub", b.scalar(1.0), high_weight), b.scalar(-1.0)),
+            (b.op("Add", low, b.scalar(1.0)), high_weight, b.scalar(1.0))]
 
 
 def _inside(b: GraphBuilder, pixel: str, size: int) -> str:
@@ -40,13 +40,24 @@ def _inside(b: GraphBuilder, pixel: str, size: int) -> str:
                 b.op("LessOrEqual", pixel, b.scalar(float(size - 1))))
 
 
+def _coordinate_gradient(b: GraphBuilder, total: str, raw: str, size: int, align: bool,
+                         padding: str) -> str:
+    """From d/d pixel coordinate to d/d grid coordinate (and 0 where border padding clamped)."""
+    g = b.op("Mul", total, b.scalar((size - 1) / 2 if align else size / 2))
+    if padding == "border":
+        inside = b.op("And", b.op("Greater", raw, b.scalar(0.0)),
+                      b.op("Less", raw, b.scalar(float(size - 1))))
+        g = b.op("Mul", g, b.op("Cast", inside, to=b.float_type))
+    return g
+
+
 @rule("GridSample")
 def grid_sample(node: Node, dy, b: GraphBuilder):
+    # Each output reads sum over taps of w(ix, iy) * X[tap]: X's adjoint scatter-adds dy * w to
+    # the taps; the grid's sums dy * X[tap] * dw/d(ix, iy) over the channels.
     x, grid = node.inputs[0], node.inputs[1]
     mode = {"bilinear": "linear"}.get(node.attr("mode", "linear"), node.attr("mode", "linear"))
     padding = node.attr("padding_mode", "zeros")
-    if b.needs(grid):
-        raise NotImplementedError("GridSample gradients with respect to the grid")
     if b.rank(x) != 4 or mode not in ("linear", "nearest") or padding not in ("zeros", "border"):
         raise NotImplementedError(f"GridSample of a rank-{b.rank(x)} input with mode '{mode}' "
                                   f"and padding '{padding}' (2-D linear or nearest, zeros or "
@@ -58,22 +69,40 @@ def grid_sample(node: Node, dy, b: GraphBuilder):
     ix = b.op("Reshape", _pixel(b, gx, width, align), flat)
     iy = b.op("Reshape", _pixel(b, gy, height, align), flat)
     g = b.op("Reshape", dy[0], b.ints([0, 0, -1]))  # [N, C, Ho * Wo]
-    indices, values = [], []
-    for py, wy in _taps(b, iy, height, mode, padding):
-        for px, wx in _taps(b, ix, width, mode, padding):
-            inside = b.op("And", _inside(b, px, width), _inside(b, py, height))
-            weight = b.op("Mul", b.op("Mul", wx, wy), b.op("Cast", inside, to=b.float_type))
+    x_rows = b.op("Reshape", x, b.ints([0, 0, -1]))  # [N, C, H * W]
+    indices, values, d_ix, d_iy = [], [], [], []
+    for py, wy, sy in _taps(b, iy, height, mode, padding):
+        for px, wx, sx in _taps(b, ix, width, mode, padding):
+            inside = b.op("Cast", b.op("And", _inside(b, px, width), _inside(b, py, height)),
+                          to=b.float_type)
             # Outside taps read nothing (weight 0); clamp them to a valid index to scatter.
             cx = b.op("Clip", px, b.scalar(0.0), b.scalar(float(width - 1)))
             cy = b.op("Clip", py, b.scalar(0.0), b.scalar(float(height - 1)))
             index = b.op("Add", b.op("Mul", cy, b.scalar(float(width))), cx)
-            index = b.op("Cast", index, to=onnx.TensorProto.INT64)
-            indices.append(b.op("Expand", index, b.shape_of(g)))
-            values.append(b.op("Mul", g, weight))
-    zeros = b.op("Reshape", b.zeros_like(x), b.ints([0, 0, -1]))
-    summed = b.scatter_add(zeros, b.op("Concat", *indices, axis=2),
-                           b.op("Concat", *values, axis=2), 2)
-    return [b.reshape_like(summed, x), None]
+            index = b.op("Expand", b.op("Cast", index, to=onnx.TensorProto.INT64),
+                         b.shape_of(g))
+            if b.needs(x):
+                indices.append(index)
+                values.append(b.op("Mul", g, b.op("Mul", b.op("Mul", wx, wy), inside)))
+            if b.needs(grid):  # dy * X[tap] summed over channels, times the weight's slope
+                read = b.reduce_sum(b.op("Mul", g, b.op("GatherElements", x_rows, index, axis=2)),
+                                    [1], keepdims=True)
+                read = b.op("Mul", read, inside)
+                d_ix.append(b.op("Mul", read, b.op("Mul", sx, wy)))
+                d_iy.append(b.op("Mul", read, b.op("Mul", wx, sy)))
+    gx_grad = ggrid = None
+    if b.needs(x):
+        zeros = b.op("Reshape", b.zeros_like(x), b.ints([0, 0, -1]))
+        summed = b.scatter_add(zeros, b.op("Concat", *indices, axis=2),
+                               b.op("Concat", *values, axis=2), 2)
+        gx_grad = b.reshape_like(summed, x)
+    if b.needs(grid):
+        raw_x = b.op("Reshape", _pixel(b, gx, width, align), flat)
+        raw_y = b.op("Reshape", _pixel(b, gy, height, align), flat)
+        along_x = _coordinate_gradient(b, b.op("Sum", *d_ix), raw_x, width, align, padding)
+        along_y = _coordinate_gradient(b, b.op("Sum", *d_iy), raw_y, height, align, padding)
+        ggrid = b.op("Concat", b.reshape_like(along_x, gx), b.reshape_like(along_y, gy), axis=-1)
+    return [gx_grad, ggrid]
 
 
 def base_grid(sizes: list[int], align_corners: bool) -> np.ndarray:

@@ -250,6 +250,12 @@ def _cases() -> list[Case]:
         Case("LinearAttention", {"q": randn(1, 2, 4), "k": randn(1, 2, 4, seed=1),
                                  "v": randn(1, 2, 4, seed=2)},
              {"q_num_heads": 1, "kv_num_heads": 1, "update_rule": "linear"}, outputs=2),
+        Case("LinearAttention", {"q": randn(1, 3, 8), "k": 0.5 * randn(1, 3, 4, seed=1),
+                                 "v": randn(1, 3, 4, seed=2),
+                                 "state": np.zeros((1, 1, 4, 4), np.float32),
+                                 "decay": -uniform(1, 3, 1, low=0.1, high=0.5),
+                                 "beta": uniform(1, 3, 1, low=0.2, high=0.8)},
+             {"q_num_heads": 2, "kv_num_heads": 1}, outputs=2, label="gated_delta_gqa"),
     ]
 
 
@@ -335,7 +341,5 @@ NOT_DIFFERENTIATED: dict[str, str] = {
     "Swish": "ONNX Runtime 1.32 has no kernel for it (opset 24); its rule is ready",
     "SwiGLU": "ONNX Runtime 1.32 has no kernel for it (opset 28); its rule is ready",
     "MaxRoiPool": "ONNX Runtime 1.32 has no kernel for its opset 22 version",
-    "LinearAttention": "its function body (a Scan of the gated delta rule) reshapes by shapes "
-                       "computed at run time, which shape inference cannot follow; no rule",
     "GlobalLpPool": "ONNX Runtime 1.32 has no kernel for its opset 22 version; its rule is ready",
 }

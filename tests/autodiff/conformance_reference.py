@@ -6,6 +6,7 @@
 - MeanVarianceNormalization: its body's float32 constants stop a float64 run.
 - GlobalLpPool: missing.
 - GridSample: pixel coordinates in float32.
+- LinearAttention: accumulated in float32.
 - LpNormalization: with p = 1 it divides by the plain sum, not the sum of |x|.
 - LRN: onnx 1.23's evaluator loops over the batch dim where the spec sums over channels, so only
   channel 0 of a batch of one is normalised. Written here from the spec's formula.
@@ -47,6 +48,40 @@ class GridSample(ReferenceGridSample):
     def _gs_denormalize_coordinates(self, n, dims, align_corners: bool):
         return np.asarray([self._gs_denormalize(n=v, length=dim, align_corners=align_corners)
                            for v, dim in zip(n, dims, strict=False)], np.float64)
+
+
+class LinearAttention(OpRun):
+    """onnx 1.23's evaluator accumulates in float32. From the spec, per step t and KV head:
+    S <- S * exp(g_t) (gated rules), v_t <- beta_t (v_t - S^T k_t) (delta rules),
+    S <- S + k_t v_t^T, o_t = scale * q_t S (query heads share their group's state)."""
+
+    op_domain = ""
+
+    def _run(self, query, key, value, past_state=None, decay=None, beta=None, chunk_size=None,
+             kv_num_heads=None, q_num_heads=None, scale=None, update_rule="gated_delta"):
+        batch, steps, _ = query.shape
+        d_k, d_v = query.shape[-1] // q_num_heads, value.shape[-1] // kv_num_heads
+
+        def heads(x, count):  # (B, T, H*D) -> (B, H, T, D)
+            return x.reshape(batch, steps, count, -1).transpose(0, 2, 1, 3)
+
+        q, k, v = heads(query, q_num_heads), heads(key, kv_num_heads), heads(value, kv_num_heads)
+        state = np.zeros((batch, kv_num_heads, d_k, d_v)) if past_state is None else \
+            past_state.astype(np.float64)
+        scale = scale or 1.0 / math.sqrt(d_k)
+        out = np.zeros((batch, q_num_heads, steps, d_v))
+        group = q_num_heads // kv_num_heads
+        for t in range(steps):
+            v_t = v[:, :, t]
+            if update_rule in ("gated", "gated_delta"):
+                state = state * np.exp(heads(decay, kv_num_heads)[:, :, t])[..., None]
+            if update_rule in ("delta", "gated_delta"):
+                recalled = np.einsum("bhkv,bhk->bhv", state, k[:, :, t])
+                v_t = heads(beta, kv_num_heads)[:, :, t] * (v_t - recalled)
+            state = state + k[:, :, t, :, None] * v_t[:, :, None, :]
+            out[:, :, t] = scale * np.einsum("bhk,bhkv->bhv", q[:, :, t],
+                                             np.repeat(state, group, axis=1))
+        return out.transpose(0, 2, 1, 3).reshape(batch, steps, -1), state
 
 
 class LRN(OpRun):
@@ -119,5 +154,5 @@ class AffineGrid(OpRun):
         return (grid,)
 
 
-FLOAT64_FIXES = [AffineGrid, Erf, Gelu, GlobalLpPool, GridSample, LRN, LpNormalization,
-                 MeanVarianceNormalization]
+FLOAT64_FIXES = [AffineGrid, Erf, Gelu, GlobalLpPool, GridSample, LRN, LinearAttention,
+                 LpNormalization, MeanVarianceNormalization]

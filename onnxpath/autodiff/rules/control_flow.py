@@ -88,7 +88,10 @@ def scan(node: Node, dy, b: GraphBuilder):
     finals = list(carried)
     for k in range(outs):
         parts = collected[k][::-1] if out_reverse[k] else collected[k]
-        finals.append(_stack(body, b, parts, out_axes[k] % b.rank(node.outputs[states + k])))
+        axis = out_axes[k]
+        if axis < 0:
+            axis %= b.rank(node.outputs[states + k])
+        finals.append(_stack(body, b, parts, axis))
     renamed = {o: f for o, f in zip(node.outputs, finals, strict=True) if o}
     return differentiate_body(node, dy, b, body.nodes, renamed)
 

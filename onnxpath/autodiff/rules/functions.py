@@ -44,8 +44,14 @@ def inline_body(node: Node, b: GraphBuilder) -> tuple[list[onnx.NodeProto], dict
                               [helper.make_tensor_value_info(o, 0, None) for o in node.outputs
                                if o], initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", b.opset)])
-    inlined = inline_selected_functions(model, [(node.domain, node.op_type)],
-                                        inline_schema_functions=True)
+    try:
+        inlined = inline_selected_functions(model, [(node.domain, node.op_type)],
+                                            inline_schema_functions=True)
+    except RuntimeError as err:  # e.g. an omitted optional input before a given one
+        reason = str(err).strip().splitlines()[0].rsplit(": ", 1)[-1]
+        raise ValueError(f"onnx cannot expand its function body ({reason.strip()} an input; "
+                         "an omitted optional input before a given one cannot be typed)") \
+            from err
     body = list(inlined.graph.node)
     if any(n.op_type == node.op_type and n.domain == node.domain for n in body):
         raise ValueError(f"onnx defines no function body for {node.op_type}")
@@ -88,30 +94,105 @@ def _typed_tensors(body: list[onnx.NodeProto], node: Node, b: GraphBuilder) -> N
     produced = {o for n in body for o in n.output}
     outer = dict.fromkeys([*(i for i in node.inputs if i),
                            *(i for n in body for i in n.input if i and i not in produced)])
-    inputs, initializers = [], []
+    inputs, known = [], {}
     for name in outer:
         value = b.constant_value(name)
         if value is None:
             elem, shape = b.value_info.get(name, (b.float_type, None))
         else:
-            value = np.asarray(value)
+            value = known[name] = np.asarray(value)
             elem, shape = helper.np_dtype_to_tensor_dtype(value.dtype), value.shape
-            initializers.append(numpy_helper.from_array(value, name))
             b.value_info.setdefault(name, (elem, shape))
         inputs.append(helper.make_tensor_value_info(name, elem, shape))
-    graph = helper.make_graph(body, "body", inputs, [], initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", b.opset)])
-    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True).graph
-    for value in inferred.value_info:
-        t = value.type.tensor_type
-        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                      for d in t.shape.dim) if t.HasField("shape") else None
-        b.value_info.setdefault(value.name, (t.elem_type, shape))
+    folded: dict[str, np.ndarray] = {}
+    for _ in range(4):  # each round of folding can give shape inference more to go on
+        infos = _infer([n for n in body if not all(o in folded for o in n.output)], inputs,
+                       {**known, **folded}, b.opset)
+        more = _fold_shape_arithmetic(body, {**known, **folded}, {**b.value_info, **infos},
+                                      b.opset)
+        if not more.keys() - folded.keys():
+            break
+        folded.update(more)
+    for name, info in infos.items():
+        b.value_info.setdefault(name, info)
+    for name, value in folded.items():
+        b.constants[name] = value
+        b.value_info.setdefault(name, (helper.np_dtype_to_tensor_dtype(value.dtype),
+                                       value.shape))
     for proto in body:
         if proto.op_type == "Constant":
             value = _constant(proto)
             if value is not None:
                 b.constants[proto.output[0]] = value
+
+
+def _infer(body: list[onnx.NodeProto], inputs, values: dict[str, np.ndarray],
+           opset: int) -> dict[str, tuple]:
+    graph = helper.make_graph(body, "body", inputs, [],
+                              [numpy_helper.from_array(v, k) for k, v in values.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    infos = {}
+    for value in onnx.shape_inference.infer_shapes(model, data_prop=True).graph.value_info:
+        t = value.type.tensor_type
+        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                      for d in t.shape.dim) if t.HasField("shape") else None
+        infos[value.name] = (t.elem_type, shape)
+    return infos
+
+
+def _fold_shape_arithmetic(body: list[onnx.NodeProto], values: dict[str, np.ndarray],
+                           infos: dict[str, tuple], opset: int) -> dict[str, np.ndarray]:
+    """The integer values a body computes from static shapes (Shape, then Div, Range, Concat...)
+    that onnx's data propagation leaves unknown, so its Reshapes get known targets."""
+    values = dict(values)
+    folded = {}
+    for proto in body:
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+               for a in proto.attribute) or all(o in values for o in proto.output):
+            continue
+        if proto.op_type == "Shape":
+            shape = infos.get(proto.input[0], (0, None))[1]
+            if shape is None or not all(isinstance(d, int) for d in shape):
+                continue
+            attrs = {a.name: a.i for a in proto.attribute}
+            result = [np.asarray(shape[attrs.get("start", 0):attrs.get("end", len(shape))],
+                                 np.int64)]
+        elif proto.op_type == "Constant":
+            value = _constant(proto)
+            if value is None or value.dtype.kind not in "iub":
+                continue
+            result = [value]
+        else:
+            reads = [values.get(i) for i in proto.input if i]
+            if proto.op_type in RANDOM or any(v is None or v.dtype.kind not in "iub"
+                                               for v in reads):
+                continue
+            result = _evaluate(proto, values, opset)
+            if result is None or any(r.dtype.kind not in "iub" or r.size > 4096 for r in result):
+                continue
+        for name, value in zip(proto.output, result, strict=False):
+            values[name] = folded[name] = value
+    return folded
+
+
+RANDOM = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli",
+          "Multinomial"}
+
+
+def _evaluate(proto: onnx.NodeProto, values: dict[str, np.ndarray],
+              opset: int) -> list[np.ndarray] | None:
+    from onnx.reference import ReferenceEvaluator
+
+    try:
+        feeds = {i: values[i] for i in proto.input if i}
+        inputs = [helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(v.dtype),
+                                                v.shape) for i, v in feeds.items()]
+        graph = helper.make_graph([proto], "fold", inputs,
+                                  [helper.make_tensor_value_info(o, 0, None) for o in proto.output])
+        return [np.asarray(r) for r in ReferenceEvaluator(graph, opsets={"": opset})
+                .run(None, feeds)]
+    except Exception:  # noqa: BLE001 -- an op the evaluator cannot fold stays unknown
+        return None
 
 
 def differentiate_body(node: Node, dy, b: GraphBuilder, body: list[onnx.NodeProto],
@@ -173,7 +254,7 @@ class Body:
 
 @rule("MeanVarianceNormalization", "GroupNormalization", "CenterCropPad",
       "NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss", "CausalConvWithState",
-      "Attention")
+      "Attention", "LinearAttention")
 def by_function_body(node: Node, dy, b: GraphBuilder):
     body, renamed = inline_body(node, b)
     return differentiate_body(node, dy, b, body, renamed)

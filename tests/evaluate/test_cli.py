@@ -151,7 +151,8 @@ def test_subsets_and_its_old_spelling(capsys, dataset, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["-m", "pathway", "--set", "prune=50"],
      "unknown method option 'prune' for pathway; did you mean 'prune_percent'?"),
-    (["--set", "foo=1"], "unknown method option 'foo' for gradient (valid: absolute)"),
+    (["--set", "foo=1"],
+     "unknown method option 'foo' for gradient (valid: absolute, layer, neuron)"),
     (["-m", "gradiant"], "did you mean 'gradient'?"),
     (["-m", "pathway", "-o", "prune_percent=50"],
      "-o is --out, an output folder, in every command: give the method option as --set "

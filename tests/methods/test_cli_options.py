@@ -10,6 +10,7 @@ import pytest
 from onnx_nets import conv_net
 from PIL import Image
 
+from onnxpath.autodiff import RULES as GRADIENT_RULES
 from onnxpath.cli import main
 from onnxpath.errors import UsageError
 from onnxpath.methods import (
@@ -72,7 +73,8 @@ def test_method_options_reach_the_methods(capsys, tmp_path, png):
     assert rise["params"]["masks"] == 20 and rise["params"]["seed"] == 5
 
 
-def test_fallback_to_a_forward_only_method(capsys, tmp_path, png):
+def test_fallback_to_a_forward_only_method(capsys, tmp_path, png, monkeypatch):
+    monkeypatch.delitem(GRADIENT_RULES, "Sin")  # every ONNX op has a rule: take one away
     model = conv_net(tmp_path / "sin.onnx", rule_less_op="Sin")
     code, _, err = run_cli(capsys, model, png, "--size", "16x16")
     assert code == 2 and "Sin" in err
@@ -114,8 +116,9 @@ def test_method_names_resolve_to_registered_ones(name, registered):
 def test_near_misses_get_the_closest_name(name, hint):
     with pytest.raises(UsageError, match=f"unknown method '{name}'; did you mean '{hint}'\\?"):
         resolve_method(name)
-    with pytest.raises(UsageError, match="choose from deconvnet, gradcam"):
+    with pytest.raises(UsageError, match="choose from ") as refused:
         resolve_method("xyzzy")
+    assert all(name in str(refused.value) for name in METHODS)
 
 
 def test_aliases_imply_their_options():

@@ -7,6 +7,7 @@ import pytest
 import torch
 from onnx_nets import conv_net
 
+from onnxpath.autodiff import RULES as GRADIENT_RULES
 from onnxpath.errors import UnsupportedOpError, UsageError
 from onnxpath.explainer import Explainer
 from onnxpath.methods import METHODS, effective_params
@@ -118,9 +119,11 @@ def test_rise_is_deterministic_and_gradcam_layer_errors(net, x):
     assert by_node.extras[0]["layer"] == "r"
 
 
-def test_forward_only_methods_serve_models_without_gradient_rules(tmp_path, x):
+def test_forward_only_methods_serve_models_without_gradient_rules(tmp_path, x, monkeypatch):
     """The engine builds gradient graphs lazily, so occlusion and RISE run on a model with a
-    rule-less op (Sin) on the logits path, and a gradient method falls back when asked."""
+    rule-less op (Sin, its rule taken away) on the logits path, and a gradient method falls
+    back when asked."""
+    monkeypatch.delitem(GRADIENT_RULES, "Sin")
     explainer = Explainer(conv_net(tmp_path / "sin.onnx", rule_less_op="Sin"))
     for name in ("occlusion", "rise"):
         assert np.isfinite(explainer.attribute(x, name, **FAST[name]).maps).all()

@@ -146,19 +146,29 @@ METHOD_OPTIONS = (
     Flag("steps", int, typer.Option(None, "--steps", help="integrated-gradients: steps (50).")),
     Flag("rule", str, typer.Option(None, "--rule", help="integrated-gradients: gausslegendre, "
                                    "riemann-left|right|middle|trapezoid (gausslegendre).")),
-    Flag("baseline", str, typer.Option(None, "--baseline", help="integrated-gradients: zero, "
-                                       "blur, uniform or FILE.npy.")),
+    Flag("baseline", str, typer.Option(None, "--baseline", help="integrated-gradients, "
+                                       "deeplift, gradient-shap, deeplift-shap, the feature "
+                                       "methods: zero, blur, uniform or FILE.npy; a K×input "
+                                       "FILE.npy is a distribution (gradient-shap, "
+                                       "deeplift-shap) or background rows "
+                                       "(feature-permutation).")),
     Flag("internal_batch_size", int, typer.Option(None, "--internal-batch-size", help="Rows "
                                                   "per ONNX Runtime run (IG, SmoothGrad, "
-                                                  "occlusion, RISE).")),
+                                                  "occlusion, RISE, the sampling methods, "
+                                                  "scorecam, ablationcam).")),
     Flag("samples", int, typer.Option(None, "--samples", help="smoothgrad: noisy copies (5); "
-                                      "lime, kernel-shap: perturbed samples (1000).")),
-    Flag("noise", str, typer.Option(None, "--noise", help="smoothgrad: sigma, absolute (1.0) "
-                                    "or a percentage of the input range (15%).")),
+                                      "lime, kernel-shap: perturbed samples (1000); "
+                                      "gradient-shap: draws (5); shapley-sampling: "
+                                      "permutations (25); feature-permutation: runs (5); "
+                                      "deeplift-shap: uniform baselines (10).")),
+    Flag("noise", str, typer.Option(None, "--noise", help="smoothgrad (1.0), gradient-shap "
+                                    "(0): noise sigma, absolute or a percentage of the input "
+                                    "range (15%).")),
     Flag("variant", str, typer.Option(None, "--variant", help="smoothgrad: mean, square or "
                                       "var.")),
     Flag("seed", int, typer.Option(None, "--seed", help="Random seed: smoothgrad, rise, "
-                                   "uniform baseline (0).")),
+                                   "the sampling methods, deeplift-shap, uniform baseline "
+                                   "(0).")),
     Flag("layer", str, typer.Option(None, "--layer", help="A tensor or node name (see "
                                     "inspect). CAM family: the map's layer (default: the last "
                                     "4-D map before global pooling); gradient, "
@@ -166,8 +176,8 @@ METHOD_OPTIONS = (
                                     "internal-influence: attribute at this inner tensor (the "
                                     "map has its shape; conductance and internal-influence "
                                     "default to the CAM layer).")),
-    Flag("relu", bool, typer.Option(None, "--relu/--no-relu", help="gradcam: ReLU the map "
-                                    "(off).")),
+    Flag("relu", bool, typer.Option(None, "--relu/--no-relu", help="gradcam and the CAM family: "
+                                    "ReLU the map (off; guided-gradcam: on).")),
     Flag("window", str, typer.Option(None, "--window", help="occlusion: window, N or HxW "
                                      "(16).")),
     Flag("stride", str, typer.Option(None, "--stride", help="occlusion: stride, N or HxW "
@@ -203,10 +213,12 @@ METHOD_OPTIONS = (
 # The features of the perturbation methods (attribute lists them after the MODAL flags).
 SURROGATE = (
     Flag("segments", str, typer.Option(None, "--segments", help="lime, kernel-shap, "
-                                       "occlusion: features: grid[:K], slic[:N], each, rows, "
-                                       "windows[:K].")),
-    Flag("score", str, typer.Option(None, "--score", help="lime, kernel-shap: probability or "
-                                    "logit (probability).")),
+                                       "occlusion, shapley-sampling, feature-ablation, "
+                                       "feature-permutation: features: grid[:K], slic[:N], "
+                                       "each, rows, windows[:K].")),
+    Flag("score", str, typer.Option(None, "--score", help="lime, kernel-shap (probability), "
+                                    "shapley-sampling, feature-ablation, feature-permutation "
+                                    "(logit): probability or logit.")),
     Flag("kernel_width", float, typer.Option(None, "--kernel-width", help="lime: kernel "
                                              "width (0.25; 0.75·√M for table features).")),
 )

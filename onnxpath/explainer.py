@@ -39,6 +39,7 @@ from onnxpath.methods import METHODS, Attribution, options_for, resolve_call, re
 from onnxpath.ort.sessions import make_session, providers_for, run_session
 
 INTEGER_KINDS = "iub"
+PRECISIONS = ("float32", "model")  # of a 16-bit model's gradient graph; the first is the default
 
 
 class Explainer:
@@ -57,10 +58,17 @@ class Explainer:
                  target_index: tuple[int, ...] | None = None,
                  region: np.ndarray | None = None,
                  feature_names: list[str] | None = None,
-                 provider_options: dict[str, str] | None = None):
+                 provider_options: dict[str, str] | None = None, precision: str | None = None):
         """`cache`: keep built sessions on disk (True: the default folder, see `cache.py`; a
         path or a SessionCache: that folder; False: build in every process).
-        `provider_options`: ONNX Runtime options of the device's provider (gpu_mem_limit, ...)."""
+        `provider_options`: ONNX Runtime options of the device's provider (gpu_mem_limit, ...).
+        `precision`: where a model computes in float16 or bfloat16, its gradients are computed
+        in "float32" (the default: far closer to float64 at little cost) or in the "model"'s
+        own types."""
+        if precision not in (None, *PRECISIONS):
+            raise UsageError(f"unknown precision '{precision}'; choose from "
+                             f"{', '.join(PRECISIONS)}")
+        self.precision = precision or PRECISIONS[0]
         providers_for(device)  # an unknown device or a missing CUDA provider: say so now
         self.provider_options = dict(provider_options) if provider_options else None
         stage(f"loading the model {model if not isinstance(model, onnx.ModelProto) else ''}")
@@ -135,7 +143,7 @@ class Explainer:
             proto = onnx.ModelProto()
             proto.CopyFrom(self.proto)
             identity = (self.model_digest(), tuple(shape[1:]), others, self.keep_probabilities,
-                        self.intake.key())
+                        self.intake.key(), self.precision)
             # Shapes probed in an ONNX Runtime run (intake/probe.py) are kept with the sessions.
             note_key = None if not self.cache else entry_key(
                 ("probed-shapes", *identity), (self.fixed_batch,), "any", [])
@@ -148,7 +156,7 @@ class Explainer:
             info.path = self.path
             self._engines[key] = GradientEngine(info, self.device, self.threads,
                                                 identity if self.cache else None, self.cache,
-                                                self.provider_options)
+                                                self.provider_options, self.precision)
         return self._engines[key]
 
     def model_digest(self) -> str:

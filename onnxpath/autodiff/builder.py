@@ -15,6 +15,9 @@ from onnx import helper, numpy_helper
 
 FLOAT_ELEM_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
                               onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16})
+HALF_ELEM_TYPES = frozenset({onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16})
+# Ops that read only a tensor's shape or type: a widening Cast before them would be waste.
+SHAPE_ONLY_OPS = frozenset({"Shape", "Size", "Cast", "CastLike", "EyeLike"})
 
 Dim = int | str | None
 Shape = tuple[Dim, ...] | None
@@ -86,7 +89,20 @@ class GraphBuilder:
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     nodes: list[onnx.NodeProto] = field(default_factory=list)
     initializers: list[onnx.TensorProto] = field(default_factory=list)
+    # True: the gradient is computed in float32 where the model computes in float16 or
+    # bfloat16. Every 16-bit forward tensor a rule reads is Cast up once, at the boundary, and
+    # every type a rule names maps to float32, so the backward pass accumulates (Conv and
+    # MatMul transposes, sums of adjoints) without 16-bit rounding at each step.
+    widen: bool = False
     _count: int = 0
+    _widened: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.float_type = self.computed(self.float_type)
+
+    def computed(self, elem: int) -> int:
+        """The type the gradient graph computes a tensor of type `elem` in."""
+        return onnx.TensorProto.FLOAT if self.widen and elem in HALF_ELEM_TYPES else elem
 
     # --- the float type of the node being differentiated -----------------------------------
     def enter(self, node: Node) -> None:
@@ -97,13 +113,13 @@ class GraphBuilder:
         for name in [*node.outputs, *node.inputs]:
             elem = self.value_info.get(name, (None,))[0] if name else None
             if elem in FLOAT_ELEM_TYPES:
-                self.float_type = elem
+                self.float_type = self.computed(elem)
                 return
 
     def elem_type(self, name: str) -> int:
         """A tensor's element type, or the current float type when shape inference left it out."""
         elem = self.value_info.get(name, (None,))[0]
-        return elem if elem else self.float_type
+        return self.computed(elem) if elem else self.float_type
 
     # --- naming and emission -------------------------------------------------------------
     def fresh(self, hint: str) -> str:
@@ -116,10 +132,32 @@ class GraphBuilder:
         names = [out_name or self.fresh(op_type)] if outputs == 1 else \
             [self.fresh(op_type) for _ in range(outputs)]
         attrs = {k: v for k, v in attrs.items() if v is not None}
+        if self.widen:
+            if op_type == "Cast":
+                attrs["to"] = self.computed(attrs["to"])
+            if op_type not in SHAPE_ONLY_OPS:
+                inputs = tuple(self.wide(i) for i in inputs)
         node = helper.make_node(op_type, [i or "" for i in inputs], names,
                                 name=self.fresh(op_type + "_node"), domain=domain, **attrs)
         self.nodes.append(node)
         return names[0] if outputs == 1 else names
+
+    def wide(self, name: str | None) -> str | None:
+        """A 16-bit forward tensor Cast up to float32, once per tensor (widen mode)."""
+        if not name or self.value_info.get(name, (None,))[0] not in HALF_ELEM_TYPES:
+            return name
+        if name not in self._widened:
+            self._widened[name] = self.op("Cast", name, to=onnx.TensorProto.FLOAT)
+        return self._widened[name]
+
+    def result(self, grad: str, elem: int, out_name: str) -> str:
+        """The gradient output `out_name` in its tensor's own type `elem`: widen mode computed
+        it in float32, so a 16-bit tensor's gradient is Cast back down once, at the end."""
+        if self.computed(elem) == elem:
+            return self.op("Identity", grad, out_name=out_name)
+        self.nodes.append(helper.make_node("Cast", [grad], [out_name], to=elem,
+                                           name=self.fresh("Cast_node")))
+        return out_name
 
     def const(self, value, dtype=None) -> str:
         """A constant initializer; floats default to the graph's float type."""
@@ -127,6 +165,8 @@ class GraphBuilder:
         if dtype is None:
             float_np = helper.tensor_dtype_to_np_dtype(self.float_type)
             dtype = float_np if array.dtype.kind == "f" else array.dtype
+        elif self.widen and np.dtype(dtype) == np.float16:
+            dtype = np.float32
         array = array.astype(dtype)
         name = self.fresh("const")
         self.initializers.append(numpy_helper.from_array(array, name))

@@ -133,12 +133,14 @@ def _without_rule(nodes: Sequence[Node], table: Mapping[str, Rule]) -> list[tupl
 
 def gradient_graph(model: onnx.ModelProto, of: str, wrt: Sequence[str],
                    overrides: Mapping[str, Rule] | None = None,
-                   extra_outputs: Sequence[str] = ()) -> onnx.ModelProto:
+                   extra_outputs: Sequence[str] = (), widen: bool = False) -> onnx.ModelProto:
     """Append the gradient of `sum(seed * of)` with respect to each `wrt` tensor to `model`.
 
     The result takes the model's inputs plus `onnxpath_seed` (shaped like `of`) and returns
     `of`, then `onnxpath_grad/<name>` for each `wrt`, then `extra_outputs`. Weight gradients are
-    never emitted: only tensors that depend on a `wrt` tensor carry adjoints.
+    never emitted: only tensors that depend on a `wrt` tensor carry adjoints. `widen`: a
+    float16 or bfloat16 model's gradient is computed in float32 (see `GraphBuilder.widen`);
+    the forward pass and the outputs keep the model's types.
     """
     graph = model.graph
     table = {**RULES, **(overrides or {})}
@@ -159,8 +161,10 @@ def gradient_graph(model: onnx.ModelProto, of: str, wrt: Sequence[str],
                          "normalise() it (or run onnx.version_converter) first")
     float_type = infos[of][0]
     b = GraphBuilder(opset=opset, value_info=infos, float_type=float_type,
-                     differentiable=reach & needed, constants=_Constants(graph))
-    adjoints: dict[str, list[str]] = {of: [SEED]}
+                     differentiable=reach & needed, constants=_Constants(graph), widen=widen)
+    seed_in = SEED if b.computed(float_type) == float_type else \
+        b.op("Cast", SEED, to=b.float_type)
+    adjoints: dict[str, list[str]] = {of: [seed_in]}
 
     def total(name: str) -> str | None:
         parts = adjoints.get(name)
@@ -187,8 +191,8 @@ def gradient_graph(model: onnx.ModelProto, of: str, wrt: Sequence[str],
         g = total(name)
         if g is None:  # not connected to the output: its gradient is exactly zero
             g = b.zeros_like(name)
-        b.op("Identity", g, out_name=grad_name(name))
         elem, shape = infos.get(name, (float_type, None))  # the gradient has wrt's own type
+        b.result(g, elem or float_type, grad_name(name))
         outputs.append(helper.make_tensor_value_info(grad_name(name), elem or float_type, shape))
     for name in extra_outputs:
         elem, shape = infos.get(name, (float_type, None))

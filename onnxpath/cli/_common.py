@@ -107,13 +107,14 @@ def make_explainer(model: Path, *, device: str = "cpu", threads: int | None = No
                    cache: bool = True, keep_probabilities: bool = False,
                    output: str | None = None, wrt: str | None = None,
                    target_index: str | None = None, region: Path | None = None,
-                   provider_options: dict[str, str] | None = None) -> Explainer:
+                   provider_options: dict[str, str] | None = None,
+                   precision: str | None = None) -> Explainer:
     """The Explainer with the model-intake choices every command shares (--output, --wrt,
     --target-index, --region)."""
     return Explainer(model, device=device, threads=threads, cache=cache,
                      keep_probabilities=keep_probabilities, output=output, wrt=wrt,
                      target_index=parse_index(target_index), region=read_region(region),
-                     provider_options=provider_options)
+                     provider_options=provider_options, precision=precision)
 
 
 def load_example(explainer: Explainer, path: Path, prep: Preprocess):

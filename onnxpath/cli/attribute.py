@@ -35,6 +35,7 @@ from onnxpath.cli.options import (
     MODAL,
     NO_CACHE,
     PATHWAY,
+    PRECISION,
     PREPROCESSING,
     PROVIDER_OPTION,
     QUIET,
@@ -92,7 +93,8 @@ RESUME = Flag("resume", bool, typer.Option(True, "--resume/--no-resume", help="W
 
 
 @command(app, ARGS, JOB, NO_CACHE, PREPROCESSING, RENDERING, ABS, PATHWAY, METHOD_OPTIONS,
-         INTAKE, FALLBACK, MODAL, SURROGATE, SIDE_BY_SIDE, DEVICE, THREADS, PROVIDER_OPTION,
+         INTAKE, FALLBACK, MODAL, SURROGATE, SIDE_BY_SIDE, DEVICE, THREADS, PRECISION,
+         PROVIDER_OPTION,
          RESUME, RAY, DEBUG, REPORT)
 def attribute(o: SimpleNamespace) -> int:
     """Attribute each input's prediction to its pixels: one JSON line per input and method.

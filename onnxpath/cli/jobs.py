@@ -123,7 +123,8 @@ def explainer_from(o: SimpleNamespace, device: str | None = None,
     return make_explainer(o.model, device=device or o.device, threads=o.threads,
                           cache=not o.no_cache, output=o.output, wrt=getattr(o, "wrt", None),
                           target_index=getattr(o, "target_index", None),
-                          region=getattr(o, "region", None), provider_options=provider_options)
+                          region=getattr(o, "region", None), provider_options=provider_options,
+                          precision=getattr(o, "precision", None))
 
 
 def recipe_from(o: SimpleNamespace, explainer: Explainer) -> Preprocess:

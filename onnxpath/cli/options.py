@@ -35,9 +35,13 @@ NO_CACHE = Flag("no_cache", bool, typer.Option(False, "--no-cache", help="Build 
 PROVIDER_OPTION = Flag("provider_option", list[str], typer.Option(
     None, "--provider-option", help="ONNX Runtime provider option KEY=VALUE, repeatable, e.g. "
     "gpu_mem_limit=4000000000."))
+PRECISION = Flag("precision", str, typer.Option(None, "--precision", help="A float16 or "
+                                                "bfloat16 model's gradients: computed in float32 "
+                                                "(default, closer to float64) or in the model's "
+                                                "own types (model)."))
 # The ONNX Runtime session, in the order evaluate and pathway list it (attribute lists
 # --no-cache early and --provider-option after --threads).
-RUNTIME = (DEVICE, THREADS, NO_CACHE)
+RUNTIME = (DEVICE, THREADS, NO_CACHE, PRECISION)
 DEBUG = Flag("debug", bool, typer.Option(False, "--debug", help="Show tracebacks."))
 OUTPUT = Flag("output", str, typer.Option(None, "--output", help="The model output to explain "
                                           "(default: the one reached through Softmax, or named "

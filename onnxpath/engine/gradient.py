@@ -73,8 +73,11 @@ class GradientEngine:
 
     def __init__(self, info: ModelInfo, device: str = "cpu", threads: int | None = None,
                  identity: tuple | None = None, cache: SessionCache | None = None,
-                 provider_options: dict[str, str] | None = None):
+                 provider_options: dict[str, str] | None = None, precision: str = "float32"):
         self.info = info
+        # "float32": a float16/bfloat16 model's gradient graph computes in float32 (Cast up at
+        # the boundary, see GraphBuilder.widen); "model": in the model's own types.
+        self.precision = precision
         self.device = device
         self.threads = threads
         self.provider_options = provider_options
@@ -111,6 +114,16 @@ class GradientEngine:
                 raise ValueError(f"the class dimension of '{self.info.logits}' is not static")
             self._classes = shape[-1]
         return self._classes
+
+    @property
+    def seed_dtype(self) -> np.dtype:
+        """The logits' numpy type, which the seed input takes: a float16 model may take a
+        float32 input and still give float16 logits."""
+        if not hasattr(self, "_seed_dtype"):
+            elem = value_infos(self.info.proto).get(self.info.logits, (0, None))[0]
+            self._seed_dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem)) if elem \
+                else np.dtype(np.float32)
+        return self._seed_dtype
 
     def seed(self, targets) -> np.ndarray | None:
         """The one-hot seed that selects each example's target logit; None (no targets) stays
@@ -203,7 +216,7 @@ class GradientEngine:
         `tag` names the rewrite (its options); without one the new engine is not disk-cached."""
         identity = None if tag is None or self.identity is None else (*self.identity, tag)
         engine = (kind or GradientEngine)(info, self.device, self.threads, identity, self.cache,
-                                          self.provider_options)
+                                          self.provider_options, self.precision)
         engine.context = self.context
         return engine
 
@@ -214,7 +227,8 @@ class GradientEngine:
         proto = self.info.proto
         external = has_external_data(proto) and self.info.folder is not None
         source = with_weights_loaded(proto, self.info.folder) if external else proto
-        model = gradient_graph(source, self.info.logits, list(wrt), overrides, extra_outputs)
+        model = gradient_graph(source, self.info.logits, list(wrt), overrides, extra_outputs,
+                               widen=self.precision == "float32")
         return restore_references(model, proto) if external else model
 
     def gradients(self, x: np.ndarray, seed: np.ndarray | None,
@@ -238,7 +252,8 @@ class GradientEngine:
                 model = self.gradient_model(wrt, overrides, extra_outputs)
                 return seed_from_argmax(model, self.info.logits, self.num_classes) \
                     if argmax else model
-            self._gradients[key] = self._session(("gradients", self.info.logits, *key), build)
+            self._gradients[key] = self._session(("gradients", self.info.logits, *key,
+                                                  self.precision), build)
         session = self._gradients[key]
         wanted = set(wrt) | set(extra_outputs) if fetch is None else set(fetch)
         grad_of = [w for w in wrt if w in wanted]
@@ -246,7 +261,7 @@ class GradientEngine:
         names = [self.info.logits, *(grad_name(w) for w in grad_of), *extra_of]
         inputs = {self.input_name: x, **self.context_feeds(len(x)), **(feeds or {})}
         if not argmax:
-            inputs[SEED] = seed.astype(x.dtype)
+            inputs[SEED] = seed.astype(self.seed_dtype)
         values = self.run(session, names, inputs)
         grads = dict(zip(grad_of, values[1:1 + len(grad_of)], strict=True))
         extras = dict(zip(extra_of, values[1 + len(grad_of):], strict=True))

@@ -49,7 +49,10 @@ def seed_from_argmax(gradient_model: onnx.ModelProto, logits: str,
     nodes = [_copy(n) for n in graph.node]
     producer = next(i for i, n in enumerate(nodes) if logits in n.output)
     depth = helper.make_tensor(f"{prefix}/depth", onnx.TensorProto.INT64, [], [classes])
-    values = helper.make_tensor(f"{prefix}/values", onnx.TensorProto.FLOAT, [2], [0.0, 1.0])
+    # The one-hot takes the logits' type (float16 logits need a float16 seed; SEED's type).
+    seed_type = next(i for i in gradient_model.graph.input if i.name == SEED) \
+        .type.tensor_type.elem_type
+    values = helper.make_tensor(f"{prefix}/values", seed_type, [2], [0.0, 1.0])
     added = [
         helper.make_node("ArgMax", [logits], [f"{prefix}/index"], axis=-1, keepdims=0,
                          select_last_index=0, name=f"{prefix}/argmax_node"),

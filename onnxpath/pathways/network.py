@@ -113,7 +113,7 @@ class MaskedNetwork:
         names = [base.info.logits, *(contribution_name(t) for t in tensors), *extra]
         inputs = {base.input_name: x}
         if not argmax:
-            inputs[SEED] = seed.astype(x.dtype)
+            inputs[SEED] = seed.astype(base.seed_dtype)
         # Inputs that ride along (a text model's attention mask): those the graph still reads.
         wanted = {i.name for i in session.get_inputs()}
         inputs.update({k: v for k, v in base.context_feeds(len(x)).items() if k in wanted})

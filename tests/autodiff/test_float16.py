@@ -5,6 +5,8 @@ constant a rule emits must take the float type of the tensors it meets, not the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx
 import pytest
@@ -14,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxpath import Explainer
 from onnxpath.autodiff import SEED, grad_name, gradient_graph
 from onnxpath.ort.sessions import make_session
-from tests.oracle import export, reference_gradient
+from tests.oracle import export, reference_gradient, torch_gradient
 
 F16_TOLERANCE = 2e-2  # relative L2 error: float16 keeps about 3 significant digits
 
@@ -38,6 +40,8 @@ def to_float16_keep_io(model: onnx.ModelProto) -> onnx.ModelProto:
             graph.initializer[i].CopyFrom(numpy_helper.from_array(array, init.name))
     for node in graph.node:
         for a in node.attribute:
+            if node.op_type == "Cast" and a.name == "to" and a.i == TensorProto.FLOAT:
+                a.i = TensorProto.FLOAT16  # a shape computed in float (attention's scale)
             if a.name == "value" and a.t.data_type == TensorProto.FLOAT:
                 a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t)
                                                      .astype(np.float16), a.t.name))
@@ -242,3 +246,212 @@ def test_rule_in_float16(op_type, extra, attrs, reference):
     assert relative_error(y, expected_y) <= F16_TOLERANCE, "forward differs"
     error = relative_error(g, expected["x"])
     assert error <= F16_TOLERANCE, f"{op_type}: float16 relative error {error:.3g}"
+
+
+@pytest.mark.parametrize("widen", [False, True], ids=["model", "float32"])
+@pytest.mark.parametrize("op_type, extra, attrs, reference", RULE_CASES[:4] + RULE_CASES[8:10],
+                         ids=[c[0] for c in RULE_CASES[:4] + RULE_CASES[8:10]])
+def test_rule_both_precisions(op_type, extra, attrs, reference, widen):
+    """The same rules with the gradient computed in float32 (`widen`, the default) or in the
+    model's float16: both within float16's tolerance of torch float64."""
+    x = _x() * (np.float32(0.25) if op_type == "Softmax" else np.float32(1))
+    graph = gradient_graph(cast_wrapped(op_type, {"x": x, **extra}, attrs), "y", ["x"],
+                           widen=widen)
+    x16 = x.astype(np.float16).astype(np.float32)
+    rng = np.random.default_rng(5)
+    _, seed, expected = reference_gradient(
+        reference, {"x": x16, **extra}, ["x"],
+        lambda shape: rng.standard_normal(shape).astype(np.float32))
+    g = make_session(graph).run([grad_name("x")], {"x": x, SEED: seed})[0]
+    error = relative_error(g, expected["x"])
+    print(f"{op_type} {'float32' if widen else 'model'} gradient: relative L2 {error:.3g}")
+    assert error <= F16_TOLERANCE
+
+
+# --- norm / resize / Gelu / Reduce / Softmax / attention in float16, against float64 ------
+
+def _family_model(name: str) -> tuple[onnx.ModelProto, Callable, dict[str, np.ndarray]]:
+    """(float16 graph with float32 ends, the torch reference, its float16-rounded constants)."""
+    rng = np.random.default_rng(7)
+    half = lambda a: a.astype(np.float16).astype(np.float32)  # noqa: E731
+    if name == "LayerNormalization":
+        scale, bias = half(rng.uniform(0.5, 1.5, 8)), half(rng.uniform(-0.5, 0.5, 8))
+        model = cast_wrapped("LayerNormalization", {"x": np.zeros((2, 3, 8), np.float32),
+                                                    "s": scale, "bb": bias},
+                             {"axis": -1, "epsilon": 1e-5})
+        return model, lambda x: F.layer_norm(x, (8,), torch.from_numpy(scale).double(),
+                                             torch.from_numpy(bias).double(), 1e-5), {}
+    if name == "Resize":
+        scales = np.asarray([1, 1, 2, 2], np.float32)
+        model = cast_wrapped("Resize", {"x": np.zeros((2, 3, 4, 4), np.float32),
+                                        "roi": np.zeros(0, np.float32), "sc": scales},
+                             {"mode": "linear"})
+        _keep_float32(model, ["roi", "sc"])
+        return model, lambda x: F.interpolate(x, scale_factor=2, mode="bilinear",
+                                              align_corners=False), {}
+    if name == "Gelu":
+        model = cast_wrapped("Gelu", {"x": np.zeros((2, 3, 8), np.float32)})
+        model.opset_import[0].version = 20
+        return model, lambda x: F.gelu(x), {}
+    if name in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceL2", "ReduceLogSumExp"):
+        model = cast_wrapped(name, {"x": np.zeros((2, 3, 8), np.float32),
+                                    "axes": np.asarray([-1], np.int64)}, {"keepdims": 1})
+        model.opset_import[0].version = 18
+        return model, {"ReduceMean": lambda x: x.mean(-1, keepdim=True),
+                       "ReduceSum": lambda x: x.sum(-1, keepdim=True),
+                       "ReduceMax": lambda x: x.amax(-1, keepdim=True),
+                       "ReduceL2": lambda x: x.norm(dim=-1, keepdim=True),
+                       "ReduceLogSumExp": lambda x: x.logsumexp(-1, keepdim=True)}[name], {}
+    if name == "attention":  # softmax(x Wq (x Wk)^T / sqrt(d)) x Wv, one head
+        wq, wk, wv = (half(rng.standard_normal((8, 8)) * 0.4) for _ in range(3))
+        nodes = [helper.make_node("MatMul", ["x16", "wq"], ["q"]),
+                 helper.make_node("MatMul", ["x16", "wk"], ["k"]),
+                 helper.make_node("MatMul", ["x16", "wv"], ["v"]),
+                 helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+                 helper.make_node("MatMul", ["q", "kt"], ["s"]),
+                 helper.make_node("Mul", ["s", "scale"], ["ss"]),
+                 helper.make_node("Softmax", ["ss"], ["p"], axis=-1),
+                 helper.make_node("MatMul", ["p", "v"], ["y16"])]
+        model = cast_wrapped("Identity", {"x": np.zeros((2, 5, 8), np.float32)})
+        graph = model.graph
+        body = [graph.node[0], *nodes, graph.node[-1]]
+        del graph.node[:]
+        graph.node.extend(body)
+        graph.initializer.extend(numpy_helper.from_array(a.astype(np.float16), n) for a, n in
+                                 [(wq, "wq"), (wk, "wk"), (wv, "wv"),
+                                  (np.asarray(8 ** -0.5, np.float32), "scale")])
+
+        def attention(x):
+            q, k, v = (x @ torch.from_numpy(w).double() for w in (wq, wk, wv))
+            scale = float(np.float16(8 ** -0.5))
+            return torch.softmax(q @ k.transpose(1, 2) * scale, -1) @ v
+        return model, attention, {}
+    raise KeyError(name)
+
+
+def _keep_float32(model: onnx.ModelProto, names: list[str]) -> None:
+    """Resize's roi and scales stay float32 in a float16 graph (the converter's block list)."""
+    for i, init in enumerate(model.graph.initializer):
+        if init.name in names:
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(
+                numpy_helper.to_array(init).astype(np.float32), init.name))
+
+
+FAMILIES = ["LayerNormalization", "Resize", "Gelu", "ReduceMean", "ReduceSum", "ReduceMax",
+            "ReduceL2", "ReduceLogSumExp", "attention"]
+
+
+@pytest.mark.parametrize("widen", [False, True], ids=["model", "float32"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_in_float16(family, widen):
+    model, reference, _ = _family_model(family)
+    shape = tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim)
+    x = np.random.default_rng(11).uniform(-2, 2, shape).astype(np.float32)
+    x16 = x.astype(np.float16).astype(np.float32)
+    graph = gradient_graph(model, "y", ["x"], widen=widen)
+    xt = torch.tensor(x16, dtype=torch.float64, requires_grad=True)
+    y = reference(xt)
+    seed = np.random.default_rng(12).standard_normal(tuple(y.shape)).astype(np.float32)
+    (y * torch.from_numpy(seed).double()).sum().backward()
+    out, g = make_session(graph).run(["y", grad_name("x")], {"x": x, SEED: seed})
+    forward = relative_error(out, y.detach().numpy())
+    error = relative_error(g, xt.grad.numpy())
+    print(f"{family} ({'float32' if widen else 'model'} gradient): forward {forward:.3g}, "
+          f"gradient relative L2 {error:.3g}")
+    assert forward <= F16_TOLERANCE and error <= F16_TOLERANCE
+
+
+# --- whole models: float16 ends, and the gradient's precision measured against float64 ------
+
+class TinyTransformer(torch.nn.Module):
+    """One encoder layer (attention, LayerNorm, Gelu) and a mean-pooled linear head."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.enc = torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, activation="gelu",
+                                                    batch_first=True)
+        self.fc = torch.nn.Linear(16, 5)
+
+    def forward(self, x):
+        return self.fc(self.enc(x).mean(1))
+
+
+def _rounded(module: torch.nn.Module) -> torch.nn.Module:
+    """The module with float16-rounded weights: the function its float16 export computes."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(p.half().float())
+    return module.eval()
+
+
+def float16_ends(model: onnx.ModelProto, inputs: bool, outputs: bool) -> onnx.ModelProto:
+    """The keep_io twin with its float32 ends removed: float16 inputs and/or outputs."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    ends = {v.name for v in graph.input if inputs} | {v.name for v in graph.output if outputs}
+    drop = [n for n in graph.node if n.op_type == "Cast" and
+            (n.input[0] in ends or n.output[0] in ends)]
+    renames = {n.output[0]: n.input[0] for n in drop if n.input[0] in ends}
+    renames.update({n.input[0]: n.output[0] for n in drop if n.output[0] in ends})
+    kept = [n for n in graph.node if n not in drop]
+    for node in kept:
+        node.input[:] = [renames.get(i, i) for i in node.input]
+        node.output[:] = [renames.get(o, o) for o in node.output]
+    del graph.node[:]
+    graph.node.extend(kept)
+    for value in [*graph.input, *graph.output]:
+        if value.name in ends:
+            value.type.tensor_type.elem_type = TensorProto.FLOAT16
+    return model
+
+
+WHOLE = {"cnn": (SmallNet, (3, 3, 8, 8)), "transformer": (TinyTransformer, (3, 6, 16))}
+
+
+@pytest.mark.parametrize("ends", ["f32-in-f32-out", "f16-in-f16-out", "f32-in-f16-out"])
+@pytest.mark.parametrize("case", list(WHOLE))
+def test_float16_models_against_float64(case, ends, tmp_path):
+    """Explainer on the float16 model, the gradient computed in float32 (default) and in the
+    model's float16, against torch float64 on the same float16-rounded weights and input."""
+    make, shape = WHOLE[case]
+    module = _rounded(make())
+    x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    x16 = x.astype(np.float16).astype(np.float32)
+    model = to_float16_keep_io(export(module, x, dynamic_batch=True))
+    model = float16_ends(model, inputs=ends.startswith("f16"), outputs=ends.endswith("f16-out"))
+    path = tmp_path / "model.onnx"
+    onnx.save(model, path)
+    target = [0, 3, 4]
+    seed = np.zeros((len(x), 5), np.float32)
+    seed[np.arange(len(x)), target] = 1
+    _, expected = torch_gradient(module, x16, seed)
+    errors = {}
+    for precision in ("float32", "model"):
+        for t in (target, None):  # None: the predicted class, picked inside the graph
+            explainer = Explainer(path, cache=False, precision=precision)
+            result = explainer.attribute(x, method="gradient", target=t)
+            if t is None:
+                continue
+            errors[precision] = relative_error(result.maps, expected)
+    print(f"{case} {ends}: relative L2 to float64, float32 gradient {errors['float32']:.3g}, "
+          f"float16 gradient {errors['model']:.3g}")
+    assert errors["float32"] <= F16_TOLERANCE and errors["model"] <= F16_TOLERANCE
+    assert errors["float32"] <= errors["model"]
+
+
+@pytest.mark.parametrize("widen", [False, True], ids=["model", "float32"])
+def test_added_constants_take_the_computed_type(widen):
+    """Every float constant the gradient graph adds is float16 where the gradient is computed
+    in float16, float32 where it is widened: never the type of the graph's ends."""
+    x = np.zeros((2, 3, 8, 8), np.float32)
+    model = float16_ends(to_float16_keep_io(export(_rounded(SmallNet()), x, dynamic_batch=True)),
+                         inputs=True, outputs=True)
+    graph = gradient_graph(model, model.graph.output[0].name, [model.graph.input[0].name],
+                           widen=widen)
+    added = [i for i in graph.graph.initializer if i.name.startswith("onnxpath_grad/") and
+             i.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE)]
+    assert added
+    wanted = TensorProto.FLOAT if widen else TensorProto.FLOAT16
+    assert {i.data_type for i in added} == {wanted}
+    make_session(graph)  # ONNX Runtime checks every node's types agree

@@ -1,26 +1,33 @@
 """ONNX Runtime's fused contrib ops rewritten as standard ONNX ops.
 
-A model saved by ONNX Runtime's optimizer (`SessionOptions.optimized_model_filepath`, level
-ORT_ENABLE_EXTENDED) holds com.microsoft ops no gradient rule knows, and a FusedConv with
-activation "Relu" hides that Relu from the pathway method. `unfuse` undoes the fusions:
-- FusedConv → Conv (+ Add of the optional 4th input Z) + the activation node;
-- FusedGemm → Gemm + the activation node;
-- Gelu → x·0.5·(1 + Erf(x/√2)); BiasGelu → Add, then the same;
-- FastGelu → x·0.5·(1 + Tanh(√(2/π)·(x + 0.044715·x³))), after an Add of its optional bias.
-Other contrib ops are left as they are (the gradient walk refuses them in one line).
+A model saved by ONNX Runtime's optimizer (`SessionOptions.optimized_model_filepath`, up to
+ORT_ENABLE_EXTENDED) or by its transformers optimizer (`onnxruntime.transformers.optimizer`)
+holds com.microsoft ops no gradient rule knows, and a FusedConv with activation "Relu" hides
+that Relu from the pathway method. `unfuse` undoes the fusions, each in the module of its
+family:
+- here: FusedConv → Conv (+ Add of the optional 4th input Z) + the activation node;
+  FusedGemm → Gemm + the activation node; FusedMatMul → α·MatMul of the (transposed) inputs;
+- unfuse_activations.py: Gelu, BiasGelu, FastGelu, QuickGelu, BiasAdd;
+- unfuse_norm.py: LayerNormalization below opset 17 (ONNX Runtime's own), Simplified-,
+  Skip-, SkipSimplified- and EmbedLayerNormalization;
+- unfuse_attention.py: Attention, MultiHeadAttention, RotaryEmbedding.
+A form a rewrite does not cover (a past state, packed QKV, …) and other contrib ops are left as
+they are: the gradient walk refuses them in one line.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
-MS = "com.microsoft"
-FUSED = ("FusedConv", "FusedGemm", "Gelu", "BiasGelu", "FastGelu")
+from onnxpath.intake.unfuse_activations import ACTIVATIONS, unfuse_activation
+from onnxpath.intake.unfuse_attention import ATTENTION, unfuse_attention
+from onnxpath.intake.unfuse_norm import is_norm, unfuse_norm
+from onnxpath.intake.unfuse_writer import MS, Nodes, Writer, attrs_of, opset_of
+
 # Activations FusedConv carries, with the names of its activation_params in order.
 CONV_PARAMS = {"Relu": (), "Tanh": (), "Sigmoid": (), "LeakyRelu": ("alpha",),
                "HardSigmoid": ("alpha", "beta"), "Clip": ("min", "max")}
@@ -29,53 +36,14 @@ GEMM_ACTIVATIONS = ("Relu", "Tanh", "Sigmoid", "LeakyRelu", "HardSigmoid", "Elu"
                     "Softsign", "ThresholdedRelu")
 
 
-def _fused(node: onnx.NodeProto) -> bool:
-    return node.domain == MS and node.op_type in FUSED
+def _fused(node: onnx.NodeProto, opset: int) -> bool:
+    if node.domain == MS and node.op_type in (
+            "FusedConv", "FusedGemm", "FusedMatMul", *ACTIVATIONS, *ATTENTION):
+        return True
+    return is_norm(node, opset)
 
 
-def _opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
-
-
-class _Writer:
-    """New nodes and constants with names unused in the model."""
-
-    def __init__(self, model: onnx.ModelProto, elem_types: dict[str, int]):
-        graph = model.graph
-        self.taken = {n for node in graph.node for n in (*node.input, *node.output)}
-        self.taken |= {t.name for t in graph.initializer}
-        self.taken |= {v.name for v in (*graph.input, *graph.output, *graph.value_info)}
-        self.taken |= {n.name for n in graph.node}
-        self.elem_types = elem_types
-        self.opset = _opset(model)
-        self.initializers: list[onnx.TensorProto] = []
-
-    def name(self, base: str) -> str:
-        name, i = base, 0
-        while name in self.taken:
-            i += 1
-            name = f"{base}_{i}"
-        self.taken.add(name)
-        return name
-
-    def const(self, base: str, value: float, elem: int) -> str:
-        dtype = helper.tensor_dtype_to_np_dtype(elem)
-        name = self.name(base)
-        self.initializers.append(numpy_helper.from_array(np.array(value, dtype=dtype), name))
-        return name
-
-    def elem(self, node: onnx.NodeProto) -> int:
-        for tensor in (node.output[0], node.input[0]):
-            if tensor in self.elem_types:
-                return self.elem_types[tensor]
-        return TensorProto.FLOAT
-
-
-def _attrs(node: onnx.NodeProto) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
-def _activation(w: _Writer, op: str, x: str, y: str, params: dict, elem: int,
+def _activation(w: Writer, op: str, x: str, y: str, params: dict, elem: int,
                 prefix: str) -> list[onnx.NodeProto]:
     """The node(s) y = op(x) with `params` as the op's attributes (Clip's as inputs)."""
     name = w.name(f"{prefix}/{op}")
@@ -92,10 +60,9 @@ def _activation(w: _Writer, op: str, x: str, y: str, params: dict, elem: int,
                              **{k: float(v) for k, v in params.items()})]
 
 
-def _fused_conv(w: _Writer, node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
-    attrs = _attrs(node)
-    act = attrs.pop("activation", b"")
-    act = act.decode() if isinstance(act, bytes) else str(act)
+def _fused_conv(w: Writer, node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
+    attrs = attrs_of(node)
+    act = str(attrs.pop("activation", ""))
     values = list(attrs.pop("activation_params", []))
     if act and act not in CONV_PARAMS:
         return None
@@ -120,10 +87,9 @@ def _fused_conv(w: _Writer, node: onnx.NodeProto) -> list[onnx.NodeProto] | None
     return nodes
 
 
-def _fused_gemm(w: _Writer, node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
-    attrs = _attrs(node)
-    act = attrs.pop("activation", b"")
-    act = act.decode() if isinstance(act, bytes) else str(act)
+def _fused_gemm(w: Writer, node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
+    attrs = attrs_of(node)
+    act = str(attrs.pop("activation", ""))
     params = {}
     for key in list(attrs):
         if key.startswith("activation_"):
@@ -145,64 +111,57 @@ def _fused_gemm(w: _Writer, node: onnx.NodeProto) -> list[onnx.NodeProto] | None
     return nodes
 
 
-def _gelu(w: _Writer, node: onnx.NodeProto) -> list[onnx.NodeProto]:
-    prefix = node.name or node.output[0]
-    elem = w.elem(node)
-    out = node.output[0]
-    nodes = []
-    x = node.input[0]
-    bias = node.input[1] if len(node.input) > 1 and node.input[1] else None
-    if bias:  # BiasGelu, or FastGelu with its bias
-        biased = w.name(f"{prefix}/biased")
-        nodes.append(helper.make_node("Add", [x, bias], [biased], name=w.name(f"{prefix}/Add")))
-        x = biased
-
-    def op(kind: str, inputs: list[str], output: str | None = None) -> str:
-        output = output or w.name(f"{prefix}/{kind.lower()}_out")
-        nodes.append(helper.make_node(kind, inputs, [output], name=w.name(f"{prefix}/{kind}")))
-        return output
-
-    if node.op_type == "FastGelu":
-        cube = op("Mul", [op("Mul", [x, x]), x])
-        inner = op("Add", [x, op("Mul", [cube, w.const(f"{prefix}/c", 0.044715, elem)])])
-        core = op("Tanh", [op("Mul", [inner, w.const(f"{prefix}/k",
-                                                            math.sqrt(2 / math.pi), elem)])])
+def _fused_matmul(w: Writer, node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
+    """Y = alpha · A' · B', A' = A with its last two axes swapped if transA (B' likewise)."""
+    attrs = attrs_of(node)
+    if attrs.get("transBatchA", 0) or attrs.get("transBatchB", 0):
+        return None
+    n = Nodes(w, node)
+    inputs = []
+    for tensor, flag in zip(node.input[:2], ("transA", "transB"), strict=True):
+        if attrs.get(flag, 0):
+            rank = w.ranks.get(tensor)
+            if rank is None or rank < 2:
+                return None
+            tensor = n.op("Transpose", tensor,
+                          perm=[*range(rank - 2), rank - 1, rank - 2])
+        inputs.append(tensor)
+    alpha = attrs.get("alpha", 1.0)
+    if alpha == 1.0:
+        n.op("MatMul", *inputs, out=node.output[0])
     else:
-        core = op("Erf", [op("Div", [x, w.const(f"{prefix}/sqrt2", math.sqrt(2), elem)])])
-    one_plus = op("Add", [core, w.const(f"{prefix}/one", 1.0, elem)])
-    half_x = op("Mul", [x, w.const(f"{prefix}/half", 0.5, elem)])
-    op("Mul", [half_x, one_plus], out)
-    return nodes
+        n.op("Mul", n.op("MatMul", *inputs), n.const(alpha), out=node.output[0])
+    return n.nodes
 
 
-def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
-    graph = model.graph
-    types = {v.name: v.type.tensor_type.elem_type
-             for v in (*graph.input, *graph.output, *graph.value_info)
-             if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type}
-    types.update({t.name: t.data_type for t in graph.initializer})
-    return types
+def _rewrite(w: Writer, node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
+    if node.domain != MS:
+        return unfuse_norm(w, node)
+    if node.op_type == "FusedConv":
+        return _fused_conv(w, node)
+    if node.op_type == "FusedGemm":
+        return _fused_gemm(w, node)
+    if node.op_type == "FusedMatMul":
+        return _fused_matmul(w, node)
+    if node.op_type in ACTIVATIONS:
+        return unfuse_activation(w, node)
+    if node.op_type in ATTENTION:
+        return unfuse_attention(w, node)
+    return unfuse_norm(w, node)
 
 
 def unfuse(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of `model` with FusedConv, FusedGemm, Gelu, BiasGelu and FastGelu
-    (com.microsoft) rewritten as standard ONNX ops; `model` itself when it has none. Output
-    names are kept, so value_info stays valid; the new intermediate tensors get theirs from
-    shape inference."""
-    if not any(_fused(n) for n in model.graph.node):
+    """A copy of `model` with ONNX Runtime's fused ops (above) rewritten as standard ONNX ops;
+    `model` itself when it has none. Output names are kept, so value_info stays valid; the new
+    intermediate tensors get theirs from shape inference."""
+    opset = opset_of(model)
+    if not any(_fused(n, opset) for n in model.graph.node):
         return model
     model = onnx.ModelProto.FromString(model.SerializeToString())
-    w = _Writer(model, _elem_types(model))
+    w = Writer(model)
     rewritten: list[onnx.NodeProto] = []
     for node in model.graph.node:
-        new = None
-        if _fused(node):
-            if node.op_type == "FusedConv":
-                new = _fused_conv(w, node)
-            elif node.op_type == "FusedGemm":
-                new = _fused_gemm(w, node)
-            else:
-                new = _gelu(w, node)
+        new = _rewrite(w, node) if _fused(node, opset) else None
         rewritten.extend(new if new is not None else [node])
     del model.graph.node[:]
     model.graph.node.extend(rewritten)

@@ -14,6 +14,7 @@ from onnx import TensorProto
 
 from onnxpath.errors import UsageError
 from onnxpath.intake.model import WRT_FINDERS
+from onnxpath.intake.unfuse import unfuse
 
 INTEGER_TYPES = (TensorProto.INT64, TensorProto.INT32, TensorProto.INT16, TensorProto.INT8,
                  TensorProto.UINT8, TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64)
@@ -28,7 +29,9 @@ def _data_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
 def find_embedding(model: onnx.ModelProto) -> str | None:
     """The output of the embedding lookup: a Gather whose data is a float initializer and whose
     indices are an integer graph input. Token-type and position tables also match; the word
-    table is the one with the most rows."""
+    table is the one with the most rows. ONNX Runtime's EmbedLayerNormalization is unfused
+    first (intake/unfuse_norm.py), as the intake does, so its word lookup is found too."""
+    model = unfuse(model)
     tables = {i.name: i for i in model.graph.initializer if i.data_type in FLOAT_TYPES}
     integer_inputs = {i.name for i in _data_inputs(model)
                       if i.type.tensor_type.elem_type in INTEGER_TYPES}
@@ -61,6 +64,7 @@ WRT_FINDERS.append(embedding_lookup)
 
 def embedding_table(model: onnx.ModelProto, tensor: str):
     """The float table behind an exposed embedding lookup, or None for any other tensor."""
+    model = unfuse(model)  # the names the intake gave an unfused EmbedLayerNormalization
     producer = next((n for n in model.graph.node if tensor in n.output), None)
     if producer is None or producer.op_type != "Gather":
         return None

@@ -7,7 +7,6 @@ import os
 import time
 import warnings
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -26,6 +25,7 @@ from onnxpath.errors import (
 )
 from onnxpath.explanation import Explanation, softmax
 from onnxpath.intake.cut import default_input
+from onnxpath.intake.folder import model_file
 from onnxpath.intake.model import (
     Intake,
     ModelInfo,
@@ -72,8 +72,9 @@ class Explainer:
         providers_for(device)  # an unknown device or a missing CUDA provider: say so now
         self.provider_options = dict(provider_options) if provider_options else None
         stage(f"loading the model {model if not isinstance(model, onnx.ModelProto) else ''}")
-        self.path = None if isinstance(model, onnx.ModelProto) else Path(model)
-        self.proto = model if isinstance(model, onnx.ModelProto) else load_model(model)
+        # A folder (a Hugging Face Optimum export) names its model.onnx (intake/folder.py).
+        self.path = None if isinstance(model, onnx.ModelProto) else model_file(model)
+        self.proto = model if isinstance(model, onnx.ModelProto) else load_model(self.path)
         self.device = device
         self.threads = threads
         self.keep_probabilities = keep_probabilities

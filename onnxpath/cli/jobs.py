@@ -22,6 +22,7 @@ from onnxpath.cli.declare import spelling
 from onnxpath.cli.options import METHOD_OPTIONS, SURROGATE
 from onnxpath.errors import OnnxPathError, UsageError
 from onnxpath.explainer import Explainer
+from onnxpath.io.folder import fill_from_folder
 from onnxpath.io.image import model_size
 from onnxpath.io.inputs import expand_inputs
 from onnxpath.io.labels import model_labels, read_labels, resolve_target
@@ -233,8 +234,11 @@ def input_paths(o: SimpleNamespace, explainer: Explainer, prep: Preprocess,
 def job_from(o: SimpleNamespace, explainer: Explainer, methods: list[str], style: Style,
              out) -> tuple[Job, list[Path]]:
     """attribute's Job and the inputs it runs on: labels and --target, the recipe, the
-    method options, the outputs, the inputs, then the tokenizer and feature names."""
-    labels = read_labels(o.labels) if o.labels else model_labels(explainer.proto)
+    method options, the outputs, the inputs, then the tokenizer and feature names. A model
+    folder (Hugging Face Optimum) gives the labels, tokenizer and preprocessing not flagged."""
+    fill_from_folder(o)
+    labels = read_labels(o.labels) if o.labels else \
+        getattr(o, "folder_labels", None) or model_labels(explainer.proto)
     target, top_k = parse_target(o.target, labels)
     if top_k and getattr(o, "target_index", None) is not None:
         raise UsageError("--target topK ranks classes; --target-index already names the one "

@@ -76,6 +76,11 @@ ALIASES = {
     # GuidedGradCam match the registered names; its CLI spells Grad-CAM++ "gradcam++".
     "gradcam++": "gradcam-plus-plus", "gradcampp": "gradcam-plus-plus",
     "gradcamplus": "gradcam-plus-plus",
+    # Captum's layer and neuron classes: the method at --layer (and --neuron); InternalInfluence
+    # matches its registered name.
+    "layerconductance": "conductance", "layergradientxactivation": "input-x-gradient",
+    "layerintegratedgradients": "integrated-gradients", "neurongradient": "gradient",
+    "neuronintegratedgradients": "integrated-gradients",
 }
 ALIAS_OPTIONS = {"saliency": {"absolute": True}}
 

@@ -33,6 +33,7 @@ from torch import nn
 
 from onnxpath.errors import UsageError
 from onnxpath.explainer import Explainer
+from onnxpath.methods import resolve_method
 from tests.io.io_helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -357,3 +358,19 @@ def test_cli_neurons(capsys, tmp_path):
     assert all(line["extras"]["neuron"] == [3] and line["tokens"] for line in lines)
     code, lines, err = run_cli(capsys, table[0], table[1], "-m", "gradient", "--neuron", "4")
     assert code == 2 and not lines and "--layer" in err
+
+
+def test_captum_layer_and_neuron_names(conv):
+    """Captum's class names reach the methods (the layer and neuron come from the options)."""
+    for alias, name in [("LayerConductance", "conductance"), ("InternalInfluence",
+                        "internal-influence"), ("LayerGradientXActivation", "input-x-gradient"),
+                        ("LayerIntegratedGradients", "integrated-gradients"),
+                        ("NeuronGradient", "gradient"),
+                        ("NeuronIntegratedGradients", "integrated-gradients")]:
+        assert resolve_method(alias) == name
+    explainer, _, x, _, targets, _ = inputs(conv)
+    result = explainer.attribute(x, "LayerGradientXActivation", targets, layer="/relu_a/Relu")
+    assert result.method == "input-x-gradient" and result.maps.shape == (2, 8, 12, 12)
+    result = explainer.attribute(x, "NeuronGradient", targets, layer="/relu_a/Relu",
+                                 neuron="3,1,7")
+    assert result.method == "gradient" and result.extras[0]["neuron"] == [3, 1, 7]

@@ -24,6 +24,7 @@ from onnxpath.errors import (
     stage,
 )
 from onnxpath.explanation import Explanation, softmax
+from onnxpath.intake.bfloat16 import bfloat16_as_float32
 from onnxpath.intake.cut import default_input
 from onnxpath.intake.folder import model_file
 from onnxpath.intake.model import (
@@ -75,6 +76,7 @@ class Explainer:
         # A folder (a Hugging Face Optimum export) names its model.onnx (intake/folder.py).
         self.path = None if isinstance(model, onnx.ModelProto) else model_file(model)
         self.proto = model if isinstance(model, onnx.ModelProto) else load_model(self.path)
+        self.proto = bfloat16_as_float32(self.proto)  # ORT's CPU provider has no bfloat16 math
         self.device = device
         self.threads = threads
         self.keep_probabilities = keep_probabilities

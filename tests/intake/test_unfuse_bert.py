@@ -2,7 +2,10 @@
 Attention, SkipLayerNormalization, BiasGelu; fixtures built by
 tests/exporters/sources/ort_bert.py) explains as its plain torch export does: unfused
 (intake/unfuse*.py) it computes the same logits, its word-embedding gradient matches torch's
-float64 one, and the token scores, through the API and the CLI, equal the plain export's."""
+float64 one, and the token scores, through the API and the CLI, equal the plain export's.
+So does the same BERT saved by ONNX Runtime's graph optimizer (FusedMatMul, FusedGemm,
+BiasGelu), and a tiny GPT-2 through the transformers optimizer (SkipLayerNormalization with
+its sum output, FastGelu) matches torch float64."""
 
 from __future__ import annotations
 
@@ -89,6 +92,39 @@ def test_token_scores_equal_the_plain_exports(reference, method):
           f"(scale {np.abs(plain).max():.2e}), Pearson {r:.7f}")
     assert r >= 0.9999
     assert diff <= 1e-4 * np.abs(plain).max()
+
+
+def ort_extended(tmp_path) -> Path:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "ort_bert.ext.onnx")
+    ort.InferenceSession(str(PLAIN), options, providers=["CPUExecutionProvider"])
+    return tmp_path / "ort_bert.ext.onnx"
+
+
+def test_graph_optimizer_bert_matches_torch_float64(reference, tmp_path):
+    path = ort_extended(tmp_path)
+    found = {n.op_type for n in onnx.load(str(path)).graph.node if n.domain == "com.microsoft"}
+    assert {"FusedMatMul", "BiasGelu"} <= found, found
+    result = Explainer(path, cache=False).attribute(feeds(reference), "gradient",
+                                                      reference["targets"])
+    want = reference["gradient"]
+    error = np.abs(result.maps - want).max() / np.abs(want).max()
+    print(f"ORT_ENABLE_EXTENDED BERT ({sorted(found)}): gradient vs torch float64 {error:.2e}")
+    assert error <= 1e-4
+
+
+def test_gpt2_through_the_optimizer_matches_torch_float64():
+    path = FIXTURES / "ort_gpt2.opt.onnx"
+    found = {n.op_type for n in onnx.load(str(path)).graph.node if n.domain == "com.microsoft"}
+    assert {"SkipLayerNormalization", "FastGelu"} <= found, found
+    gpt2 = np.load(FIXTURES / "ort_gpt2.npz")
+    result = Explainer(path, cache=False).attribute(
+        {k: gpt2[k] for k in ("input_ids", "attention_mask")}, "gradient", gpt2["targets"])
+    want = gpt2["gradient"]
+    error = np.abs(result.maps - want).max() / np.abs(want).max()
+    print(f"GPT-2 ({sorted(found)}): gradient vs torch float64 {error:.2e}")
+    assert error <= 1e-4
 
 
 def tokenizer_file(path: Path) -> Path:

@@ -103,9 +103,12 @@ class Explainer:
         """The constructor arguments that chose the model's ends (output, wrt, target_index,
         region): what another process needs to build the same Explainer."""
         region = self.intake.region
-        return {"output": self.intake.output, "wrt": self.intake.wrt,
-                "target_index": self.target_index,
-                "region": None if region is None else np.asarray(region, dtype=bool)}
+        options = {"output": self.intake.output, "wrt": self.intake.wrt,
+                   "target_index": self.target_index,
+                   "region": None if region is None else np.asarray(region, dtype=bool)}
+        if self.precision != PRECISIONS[0]:  # only then: the default keeps resume keys as they were
+            options["precision"] = self.precision
+        return options
 
     def check_differentiable(self) -> None:
         """Refuse, before any input is read, a model whose logits path lacks gradient rules

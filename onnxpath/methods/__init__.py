@@ -76,6 +76,9 @@ ALIASES = {
     # GuidedGradCam match the registered names; its CLI spells Grad-CAM++ "gradcam++".
     "gradcam++": "gradcam-plus-plus", "gradcampp": "gradcam-plus-plus",
     "gradcamplus": "gradcam-plus-plus",
+    # Captum's GradientShap, FeatureAblation, FeaturePermutation match the registered names.
+    "shapleyvaluesampling": "shapley-sampling", "expectedgradients": "gradient-shap",
+    "permutationimportance": "feature-permutation",
     # Captum's layer and neuron classes: the method at --layer (and --neuron); InternalInfluence
     # matches its registered name.
     "layerconductance": "conductance", "layergradientxactivation": "input-x-gradient",
@@ -195,6 +198,11 @@ def _register_all() -> None:
     for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
         if not module.startswith("_"):
             importlib.import_module(f"{__name__}.{module}")
+    # Modules import each other, so registration order is not the name order: sort, so that
+    # --help and messages list the methods alphabetically.
+    ordered = sorted(METHODS.items())
+    METHODS.clear()
+    METHODS.update(ordered)
 
 
 _register_all()

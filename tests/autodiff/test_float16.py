@@ -5,7 +5,9 @@ constant a rule emits must take the float type of the tensors it meets, not the 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -15,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxpath import Explainer
 from onnxpath.autodiff import SEED, grad_name, gradient_graph
+from onnxpath.cli import main
 from onnxpath.ort.sessions import make_session
 from tests.oracle import export, reference_gradient, torch_gradient
 
@@ -455,3 +458,54 @@ def test_added_constants_take_the_computed_type(widen):
     wanted = TensorProto.FLOAT if widen else TensorProto.FLOAT16
     assert {i.data_type for i in added} == {wanted}
     make_session(graph)  # ONNX Runtime checks every node's types agree
+
+
+EFFICIENTNET = Path(__file__).resolve().parents[2] / "models" / "efficientnet_lite0.onnx"
+
+
+def test_efficientnet_lite0_in_float16(tmp_path):
+    """The shipped EfficientNet-Lite0 converted to float16 (float32 ends, as onnxconverter-common
+    writes it), against the float32 graph on the same float16-rounded weights (float32's own
+    error is ~1e-6 of the map): the float32 gradient (default) and the float16 one."""
+    model = onnx.load(EFFICIENTNET)
+    f16 = to_float16_keep_io(model)
+    reference = onnx.load(EFFICIENTNET)
+    for i, init in enumerate(reference.graph.initializer):
+        if init.data_type == TensorProto.FLOAT:
+            rounded = numpy_helper.to_array(init).astype(np.float16).astype(np.float32)
+            reference.graph.initializer[i].CopyFrom(numpy_helper.from_array(rounded, init.name))
+    onnx.save(f16, tmp_path / "f16.onnx")
+    onnx.save(reference, tmp_path / "ref.onnx")
+    x = np.random.default_rng(0).uniform(-2, 2, (2, 3, 224, 224)).astype(np.float16) \
+        .astype(np.float32)
+    expected = Explainer(tmp_path / "ref.onnx", cache=False).attribute(x, target=[948, 1]).maps
+    errors = {}
+    for precision in ("float32", "model"):
+        explainer = Explainer(tmp_path / "f16.onnx", cache=False, precision=precision)
+        errors[precision] = relative_error(explainer.attribute(x, target=[948, 1]).maps,
+                                           expected)
+    print(f"EfficientNet-Lite0 float16: relative L2 to the float32 reference, float32 gradient "
+          f"{errors['float32']:.3g}, float16 gradient {errors['model']:.3g}")
+    assert errors["float32"] <= F16_TOLERANCE and errors["model"] <= F16_TOLERANCE
+    assert errors["float32"] <= errors["model"]
+
+
+def test_precision_flag(tmp_path, capsys):
+    f32, f16 = hand_built("GlobalAveragePool")
+    onnx.save(f16, tmp_path / "f16.onnx")
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((3, 6, 6))
+            .astype(np.float32))
+    maps = {}
+    for precision in ("float32", "model"):
+        code = main(["attribute", str(tmp_path / "f16.onnx"), str(tmp_path / "x.npy"), "-q",
+                     "--no-cache", "--precision", precision, "--out", str(tmp_path / precision)])
+        assert code == 0, capsys.readouterr().err
+        line = json.loads(capsys.readouterr().out.splitlines()[0])
+        maps[precision] = np.load(line["outputs"]["npy"])
+    assert relative_error(maps["model"], maps["float32"]) <= F16_TOLERANCE
+    assert main(["attribute", str(tmp_path / "f16.onnx"), str(tmp_path / "x.npy"), "-q",
+                 "--precision", "half"]) != 0
+    assert "unknown precision 'half'" in capsys.readouterr().err
+    explainer = Explainer(tmp_path / "f16.onnx", cache=False, precision="model")
+    assert Explainer(tmp_path / "f16.onnx", cache=False,
+                     **explainer.intake_options()).precision == "model"

@@ -31,7 +31,9 @@ def net(tmp_path_factory):
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_method_returns_input_shaped_finite_maps(net, x, name):
     result = net.attribute(x, name, **FAST.get(name, {}))
-    assert result.maps.shape == x.shape and result.maps.dtype == np.float32
+    # Layer methods (conductance, internal-influence) attribute at their layer, in its shape.
+    shape = x.shape if result.wrt is None else (len(x), *result.extras[0]["layer_shape"])
+    assert result.maps.shape == shape and result.maps.dtype == np.float32
     assert np.isfinite(result.maps).all()
     assert len(result.extras) == len(x)
 

@@ -45,6 +45,8 @@ from onnxpath.tools.float64 import float64_copy
 DEFAULT_EPS = 1e-3
 DEFAULT_TOLERANCE = None  # TOLERANCE by the precision of the differences
 TOLERANCE = {"float64": 1e-3, "float32": 1e-1}
+FEED_TYPES = {"tensor(double)": np.float64, "tensor(float)": np.float32,
+              "tensor(float16)": np.float16}
 # The first step, × eps × RMS(x), and the smallest, as a fraction of the first. In float64
 # rounding stays far below 1e-4 of the difference down to 1e-10 × RMS; in float32 it takes
 # over below about eps / 20.
@@ -357,8 +359,10 @@ class Probe:
     def run(self, session, names: list[str], point: np.ndarray, **extra) -> list[np.ndarray]:
         rows = np.repeat(point[None].astype(self.dtype), self.copies, axis=0)
         feeds = {self.input_name: rows, **self.engine.context_feeds(self.copies), **extra}
-        doubles = {i.name for i in session.get_inputs() if i.type == "tensor(double)"}
-        feeds = {k: v.astype(np.float64) if k in doubles else v for k, v in feeds.items()}
+        # Each float feed in the type its session declares (float64 copy, float16 model).
+        types = {i.name: FEED_TYPES[i.type] for i in session.get_inputs() if i.type in FEED_TYPES}
+        feeds = {k: v.astype(types[k]) if k in types and np.asarray(v).dtype.kind == "f" else v
+                 for k, v in feeds.items()}
         return run_session(session, names, feeds, self.device)
 
     def __call__(self, point: np.ndarray) -> tuple[float, list[np.ndarray]]:

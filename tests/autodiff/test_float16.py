@@ -509,3 +509,16 @@ def test_precision_flag(tmp_path, capsys):
     explainer = Explainer(tmp_path / "f16.onnx", cache=False, precision="model")
     assert Explainer(tmp_path / "f16.onnx", cache=False,
                      **explainer.intake_options()).precision == "model"
+
+
+def test_check_grad_on_float16_ends(tmp_path, capsys):
+    """check-grad feeds each session its declared float type: a float16 input is fed float16."""
+    _, f16 = hand_built("GlobalAveragePool")
+    model = float16_ends(f16, inputs=True, outputs=True)
+    onnx.save(model, tmp_path / "f16.onnx")
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((3, 6, 6))
+            .astype(np.float32))
+    code = main(["check-grad", str(tmp_path / "f16.onnx"), "--input", str(tmp_path / "x.npy")])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "PASS" in out.out

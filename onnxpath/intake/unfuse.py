@@ -150,22 +150,41 @@ def _rewrite(w: Writer, node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
     return unfuse_norm(w, node)
 
 
-def unfuse(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of `model` with ONNX Runtime's fused ops (above) rewritten as standard ONNX ops;
-    `model` itself when it has none. Output names are kept, so value_info stays valid; the new
-    intermediate tensors get theirs from shape inference."""
-    opset = opset_of(model)
-    if not any(_fused(n, opset) for n in model.graph.node):
-        return model
-    model = onnx.ModelProto.FromString(model.SerializeToString())
+def _unfuse_pass(model: onnx.ModelProto, opset: int) -> int:
+    """Rewrite, in place, every fused node whose rewrite has what it needs; the number done."""
     w = Writer(model)
     rewritten: list[onnx.NodeProto] = []
+    done = 0
     for node in model.graph.node:
+        written = len(w.initializers)
         new = _rewrite(w, node) if _fused(node, opset) else None
+        if new is None:
+            w.undo(written)
+        done += new is not None
         rewritten.extend(new if new is not None else [node])
     del model.graph.node[:]
     model.graph.node.extend(rewritten)
     model.graph.initializer.extend(w.initializers)
+    return done
+
+
+def unfuse(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` with ONNX Runtime's fused ops (above) rewritten as standard ONNX ops;
+    `model` itself when it has none. Output names are kept, so value_info stays valid; the new
+    intermediate tensors get theirs from shape inference.
+
+    A rewrite that needs a shape (MultiHeadAttention's widths, a mask's rank) may find it only
+    once the fused ops before it are standard ones that onnx's shape inference follows (a
+    projection of EmbedLayerNormalization's output), so passes repeat while they make
+    progress."""
+    opset = opset_of(model)
+    if not any(_fused(n, opset) for n in model.graph.node):
+        return model
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for _ in range(4):
+        if not _unfuse_pass(model, opset) \
+                or not any(_fused(n, opset) for n in model.graph.node):
+            break
     if not any(n.domain == MS for n in model.graph.node):
         kept = [o for o in model.opset_import if o.domain != MS]
         del model.opset_import[:]

@@ -4,6 +4,8 @@ Reduce ops took their axes as attributes before opset 13/18)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -35,11 +37,16 @@ class Writer:
 
     def __init__(self, model: onnx.ModelProto):
         graph = model.graph
+        known = graph.value_info
+        # onnx infers what its own ops compute (a mask Cast, ReduceSum of it); the contrib ops'
+        # outputs stay unknown, except those a rewrite records (EmbedLayerNorm's mask_index).
+        with contextlib.suppress(Exception):
+            known = onnx.shape_inference.infer_shapes(model).graph.value_info
         self.taken = {n for node in graph.node for n in (*node.input, *node.output)}
         self.taken |= {t.name for t in graph.initializer}
         self.taken |= {v.name for v in (*graph.input, *graph.output, *graph.value_info)}
         self.taken |= {n.name for n in graph.node}
-        values = [v for v in (*graph.input, *graph.output, *graph.value_info)
+        values = [v for v in (*known, *graph.input, *graph.output, *graph.value_info)
                   if v.type.HasField("tensor_type")]
         self.elem_types = {v.name: v.type.tensor_type.elem_type for v in values
                            if v.type.tensor_type.elem_type}
@@ -57,6 +64,10 @@ class Writer:
         self.graph_inputs = {i.name for i in graph.input}
         self.opset = opset_of(model)
         self.initializers: list[onnx.TensorProto] = []
+
+    def undo(self, count: int) -> None:
+        """Drop the constants written after the first `count`: a rewrite that gave up."""
+        del self.initializers[count:]
 
     def name(self, base: str) -> str:
         name, i = base, 0

@@ -15,6 +15,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnxruntime.transformers.fusion_options import AttentionMaskFormat, FusionOptions
+from onnxruntime.transformers.optimizer import optimize_model
 
 from onnxpath.explainer import Explainer
 from onnxpath.intake.unfuse import unfuse
@@ -111,6 +113,38 @@ def test_graph_optimizer_bert_matches_torch_float64(reference, tmp_path):
     want = reference["gradient"]
     error = np.abs(result.maps - want).max() / np.abs(want).max()
     print(f"ORT_ENABLE_EXTENDED BERT ({sorted(found)}): gradient vs torch float64 {error:.2e}")
+    assert error <= 1e-4
+
+
+VARIANTS = {"multi_head_attention": {"use_multi_head_attention": True},
+            "raw_attention_mask": {"attention_mask_format": AttentionMaskFormat.AttentionMask},
+            "no_embed_layer_norm": {"enable_embed_layer_norm": False}}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_optimizer_variants_match_torch_float64(reference, tmp_path, variant):
+    """The transformers optimizer's other forms of the same BERT: MultiHeadAttention on the
+    separate projections, Attention with the raw 0/1 mask, Attention on a ReduceSum mask index
+    with a plain embedding."""
+    options = FusionOptions("bert")
+    for key, value in VARIANTS[variant].items():
+        setattr(options, key, value)
+    path = tmp_path / f"{variant}.onnx"
+    optimize_model(str(PLAIN), model_type="bert", num_heads=2, hidden_size=32, opt_level=0,
+                   optimization_options=options).save_model_to_file(str(path))
+    fused = onnx.load(str(path))
+    found = {n.op_type for n in fused.graph.node if n.domain == "com.microsoft"}
+    assert ("MultiHeadAttention" if variant == "multi_head_attention" else "Attention") in found
+    plain = unfuse(fused)
+    assert not any(n.domain == "com.microsoft" for n in plain.graph.node)
+    forward = np.abs(run(plain, feeds(reference)) - reference["logits"]).max()
+    result = Explainer(path, cache=False).attribute(feeds(reference), "gradient",
+                                                      reference["targets"])
+    want = reference["gradient"]
+    error = np.abs(result.maps - want).max() / np.abs(want).max()
+    print(f"BERT {variant} ({sorted(found)}): logits vs float64 {forward:.1e}, gradient vs "
+          f"torch float64 {error:.2e}")
+    assert forward <= 1e-4 * np.abs(reference["logits"]).max()
     assert error <= 1e-4
 
 

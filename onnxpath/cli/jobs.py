@@ -231,14 +231,21 @@ def input_paths(o: SimpleNamespace, explainer: Explainer, prep: Preprocess,
     return paths
 
 
+def labels_of(o: SimpleNamespace, explainer: Explainer) -> list[str] | None:
+    """--labels, else a model folder's config.json `id2label` (the folder's tokenizer and
+    preprocessing fill their flags too, see io/folder.py), else the model's metadata."""
+    fill_from_folder(o)
+    if getattr(o, "labels", None):
+        return read_labels(o.labels)
+    return getattr(o, "folder_labels", None) or model_labels(explainer.proto)
+
+
 def job_from(o: SimpleNamespace, explainer: Explainer, methods: list[str], style: Style,
              out) -> tuple[Job, list[Path]]:
     """attribute's Job and the inputs it runs on: labels and --target, the recipe, the
     method options, the outputs, the inputs, then the tokenizer and feature names. A model
     folder (Hugging Face Optimum) gives the labels, tokenizer and preprocessing not flagged."""
-    fill_from_folder(o)
-    labels = read_labels(o.labels) if o.labels else \
-        getattr(o, "folder_labels", None) or model_labels(explainer.proto)
+    labels = labels_of(o, explainer)
     target, top_k = parse_target(o.target, labels)
     if top_k and getattr(o, "target_index", None) is not None:
         raise UsageError("--target topK ranks classes; --target-index already names the one "

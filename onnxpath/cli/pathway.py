@@ -16,7 +16,13 @@ import typer
 from onnxpath.cli import app
 from onnxpath.cli._common import load_example
 from onnxpath.cli.declare import Flag, command
-from onnxpath.cli.jobs import explainer_from, one_class, pathway_options, recipe_from
+from onnxpath.cli.jobs import (
+    explainer_from,
+    labels_of,
+    one_class,
+    pathway_options,
+    recipe_from,
+)
 from onnxpath.cli.options import (
     DEBUG,
     JSON,
@@ -30,7 +36,6 @@ from onnxpath.cli.options import (
     TARGET_ONE,
 )
 from onnxpath.errors import UsageError
-from onnxpath.io.labels import model_labels, read_labels
 from onnxpath.io.outputs import write_atomic
 from onnxpath.methods.pathway import critical_pathway, pathway_gradient
 from onnxpath.pathways.network import Pathway, layer_statistics, output_change, probabilities
@@ -76,7 +81,7 @@ def pathway(o: SimpleNamespace) -> int:
     """
     start = time.perf_counter()
     explainer = explainer_from(o)
-    label_names = read_labels(o.labels) if o.labels else model_labels(explainer.proto)
+    label_names = labels_of(o, explainer)  # a model folder's labels and preprocessing too
     prep = recipe_from(o, explainer)
     x = load_example(explainer, Path(o.input_path), prep)
     x, context, engine = explainer.prepare(x)

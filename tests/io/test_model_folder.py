@@ -117,3 +117,13 @@ def test_external_data_from_any_working_directory(tmp_path, monkeypatch, spellin
     expected = Explainer(MODELS / "shapes_resnet.onnx", cache=False).attribute(
         x, target=[0, 2]).maps
     np.testing.assert_allclose(maps, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_pathway_takes_the_folder(capsys, image_folder):
+    photo = MODELS / "samples" / "circle_0.png"
+    assert main(["pathway", str(image_folder), str(photo), "--no-cache"]) == 0
+    from_folder = capsys.readouterr().out
+    assert main(["pathway", str(MODELS / "shapes_resnet.onnx"), str(photo), "--no-cache",
+                 "--preprocess", str(MODELS / "shapes_preprocess.json"), "--labels",
+                 str(MODELS / "shapes_labels.txt")]) == 0
+    assert from_folder == capsys.readouterr().out

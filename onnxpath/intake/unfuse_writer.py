@@ -31,6 +31,28 @@ def output(node: onnx.NodeProto, index: int) -> str | None:
     return node.output[index] if len(node.output) > index and node.output[index] else None
 
 
+def _shapes_only(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with its large initializers as declared inputs: shape inference needs their
+    shapes, not their data (small ones, Reshape's shapes among them, stay constants), and a big
+    model is not copied whole for it."""
+    light = onnx.ModelProto(ir_version=model.ir_version, opset_import=model.opset_import)
+    graph = onnx.GraphProto()
+    graph.node.extend(model.graph.node)
+    graph.input.extend(model.graph.input)
+    graph.output.extend(model.graph.output)
+    graph.value_info.extend(model.graph.value_info)
+    declared = {i.name for i in model.graph.input}
+    for tensor in model.graph.initializer:
+        if int(np.prod(tensor.dims)) <= 4096:
+            graph.initializer.append(tensor)
+        elif tensor.name not in declared:
+            graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type,
+                                                             list(tensor.dims)))
+    light.graph.CopyFrom(graph)
+    light.functions.extend(model.functions)
+    return light
+
+
 class Writer:
     """New tensor names and initializers for a whole model, and what is known of its tensors
     (element types, ranks, consumers) from value_info, inputs and initializers."""
@@ -41,7 +63,7 @@ class Writer:
         # onnx infers what its own ops compute (a mask Cast, ReduceSum of it); the contrib ops'
         # outputs stay unknown, except those a rewrite records (EmbedLayerNorm's mask_index).
         with contextlib.suppress(Exception):
-            known = onnx.shape_inference.infer_shapes(model).graph.value_info
+            known = onnx.shape_inference.infer_shapes(_shapes_only(model)).graph.value_info
         self.taken = {n for node in graph.node for n in (*node.input, *node.output)}
         self.taken |= {t.name for t in graph.initializer}
         self.taken |= {v.name for v in (*graph.input, *graph.output, *graph.value_info)}

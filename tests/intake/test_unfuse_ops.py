@@ -81,6 +81,10 @@ def rotary_ref(t, interleaved, offset=None):
     x = t["x"]
     positions = t["pos"] if offset is None else (torch.arange(S) + int(offset))[None]
     cos, sin = t["cos"][positions.long()], t["sin"][positions.long()]  # N×S×half
+    if x.dim() == 4:  # N×heads×S×H
+        cos, sin = cos[:, None], sin[:, None]
+        x1, x2 = x.chunk(2, -1)
+        return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1)
     rows = x.reshape(N, S, HEADS, -1)
     cos, sin = cos[:, :, None], sin[:, :, None]
     if interleaved:
@@ -138,6 +142,14 @@ CASES = {
          ("beta", beta, False)],
         lambda t: ln(t["word_out"] + t["posemb"][:S] + t["segemb"][t["seg"].long()], t["g"],
                      t["beta"], 1e-12), wrt=True),
+    "EmbedLayerNormalization_position_ids": Case(
+        "EmbedLayerNormalization",
+        [("ids", RNG.integers(0, 16, (N, S)).astype(np.int32), True), ("", None, False),
+         ("word", normal(16, D), False), ("posemb", normal(8, D), False), ("", None, False),
+         ("g", g, False), ("beta", beta, False), ("", None, False),
+         ("posids", np.array([[3, 4, 5, 6, 7]] * N, np.int32), True)],
+        lambda t: ln(t["word_out"] + t["posemb"][t["posids"].long()], t["g"], t["beta"], 1e-4),
+        {"epsilon": 1e-4}, wrt=True),
     "Attention": Case("Attention", [("x", x, True), ("w", qkv_w, False), ("b", qkv_b, False)],
                       attention_ref, {"num_heads": HEADS}),
     "Attention_lengths": Case(
@@ -170,6 +182,11 @@ CASES = {
         "RotaryEmbedding", [("x", x, True), ("pos", np.array([2], np.int64), False),
                             ("cos", normal(8, 2), False), ("sin", normal(8, 2), False)],
         lambda t: rotary_ref(t, True, offset=2), {"num_heads": HEADS, "interleaved": 1}),
+    "RotaryEmbedding_4d": Case(
+        "RotaryEmbedding", [("x", normal(N, HEADS, S, 4), True),
+                            ("pos", np.array([[0, 1, 2, 3, 4], [2, 3, 4, 5, 6]], np.int64), True),
+                            ("cos", normal(8, 2), False), ("sin", normal(8, 2), False)],
+        lambda t: rotary_ref(t, False)),
 }
 
 

@@ -3,7 +3,9 @@ intake/unfuse.py):
 - Gelu → x·0.5·(1 + Erf(x/√2)); BiasGelu → Add, then the same;
 - FastGelu → x·0.5·(1 + Tanh(√(2/π)·(x + 0.044715·x³))), after an Add of its optional bias;
 - QuickGelu → x·Sigmoid(α·x) (α = 1.702 unless given);
-- BiasAdd → X + bias + skip.
+- BiasAdd → X + bias + skip;
+- GemmFastGelu → FastGelu(X·W + bias) (the transformers optimizer's enable_gemm_fast_gelu; its
+  kernels are CUDA/ROCm ones).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import onnx
 
 from onnxpath.intake.unfuse_writer import Nodes, Writer, attrs_of, given
 
-ACTIVATIONS = ("Gelu", "BiasGelu", "FastGelu", "QuickGelu", "BiasAdd")
+ACTIVATIONS = ("Gelu", "BiasGelu", "FastGelu", "QuickGelu", "BiasAdd", "GemmFastGelu")
 
 
 def _gelu(n: Nodes, x: str, fast: bool, out: str) -> None:
@@ -39,7 +41,9 @@ def unfuse_activation(w: Writer, node: onnx.NodeProto) -> list[onnx.NodeProto]:
         n.op("Mul", x, n.op("Sigmoid", n.op("Mul", x, n.const(alpha))), out=out)
         return n.nodes
     bias = given(node, 1)
+    if node.op_type == "GemmFastGelu":
+        x, bias = n.op("MatMul", x, node.input[1]), given(node, 2)
     if bias:  # BiasGelu, or FastGelu with its bias
         x = n.op("Add", x, bias)
-    _gelu(n, x, node.op_type == "FastGelu", out)
+    _gelu(n, x, node.op_type in ("FastGelu", "GemmFastGelu"), out)
     return n.nodes

@@ -118,26 +118,33 @@ def test_graph_optimizer_bert_matches_torch_float64(reference, tmp_path):
 
 VARIANTS = {"multi_head_attention": {"use_multi_head_attention": True},
             "raw_attention_mask": {"attention_mask_format": AttentionMaskFormat.AttentionMask},
-            "no_embed_layer_norm": {"enable_embed_layer_norm": False}}
+            "no_embed_layer_norm": {"enable_embed_layer_norm": False},
+            "int32_inputs": {}}
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_optimizer_variants_match_torch_float64(reference, tmp_path, variant):
     """The transformers optimizer's other forms of the same BERT: MultiHeadAttention on the
     separate projections, Attention with the raw 0/1 mask, Attention on a ReduceSum mask index
-    with a plain embedding."""
+    with a plain embedding, and int32 graph inputs (change_graph_inputs_to_int32) that
+    EmbedLayerNormalization reads with no Cast."""
     options = FusionOptions("bert")
     for key, value in VARIANTS[variant].items():
         setattr(options, key, value)
     path = tmp_path / f"{variant}.onnx"
-    optimize_model(str(PLAIN), model_type="bert", num_heads=2, hidden_size=32, opt_level=0,
-                   optimization_options=options).save_model_to_file(str(path))
+    optimized = optimize_model(str(PLAIN), model_type="bert", num_heads=2, hidden_size=32,
+                               opt_level=0, optimization_options=options)
+    if variant == "int32_inputs":
+        optimized.change_graph_inputs_to_int32()
+    optimized.save_model_to_file(str(path))
     fused = onnx.load(str(path))
     found = {n.op_type for n in fused.graph.node if n.domain == "com.microsoft"}
     assert ("MultiHeadAttention" if variant == "multi_head_attention" else "Attention") in found
     plain = unfuse(fused)
     assert not any(n.domain == "com.microsoft" for n in plain.graph.node)
-    forward = np.abs(run(plain, feeds(reference)) - reference["logits"]).max()
+    x = {k: v.astype(np.int32) if variant == "int32_inputs" else v
+         for k, v in feeds(reference).items()}
+    forward = np.abs(run(plain, x) - reference["logits"]).max()
     result = Explainer(path, cache=False).attribute(feeds(reference), "gradient",
                                                       reference["targets"])
     want = reference["gradient"]

@@ -15,6 +15,14 @@ Entries are written atomically (ORT writes a temporary file that is then renamed
 fails to load is deleted and rebuilt, and the folder is trimmed to `ONNXPATH_CACHE_MAX_MB`
 (least recently used first). Models whose weights live in external data files are not cached:
 the optimised copy would duplicate gigabytes of weights.
+
+Models with more than a few MB of weights keep them in one shared store per process
+(ort/weights.py). For those an entry is onnxpath's own graph *without weights* (`GRAPH_SUFFIX`,
+a few MB even for ViT-L): ORT's optimised graph would embed a copy of the weights per method
+variant (four 243 MB entries for one AlexNet) and past 2 GB cannot be written at all (ViT-L's
+gradient graph failed with INVALID_PROTOBUF). The weights come from the model file, read once
+per process; the cache holds none of them. A warm start then skips the gradient-graph build but
+not ORT's graph optimisation.
 """
 
 from __future__ import annotations
@@ -29,14 +37,17 @@ from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
+import onnx
 import onnxruntime as ort
 
 from onnxpath.errors import OnnxPathError
+from onnxpath.ort.weights import WeightStore, relocate
 
-CACHE_FORMAT = 1  # bump when the entry layout changes
+CACHE_FORMAT = 2  # bump when the entry layout changes
 DEFAULT_MAX_MB = 4096
 SUFFIX = ".ort.onnx"
 NOTE_SUFFIX = ".note.json"
+GRAPH_SUFFIX = ".graph.onnx"  # a graph whose weights are placeholders (see the module doc)
 
 
 def cache_dir() -> Path:
@@ -197,9 +208,38 @@ class SessionCache:
                 json.dump(note, f)
             os.replace(tmp, self.folder / f"{key}{NOTE_SUFFIX}")
 
+    def graph_session(self, key: str, build: Callable[[], onnx.ModelProto],
+                      make: Callable[[onnx.ModelProto], object], store: WeightStore):
+        """A session over the weightless graph of entry `key` (built and saved when absent),
+        its placeholders pointed at `store`. `make` creates the session from the graph."""
+        path = self.folder / f"{key}{GRAPH_SUFFIX}"
+        if path.is_file():
+            try:
+                model = relocate(onnx.load(str(path), load_external_data=False), store)
+            except Exception:  # a truncated or foreign file: rebuild rather than fail
+                path.unlink(missing_ok=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.utime(path)
+                self.hits += 1
+                return make(model)
+        model = build()
+        session = make(model)
+        self.misses += 1
+        tmp = self.temporary(key)
+        if tmp is not None:
+            try:
+                tmp.write_bytes(model.SerializeToString())
+                os.replace(tmp, path)
+            except (OSError, ValueError):  # a full disk, or a graph past 2 GB: not cached
+                tmp.unlink(missing_ok=True)
+            self.trim()
+        return session
+
     def entries(self) -> list[Path]:
         try:
-            return [p for p in self.folder.iterdir() if p.name.endswith(SUFFIX)]
+            return [p for p in self.folder.iterdir()
+                    if p.name.endswith(SUFFIX) or p.name.endswith(GRAPH_SUFFIX)]
         except OSError:
             return []
 

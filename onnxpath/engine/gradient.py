@@ -21,7 +21,7 @@ from onnxpath.engine.cache import SessionCache, entry_key
 from onnxpath.engine.seeds import seed_from_argmax
 from onnxpath.errors import OnnxPathError
 from onnxpath.intake.model import ModelInfo
-from onnxpath.ort.external import has_external_data, restore_references, with_weights_loaded
+from onnxpath.ort.external import has_file_data, restore_references, with_weights_loaded
 from onnxpath.ort.sessions import (
     PROTOBUF_LIMIT,
     make_session,
@@ -29,6 +29,7 @@ from onnxpath.ort.sessions import (
     providers_for,
     run_session,
 )
+from onnxpath.ort.weights import stores_of
 
 T = TypeVar("T")
 
@@ -135,7 +136,7 @@ class GradientEngine:
     def _cache_for(self, recipe: tuple) -> SessionCache | None:
         if self.cache is None or self.identity is None or not nameable(recipe):
             return None
-        if has_external_data(self.info.proto):  # the optimised copy would duplicate the weights
+        if has_file_data(self.info.proto):  # the optimised copy would duplicate the weights
             return None
         return self.cache
 
@@ -155,6 +156,9 @@ class GradientEngine:
             return self._make(build())
         key = entry_key((type(self).__qualname__, *self.identity), (*recipe, rules),
                         self.device, providers_for(self.device, self.provider_options))
+        stores = stores_of(self.info.proto)
+        if stores:  # weights in the shared store (ort/weights.py): the entry is the graph alone
+            return cache.graph_session(key, build, self._make, stores[0])
         session = cache.load(key, lambda path: open_optimised(path, self.device, self.threads,
                                                               self.provider_options))
         if session is not None:
@@ -225,7 +229,7 @@ class GradientEngine:
         """The gradient graph. Weights kept in external data files are read for the build
         (rules may need their values) and left as references in the result."""
         proto = self.info.proto
-        external = has_external_data(proto) and self.info.folder is not None
+        external = has_file_data(proto) and self.info.folder is not None
         source = with_weights_loaded(proto, self.info.folder) if external else proto
         model = gradient_graph(source, self.info.logits, list(wrt), overrides, extra_outputs,
                                widen=self.precision == "float32")

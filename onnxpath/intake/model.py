@@ -23,6 +23,7 @@ from onnxpath.intake.fold import fold_shape_arithmetic
 from onnxpath.intake.quantized import quantized_as_float
 from onnxpath.intake.unfuse import unfuse
 from onnxpath.ort.external import check_locations, has_external_data, load_small_tensors
+from onnxpath.ort.weights import detach
 
 OPSET_FLOOR = 17
 WINDOW_OPS = ("Conv", "MaxPool", "AveragePool", "LpPool")
@@ -102,7 +103,9 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         except Exception as err:
             raise ModelError(f"{path}: cannot read its external data ({err})".splitlines()[0]) \
                 from err
-    return model
+    # The weights leave the protobuf once, here: every graph derived from it shares them.
+    stat = path.stat()
+    return detach(model, path.parent, (str(path.resolve()), stat.st_size, stat.st_mtime_ns))
 
 
 def data_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:

@@ -22,6 +22,7 @@ import onnx
 from onnx import TensorProto
 
 from onnxpath.errors import ModelError
+from onnxpath.ort.weights import is_placeholder
 
 SMALL_TENSOR = 4096  # elements: shape constants and the like, read eagerly for shape inference
 
@@ -54,8 +55,15 @@ def has_external_data(model: onnx.ModelProto) -> bool:
     return any(is_external(t) for t in all_tensors(model))
 
 
+def has_file_data(model: onnx.ModelProto) -> bool:
+    """Whether tensors are read from external data files (not from the in-memory weight store
+    of weights.py, whose placeholders are external tensors too)."""
+    return any(is_external(t) and not is_placeholder(t) for t in all_tensors(model))
+
+
 def external_files(model: onnx.ModelProto) -> list[str]:
-    return sorted({location(t) for t in all_tensors(model) if is_external(t)})
+    return sorted({location(t) for t in all_tensors(model)
+                   if is_external(t) and not is_placeholder(t)})
 
 
 def numel(tensor: TensorProto) -> int:
@@ -95,7 +103,11 @@ def with_weights_loaded(model: onnx.ModelProto, folder: Path) -> onnx.ModelProto
     """A copy whose external tensors hold their bytes, for code that reads weight values."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    onnx.external_data_helper.load_external_data_for_model(copy, str(folder))
+    for tensor in all_tensors(copy):  # placeholders read from the store as they are needed
+        if is_external(tensor) and not is_placeholder(tensor):
+            onnx.external_data_helper.load_external_data_for_tensor(tensor, str(folder))
+            tensor.data_location = TensorProto.DEFAULT
+            del tensor.external_data[:]
     return copy
 
 

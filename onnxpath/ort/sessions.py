@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxpath.errors import DeviceError, InputError, ModelError, OnnxPathError, UsageError
 from onnxpath.ort.external import has_external_data, is_external, location
+from onnxpath.ort.weights import IN_MEMORY, PREFIX, file_references
 
 DEVICES = ("cpu", "cuda")
 # A protobuf cannot exceed 2 GiB; stay clear of it. Tests lower this to exercise the spill path.
@@ -20,7 +21,6 @@ PROTOBUF_LIMIT = 2**31 - 2**26
 SPILL_BYTES = 1 << 20  # inline initializers at least this big leave the protobuf when it is too big
 # ORT's option for models given as bytes whose external data lives in a folder.
 EXTERNAL_FOLDER = "session.model_external_initializers_file_folder_path"
-IN_MEMORY = "onnxpath-in-memory"  # placeholder location; ORT takes the bytes from an OrtValue
 
 
 CUDA_HELP = ("Install it with: pip uninstall -y onnxruntime && pip install 'onnxpath[gpu]' "
@@ -79,10 +79,18 @@ def check_providers(session: ort.InferenceSession, device: str) -> None:
             f"or fix the install. {CUDA_HELP}")
 
 
-def session_options(threads: int | None, optimise: bool = True) -> ort.SessionOptions:
+def session_options(threads: int | None, optimise: bool = True,
+                    once: bool = False) -> ort.SessionOptions:
+    """`once`: a session that runs once or twice (the intake probe): basic optimisation and no
+    pre-packed weights, which would copy every MatMul and Conv weight for two runs."""
     options = ort.SessionOptions()
-    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimise
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if once
+                                        else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                                        if optimise
                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    if once:
+        options.add_session_config_entry("session.disable_prepacking", "1")
+        options.enable_cpu_mem_arena = False  # an arena sized for one run is kept to no use
     options.log_severity_level = 3
     # Idle worker threads sleep instead of spinning. On a small, shared CPU, spinning threads
     # steal the cores the busy ones need: ResNet-50 forward 66 -> 36 ms, gradient 168 -> 89 ms
@@ -192,24 +200,32 @@ def make_session(model: onnx.ModelProto | bytes | str, device: str = "cpu",
                  threads: int | None = None,
                  folder: str | Path | None = None,
                  save_optimised: str | Path | None = None,
-                 provider_options: dict[str, str] | None = None) -> ort.InferenceSession:
+                 provider_options: dict[str, str] | None = None,
+                 once: bool = False) -> ort.InferenceSession:
     """A session for `model`. `folder` is where the model's external data files live; a
     rewritten graph keeps referring to them, so the weights are never copied.
-    `save_optimised` asks ORT to write the optimised graph there (the session cache)."""
-    options = session_options(threads)
+    `save_optimised` asks ORT to write the optimised graph there (the session cache);
+    `once`: a session for one or two runs (see `session_options`)."""
+    options = session_options(threads, once=once)
     if save_optimised is not None:
         options.optimized_model_filepath = str(save_optimised)
     source, keep_alive = model, []
     if isinstance(model, onnx.ModelProto):
+        model, weights_folder = file_references(model)  # the one weights file (weights.py)
+        folder = weights_folder or folder
+        names, values = [], []
         if model.ByteSize() > PROTOBUF_LIMIT:
             model, arrays = spill_large_initializers(model)
-            values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a))
-                      for a in arrays.values()]
-            options.add_external_initializers(list(arrays), values)
+            names += list(arrays)
+            values += [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a))
+                       for a in arrays.values()]
+        if names:
+            options.add_external_initializers(names, values)
             keep_alive = values  # ORT borrows these buffers for the session's lifetime
         if has_external_data(model):
-            if folder is None and any(location(t) != IN_MEMORY for t in model.graph.initializer
-                                      if is_external(t)):
+            if folder is None and any(location(t) != IN_MEMORY and
+                                      not location(t).startswith(PREFIX)
+                                      for t in model.graph.initializer if is_external(t)):
                 raise ModelError("the model keeps its weights in external data files; load it "
                                  "from its path so they can be found")
             options.add_session_config_entry(EXTERNAL_FOLDER, str(Path(folder or ".").resolve()))

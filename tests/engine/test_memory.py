@@ -1,0 +1,119 @@
+"""The weights are held once: a gradient run's peak memory stays near a plain forward pass's,
+and the session cache keeps each model's weights at most once.
+
+A ReLU network with ~120 MB of weights (a small Conv, then wide Linear layers), exported from
+torch. Each run is a fresh process whose peak RSS (`os.wait4`'s ru_maxrss) is compared with
+ONNX Runtime's own forward pass over the same file. Before the weights were shared, a gradient
+run held 4-8 copies of them (the loaded protobuf, rewritten copies, the bytes handed to ORT,
+ORT's own); the bound below allows the forward's memory plus 2.5 copies.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[2]
+FORWARD = """
+import sys, numpy as np, onnxruntime as ort
+s = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+s.run(None, {s.get_inputs()[0].name: np.load(sys.argv[2])})
+"""
+# The child's own high-water mark, read as it exits (`python -c PEAK -m module ...` or
+# `python -c PEAK script.py ...`). ru_maxrss would not do: a child forked from this process
+# (torch loaded) starts from its parent's RSS.
+PEAK = """
+import atexit, os, runpy, sys
+def report():
+    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    with open(os.environ["PEAK_FILE"], "w") as f:
+        f.write(status["VmHWM"].split()[0])
+atexit.register(report)
+if sys.argv[1] == "-m":
+    sys.argv = sys.argv[2:]
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+else:
+    sys.argv = sys.argv[1:]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+class Wide(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc1 = nn.Linear(8 * 32 * 32, 3072)
+        self.fc2 = nn.Linear(3072, 3072)
+        self.fc3 = nn.Linear(3072, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x)).flatten(1)
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("wide")
+    torch.manual_seed(0)
+    model = Wide().eval()
+    path = folder / "wide.onnx"
+    torch.onnx.export(model, torch.randn(1, 3, 32, 32), str(path), dynamo=False,
+                      opset_version=17, input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    x = folder / "x.npy"
+    np.save(x, np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32))
+    weights = sum(p.numel() * 4 for p in model.parameters())
+    return path, x, weights
+
+
+def peak(argv: list[str], env: dict, tmp_path: Path) -> float:
+    """Peak RSS in bytes of one child process (which must succeed): `argv` is a script and
+    its arguments, or "-m", a module and its arguments."""
+    report = tmp_path / "peak.txt"
+    done = subprocess.run([sys.executable, "-c", PEAK, *argv], capture_output=True,
+                          env={**os.environ, **env, "PEAK_FILE": str(report)}, cwd=ROOT)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    return int(report.read_text()) * 1024.0
+
+
+def attribute(path: Path, x: Path, methods: str, out: Path, *flags: str) -> list[str]:
+    return ["-m", "onnxpath", "attribute", str(path), str(x), "-m", methods, "-o", str(out),
+            "-q", *flags]
+
+
+def test_gradient_peak_memory_is_near_a_forward_pass(wide, tmp_path):
+    path, x, weights = wide
+    env = {"ONNXPATH_CACHE_DIR": str(tmp_path / "cache")}
+    script = tmp_path / "forward.py"
+    script.write_text(FORWARD)
+    forward = peak([str(script), str(path), str(x)], env, tmp_path)
+    gradient = peak(attribute(path, x, "gradient", tmp_path / "out", "--no-cache"), env,
+                    tmp_path)
+    bound = forward + 2.5 * weights
+    print(f"weights {weights / 2**20:.0f} MB; peak RSS: forward {forward / 2**20:.0f} MB, "
+          f"gradient {gradient / 2**20:.0f} MB ({gradient / forward:.2f}x), "
+          f"bound {bound / 2**20:.0f} MB")
+    assert gradient <= bound
+
+
+def test_the_cache_holds_the_weights_once(wide, tmp_path):
+    path, x, weights = wide
+    cache = tmp_path / "cache"
+    env = {"ONNXPATH_CACHE_DIR": str(cache)}
+    for run in range(2):  # cold, then warm
+        peak(attribute(path, x, "gradient,integrated-gradients,guided-backprop",
+                       tmp_path / f"out{run}", "--steps", "4"), env, tmp_path)
+        files = [p for p in cache.rglob("*") if p.is_file()]
+        held = [p for p in files if p.suffix == ".weights"]
+        rest = sum(p.stat().st_size for p in files if p.suffix != ".weights")
+        print(f"run {run}: {len(files)} files, weights files "
+              f"{[p.stat().st_size // 2**20 for p in held]} MB, the rest {rest / 2**20:.2f} MB")
+        assert len(held) == 1 and held[0].stat().st_size >= 0.95 * weights  # biases stay
+        assert rest < 0.05 * weights  # graphs only: no entry embeds the weights again

@@ -151,25 +151,47 @@ def export(name: str, folder: Path) -> Path:
     return path
 
 
+# Run a script or a module (`-m`), then write the process's own high-water RSS (VmHWM) to
+# $PEAK_FILE. ru_maxrss would not do: a child forked from this process (torch loaded) starts
+# from its parent's RSS.
+PEAK = """
+import atexit, os, runpy, sys
+def report():
+    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    with open(os.environ["PEAK_FILE"], "w") as f:
+        f.write(status["VmHWM"].split()[0])
+atexit.register(report)
+if sys.argv[1] == "-m":
+    sys.argv = sys.argv[2:]
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+else:
+    sys.argv = sys.argv[1:]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def measure(argv: list[str], env: dict | None = None) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS in GB, exit code) of one child process."""
-    start = time.perf_counter()
-    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             env={**os.environ, **(env or {})}, cwd=ROOT)
-    _, status, usage = os.wait4(child.pid, 0)
-    wall = time.perf_counter() - start
-    err = child.stderr.read().decode(errors="replace").strip() if child.stderr else ""
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        print(f"  ! {' '.join(argv[3:6])} exited {code}: {err.splitlines()[-1:] }", flush=True)
-    return wall, usage.ru_maxrss / 2**20, code  # ru_maxrss is in KiB on Linux
+    """(wall seconds, peak RSS in GB, exit code) of one child process running `argv` (a script
+    and its arguments, or "-m", a module and its arguments)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "peak"
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", PEAK, *argv], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, cwd=ROOT,
+                              env={**os.environ, **(env or {}), "PEAK_FILE": str(report)})
+        wall = time.perf_counter() - start
+        peak = int(report.read_text()) / 2**20 if report.exists() else float("nan")
+    if done.returncode != 0:
+        last = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
+        print(f"  ! {' '.join(argv[:4])} exited {done.returncode}: {last}", flush=True)
+    return wall, peak, done.returncode
 
 
 def attribute(model: Path, x: Path, method: str, out: Path, cache: Path | None,
               steps: int) -> list[str]:
     shutil.rmtree(out, ignore_errors=True)  # a finished output is resumed, not recomputed
-    argv = [sys.executable, "-m", "onnxpath", "attribute", str(model), str(x), "-m", method,
-            "-o", str(out), "-q"]
+    argv = ["-m", "onnxpath", "attribute", str(model), str(x), "-m", method, "-o", str(out),
+            "-q"]
     if method == "integrated-gradients":
         argv += ["--steps", str(steps)]
     return argv + (["--no-cache"] if cache is None else [])
@@ -186,7 +208,9 @@ def bench(name: str, folder: Path, steps: int) -> list[str]:
     np.save(x, np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32))
     out = folder / "out"
     size = weights_bytes(model) / 2**30
-    fwd_wall, fwd_rss, _ = measure([sys.executable, "-c", FORWARD, str(model), str(x)])
+    script = folder / "forward.py"
+    script.write_text(FORWARD)
+    fwd_wall, fwd_rss, _ = measure([str(script), str(model), str(x)])
     print(f"{name}: {size:.2f} GB, forward {fwd_wall:.1f} s {fwd_rss:.2f} GB", flush=True)
     rows = []
     for method in MODELS[name][1]:

@@ -41,7 +41,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxpath.errors import OnnxPathError
-from onnxpath.ort.weights import WeightStore, relocate
+from onnxpath.ort.weights import WEIGHTS_SUFFIX, WeightStore, live_files, relocate
 
 CACHE_FORMAT = 2  # bump when the entry layout changes
 DEFAULT_MAX_MB = 4096
@@ -237,9 +237,10 @@ class SessionCache:
         return session
 
     def entries(self) -> list[Path]:
-        try:
+        try:  # the weights files (ort/weights.py) count too, least recently read first
+            weights = list((self.folder / "weights").glob(f"*{WEIGHTS_SUFFIX}"))
             return [p for p in self.folder.iterdir()
-                    if p.name.endswith(SUFFIX) or p.name.endswith(GRAPH_SUFFIX)]
+                    if p.name.endswith(SUFFIX) or p.name.endswith(GRAPH_SUFFIX)] + weights
         except OSError:
             return []
 
@@ -252,9 +253,12 @@ class SessionCache:
                 continue
             entries.append((stat.st_mtime, stat.st_size, path))
         total = sum(size for _, size, _ in entries)
+        live = live_files()  # this process's weights files: later sessions still read them
         for _, size, path in sorted(entries, key=lambda e: e[0]):
             if total <= self.max_bytes:
                 break
+            if path.resolve() in live:
+                continue
             path.unlink(missing_ok=True)
             total -= size
 

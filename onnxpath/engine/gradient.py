@@ -29,6 +29,7 @@ from onnxpath.ort.sessions import (
     providers_for,
     run_session,
 )
+from onnxpath.ort.timing import timed, timed_call
 from onnxpath.ort.weights import stores_of
 
 T = TypeVar("T")
@@ -141,13 +142,15 @@ class GradientEngine:
         return self.cache
 
     def _make(self, model: onnx.ModelProto, save_optimised=None):
-        return make_session(model, self.device, self.threads, self.info.folder,
-                            save_optimised=save_optimised,
-                            provider_options=self.provider_options)
+        with timed(f"creating an ONNX Runtime session ({len(model.graph.node)} nodes)"):
+            return make_session(model, self.device, self.threads, self.info.folder,
+                                save_optimised=save_optimised,
+                                provider_options=self.provider_options)
 
     def _session(self, recipe: tuple, build: Callable[[], onnx.ModelProto]):
         """The session for `recipe`, from the disk cache when it holds one; `build` makes the
         model only when the session has to be created from scratch."""
+        build = timed_call(f"building the {recipe[0]} graph", build)
         cache = self._cache_for(recipe)
         if cache is None:
             return self._make(build())

@@ -23,6 +23,7 @@ from onnxpath.intake.fold import fold_shape_arithmetic
 from onnxpath.intake.quantized import quantized_as_float
 from onnxpath.intake.unfuse import unfuse
 from onnxpath.ort.external import check_locations, has_external_data, load_small_tensors
+from onnxpath.ort.timing import timed
 from onnxpath.ort.weights import detach
 
 OPSET_FLOOR = 17
@@ -90,7 +91,8 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     if path.is_dir():
         raise ModelError(f"model path is a directory, not an .onnx file: {path}")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        with timed("reading the model"):
+            model = onnx.load(str(path), load_external_data=False)
     except Exception as err:  # protobuf raises several unrelated types for corrupt bytes
         raise ModelError(f"cannot read {path} as an ONNX model ({type(err).__name__}); "
                          "is the file complete and really .onnx?") from err
@@ -105,7 +107,8 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
                 from err
     # The weights leave the protobuf once, here: every graph derived from it shares them.
     stat = path.stat()
-    return detach(model, path.parent, (str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+    with timed("moving the weights to their file"):
+        return detach(model, path.parent, (str(path.resolve()), stat.st_size, stat.st_mtime_ns))
 
 
 def data_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -260,7 +263,8 @@ def shapes_from_a_run(model: onnx.ModelProto, tensor: str, actual: dict[str, tup
         missing = [n for n in data_inputs(model) if n.name not in actual]
         if missing:  # an input without a shape to run at: static inference is all there is
             return model
-        found = probe.probe(model, tensor, actual, batch)
+        with timed("the intake probe (one ONNX Runtime run for shapes)"):
+            found = probe.probe(model, tensor, actual, batch)
         if memo is not None:
             memo["probe"] = found
     if not found:

@@ -94,6 +94,11 @@ class WeightStore:
         return ref
 
 
+def live_files() -> set[Path]:
+    """The weights files this process's models read (resolved paths)."""
+    return {store.path.resolve() for store in _STORES.values()}
+
+
 def store_of(tensor: TensorProto) -> WeightStore | None:
     """The store a placeholder points at (None for any other tensor)."""
     if tensor.data_location != TensorProto.EXTERNAL:
@@ -186,6 +191,7 @@ def _write(store: WeightStore, tensors: list[TensorProto], folder: Path | None) 
     store.spans = spans
     with contextlib.suppress(OSError):
         if store.path.stat().st_size == offset:
+            os.utime(store.path)  # recently used: the cache trims it last
             return
     fd, tmp = tempfile.mkstemp(prefix=f".{store.file}.", suffix=".part", dir=store.folder)
     try:

@@ -28,8 +28,9 @@ from onnxpath.autodiff.walk import value_infos
 from onnxpath.errors import UsageError
 from onnxpath.explainer import Explainer
 from onnxpath.io.outputs import write_atomic
-from onnxpath.ort.external import has_external_data, is_external
+from onnxpath.ort.external import has_external_data, has_file_data, is_external
 from onnxpath.ort.sessions import PROTOBUF_LIMIT
+from onnxpath.ort.weights import inline, stores_of
 from onnxpath.version import __version__
 
 NAMES = ("logits", "grad", "seed", "target")
@@ -170,6 +171,9 @@ def signature_text(model: onnx.ModelProto) -> str:
 def save_model(model: onnx.ModelProto, out: Path, folder: Path | None) -> list[Path]:
     """Write `model` atomically. When its weights are external or too big for one protobuf,
     they go to `<out>.data` beside it (written first, so the model never points at nothing)."""
+    held = sum(store.nbytes for store in stores_of(model))  # weights in the shared file
+    if held and not has_file_data(model) and model.ByteSize() + held < PROTOBUF_LIMIT:
+        model = inline(model)  # small enough for one file: the weights go back inside
     if not has_external_data(model) and model.ByteSize() < PROTOBUF_LIMIT:
         return [write_atomic(out, model.SerializeToString())]
     out.parent.mkdir(parents=True, exist_ok=True)

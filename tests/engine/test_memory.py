@@ -117,3 +117,29 @@ def test_the_cache_holds_the_weights_once(wide, tmp_path):
               f"{[p.stat().st_size // 2**20 for p in held]} MB, the rest {rest / 2**20:.2f} MB")
         assert len(held) == 1 and held[0].stat().st_size >= 0.95 * weights  # biases stay
         assert rest < 0.05 * weights  # graphs only: no entry embeds the weights again
+
+
+def test_an_export_past_the_protobuf_limit_writes_external_data(wide, tmp_path, monkeypatch):
+    """`onnxpath export` of a model whose weights are held in the shared file: inline when the
+    graph fits one protobuf, else (the limit lowered here) beside it as external data; both
+    run in ONNX Runtime and agree."""
+    import onnxruntime as ort
+
+    import onnxpath.tools.export as export
+    from onnxpath import Explainer
+
+    path, x, _ = wide
+    monkeypatch.setenv("ONNXPATH_CACHE_DIR", str(tmp_path / "cache"))
+    explainer = Explainer(path, cache=False)
+    model = export.gradient_export(explainer)
+    inline = export.save_model(model, tmp_path / "inline" / "g.onnx", None)
+    monkeypatch.setattr(export, "PROTOBUF_LIMIT", 1 << 20)
+    split = export.save_model(model, tmp_path / "split" / "g.onnx", None)
+    assert len(inline) == 1 and len(split) == 2 and split[0].stat().st_size < 1 << 20
+    feeds = {"input": np.load(x)}
+    grads = [ort.InferenceSession(str(files[0])).run(["grad"], feeds)[0]
+             for files in (inline, split)]
+    print(f"exported grad max {np.abs(grads[0]).max():.3g}, "
+          f"difference {np.abs(grads[0] - grads[1]).max():.3g}")
+    assert np.abs(grads[0]).max() > 0
+    np.testing.assert_array_equal(grads[0], grads[1])

@@ -91,6 +91,9 @@ def session_options(threads: int | None, optimise: bool = True,
     if once:
         options.add_session_config_entry("session.disable_prepacking", "1")
         options.enable_cpu_mem_arena = False  # an arena sized for one run is kept to no use
+        # The default order runs the probe's Shape nodes last, keeping every probed
+        # activation alive until then: 0.48 -> 0.27 GB for a 0.1 GB ViT's probe.
+        options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     options.log_severity_level = 3
     # Idle worker threads sleep instead of spinning. On a small, shared CPU, spinning threads
     # steal the cores the busy ones need: ResNet-50 forward 66 -> 36 ms, gradient 168 -> 89 ms

@@ -24,6 +24,7 @@ from onnxpath.errors import (
     stage,
 )
 from onnxpath.explanation import Explanation, softmax
+from onnxpath.intake.batchless import with_batch_axis
 from onnxpath.intake.bfloat16 import bfloat16_as_float32
 from onnxpath.intake.cut import default_input
 from onnxpath.intake.folder import model_file
@@ -77,6 +78,8 @@ class Explainer:
         self.path = None if isinstance(model, onnx.ModelProto) else model_file(model)
         self.proto = model if isinstance(model, onnx.ModelProto) else load_model(self.path)
         self.proto = bfloat16_as_float32(self.proto)  # ORT's CPU provider has no bfloat16 math
+        # A model without a batch dim gets a fixed batch of 1 (intake/batchless.py)
+        self.proto, self.batchless = with_batch_axis(self.proto)
         self.device = device
         self.threads = threads
         self.keep_probabilities = keep_probabilities
@@ -308,7 +311,9 @@ class Explainer:
             # The gradient run finds the predicted class itself: no separate forward pass.
             results = [run(part, None) for part in parts]
             logits = np.concatenate([r.logits for r in results])
-            targets = logits.argmax(axis=1)
+            targets = finite_argmax(logits)
+            if not np.array_equal(targets, logits.argmax(axis=1)):  # NaN/Inf took the argmax
+                results = [run(part, targets[part]) for part in parts]
         else:
             classes = self.class_count(engine) if target is not None else None
             logits = None if classes else self._per_batch(
@@ -319,11 +324,16 @@ class Explainer:
                 logits = (np.concatenate([r.logits for r in results])
                           if all(r.logits is not None for r in results) else self._per_batch(
                               x, context, engine, lambda part: engine.logits(x[part])))
-        maps = np.concatenate([r.maps for r in results])
+        # float32 maps, float64 for a float64 input (a float64 model runs in float64)
+        maps = np.concatenate([r.maps for r in results]).astype(
+            np.float64 if x.dtype == np.float64 else np.float32, copy=False)
         extras = [{**e, **note} for r in results for e in r.extras]
         # A layer method's maps have an inner tensor's shape: extras' `wrt` names it.
         wrt = next((w for w in [e.pop("wrt", None) for e in extras] if w), info.wrt)
         flag_all_zero(method, maps, extras)
+        flag_non_finite(method, maps, logits, targets, extras)
+        for e in extras:  # the model tensor whose elements were differentiated
+            e.setdefault("differentiated", info.differentiated)
         rows = np.arange(len(x))
         if info.kind != "classes":
             probs = np.full(len(x), np.nan)
@@ -355,7 +365,7 @@ class Explainer:
         size and class count come from `logits`, or from `classes` when no logits are at hand:
         an explicit target needs no forward pass)."""
         if target is None:
-            return logits.argmax(axis=1)
+            return finite_argmax(logits)
         if logits is not None:
             count, classes = logits.shape[0], logits.shape[1]
         targets = np.broadcast_to(np.asarray(target, dtype=np.int64), (count,)).copy()
@@ -382,6 +392,46 @@ def flag_all_zero(method: str, maps: np.ndarray, extras: list[dict]) -> None:
                       "does not reach the attributed tensor through differentiable ops "
                       "(an integer or quantized path?), or nothing the method changed moved "
                       "it", AllZeroMapWarning, stacklevel=3)
+
+
+def finite_argmax(logits: np.ndarray) -> np.ndarray:
+    """Each row's largest finite value (the predicted class; NaN and Inf are not one)."""
+    logits = np.asarray(logits)
+    if np.isfinite(logits).all():
+        return logits.argmax(axis=1)
+    return np.where(np.isfinite(logits), logits, -np.inf).argmax(axis=1)
+
+
+class NonFiniteWarning(UserWarning):
+    """NaN or Inf in a map, or in the model's output: a map is then not written (the record
+    says why), while other output elements that are not finite leave the map intact."""
+
+
+def flag_non_finite(method: str, maps: np.ndarray, logits: np.ndarray, targets: np.ndarray,
+                    extras: list[dict]) -> None:
+    """Never a silent NaN: `extras["non_finite"]` counts a map's NaN/Inf values,
+    `extras["non_finite_outputs"]` the model's output elements (logits) that are not finite,
+    and one warning says so. An output that is not finite outside the explained element does
+    not stop the example: its map is the gradient of a finite value."""
+    bad_maps, bad_outputs = 0, 0
+    for i in range(len(maps)):
+        count = int(np.size(maps[i]) - np.count_nonzero(np.isfinite(maps[i])))
+        if count:
+            extras[i]["non_finite"] = count
+            bad_maps += 1
+        row = np.asarray(logits[i])
+        outside = int(row.size - np.count_nonzero(np.isfinite(row)))
+        if outside:
+            extras[i]["non_finite_outputs"] = outside
+            bad_outputs += 1
+    if bad_maps:
+        warnings.warn(f"{method}: {bad_maps} of {len(maps)} maps hold NaN or Inf values",
+                      NonFiniteWarning, stacklevel=3)
+    if bad_outputs:
+        finite = all(np.isfinite(logits[i, int(t)]) for i, t in enumerate(targets))
+        where = "outside the explained elements" if finite else "in the explained elements"
+        warnings.warn(f"{method}: the model's output holds NaN or Inf {where} for "
+                      f"{bad_outputs} of {len(maps)} inputs", NonFiniteWarning, stacklevel=3)
 
 
 def as_dtype(x: np.ndarray, elem_type: int | None) -> np.ndarray:

@@ -18,6 +18,12 @@ from onnxpath.autodiff import SEED, grad_name, gradient_graph
 from onnxpath.autodiff.rules import RULES, Rule
 from onnxpath.autodiff.walk import prune_unused, value_infos
 from onnxpath.engine.cache import SessionCache, entry_key
+from onnxpath.engine.fixed_batch import (
+    fixed_rows,
+    gradients_in_chunks,
+    logits_in_chunks,
+    needs_chunks,
+)
 from onnxpath.engine.seeds import seed_from_argmax
 from onnxpath.errors import OnnxPathError
 from onnxpath.intake.model import ModelInfo
@@ -127,6 +133,18 @@ class GradientEngine:
                 else np.dtype(np.float32)
         return self._seed_dtype
 
+    def as_input(self, x: np.ndarray) -> np.ndarray:
+        """`x` in the attributed input's float type: a method's float32 rows (occlusion's
+        fill, IG's path points) run on a float64 model as float64."""
+        if not hasattr(self, "_input_dtype"):
+            elem = value_infos(self.info.proto).get(self.input_name, (0, None))[0]
+            self._input_dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem)) if elem \
+                else None
+        wanted = self._input_dtype
+        if wanted is None or wanted.kind != "f" or x.dtype == wanted or x.dtype.kind != "f":
+            return x
+        return x.astype(wanted)
+
     def seed(self, targets) -> np.ndarray | None:
         """The one-hot seed that selects each example's target logit; None (no targets) stays
         None, which `gradients` reads as "each row's largest logit"."""
@@ -196,6 +214,10 @@ class GradientEngine:
         return run_session(session, names, feeds, self.device)
 
     def logits(self, x: np.ndarray, feeds: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        x = self.as_input(x)
+        size = fixed_rows(self.info.input_shape)
+        if needs_chunks(size, len(x)):  # a fixed batch: chunks of its size (fixed_batch.py)
+            return logits_in_chunks(self.logits, x, feeds, size)
         if self._forward is None:
             self._forward = self._session(
                 ("forward", self.info.logits),
@@ -252,6 +274,15 @@ class GradientEngine:
         so passes that need different outputs of the same graph share it.
         """
         wrt = tuple(wrt or (self.input_name,))
+        x = self.as_input(x)
+        size = fixed_rows(self.info.input_shape)
+        if needs_chunks(size, len(x)):  # a fixed batch: chunks of its size (fixed_batch.py)
+            if seed is None:  # padding rows must not pick a class: the argmax, then seeds
+                seed = self.seed(self.logits(x, feeds).argmax(axis=1))
+            return gradients_in_chunks(
+                lambda xs, seeds, fs: self.gradients(xs, seeds, wrt, fs, overrides,
+                                                     extra_outputs, fetch),
+                x, seed, feeds, size)
         argmax = seed is None
         key = (wrt, overrides_key(overrides), tuple(extra_outputs), argmax)
         if key not in self._gradients:

@@ -52,16 +52,23 @@ def seed_from_argmax(gradient_model: onnx.ModelProto, logits: str,
     # The one-hot takes the logits' type (float16 logits need a float16 seed; SEED's type).
     seed_type = next(i for i in gradient_model.graph.input if i.name == SEED) \
         .type.tensor_type.elem_type
-    values = helper.make_tensor(f"{prefix}/values", seed_type, [2], [0.0, 1.0])
+    # ONNX Runtime has no float64 OneHot: a float64 model's one-hot is made in float32 and
+    # cast (0 and 1 are exact in every float type).
+    made_type = onnx.TensorProto.FLOAT if seed_type == onnx.TensorProto.DOUBLE else seed_type
+    values = helper.make_tensor(f"{prefix}/values", made_type, [2], [0.0, 1.0])
+    one_hot = SEED if made_type == seed_type else f"{prefix}/one_hot_float"
     added = [
         helper.make_node("ArgMax", [logits], [f"{prefix}/index"], axis=-1, keepdims=0,
                          select_last_index=0, name=f"{prefix}/argmax_node"),
         helper.make_node("Constant", [], [depth.name], value=depth, name=f"{prefix}/depth_node"),
         helper.make_node("Constant", [], [values.name], value=values,
                          name=f"{prefix}/values_node"),
-        helper.make_node("OneHot", [f"{prefix}/index", depth.name, values.name], [SEED],
+        helper.make_node("OneHot", [f"{prefix}/index", depth.name, values.name], [one_hot],
                          axis=-1, name=f"{prefix}/one_hot"),
     ]
+    if one_hot != SEED:
+        added.append(helper.make_node("Cast", [one_hot], [SEED], to=seed_type,
+                                      name=f"{prefix}/cast"))
     nodes[producer + 1:producer + 1] = added
     del graph.node[:]
     graph.node.extend(nodes)

@@ -6,8 +6,9 @@ The default rule (documented in the README):
 2. of the rest, prefer one reached through Softmax/LogSoftmax, then one named like logits,
    probabilities or scores, then the first.
 
-The logits are the Softmax input when the output comes from one (replaying the Reshape,
-Flatten, Transpose, Identity or Cast nodes between them), else the output itself. They are
+An output named with `--output` is differentiated as it is, probabilities included. By the
+default rule, the logits are the Softmax input when the output comes from one (replaying the
+Reshape, Flatten, Transpose, Identity or Cast nodes between them), else the output itself. They are
 then made N×K: N×K×1×…×1 is flattened, a rank-1 output is one column (a regression), a
 segmentation map N×K×H×W becomes each class's logits summed over a region, and with
 `--target-index` any output is flattened so that one column is one element.
@@ -43,6 +44,7 @@ class Head:
     reason: str
     softmax: onnx.NodeProto | None = None  # the Softmax the tensor comes from
     trailing: list = field(default_factory=list)  # nodes from that Softmax to the tensor
+    explicit: bool = False  # named with --output: differentiated as named, Softmax and all
 
 
 def producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
@@ -129,7 +131,7 @@ def choose_output(model: onnx.ModelProto, name: str | None = None) -> Head:
     if skipped and name is None:
         reason += f"; skipped: {', '.join(skipped)}"
     softmax, trailing = trace_softmax(match[1], made_by)
-    return Head(match[0], match[1], reason, softmax, trailing)
+    return Head(match[0], match[1], reason, softmax, trailing, explicit=name is not None)
 
 
 def replay_on_logits(model: onnx.ModelProto, head: Head) -> str:
@@ -155,8 +157,10 @@ def replay_on_logits(model: onnx.ModelProto, head: Head) -> str:
 
 def differentiated_tensor(model: onnx.ModelProto, head: Head,
                           keep_probabilities: bool) -> tuple[str, bool]:
-    """(the tensor gradients are taken of, whether its values are probabilities)."""
-    if head.softmax is not None and not keep_probabilities:
+    """(the tensor gradients are taken of, whether its values are probabilities). An output
+    named with --output is differentiated as named; the default rule goes back through a
+    Softmax to its logits."""
+    if head.softmax is not None and not keep_probabilities and not head.explicit:
         return replay_on_logits(model, head), False
     probabilities = (head.softmax is not None and head.softmax.op_type == "Softmax") or (
         head.softmax is None and bool(PROBABILITY_NAME.search(head.output))

@@ -18,7 +18,7 @@ from onnx import helper, version_converter
 from onnxpath.autodiff.rules.conv import window_geometry
 from onnxpath.autodiff.walk import FLOAT_TYPES, value_infos
 from onnxpath.errors import ModelError
-from onnxpath.intake import cut, heads, probe
+from onnxpath.intake import cut, heads, legacy, probe
 from onnxpath.intake.fold import fold_shape_arithmetic
 from onnxpath.intake.quantized import quantized_as_float
 from onnxpath.intake.unfuse import unfuse
@@ -66,6 +66,7 @@ class ModelInfo:
     element_shape: tuple = ()  # one example's shape of the explained output
     softmax: str | None = None  # the Softmax node the output comes from (its name or output)
     uncut: onnx.ModelProto | None = None  # proto before input_name was made an input (export)
+    differentiated: str = ""  # the model tensor whose elements are differentiated (records)
 
     @property
     def ends_in_softmax(self) -> bool:
@@ -136,13 +137,18 @@ def drop_initializer_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def upgrade_opset(model: onnx.ModelProto, floor: int = OPSET_FLOOR) -> onnx.ModelProto:
-    if opset_of(model) >= floor:
+    old = opset_of(model)
+    if old >= floor:
         return model
+    # What the converter would change in meaning is rewritten first (intake/legacy.py).
+    before = legacy.legacy_semantics(model, old)
     try:
         model = version_converter.convert_version(model, floor)
     except Exception as err:
-        raise ModelError(f"cannot upgrade the model from opset {opset_of(model)} to {floor}: "
+        raise ModelError(f"cannot upgrade the model from opset {old} to {floor}: "
                          f"{err}".splitlines()[0]) from err
+    model = legacy.resize_as_upsample(model, old)
+    legacy.check_forward_equal(before, model, old, floor)
     return model
 
 
@@ -241,14 +247,21 @@ def normalise(model: onnx.ModelProto, input_shape: tuple[int, ...] | None = None
         model = fold_shape_arithmetic(model)
         model = explicit_pads(model)
     head = heads.choose_output(model, model.graph.output[0].name if plain else intake.output)
+    head.explicit = head.explicit and not plain  # the low-level form keeps the logits rule
     tensor, probabilities = heads.differentiated_tensor(model, head, keep_probabilities)
     if actual is not None:
         model = shapes_from_a_run(model, tensor, actual, batch_name(model, primary.name),
                                   probe_memo)
+    # The model's own tensor: the Softmax input when the logits replay the nodes after it.
+    differentiated = head.softmax.input[0] if head.softmax is not None and \
+        tensor not in (head.tensor, head.softmax.output[0]) else tensor
     if plain:
-        return ModelInfo(model, primary.name, declared, tensor, head.output,
+        info = ModelInfo(model, primary.name, declared, tensor, head.output,
                          probabilities=probabilities, softmax=softmax_name(head))
-    return _canonical(model, primary, declared, head, tensor, probabilities, intake)
+    else:
+        info = _canonical(model, primary, declared, head, tensor, probabilities, intake)
+    info.differentiated = differentiated
+    return info
 
 
 def shapes_from_a_run(model: onnx.ModelProto, tensor: str, actual: dict[str, tuple],

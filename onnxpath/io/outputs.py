@@ -59,7 +59,9 @@ def write_atomic(path: Path | RemotePath, data: bytes) -> Path | RemotePath:
 
 def save_npy(path: Path, array: np.ndarray) -> Path:
     buffer = io.BytesIO()
-    np.save(buffer, np.asarray(array, dtype=np.float32), allow_pickle=False)
+    array = np.asarray(array)  # a float64 model's maps stay float64
+    np.save(buffer, array if array.dtype == np.float64 else array.astype(np.float32),
+            allow_pickle=False)
     return write_atomic(path, buffer.getvalue())
 
 

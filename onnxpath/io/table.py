@@ -62,7 +62,8 @@ def read(path: Path, features: int, names: list[str] | None = None,
             rows = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as err:
             raise InputError(f"cannot read {path} as .npy: {err}") from err
-        rows = np.atleast_2d(rows).astype(np.float32)
+        rows = np.atleast_2d(rows)  # float64 stays (a float64 model runs in float64)
+        rows = rows if rows.dtype == np.float64 else rows.astype(np.float32)
         names = names or [f"x{i}" for i in range(rows.shape[-1])]
     if rows.shape[-1] != features:
         raise InputError(f"{path}: {rows.shape[-1]} columns; the model takes {features} "

@@ -33,9 +33,10 @@ def load_npy(path: Path, input_shape: tuple) -> np.ndarray:
     array = array.reshape(array.shape[1:]) if array.ndim == len(input_shape) else array
     if not np.isfinite(array).all():
         raise InputError(f"{path}: tensor holds NaN or Inf values")
-    # Integers (token ids, uint8 pixels) stay exact; the model input's dtype is applied later.
+    # Integers (token ids, uint8 pixels) and float64 stay exact (a float64 model runs in
+    # float64); the model input's dtype is applied later.
     return np.ascontiguousarray(array, dtype=np.int64 if array.dtype.kind in "biu"
-                                else np.float32)
+                                else np.float64 if array.dtype == np.float64 else np.float32)
 
 
 def npy_header(f, path: Path) -> tuple[tuple, np.dtype]:

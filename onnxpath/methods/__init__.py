@@ -33,7 +33,8 @@ class Attribution:
     logits: np.ndarray | None = None  # (N, classes) when the method ran the unmodified model
 
     def __post_init__(self):
-        self.maps = np.asarray(self.maps, dtype=np.float32)
+        maps = np.asarray(self.maps)  # float64 stays (a float64 model); the Explainer casts
+        self.maps = maps if maps.dtype == np.float64 else maps.astype(np.float32)
         if not self.extras:
             self.extras = [{} for _ in range(len(self.maps))]
 

@@ -151,7 +151,8 @@ def weighted_gradients(engine, rows_x: Callable[[slice], np.ndarray], rows_examp
     total = np.zeros(out_shape, dtype=np.float64)
     for part in row_chunks(len(rows_example), chunk_size(engine, batch)):
         examples = rows_example[part]
-        seed = engine.seed(targets[examples]) * rows_weight[part, None].astype(np.float32)
+        # The weight in float64: the engine casts the seed to the logits' type (float64 too)
+        seed = engine.seed(targets[examples]) * rows_weight[part, None].astype(np.float64)
         accumulate_rows(total, examples, gradients_rows(engine, rows_x(part), seed, overrides))
     return total
 

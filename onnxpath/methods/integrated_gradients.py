@@ -85,7 +85,8 @@ def integrated_gradients(engine: GradientEngine, x: np.ndarray, targets: np.ndar
     goals = targets if unit is None else unit.targets(len(x))
     span = x - reference
     rows_example = np.repeat(np.arange(len(x)), len(alphas))
-    rows_alpha = np.tile(alphas, len(x)).astype(np.float32)
+    rows_alpha = np.tile(alphas, len(x)).astype(np.float64 if x.dtype == np.float64  # float64
+                                                else np.float32)  # models run in float64
     rows_weight = np.tile(weights, len(x))
 
     def rows_x(part: slice) -> np.ndarray:

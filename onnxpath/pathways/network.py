@@ -24,6 +24,7 @@ import numpy as np
 
 from onnxpath.autodiff import SEED
 from onnxpath.autodiff.relu_family import RELU_FAMILY
+from onnxpath.engine.fixed_batch import fixed_rows, needs_chunks, taps_in_chunks
 from onnxpath.engine.gradient import GradientEngine
 from onnxpath.engine.seeds import seed_from_argmax
 from onnxpath.errors import UsageError
@@ -98,6 +99,12 @@ class MaskedNetwork:
         """(logits, a * d logit / d a per layer, activations or []) from the unmodified
         network's tap graph. `seed` None takes each row's predicted class, found in the run."""
         base = self.base or self.engine
+        size = fixed_rows(base.info.input_shape)
+        if needs_chunks(size, len(x)):  # a fixed batch: chunks of its size (fixed_batch.py)
+            if seed is None:
+                seed = base.seed(base.logits(x).argmax(axis=1))
+            return taps_in_chunks(lambda xs, seeds: self.taps(xs, seeds, with_activations),
+                                  x, seed, size)
         tensors = tuple(layer.tensor for layer in self.layers)
         extra = tensors if with_activations else ()
         argmax = seed is None

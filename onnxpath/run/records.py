@@ -87,17 +87,32 @@ def describe(record: dict, explanation: Explanation, row: int,
         record["target_index"] = list(element)
     record.update(target=c, label=label(c), extras=explanation.extras[row],
                   time_ms=round(explanation.time_ms / len(explanation.maps), 2))
-    if not (np.isfinite(raw).all() and np.isfinite(scores).all()):
-        where = "the model's output" if not np.isfinite(scores).all() else "the attribution"
+    # NaN or Inf elsewhere in the output is noted in extras (explainer.flag_non_finite), not
+    # fatal: the map is the gradient of a finite element.
+    if not (np.isfinite(raw).all() and np.isfinite(explanation.logits[row])):
+        where = "the explained output element" if not np.isfinite(explanation.logits[row]) \
+            else "the attribution"
         return f"{where} holds NaN or Inf for {record['input']}; nothing written"
     prob = float(explanation.probs[row])
     record.update(logit=float(explanation.logits[row]), wrt=explanation.wrt,
-                  prob=None if np.isnan(prob) else prob,
-                  top=[{"class": k, "label": label(k), "logit": logit,
-                        "prob": prob if explanation.kind == "classes" else None}
-                       for k, logit, prob in top_classes(ranked, TOP,
-                                                         explanation.probabilities)])
+                  prob=None if not np.isfinite(prob) else prob,
+                  top=finite_top(ranked, explanation, label))
     return None
+
+
+def finite_top(ranked: np.ndarray, explanation: Explanation, label) -> list[dict]:
+    """The TOP best classes; NaN and Inf scores (noted in extras) are left out of the
+    ranking, so the JSON line holds numbers only."""
+    ranked = np.asarray(ranked)
+    finite = np.isfinite(ranked)
+    if finite.all():
+        chosen = top_classes(ranked, TOP, explanation.probabilities)
+    else:
+        kept = np.flatnonzero(finite)
+        chosen = [(int(kept[k]), logit, prob) for k, logit, prob in
+                  top_classes(ranked[kept], TOP, explanation.probabilities)] if kept.size else []
+    return [{"class": k, "label": label(k), "logit": logit,
+             "prob": prob if explanation.kind == "classes" else None} for k, logit, prob in chosen]
 
 
 def element_classes(element: tuple[int, ...], scores: np.ndarray,

@@ -61,6 +61,7 @@ class WeightStore:
         self.folder = folder
         self.file = f"{self.key}{WEIGHTS_SUFFIX}"
         self.spans: dict[str, tuple[int, int, int, tuple]] = {}  # offset, bytes, type, dims
+        self.files: dict[str, str] = {}  # tensors read from the model's own data files
         self._maps: dict[str, np.ndarray] = {}
 
     @property
@@ -79,8 +80,8 @@ class WeightStore:
         if name not in self._maps:
             offset, _, elem, dims = self.spans[name]
             dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem))
-            self._maps[name] = np.memmap(self.path, dtype=dtype, mode="r", offset=offset,
-                                         shape=dims)
+            self._maps[name] = np.memmap(self.folder / self.files.get(name, self.file),
+                                         dtype=dtype, mode="r", offset=offset, shape=dims)
         return self._maps[name]
 
     def reference(self, tensor: TensorProto) -> TensorProto:
@@ -88,7 +89,8 @@ class WeightStore:
         offset, nbytes, _, _ = self.spans[tensor.name]
         ref = TensorProto(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims,
                           data_location=TensorProto.EXTERNAL)
-        for key, value in (("location", self.file), ("offset", str(offset)),
+        for key, value in (("location", self.files.get(tensor.name, self.file)),
+                           ("offset", str(offset)),
                            ("length", str(nbytes))):
             ref.external_data.add(key=key, value=value)
         return ref
@@ -165,6 +167,16 @@ def _tensor_bytes(tensor: TensorProto, folder: Path | None) -> bytes:
         return f.read(int(length)) if length else f.read()
 
 
+def _page_aligned(tensors: list[TensorProto]) -> bool:
+    for t in tensors:
+        if t.data_location != TensorProto.EXTERNAL:
+            return False
+        info = {e.key: e.value for e in t.external_data}
+        if int(info.get("offset", 0)) % 4096:
+            return False
+    return True
+
+
 def _writable(folder: Path) -> Path:
     """`folder`, or a temporary folder (removed at exit) when it cannot be written."""
     try:
@@ -220,7 +232,19 @@ def detach(model: onnx.ModelProto, folder: Path | None, stamp: tuple,
         return model
     key = WeightStore(stamp, Path()).key
     store = _STORES.get(key)
-    if store is None or not store.path.is_file():
+    if store is None and folder is not None and _page_aligned(big):
+        # Already external, each tensor at a page boundary (torch's one file per tensor):
+        # ORT maps the model's own files; nothing is copied.
+        store = WeightStore(stamp, folder)
+        for t in big:
+            info = {e.key: e.value for e in t.external_data}
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type))
+            nbytes = int(np.prod(t.dims, dtype=np.int64)) * dtype.itemsize
+            store.spans[t.name] = (int(info.get("offset", 0)), nbytes, t.data_type,
+                                   tuple(t.dims))
+            store.files[t.name] = info["location"]
+        _STORES[store.key] = store
+    if store is None or not (store.files or store.path.is_file()):
         store = WeightStore(stamp, _writable(weights_folder or default_folder() / "weights"))
         _write(store, big, folder)
         _STORES[store.key] = store

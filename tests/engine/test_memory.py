@@ -143,3 +143,28 @@ def test_an_export_past_the_protobuf_limit_writes_external_data(wide, tmp_path, 
           f"difference {np.abs(grads[0] - grads[1]).max():.3g}")
     assert np.abs(grads[0]).max() > 0
     np.testing.assert_array_equal(grads[0], grads[1])
+
+
+def test_page_aligned_external_data_is_read_in_place(wide, tmp_path, monkeypatch):
+    """A model saved with one external file per tensor (torch's layout past 2 GB) is memory-
+    mapped where it lies: no weights file is written, and the maps equal the inline model's."""
+    import onnx
+
+    from onnxpath import Explainer
+
+    path, x, _ = wide
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ONNXPATH_CACHE_DIR", str(cache))
+    split = tmp_path / "split" / "wide.onnx"
+    split.parent.mkdir()
+    onnx.save(onnx.load(str(path)), str(split), save_as_external_data=True,
+              all_tensors_to_one_file=False, size_threshold=1024)
+    example = np.load(x)
+    inline = Explainer(path, cache=False).attribute(example, method="gradient", target=[3])
+    before = set((cache / "weights").glob("*")) if (cache / "weights").exists() else set()
+    mapped = Explainer(split, cache=cache).attribute(example, method="gradient", target=[3])
+    after = set((cache / "weights").glob("*"))
+    print(f"weights files written for the external model: {len(after - before)}; "
+          f"largest difference {np.abs(inline.maps - mapped.maps).max():.3g}")
+    assert after == before
+    np.testing.assert_array_equal(inline.maps, mapped.maps)

@@ -244,6 +244,7 @@ def normalise(model: onnx.ModelProto, input_shape: tuple[int, ...] | None = None
             if name != primary.name and name in {i.name for i in data_inputs(model)}:
                 model = fix_input_shape(model, tuple(shape), name)
                 actual[name] = tuple(shape)
+        actual = at_fixed_batch(model, actual)
         model = fold_shape_arithmetic(model)
         model = explicit_pads(model)
     head = heads.choose_output(model, model.graph.output[0].name if plain else intake.output)
@@ -262,6 +263,18 @@ def normalise(model: onnx.ModelProto, input_shape: tuple[int, ...] | None = None
         info = _canonical(model, primary, declared, head, tensor, probabilities, intake)
     info.differentiated = differentiated
     return info
+
+
+def at_fixed_batch(model: onnx.ModelProto, actual: dict[str, tuple]) -> dict[str, tuple]:
+    """The shapes a probe runs at: an input whose batch dim is fixed (N > 1) runs at N, the
+    size the engine feeds it (engine/fixed_batch.py), whatever rows the user gave."""
+    fixed = {}
+    for value in data_inputs(model):
+        dims = value.type.tensor_type.shape.dim
+        if value.name in actual and dims and dims[0].HasField("dim_value") \
+                and dims[0].dim_value > 0:
+            fixed[value.name] = (dims[0].dim_value, *actual[value.name][1:])
+    return {**actual, **fixed}
 
 
 def shapes_from_a_run(model: onnx.ModelProto, tensor: str, actual: dict[str, tuple],

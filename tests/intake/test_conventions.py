@@ -112,9 +112,10 @@ class ConvNet(nn.Module):
         return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
 
 
-def test_a_fixed_batch_runs_the_pathway_check_grad_and_export(tmp_path, capsys):
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_a_fixed_batch_runs_the_pathway_check_grad_and_export(exporter, tmp_path, capsys):
     x = example((3, 2, 5, 5))
-    path = save(export(ConvNet(), x), tmp_path)
+    path = save(export(ConvNet(), x, exporter=exporter), tmp_path)
     np.save(tmp_path / "image.npy", x[0])
     code, lines, err = cli(capsys, "pathway", path, tmp_path / "image.npy", "--json")
     assert code == 0, err
@@ -130,7 +131,7 @@ def test_a_fixed_batch_runs_the_pathway_check_grad_and_export(tmp_path, capsys):
     seed[0, 2] = 1
     result = Explainer(path, cache=False).attribute(x[:1], target=2)
     error = relative_error(result.maps, torch_gradient(ConvNet(), x[:1], seed)[1])
-    show(capsys, f"fixed batch 3 conv net: gradient {error:.1e}")
+    show(capsys, f"fixed batch 3 conv net ({exporter}): gradient {error:.1e}")
     assert error < F32
 
 

@@ -8,7 +8,9 @@ without that leading 1 (a `.npy` of shape (4,) or (1, 4) for an input declared (
 
 Whether the first dim is a batch: a rank-1 or scalar input has none; a fixed first dim of a
 rank ≥ 2 input is not a batch when no output starts with the same dim (a model that reduces
-over it, e.g. (3, 4) -> (4,)). A symbolic first dim is always taken for a batch.
+over it, e.g. (3, 4) -> (4,)), or when its rows mix: changing row 0 of the input changes other
+rows of the output (a Softmax over dim 0; `rows_interact`). A symbolic first dim is always
+taken for a batch, and so is a fixed one whose rows are independent (a fixed batch N).
 """
 
 from __future__ import annotations
@@ -61,7 +63,52 @@ def has_no_batch(model: onnx.ModelProto) -> bool:
     if not outs:
         return False
     # An output's unknown or symbolic first dim may well be the batch: then it is one.
-    return all(len(d) == 0 or (d[0] is not None and d[0] != first) for d in outs)
+    if all(len(d) == 0 or (d[0] is not None and d[0] != first) for d in outs):
+        return True
+    return first > 1 and rows_interact(model, inputs[0].name, first)
+
+
+CHECK_LIMIT = 64 * 2 ** 20  # bytes: larger models are not run to test their batch dim
+
+
+def rows_interact(model: onnx.ModelProto, name: str, rows: int) -> bool:
+    """Whether changing row 0 of input `name` changes other rows of an output that starts
+    with the same dim: then dim 0 mixes its rows (Softmax over it, a matrix product along it)
+    and is not a batch. One ONNX Runtime run of two inputs; a model it cannot run, or an
+    input it cannot make up (integers), keeps its dim 0 as the batch."""
+    if model.ByteSize() > CHECK_LIMIT:
+        return False
+    import numpy as np
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for value in data_inputs(model):
+        t = value.type.tensor_type
+        if t.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE):
+            return False
+        dims = _dims(value) or []
+        shape = [d or 1 for d in dims]
+        feeds[value.name] = rng.standard_normal(shape).astype(
+            helper.tensor_dtype_to_np_dtype(t.elem_type))
+    changed = dict(feeds)
+    changed[name] = feeds[name].copy()
+    changed[name][0] += 1.0
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options,
+                                       providers=["CPUExecutionProvider"])
+        before, after = session.run(None, feeds), session.run(None, changed)
+    except Exception:  # noqa: BLE001  not runnable as it is: dim 0 stays the batch
+        return False
+    for a, b in zip(before, after, strict=True):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.dtype.kind != "f" or a.ndim == 0 or len(a) != rows or a.shape != b.shape:
+            continue
+        if not np.allclose(a[1:], b[1:], rtol=1e-5, atol=1e-6, equal_nan=True):
+            return True
+    return False
 
 
 def _opset(model: onnx.ModelProto) -> int:

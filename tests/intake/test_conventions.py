@@ -193,6 +193,36 @@ def test_an_input_without_a_batch_dim_in_either_spelling(module, shape, classes,
     assert code == 0 and lines[0]["target_index"] == [1], err
 
 
+class MixedRows(nn.Module):
+    """x (3, 4) -> (3, 2): dim 0 has the output's size but is no batch (Softmax over it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(4, 2, generator=torch.Generator().manual_seed(4)))
+
+    def forward(self, x):
+        return torch.softmax(x, dim=0) @ self.w
+
+
+def test_a_first_dim_whose_rows_mix_is_not_a_batch(tmp_path, capsys):
+    x = example((3, 4))
+    path = batchless_export(MixedRows(), x, tmp_path)
+    seed = np.zeros((3, 2))
+    seed[2, 1] = 1
+    expected = torch_gradient(MixedRows(), x, seed)[1]
+    result = Explainer(path, cache=False, target_index=(2, 1)).attribute(x)
+    error = relative_error(result.maps[0], expected)
+    np.save(tmp_path / "x.npy", x)
+    code, lines, err = cli(capsys, "attribute", path, tmp_path / "x.npy", "--target-index",
+                           "2,1", "-o", tmp_path / "out")
+    assert code == 0, err
+    cli_error = relative_error(np.load(lines[0]["outputs"]["npy"]), expected)
+    show(capsys, f"rows mixed over dim 0 (3, 4) -> (3, 2): API {error:.1e}, CLI {cli_error:.1e}")
+    assert error < F32 and cli_error < F32
+    assert result.maps.shape == (1, 3, 4)  # one example: row 2's output depends on every row
+    assert np.abs(result.maps[0, :2]).max() > 1e-3
+
+
 # --- float64 models -------------------------------------------------------------------------
 
 def test_a_float64_model_runs_in_float64(tmp_path, capsys):

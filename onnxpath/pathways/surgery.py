@@ -24,6 +24,7 @@ from onnx import helper
 from onnxpath.autodiff.relu_family import RELU_FAMILY, graph_constants, node_is_relu_family
 from onnxpath.autodiff.walk import grad_name, prune_unused, value_infos
 from onnxpath.errors import ModelError
+from onnxpath.intake.batchless import UNBATCHED
 
 # The paper's local-linearity argument (a fixed pathway makes the network linear around x)
 # holds for these only; any other activation is allowed but earns a warning.
@@ -90,6 +91,11 @@ def insert_masks(model: onnx.ModelProto, op_types: Sequence[str] = RELU_FAMILY,
     symbolic), so masks are per example; with all masks 1 the outputs are unchanged. Consumers
     of the activation read the masked tensor; the unmasked one stays addressable by name.
     """
+    if any(o.endswith(UNBATCHED) for n in model.graph.node for o in n.output):
+        raise ModelError("the pathway masks each example's activations, and this model has no "
+                         "batch dim (a rank-1 input, or a first dim that is not a batch), so its "
+                         "activations have none either; use a gradient method (-m gradient, "
+                         "integrated-gradients, ...)")
     nodes = choose_activations(model, op_types, name_regex)
     infos = value_infos(model)
     graph = gs.import_onnx(model)

@@ -191,6 +191,9 @@ def test_an_input_without_a_batch_dim_in_either_spelling(module, shape, classes,
     code, lines, err = cli(capsys, "attribute", path, tmp_path / "bare.npy", "--target-index",
                            "1", "-m", "integrated-gradients", "-q")
     assert code == 0 and lines[0]["target_index"] == [1], err
+    # The pathway masks activations per example: refused in one line, no traceback
+    code, lines, err = cli(capsys, "pathway", path, tmp_path / "bare.npy", "--layers", "Tanh")
+    assert code != 0 and "has no batch dim" in err and "Traceback" not in err
 
 
 class MixedRows(nn.Module):

@@ -33,6 +33,7 @@ PATHWAY, IG = ("-m", "pathway"), ("-m", "integrated-gradients", "--steps", "4")
 SMOOTHGRAD, GRADCAM = ("-m", "smoothgrad", "--samples", "2"), ("-m", "gradcam")
 OCCLUSION = ("-m", "occlusion", "--window", "4", "--stride", "4")
 RISE, LIME = ("-m", "rise", "--rise-masks", "8"), ("-m", "lime", "--samples", "16")
+LRP, NEURON = ("-m", "lrp"), ("-m", "gradient", "--layer", "c", "--neuron", "0,1,1")
 SEGMENTATION = ("--output", "seg")
 TEXT = ("--text", "a good film", "--tokenizer", "@tok1")
 
@@ -84,6 +85,13 @@ CASES: dict[str, Case] = {
     "--segments": Case("image", LIME, ("--segments", "grid:4")),
     "--score": Case("image", LIME, ("--score", "logit")),
     "--kernel-width": Case("image", LIME, ("--kernel-width", "0.5")),
+    "--composite": Case("image", LRP, ("--composite", "zplus")),
+    "--epsilon": Case("image", LRP, ("--epsilon", "0.5")),
+    "--gamma": Case("image", (*LRP, "--composite", "gamma"), ("--gamma", "1")),
+    "--box": Case("image", (*LRP, "--composite", "epsilon-gamma-box"), ("--box", "-2,2")),
+    "--zero-bias": Case("image", LRP, ("--zero-bias",)),
+    "--neuron": Case("image", NEURON, ("--neuron", "1,1,1")),
+    "--precision": Case("image", (), ("--precision", "model")),
     "--output": Case("image", (), ("--output", "aux")),
     "--wrt": Case("image", (), ("--wrt", "xs")),
     "--target-index": Case("segmenter", (*SEGMENTATION, "--target-index", "0,1,1"),

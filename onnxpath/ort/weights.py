@@ -265,6 +265,12 @@ def detach(model: onnx.ModelProto, folder: Path | None, stamp: tuple,
     return result
 
 
+def shared_bytes(model: onnx.ModelProto) -> int:
+    """How many bytes of shared weights `model`'s placeholders stand for."""
+    return sum(store.spans[t.name][1] for t in model.graph.initializer
+               if (store := store_of(t)) is not None)
+
+
 def file_references(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Path | None]:
     """(a copy of `model` whose placeholders are external-data references into their weights
     file, the folder ONNX Runtime resolves them in), or (`model`, None) without placeholders."""

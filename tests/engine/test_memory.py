@@ -168,3 +168,21 @@ def test_page_aligned_external_data_is_read_in_place(wide, tmp_path, monkeypatch
           f"largest difference {np.abs(inline.maps - mapped.maps).max():.3g}")
     assert after == before
     np.testing.assert_array_equal(inline.maps, mapped.maps)
+
+
+def test_lean_sessions_give_the_same_maps(wide, tmp_path, monkeypatch):
+    """Sessions over big shared weights skip pre-packing and constant folding (sessions.py,
+    LEAN_MIN_BYTES; lowered here to this model): the maps stay those of the default
+    sessions."""
+    import onnxpath.ort.sessions as sessions
+    from onnxpath import Explainer
+
+    path, x, _ = wide
+    monkeypatch.setenv("ONNXPATH_CACHE_DIR", str(tmp_path / "cache"))
+    example = np.load(x)
+    default = Explainer(path, cache=False).attribute(example, method="gradient", target=[3])
+    monkeypatch.setattr(sessions, "LEAN_MIN_BYTES", 0)
+    lean = Explainer(path, cache=False).attribute(example, method="gradient", target=[3])
+    error = np.abs(default.maps - lean.maps).max() / np.abs(default.maps).max()
+    print(f"lean vs default sessions: relative error {error:.2g}")
+    assert error < 1e-5

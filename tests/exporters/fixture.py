@@ -24,19 +24,32 @@ def relative_error(actual, expected) -> float:
     return diff / scale if scale > 0 else diff
 
 
-def save_case(name: str, model_bytes: bytes, x: np.ndarray, *, source: str, covers: list[str],
+def save_case(name: str, model_bytes: bytes, x: np.ndarray | dict[str, np.ndarray], *,
+              source: str, covers: list[str],
               target: int | None, grad64: np.ndarray | None, grad32: np.ndarray | None,
               logits64: np.ndarray | None, reference: str, kind: str = "gradient",
               output: str | None = None, wrt: str | None = None, notes: str = "",
-              check: dict | None = None) -> dict:
+              check: dict | None = None, criterion: dict | None = None,
+              folder: dict[str, str] | None = None) -> dict:
     """Write one case. `grad64` is d logits[0, target] / d x (or d wrt) from the source
     framework in float64; `grad32` the same in float32, whose error against grad64 is the
     float32 error the test allows twice over. kind "forward-only": trees and the like, where
-    the test checks that forward-only methods run and gradient methods refuse cleanly."""
+    the test checks that forward-only methods run and gradient methods refuse cleanly.
+    `criterion` replaces that default where the format sets its own (checks.py: a fixed
+    relative error for float16 and float64, a cosine floor for int8); `folder`: the case is a
+    model folder <name>/ (model.onnx and these other files), as Hugging Face Optimum writes."""
     CORPUS.mkdir(exist_ok=True)
-    (CORPUS / f"{name}.onnx").write_bytes(model_bytes)
+    if folder is None:
+        (CORPUS / f"{name}.onnx").write_bytes(model_bytes)
+    else:
+        (CORPUS / name).mkdir(exist_ok=True)
+        (CORPUS / name / "model.onnx").write_bytes(model_bytes)
+        for file, text in folder.items():
+            (CORPUS / name / file).write_text(text + "\n")
     # grad32 is summarised by its error in the JSON only: the fixture folder stays small.
-    arrays = {"x": x}
+    # A model with several inputs (a BERT's ids, mask and types) stores one example as
+    # feed_<input name> arrays: checks.example() gives them back as the feeds.
+    arrays = ({f"feed_{k}": v for k, v in x.items()} if isinstance(x, dict) else {"x": x})
     for key, value in (("grad64", grad64), ("logits64", logits64)):
         if value is not None:
             arrays[key] = np.asarray(value, np.float64)
@@ -46,6 +59,10 @@ def save_case(name: str, model_bytes: bytes, x: np.ndarray, *, source: str, cove
             "float32_error": (relative_error(grad32, grad64)
                               if grad32 is not None and grad64 is not None else None),
             "checks": check or {}}
+    if criterion is not None:
+        meta["criterion"] = criterion
+    if folder is not None:
+        meta["model"] = f"{name}/"
     (CORPUS / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(f"{name:36s} {source:22s} float32 error {meta['float32_error']}")
     return meta

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .checks import cases, gradient_error, load
+from .checks import cases, gradient_error, load, measure
 
 
 def status(name: str, meta: dict) -> str:
@@ -13,7 +13,8 @@ def status(name: str, meta: dict) -> str:
         error, tol = gradient_error(name)
     except Exception as err:  # noqa: BLE001 - the table reports, the test asserts
         return f"fails: {type(err).__name__}: {str(err).splitlines()[0][:70]}"
-    return f"{'pass' if error <= tol else 'fails'}: {error:.1e} (tol {tol:.1e})"
+    label = "1-cos " if measure(meta) == "1-cos" else ""
+    return f"{'pass' if error <= tol else 'fails'}: {label}{error:.1e} (tol {tol:.1e})"
 
 
 def main() -> None:

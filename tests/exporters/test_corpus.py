@@ -19,7 +19,7 @@ from PIL import Image
 from onnxpath.autodiff.relu_family import RELU_FAMILY
 from onnxpath.cli import main
 
-from .checks import cases, gradient_error, load
+from .checks import cases, example, gradient_error, load, measure, model_path
 from .fixture import CORPUS
 
 CASES = cases()
@@ -36,10 +36,15 @@ def test_corpus_is_as_documented():
     assert size < 30 * 2**20, f"corpus is {size / 2**20:.1f} MB"
 
 
+def model_file(name: str) -> Path:
+    path = model_path(load(name)[0])
+    return path / "model.onnx" if path.is_dir() else path
+
+
 def pathway_applies(name: str, x: np.ndarray) -> bool:
     """Images up to 64 x 64 with a ReLU-family activation also run `-m pathway` (the zoo's
     224 x 224 models only the gradient, to keep the suite short)."""
-    ops = {n.op_type for n in onnx.load(CORPUS / f"{name}.onnx").graph.node}
+    ops = {n.op_type for n in onnx.load(model_file(name)).graph.node}
     return x.ndim == 4 and x.size <= 3 * 64 * 64 and bool(ops & set(RELU_FAMILY))
 
 
@@ -87,7 +92,9 @@ def gradient_params():
 def test_input_gradient_matches_float64_reference(name):
     meta, _ = load(name)
     error, tol = gradient_error(name)
-    print(f"\n[corpus] {name:36s} error {error:.2e}  float32 {meta['float32_error']:.2e}")
+    f32 = meta["float32_error"]
+    print(f"\n[corpus] {name:36s} {measure(meta)} error {error:.2e}  tolerance {tol:.2e}  "
+          f"float32 {f32 if f32 is None else format(f32, '.2e')}")
     assert error <= tol, f"{name}: relative error {error:.3g} > {tol:.3g}"
 
 
@@ -96,10 +103,16 @@ def test_cli_runs_without_traceback(name, tmp_path, capsys):
     """`attribute` end to end: exit 0 with a JSON line, or for forward-only models a one-line
     refusal of the gradient and a working occlusion run."""
     meta, data = load(name)
-    sample = tmp_path / "x.npy"
-    np.save(sample, data["x"])
-    model = CORPUS / f"{name}.onnx"
-    methods = "gradient,pathway" if pathway_applies(name, data["x"]) else "gradient"
+    x = example(data)
+    if isinstance(x, dict):  # several inputs: an .npz of named arrays
+        sample = tmp_path / "x.npz"
+        np.savez(sample, **x)
+    else:
+        sample = tmp_path / "x.npy"
+        np.save(sample, x)
+    model = model_path(meta)
+    methods = ("gradient,pathway" if not isinstance(x, dict) and pathway_applies(name, x)
+               else "gradient")
     if meta["kind"] == "gradient":
         code = main(["attribute", str(model), str(sample), "-m", methods, "--out",
                      str(tmp_path / "out")])

@@ -45,7 +45,9 @@ def pathway_applies(name: str, x: np.ndarray) -> bool:
     """Images up to 64 x 64 with a ReLU-family activation also run `-m pathway` (the zoo's
     224 x 224 models only the gradient, to keep the suite short)."""
     ops = {n.op_type for n in onnx.load(model_file(name)).graph.node}
-    return x.ndim == 4 and x.size <= 3 * 64 * 64 and bool(ops & set(RELU_FAMILY))
+    # int8 ReLU nets: the quantizer removed the Relu nodes; their clamp is the pathway's ReLU
+    folded = "ReLU folded into the quantizer's clamp" in load(name)[0]["covers"]
+    return x.ndim == 4 and x.size <= 3 * 64 * 64 and (bool(ops & set(RELU_FAMILY)) or folded)
 
 
 def pathway_layers(tmp_path, capsys, name: str, image: Path) -> tuple[int, dict]:
@@ -131,3 +133,16 @@ def test_cli_runs_without_traceback(name, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "Traceback" not in err
     assert code == 0, err
+
+
+def test_an_optimum_folder_explains_with_its_own_labels(tmp_path, capsys):
+    """`onnxpath attribute DIR/ x.npy`: the folder's config.json names the classes."""
+    meta, data = load("optimum_image_folder")
+    np.save(tmp_path / "x.npy", data["x"])
+    code = main(["attribute", f"{model_path(meta)}/", str(tmp_path / "x.npy"), "-m", "gradient",
+                 "--out", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    line = json.loads(out.splitlines()[0])
+    labels = json.loads((model_path(meta) / "config.json").read_text())["id2label"]
+    assert line["target"] == meta["target"] and line["label"] == labels[str(meta["target"])]

@@ -88,14 +88,24 @@ def pipelined(forward: Forward, batches: Iterable[np.ndarray]) -> Iterator[np.nd
         worker.join()
 
 
+def even_rows(total: int, batch: int) -> int:
+    """Rows per run so that `total` rows take as few runs as `batch` rows per run would, in
+    runs of (nearly) equal size: 20 rows at 16 run as 10 + 10, not 16 + 4, whose short run
+    costs more per row than any other (a run's fixed cost spread over few rows)."""
+    batch = max(1, min(int(batch), total))
+    runs = -(-total // batch)
+    return -(-total // runs)
+
+
 def forward_rows(forward: Forward, total: int, shape: tuple[int, ...], fill: Fill,
                  batch: int, fixed: int | None = None, dtype=np.float32) -> np.ndarray:
     """Logits of `total` rows that `fill(start, stop, out)` writes (rows start..stop-1 into
     out[:stop - start]), `batch` rows per run. A model with a fixed batch size `fixed` gets
-    exactly that many rows each run, the last run padded with zeros and cut again."""
+    exactly that many rows each run, the last run padded with zeros and cut again; otherwise
+    the runs are of even size (`even_rows`)."""
     if total == 0:
         return np.zeros((0, 0), np.float32)
-    rows = fixed or max(1, min(int(batch), total))
+    rows = fixed or even_rows(total, batch)
     ring = BufferRing(rows, shape, dtype)
     starts = range(0, total, rows)
 

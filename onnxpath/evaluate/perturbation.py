@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from onnxpath.engine.batching import BufferRing, pipelined
+from onnxpath.engine.batching import BufferRing, even_rows, pipelined
 
 Forward = Callable[[np.ndarray], np.ndarray]  # (B, C, H, W) model inputs -> (B, K) logits
 RANKS = ("signed", "abs", "max")
@@ -26,13 +26,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def forward_stacks(forward: Forward, stacks: Iterable[np.ndarray],
-                   batch_size: int = 64) -> list[np.ndarray]:
-    """Logits for each stack of perturbed inputs, run `batch_size` inputs at a time.
+                   batch_size: int = 64, total: int | None = None) -> list[np.ndarray]:
+    """Logits for each stack of perturbed inputs, run `batch_size` inputs at a time, or, when
+    the stacks' `total` rows are known, in as many runs of even size (`batching.even_rows`).
 
     Stacks are copied into reused batch buffers on a worker thread, which builds the next
     batch while `forward` runs the current one (`batching.pipelined`); memory stays bounded by
     three batches plus one stack, whatever the number of stacks."""
     sizes: list[int] = []
+    if total:
+        batch_size = even_rows(total, batch_size)
 
     def batches():
         ring = None
@@ -129,7 +132,7 @@ def pixel_perturbation(forward: Forward, x: np.ndarray, heats: np.ndarray,
             removed = position[None] < counts[:, None, None]  # (F, H, W)
             yield np.where(removed[:, None], value[None], x[i][None])
 
-    logits = forward_stacks(forward, stacks(), batch_size)
+    logits = forward_stacks(forward, stacks(), batch_size, total=n + n * len(counts))
     rows = np.arange(n)
     original = softmax(logits[0])[rows, targets]
     perturbed = np.stack([softmax(lg)[:, targets[i]] for i, lg in enumerate(logits[1:])])
@@ -188,5 +191,5 @@ def deletion_insertion(forward: Forward, x: np.ndarray, heats: np.ndarray,
             else:
                 yield np.where(changed, x[i][None], start[i][None])
 
-    logits = forward_stacks(forward, stacks(), batch_size)
+    logits = forward_stacks(forward, stacks(), batch_size, total=n * len(counts))
     return np.stack([softmax(lg)[:, targets[i]] for i, lg in enumerate(logits)])

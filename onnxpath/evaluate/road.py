@@ -163,7 +163,7 @@ def road(forward: Forward, x: np.ndarray, heats: np.ndarray, targets: np.ndarray
             removed = position[None] < counts[:, None, None]
             yield impute(np.repeat(x[i][None], len(counts), axis=0), removed, noise, rng)
 
-    logits = forward_stacks(forward, stacks(), batch_size)
+    logits = forward_stacks(forward, stacks(), batch_size, total=n * len(counts))
     probs = np.stack([softmax(lg)[:, targets[i]] for i, lg in enumerate(logits)])
     accuracy = np.stack([(lg.argmax(axis=1) == targets[i]).astype(np.float64)
                          for i, lg in enumerate(logits)])

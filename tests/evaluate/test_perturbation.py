@@ -152,3 +152,32 @@ def test_rank_max_ranks_by_the_channel_maximum_not_the_max_abs():
         results[rank] = ev.run(["lerf"]).scores[0].values
     np.testing.assert_allclose(results["signed"], np.abs(p - p_cut) / p, rtol=1e-5)
     np.testing.assert_allclose(results["max"], 0.0, atol=1e-6)
+
+
+def test_known_totals_run_in_even_batches_with_the_same_logits(one_pixel):
+    """With the stacks' total known, 20 rows at batch 16 run as 10 + 10 (not 16 + 4), and the
+    protocols' results stay exactly those of the uneven runs."""
+    from onnxpath.engine.batching import even_rows
+    assert [even_rows(t, b) for t, b in ((20, 16), (20, 8), (400, 16), (3, 64), (7, 1))] == \
+        [10, 7, 16, 3, 1]
+    x, forward, heat = one_pixel
+    runs = []
+
+    def counted(batch):
+        runs.append(len(batch))
+        return forward(batch)
+
+    stacks = [x[:2], np.repeat(x[2:3], 9, axis=0), np.repeat(x[3:], 9, axis=0)]
+    even = forward_stacks(counted, stacks, batch_size=16, total=20)
+    assert runs == [10, 10]
+    runs.clear()
+    uneven = forward_stacks(counted, stacks, batch_size=16)
+    assert runs == [16, 4]
+    assert all(np.array_equal(a, b) for a, b in zip(even, uneven, strict=True))
+    targets = np.zeros(4, int)
+    fractions = tuple(i / 10 for i in range(1, 10))
+    new = pixel_perturbation(forward, x, heat, targets, fractions, "lerf", batch_size=16)
+    old = pixel_perturbation(counted, x, heat, targets, fractions, "lerf",
+                             batch_size=40)  # one run: no batching at all
+    print(f"LeRF, even batches vs one run: largest difference {np.abs(new - old).max():.3g}")
+    np.testing.assert_allclose(new, old, rtol=0, atol=1e-7)

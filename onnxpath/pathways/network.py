@@ -141,7 +141,7 @@ class MaskedNetwork:
         cost page faults (~7% of the run). Arrays still referenced (a caller kept its scores)
         are never overwritten: the run then allocates new ones."""
         key = (id(session), tuple(names))
-        previous = self._scores.get(key)
+        previous = self._scores.pop(key, None)  # claimed: another thread cannot reuse them too
         # References: the list holding it and getrefcount's argument; any more is a caller's.
         # (An array ONNX Runtime returned keeps the memory it wraps alive, its only owner.)
         reusable = previous is not None and all(

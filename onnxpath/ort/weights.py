@@ -167,6 +167,27 @@ def _tensor_bytes(tensor: TensorProto, folder: Path | None) -> bytes:
         return f.read(int(length)) if length else f.read()
 
 
+def trim(folder: Path) -> None:
+    """Keep the weights files within `ONNXPATH_CACHE_MAX_MB` (4096 by default, the session
+    cache's bound), least recently used first, never one this process reads: a model exported
+    afresh on every run (benchmarks, tests) leaves a file each time, and --no-cache runs never
+    reach the session cache's own trimming."""
+    limit = float(os.environ.get("ONNXPATH_CACHE_MAX_MB") or 4096) * 2**20
+    files = []
+    for path in folder.glob(f"*{WEIGHTS_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            stat = path.stat()
+            files.append((stat.st_mtime, stat.st_size, path))
+    total = sum(size for _, size, _ in files)
+    live = live_files()
+    for _, size, path in sorted(files):
+        if total <= limit:
+            break
+        if path.resolve() not in live:
+            path.unlink(missing_ok=True)
+            total -= size
+
+
 def _page_aligned(tensors: list[TensorProto]) -> bool:
     for t in tensors:
         if t.data_location != TensorProto.EXTERNAL:
@@ -248,6 +269,7 @@ def detach(model: onnx.ModelProto, folder: Path | None, stamp: tuple,
         store = WeightStore(stamp, _writable(weights_folder or default_folder() / "weights"))
         _write(store, big, folder)
         _STORES[store.key] = store
+        trim(store.folder)
     kept = [placeholder(t, store.location, store.spans[t.name][1])
             if _big(t) and t.name in store.spans else t for t in graph.initializer]
     light = helper.make_graph(list(graph.node), graph.name, list(graph.input),

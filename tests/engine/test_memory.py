@@ -186,3 +186,23 @@ def test_lean_sessions_give_the_same_maps(wide, tmp_path, monkeypatch):
     error = np.abs(default.maps - lean.maps).max() / np.abs(default.maps).max()
     print(f"lean vs default sessions: relative error {error:.2g}")
     assert error < 1e-5
+
+
+def test_weights_files_are_trimmed_least_recently_used_first(wide, tmp_path, monkeypatch):
+    """Each new model file leaves a weights file; past ONNXPATH_CACHE_MAX_MB the oldest go,
+    never the one in use."""
+    import shutil
+
+    path, _, weights = wide
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ONNXPATH_CACHE_DIR", str(cache))
+    monkeypatch.setenv("ONNXPATH_CACHE_MAX_MB", str(1.5 * weights / 2**20))
+    for i in range(3):  # three copies of the model, one process each: room for one file
+        copy = tmp_path / f"copy{i}" / "wide.onnx"
+        copy.parent.mkdir()
+        shutil.copy(path, copy)
+        subprocess.run([sys.executable, "-c", "import sys; from onnxpath.intake.model import "
+                        "load_model; load_model(sys.argv[1])", str(copy)], check=True, cwd=ROOT)
+    left = list((cache / "weights").glob("*.weights"))
+    print(f"weights files left: {len(left)}")
+    assert len(left) == 1

@@ -78,7 +78,10 @@ def test_conflicting_prune_and_keep_is_a_usage_error(files, capsys):
     assert "disagree" in capsys.readouterr().err
 
 
-def test_export_keeps_external_weights_external(tmp_path, vgg, capsys):
+def test_export_of_an_external_data_model_runs_in_onnx_runtime(tmp_path, vgg, capsys):
+    """The baked pathway of a model stored with external data is one file when it fits one
+    protobuf (past 2 GB, `<out>.data` beside it: tests/engine/test_memory.py), and computes the
+    masked network's logits."""
     model = tmp_path / "vgg.onnx"
     proto = onnx.ModelProto()
     proto.CopyFrom(vgg.proto)  # onnx.save turns the tensors it writes out into references
@@ -90,7 +93,7 @@ def test_export_keeps_external_weights_external(tmp_path, vgg, capsys):
     assert main(["pathway", str(model), str(tmp_path / "x.npy"), "--json", "--export",
                  str(out), "--masks", str(tmp_path / "m.npz")]) == 0
     capsys.readouterr()
-    assert (tmp_path / "out" / "pruned.onnx.data").exists()
+    assert out.exists()
     saved = np.load(tmp_path / "m.npz")
     masks = [saved[f"mask_{k:03d}"][None] for k in range(len(saved["layers"]))]
     net = masked_network(vgg.engine(x))

@@ -12,9 +12,10 @@ or Resize "along a dynamic axis" is a static one.
 
 With a dynamic batch the model runs at two batch sizes: a dim that changes with the batch
 stays symbolic (the batch name when it equals the batch), so one engine keeps serving every
-batch size. The values fed are zeros for integers (valid token ids and indices) and a fixed
-uniform pattern for floats: only shapes are read, and only shapes that do not depend on the
-values (see `value_shaped`) are kept.
+batch size. Node-by-node inference at those shapes (concrete.py) usually answers everything
+first, and the model runs only for what it leaves. The values fed are zeros for integers
+(valid token ids and indices) and a fixed uniform pattern for floats: only shapes are read,
+and only shapes that do not depend on the values (see `value_shaped`) are kept.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import onnxruntime as ort
 from onnx import helper
 
 from onnxpath.autodiff.walk import value_infos
+from onnxpath.intake.concrete import Concrete
 
 # Ops whose output shape depends on the values they read, not only on shapes.
 VALUE_SHAPED = {"NonZero", "Unique", "Compress", "NonMaxSuppression", "Loop", "Scan", "If",
@@ -182,34 +184,55 @@ def probe(model: onnx.ModelProto, tensor: str, shapes: dict[str, tuple[int, ...]
           batch: str | None, folder=None) -> dict:
     """{"shapes": {tensor: dims (ints, `batch` for the batch, or None)}, "values": {tensor:
     [dtype, shape, flat values]}} for what `tensor` needs and static inference left unknown:
-    shapes, and the shape-derived values rules need as constants. Empty when nothing is."""
+    shapes, and the shape-derived values rules need as constants. Empty when nothing is.
+    Node-by-node inference at the actual shapes (concrete.py) answers first; ONNX Runtime runs
+    the model only for what it leaves."""
     infos = value_infos(model)
     names = to_probe(model, tensor, infos, batch)
     folds = [n for n in values_to_fold(model, tensor) if n not in names]
     if not names and not folds:
         return {}
     size = next(iter(shapes.values()))[0]
+    other = {k: (size + 1, *v[1:]) for k, v in shapes.items()}
+    static = [Concrete(model, shapes)]
+    static.append(Concrete(model, other) if batch is not None else static[0])
+    known = [c.shapes for c in static]
+    inferred = [n for n in names if all(n in k for k in known)]
+    evaluated = [n for n in folds if all(n in c.values for c in static)]
+    found = combine(((known[0], static[0].values), (known[1], static[1].values)), inferred,
+                    evaluated, infos, size, batch)
+    names = [n for n in names if n not in inferred]
+    folds = [n for n in folds if n not in evaluated]
+    if not names and not folds:
+        return found
     try:
         session = probe_session(model, names, folds, infos, folder)
         first = run_probe(session, model, names, folds, shapes)
-        second = first
-        if batch is not None:
-            other = {k: (size + 1, *v[1:]) for k, v in shapes.items()}
-            second = run_probe(session, model, names, folds, other)
+        second = first if batch is None else run_probe(session, model, names, folds, other)
     except Exception:  # noqa: BLE001  the model refuses these made-up values (e.g. token
         # positions past its table): static inference is all there is, and the real run
         # reports a real input's problem in its own words.
-        return {}
+        return found
+    ran = combine((first, second), names, folds, infos, size, batch)
+    return {part: {**found[part], **ran[part]} for part in ("shapes", "values")}
+
+
+def combine(runs, names: list[str], folds: list[str], infos: dict, size: int,
+            batch: str | None) -> dict:
+    """What two sightings ((shapes, values) at batch `size` and `size` + 1) agree on: a dim
+    that grew with the batch is the batch, one that changed otherwise is unknown; a value is
+    kept only when it is small and did not change."""
+    (shapes_a, values_a), (shapes_b, values_b) = runs
     found: dict = {"shapes": {}, "values": {}}
     for name in names:
-        a, b = first[0][name], second[0][name]
+        a, b = shapes_a[name], shapes_b[name]
         if len(a) != len(b):
             continue  # the rank changes with the batch: leave it to static inference
         dims = [d if d == e else batch if (d, e) == (size, size + 1) else None
                 for d, e in zip(a, b, strict=True)]
         found["shapes"][name] = [infos.get(name, (0,))[0] or onnx.TensorProto.FLOAT, dims]
     for name in folds:
-        a, b = np.asarray(first[1][name]), np.asarray(second[1][name])
+        a, b = np.asarray(values_a[name]), np.asarray(values_b[name])
         if a.size <= SMALL and a.shape == b.shape and np.array_equal(a, b):
             found["values"][name] = [a.dtype.str, list(a.shape), a.ravel().tolist()]
     return found

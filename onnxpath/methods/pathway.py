@@ -18,6 +18,7 @@ from onnxpath.autodiff.relu_family import RELU_FAMILY
 from onnxpath.engine.gradient import GradientEngine
 from onnxpath.errors import UsageError
 from onnxpath.methods import Attribution, method
+from onnxpath.pathways import in_graph
 from onnxpath.pathways.auto_prune import largest_faithful_prune
 from onnxpath.pathways.learned_gates import learned_gates
 from onnxpath.pathways.network import (
@@ -102,11 +103,21 @@ def pathway(engine: GradientEngine, x: np.ndarray, targets: np.ndarray | None, *
     """Raw, signed C x H x W maps; extras report the pathway's size, the P used and the output
     change. A pathway that changes the output by more than half warns: the map then explains
     a network that no longer predicts what the model predicts (try --prune auto)."""
-    found = critical_pathway(engine, x, targets, prune_percent=prune_percent, keep=keep,
-                             selection=selection, layers=layers, layer_regex=layer_regex,
-                             per_layer=per_layer, seed=seed)
-    maps, masked_logits = pathway_gradient(found, x)
-    change = output_change(found.logits, masked_logits, found.targets)
+    net = masked_network(engine, tuple(layers), layer_regex)
+    prune = resolve_prune_percent(prune_percent, keep)
+    if in_graph.wanted(engine.device) and in_graph.fits(net, x, selection, prune, per_layer):
+        # One run: scoring, selection and the masked gradient never leave the device.
+        maps, logits, masked_logits, kept = in_graph.run_in_one_graph(net, x, targets, prune)
+        found = Pathway(net, [], prune, selection, logits,
+                        targets=logits.argmax(axis=1) if targets is None else targets)
+        kept_percent = 100.0 * (kept / net.neurons)
+    else:
+        found = critical_pathway(engine, x, targets, prune_percent=prune, selection=selection,
+                                 layers=layers, layer_regex=layer_regex, per_layer=per_layer,
+                                 seed=seed)
+        maps, masked_logits = pathway_gradient(found, x)
+        kept_percent = [100.0 * found.kept_fraction(i) for i in range(len(x))]
+    change = output_change(found.logits, masked_logits, np.asarray(found.targets))
     if (change > WARN_CHANGE).any():
         worst = int(np.argmax(change))
         fixed = isinstance(found.prune_percent, float)
@@ -118,6 +129,6 @@ def pathway(engine: GradientEngine, x: np.ndarray, targets: np.ndarray | None, *
                          "are pruned at every P)"), PathwayChangeWarning, stacklevel=2)
     extras = [{"prune_percent": found.prune_percent_of(i), "selection": selection,
                "layers": len(found.layers), "neurons": found.network.neurons,
-               "kept_percent": 100.0 * found.kept_fraction(i),
+               "kept_percent": float(kept_percent[i]),
                "output_change": float(change[i])} for i in range(len(x))]
     return Attribution(maps, extras, logits=found.logits)

@@ -67,62 +67,325 @@ def pyramid_fill(x: np.ndarray, known: np.ndarray) -> np.ndarray:
     return np.where(known, x, up)
 
 
-def solve(x: np.ndarray, unknown: np.ndarray, tolerance: float = 1e-5,
-          max_iterations: int = 2000) -> np.ndarray:
-    """Values of the `unknown` pixels (zero elsewhere) solving the neighbour-mean system,
-    by Jacobi-preconditioned conjugate gradients, one system per image and channel, all
-    iterated together until each residual is below `tolerance` × its right-hand side.
+# Multigrid's settings, measured on 112×112 and 224×224 attribution maps (benchmarks/bench_road.py).
+DAMPING = 0.8  # damped-Jacobi smoothing weight (the stencil's D⁻¹A has eigenvalues up to 4/3)
+COARSEST_PIXELS = 100  # coarsening stops at this many grid points, solved by a dense inverse
+DEEP_HOLE = 5  # a mask with a pixel farther than this from every known pixel goes to multigrid
+JACOBI_ITERATIONS = 60  # Jacobi-PCG systems still unconverged after this many switch too
+STENCIL = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # 9-point offsets; 4 = centre
+
+
+def dot(a: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Per-system inner products over the last two axes, accumulated in float64."""
+    return np.einsum("...ij,...ij->...", a, c, dtype=np.float64)[..., None, None]
+
+
+def has_deep_hole(unknown: np.ndarray, depth: int = DEEP_HOLE) -> np.ndarray:
+    """Per mask (M, H, W): whether some unknown pixel survives `depth` 3×3 erosions, i.e. lies
+    more than `depth` pixels from every known one. Jacobi-PCG needs about five iterations per
+    pixel of that distance (it moves information one pixel per step), multigrid a handful in
+    all, so this routes each system before any iteration is spent. Outside the image counts
+    as unknown: the image border holds no value."""
+    alive = unknown.copy()
+    for _ in range(depth):
+        rows = alive.copy()
+        rows[:, 1:] &= alive[:, :-1]
+        rows[:, :-1] &= alive[:, 1:]
+        alive = rows.copy()
+        alive[:, :, 1:] &= rows[:, :, :-1]
+        alive[:, :, :-1] &= rows[:, :, 1:]
+    return alive.any(axis=(-2, -1))
+
+
+def coarse_size(n: int) -> int:
+    """Coarse points sit on every other fine pixel, 0, 2, …, plus one past an even end, so that
+    each fine pixel lies on or between two coarse points."""
+    return n // 2 + 1
+
+
+def prolong_axis(coarse: np.ndarray, n: int, axis: int) -> np.ndarray:
+    """Linear interpolation along `axis` onto `n` fine pixels."""
+    c = np.moveaxis(coarse, axis, -1)
+    fine = np.empty((*c.shape[:-1], n), dtype=c.dtype)
+    fine[..., 0::2] = c[..., :(n + 1) // 2]
+    fine[..., 1::2] = c[..., :n // 2]
+    fine[..., 1::2] += c[..., 1:n // 2 + 1]
+    fine[..., 1::2] *= 0.5
+    return np.moveaxis(fine, -1, axis)
+
+
+def restrict_axis(fine: np.ndarray, axis: int) -> np.ndarray:
+    """The transpose of `prolong_axis` (so that the two-grid preconditioner stays symmetric)."""
+    f = np.moveaxis(fine, axis, -1)
+    n = f.shape[-1]
+    coarse = np.zeros((*f.shape[:-1], coarse_size(n)), dtype=f.dtype)
+    coarse[..., :(n + 1) // 2] += f[..., 0::2]
+    half = 0.5 * f[..., 1::2]
+    coarse[..., :n // 2] += half
+    coarse[..., 1:n // 2 + 1] += half
+    return np.moveaxis(coarse, -1, axis)
+
+
+def prolong(coarse: np.ndarray, shape: tuple[int, int], inside: np.ndarray) -> np.ndarray:
+    """Bilinear interpolation, kept on the unknown points (`inside`) of the finer grid."""
+    fine = prolong_axis(prolong_axis(coarse, shape[0], -2), shape[1], -1)
+    fine *= inside
+    return fine
+
+
+def restrict(fine: np.ndarray) -> np.ndarray:
+    """Pᵀ: full weighting of a residual that is already zero off the unknown points."""
+    return restrict_axis(restrict_axis(fine, -2), -1)
+
+
+class ImageLevel:
+    """The system itself on the image grid, one per row of `inside` (S, H, W; 1 on unknown
+    pixels): A v = inside ⊙ (diagonal ⊙ v − neighbour_sum(v))."""
+
+    def __init__(self, inside: np.ndarray):
+        self.inside = inside
+        self.diagonal = neighbour_sum(np.ones(inside.shape[-2:], dtype=inside.dtype))
+        self.inverse_diagonal = 1.0 / self.diagonal
+
+    def apply(self, v: np.ndarray) -> np.ndarray:
+        out = self.diagonal * v
+        out -= neighbour_sum(v)
+        out *= self.inside
+        return out
+
+    def jacobi(self, r: np.ndarray) -> np.ndarray:
+        return r * self.inverse_diagonal
+
+    def take(self, index: np.ndarray) -> ImageLevel:
+        return ImageLevel(self.inside[index])
+
+
+class StencilLevel:
+    """A coarse grid's Galerkin operator, a 9-point stencil per point (S, 9, h, w), in
+    `STENCIL` order; points with a zero centre are not unknowns of this level."""
+
+    def __init__(self, coefficients: np.ndarray):
+        self.coefficients = coefficients
+        centre = coefficients[:, 4]
+        self.inside = (centre > 0).astype(coefficients.dtype)
+        self.inverse_diagonal = self.inside / np.where(centre > 0, centre, 1)
+
+    def apply(self, v: np.ndarray) -> np.ndarray:
+        h, w = v.shape[-2:]
+        padded = np.pad(v, ((0, 0), (1, 1), (1, 1)))
+        out = self.coefficients[:, 4] * v
+        for k, (dy, dx) in enumerate(STENCIL):
+            if k != 4:
+                out += self.coefficients[:, k] * padded[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+        return out
+
+    def jacobi(self, r: np.ndarray) -> np.ndarray:
+        return r * self.inverse_diagonal
+
+    def take(self, index: np.ndarray) -> StencilLevel:
+        return StencilLevel(self.coefficients[index])
+
+
+def galerkin(level: ImageLevel | StencilLevel, shape: tuple[int, int]) -> np.ndarray:
+    """The 9-point stencils of Pᵀ A P on the next coarser grid, probed: coarse unit vectors on
+    one of 9 residue classes (mod 3 in each direction) never share a 3×3 neighbourhood, so
+    each probe Pᵀ A P e yields, at every coarse point, its coupling to the one probed point
+    next to it. Bilinear P and a 9-point A give a 9-point Pᵀ A P, so 9 probes give them all."""
+    n, dtype = len(level.inside), level.inside.dtype
+    h, w = coarse_size(shape[0]), coarse_size(shape[1])
+    probes = np.empty((3, 3, n, h, w), dtype=dtype)
+    for cy in range(3):
+        for cx in range(3):
+            e = np.zeros((n, h, w), dtype=dtype)
+            e[:, cy::3, cx::3] = 1
+            probes[cy, cx] = restrict(level.apply(prolong(e, shape, level.inside)))
+    row, col = np.arange(h)[:, None], np.arange(w)[None, :]
+    coefficients = np.empty((n, 9, h, w), dtype=dtype)
+    for k, (dy, dx) in enumerate(STENCIL):  # the neighbour at +(dy, dx) has residue I + d
+        coefficients[:, k] = np.moveaxis(probes[(row + dy) % 3, (col + dx) % 3, :, row, col],
+                                         -1, 0)
+    return coefficients
+
+
+class CoarsestLevel:
+    """The coarsest grid, solved by a dense inverse (float64) of its stencils' matrix."""
+
+    def __init__(self, coefficients: np.ndarray | None = None, inverse: np.ndarray | None = None):
+        self.inverse = self.dense_inverse(coefficients) if inverse is None else inverse
+
+    @staticmethod
+    def dense_inverse(coefficients: np.ndarray) -> np.ndarray:
+        n, _, h, w = coefficients.shape
+        index = np.arange(h * w).reshape(h, w)
+        dense = np.zeros((n, h * w, h * w))
+        for k, (dy, dx) in enumerate(STENCIL):
+            rows = index[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
+            cols = index[max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)]
+            dense[:, rows.ravel(), cols.ravel()] = coefficients[
+                :, k, max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)].reshape(n, -1)
+        dense = 0.5 * (dense + dense.transpose(0, 2, 1))
+        # Pᵀ A P is singular where restricted columns of P coincide (one unknown pixel between
+        # four coarse points): a small diagonal shift keeps the inverse finite, and P maps
+        # those directions back to zero. Points with no unknown pixel get a unit diagonal.
+        diagonal = np.einsum("nii->ni", dense)
+        dense[:, index.ravel(), index.ravel()] += np.where(diagonal > 0, 1e-4 * diagonal, 1.0)
+        return np.linalg.inv(dense)
+
+    def solve(self, r: np.ndarray) -> np.ndarray:
+        flat = r.reshape(len(r), -1, 1).astype(np.float64)
+        return (self.inverse @ flat).reshape(r.shape).astype(r.dtype)
+
+    def take(self, index: np.ndarray) -> CoarsestLevel:
+        return CoarsestLevel(inverse=self.inverse[index])
+
+
+class Multigrid:
+    """Systems preconditioned by one symmetric multigrid V-cycle: damped Jacobi before and
+    after each coarse correction, bilinear P, R = Pᵀ, Galerkin coarse operators, an exact
+    solve at the coarsest grid. Symmetric, so conjugate gradients can use it as is."""
+
+    def __init__(self, levels: list, coarsest: CoarsestLevel, shapes: list[tuple[int, int]]):
+        self.levels, self.coarsest, self.shapes = levels, coarsest, shapes
+
+    @classmethod
+    def build(cls, inside: np.ndarray) -> Multigrid:
+        levels: list = [ImageLevel(inside)]
+        shapes = [inside.shape[-2:]]
+        while True:
+            coefficients = galerkin(levels[-1], shapes[-1])
+            shapes.append(coefficients.shape[-2:])
+            if coefficients.shape[-2] * coefficients.shape[-1] <= COARSEST_PIXELS:
+                return cls(levels, CoarsestLevel(coefficients), shapes)
+            levels.append(StencilLevel(coefficients))
+
+    def apply(self, v: np.ndarray) -> np.ndarray:
+        return self.levels[0].apply(v)
+
+    def precondition(self, r: np.ndarray) -> np.ndarray:
+        return self.cycle(0, r)
+
+    def cycle(self, depth: int, r: np.ndarray) -> np.ndarray:
+        if depth == len(self.levels):
+            return self.coarsest.solve(r)
+        level = self.levels[depth]
+        x = DAMPING * level.jacobi(r)
+        correction = self.cycle(depth + 1, restrict(r - level.apply(x)))
+        x += prolong(correction, self.shapes[depth], level.inside)
+        x += DAMPING * level.jacobi(r - level.apply(x))
+        return x
+
+    def take(self, index: np.ndarray) -> Multigrid:
+        return Multigrid([level.take(index) for level in self.levels],
+                         self.coarsest.take(index), self.shapes)
+
+
+class Jacobi:
+    """Systems preconditioned by their diagonal: cheap steps, but each carries information one
+    pixel, so a hole r pixels deep takes about 5 r of them."""
+
+    def __init__(self, level: ImageLevel):
+        self.level = level
+
+    def apply(self, v: np.ndarray) -> np.ndarray:
+        return self.level.apply(v)
+
+    def precondition(self, r: np.ndarray) -> np.ndarray:
+        return self.level.jacobi(r)
+
+    def take(self, index: np.ndarray) -> Jacobi:
+        return Jacobi(self.level.take(index))
+
+
+def conjugate_gradients(systems: Jacobi | Multigrid, b: np.ndarray, v: np.ndarray,
+                        target: np.ndarray, max_iterations: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Preconditioned CG on a batch of systems from `v`, until each residual norm is at most
+    its `target`; (solutions, iterations each took, or -1 where it did not converge).
 
     A system that has converged leaves the batch (its values are final: conjugate gradients
     would only add zero steps to it), so the iterations cost what the systems still moving
-    need; small fractions converge in a few steps, large ones take tens to hundreds."""
-    known = ~unknown
-    shape = np.broadcast_shapes(x.shape, unknown.shape)
-    h, w = shape[-2:]
-    inside = np.broadcast_to(unknown, shape).reshape(-1, h, w).astype(x.dtype)
-    diagonal = neighbour_sum(np.ones((h, w), dtype=x.dtype))  # in-image weights
-    b = inside * neighbour_sum(np.where(known, x, 0.0).astype(x.dtype)).reshape(-1, h, w)
-
-    def apply(v, inside):
-        out = diagonal * v
-        out -= neighbour_sum(v)
-        out *= inside
-        return out
-
-    def dot(a, c):
-        return np.einsum("...ij,...ij->...", a, c, dtype=np.float64)[..., None, None]
-
-    solution = (inside * pyramid_fill(x, known).astype(x.dtype).reshape(-1, h, w))
-    live = np.arange(len(solution))  # the systems still iterating, by index
-    v = solution
-    r = b - apply(v, inside)
-    z = r / diagonal
+    need."""
+    solution = v.copy()
+    live = np.arange(len(v))  # the systems still iterating, by index
+    iterations = np.full(len(v), -1)
+    v = v.copy()
+    r = b - systems.apply(v)
+    z = systems.precondition(r)
     p = z.copy()
     rz = dot(r, z)
-    target = tolerance * np.sqrt(dot(b, b))
-    for _ in range(max_iterations):
+    for iteration in range(max_iterations + 1):
         active = (np.sqrt(dot(r, r)) > target)[:, 0, 0]
         if not active.all():  # the converged keep their values; the rest go on, compacted
             solution[live[~active]] = v[~active]
+            iterations[live[~active]] = iteration
             if not active.any():
-                return solution.reshape(shape)
-            live, v, r, p, rz, target, inside = (a[active] for a in (live, v, r, p, rz, target,
-                                                                     inside))
-        ap = apply(p, inside)
+                return solution, iterations
+            live, v, r, p, rz, target = (a[active] for a in (live, v, r, p, rz, target))
+            systems = systems.take(active)
+        if iteration == max_iterations:
+            break
+        ap = systems.apply(p)
         pap = dot(p, ap)
         # Step sizes from float64 reductions, applied in the vectors' own type: a float64
         # product of a float32 vector costs four times a float32 one.
-        alpha = np.where(pap > 0, rz / np.where(pap > 0, pap, 1.0), 0.0).astype(x.dtype)
+        alpha = np.where(pap > 0, rz / np.where(pap > 0, pap, 1.0), 0.0).astype(v.dtype)
         v += alpha * p
         r -= alpha * ap
-        z = r / diagonal
+        z = systems.precondition(r)
         rz_new = dot(r, z)
-        beta = np.where(rz > 0, rz_new / np.where(rz > 0, rz, 1.0), 0.0).astype(x.dtype)
+        beta = np.where(rz > 0, rz_new / np.where(rz > 0, rz, 1.0), 0.0).astype(v.dtype)
         p *= beta
         p += z
         rz = rz_new
     solution[live] = v
-    return solution.reshape(shape)
+    return solution, iterations
+
+
+def solve(x: np.ndarray, unknown: np.ndarray, tolerance: float = 1e-5,
+          max_iterations: int = 2000) -> np.ndarray:
+    """Values of the `unknown` pixels (zero elsewhere) solving the neighbour-mean system, one
+    system per image and channel, each until its residual is below `tolerance` × its
+    right-hand side (see `solve_counted`)."""
+    return solve_counted(x, unknown, tolerance, max_iterations)[0]
+
+
+def solve_counted(x: np.ndarray, unknown: np.ndarray, tolerance: float = 1e-5,
+                  max_iterations: int = 2000, deep_hole: int = DEEP_HOLE,
+                  jacobi_iterations: int = JACOBI_ITERATIONS
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`solve`, plus each system's Jacobi-PCG and multigrid-PCG iteration counts (flat over
+    the leading axes; -1 where a phase did not converge, 0 where it was not run).
+
+    Masks with a hole deeper than `deep_hole` pixels go straight to multigrid-PCG; the others
+    run Jacobi-PCG, and those still unconverged after `jacobi_iterations` continue from there
+    with multigrid. Both phases are vectorised over their systems; the multigrid hierarchy is
+    built once per mask and shared by its channels."""
+    shape = np.broadcast_shapes(x.shape, unknown.shape)
+    h, w = shape[-2:]
+    masks = unknown.reshape(-1, h, w)
+    mask_of = np.broadcast_to(np.arange(len(masks)).reshape(unknown.shape[:-2]),
+                              shape[:-2]).ravel()  # each system's mask
+    inside = masks[mask_of].astype(x.dtype)
+    known = ~unknown
+    b = inside * neighbour_sum(np.where(known, x, 0.0).astype(x.dtype)).reshape(-1, h, w)
+    v = inside * pyramid_fill(x, known).astype(x.dtype).reshape(-1, h, w)
+    target = tolerance * np.sqrt(dot(b, b))
+
+    shallow = ~has_deep_hole(masks, deep_hole)[mask_of]
+    jacobi_counts = np.zeros(len(v), dtype=int)
+    if shallow.any():
+        v[shallow], jacobi_counts[shallow] = conjugate_gradients(
+            Jacobi(ImageLevel(inside[shallow])), b[shallow], v[shallow], target[shallow],
+            min(jacobi_iterations, max_iterations))
+    multigrid_counts = np.zeros(len(v), dtype=int)
+    rest = jacobi_counts < 0
+    rest |= ~shallow
+    if rest.any():
+        needed, system_mask = np.unique(mask_of[rest], return_inverse=True)
+        hierarchy = Multigrid.build(masks[needed].astype(x.dtype)).take(system_mask)
+        v[rest], multigrid_counts[rest] = conjugate_gradients(
+            hierarchy, b[rest], v[rest], target[rest], max_iterations)
+    return v.reshape(shape), jacobi_counts, multigrid_counts
 
 
 def impute(images: np.ndarray, removed: np.ndarray, noise: float = 0.01,

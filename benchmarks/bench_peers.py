@@ -71,7 +71,8 @@ class Pair:
         self.name, self.ours, self.peer, self.peer_name, self.note = (name, ours, peer,
                                                                       peer_name, note)
         self.floor, self.floor_factor, self.floor_note = floor, floor_factor, floor_note
-        self.times: dict[str, list[float]] = {"ours": [], "peer": [], "floor": []}
+        self.times: dict[str, list[float]] = {"ours": [], "peer": [], "floor": [],
+                                              "direct": []}
 
 
 def clock(fn, device: str) -> float:
@@ -121,14 +122,20 @@ class TorchPathway:
         return grad
 
 
-def captum_pairs(explainer, net, x, xt, t, device, args) -> list[Pair]:
+def captum_pairs(fresh, net, x, xt, t, device, args) -> list[Pair]:
+    """`fresh()` makes each pair its own Explainer: one shared by gradient, IG and SmoothGrad
+    fed one input gradient session batches of 1, 50 and 10 rows in turn, and on CUDA the
+    interleaved rounds then timed onnxpath's gradient at 175 ms where back-to-back calls took
+    5.4 ms (the pairs with their own sessions, Grad-CAM and pathway, agreed). Each method on
+    its own session is how a user runs one method on a stream of inputs."""
     try:
         from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
     except ImportError:
         print("captum: not installed, gradient/IG/SmoothGrad pairs skipped")
         return []
     saliency = Saliency(net)
-    pairs = [Pair("gradient", lambda: explainer.attribute(x, "gradient", target=t),
+    gradient, integrated, smooth = fresh(), fresh(), fresh()
+    pairs = [Pair("gradient", lambda: gradient.attribute(x, "gradient", target=t),
                   lambda: saliency.attribute(xt, target=t, abs=False), "Captum Saliency")]
     ig = IntegratedGradients(net)
     best, best_time = IG_BATCHES[0], float("inf")
@@ -140,7 +147,7 @@ def captum_pairs(explainer, net, x, xt, t, device, args) -> list[Pair]:
             best, best_time = size, took
     print(f"Captum IG-{args.ig_steps}: fastest internal_batch_size {best} of {IG_BATCHES}")
     pairs.append(Pair(f"integrated-gradients-{args.ig_steps}",
-                      lambda: explainer.attribute(x, "integrated-gradients", target=t,
+                      lambda: integrated.attribute(x, "integrated-gradients", target=t,
                                                   steps=args.ig_steps),
                       lambda: ig.attribute(xt, target=t, n_steps=args.ig_steps,
                                            method="gausslegendre", internal_batch_size=best),
@@ -148,7 +155,7 @@ def captum_pairs(explainer, net, x, xt, t, device, args) -> list[Pair]:
     sigma = float(0.15 * (x.max() - x.min()))
     tunnel = NoiseTunnel(saliency)
     pairs.append(Pair(f"smoothgrad-{args.samples}",
-                      lambda: explainer.attribute(x, "smoothgrad", target=t,
+                      lambda: smooth.attribute(x, "smoothgrad", target=t,
                                                   samples=args.samples, noise=sigma),
                       lambda: tunnel.attribute(xt, nt_type="smoothgrad",
                                                nt_samples=args.samples, stdevs=sigma,
@@ -313,6 +320,20 @@ def run_rounds(pairs: list[Pair], rounds: int, device: str) -> None:
             pair.times["peer"].append(clock(pair.peer, device))
             if pair.floor is not None:
                 pair.times["floor"].append(clock(pair.floor, device) * pair.floor_factor)
+    for pair in pairs:  # the cross-check: the same calls back to back, nothing in between
+        pair.times["direct"] = [clock(pair.ours, device) for _ in range(rounds)]
+
+
+def suspicious(pairs: list[Pair], factor: float = 2.0) -> list[str]:
+    """Pairs whose interleaved time for onnxpath is over `factor` times its back-to-back
+    time: something between the calls (another pair's shapes or memory) is being timed."""
+    found = []
+    for p in pairs:
+        interleaved, direct = (statistics.median(p.times[k]) for k in ("ours", "direct"))
+        if interleaved > factor * direct:
+            found.append(f"{p.name}: {interleaved * 1000:.1f} ms interleaved, "
+                         f"{direct * 1000:.1f} ms back to back")
+    return found
 
 
 def print_table(pairs: list[Pair]) -> None:
@@ -385,7 +406,9 @@ def main() -> None:
               f"target class {t}")
         pairs = []
         if "captum" not in skip:
-            pairs += captum_pairs(explainer, net, x, xt, t, args.device, args)
+            pairs += captum_pairs(
+                lambda: Explainer(path, device=args.device, threads=args.threads, cache=False),
+                net, x, xt, t, args.device, args)
         if "gradcam" not in skip:
             pairs += gradcam_pair(explainer, net, x, xt, t)
         if "pathway" not in skip:
@@ -402,6 +425,8 @@ def main() -> None:
         print(f"\nmedians of {args.rounds} interleaved rounds (speed-up = peer time / "
               "onnxpath time, median of the rounds' ratios):")
         print_table(pairs)
+        for line in suspicious(pairs):
+            print(f"WARNING, not trustworthy: {line}")
         print(f"load average after the pairs: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     if "forward" not in skip:
         import bench_forward

@@ -39,9 +39,11 @@ METHODS = {"gradient": {}, "integrated-gradients": {"steps": 16, "internal_batch
            "pathway": {"prune_percent": 85}}
 
 
-def resnet18_like(path: Path, classes: int = 1000, seed: int = 0) -> Path:
+def resnet18_like(path: Path, classes: int = 1000, seed: int = 0,
+                  bottleneck: bool = False) -> Path:
     """Conv7/2 - MaxPool - 4 stages of 2 basic blocks (64..512 channels) - GAP - Gemm, with
-    He-initialised weights and biases in place of folded BatchNorm."""
+    He-initialised weights and biases in place of folded BatchNorm. `bottleneck`: ResNet-50's
+    shape instead, 3-4-6-3 bottleneck blocks (1x1, 3x3, 1x1 at 4x width)."""
     rng = np.random.default_rng(seed)
     inits, nodes = [], []
 
@@ -70,12 +72,19 @@ def resnet18_like(path: Path, classes: int = 1000, seed: int = 0) -> Path:
     nodes.append(helper.make_node("MaxPool", [x], ["pool"], kernel_shape=[3, 3], strides=[2, 2],
                                   pads=[1, 1, 1, 1], name="pool"))
     x, cin = "pool", 64
-    for stage, cout in enumerate([64, 128, 256, 512]):
-        for block in range(2):
+    blocks = (3, 4, 6, 3) if bottleneck else (2, 2, 2, 2)
+    for stage, width in enumerate([64, 128, 256, 512]):
+        for block in range(blocks[stage]):
             stride = 2 if stage > 0 and block == 0 else 1
             name = f"s{stage}b{block}"
-            y = conv(x, f"{name}.c1", cin, cout, 3, stride)
-            y = conv(y, f"{name}.c2", cout, cout, 3, 1, relu=False)
+            cout = 4 * width if bottleneck else width
+            if bottleneck:
+                y = conv(x, f"{name}.c1", cin, width, 1, 1)
+                y = conv(y, f"{name}.c2", width, width, 3, stride)
+                y = conv(y, f"{name}.c3", width, cout, 1, 1, relu=False)
+            else:
+                y = conv(x, f"{name}.c1", cin, cout, 3, stride)
+                y = conv(y, f"{name}.c2", cout, cout, 3, 1, relu=False)
             short = x if stride == 1 and cin == cout else conv(x, f"{name}.down", cin, cout, 1,
                                                                stride, relu=False)
             nodes.append(helper.make_node("Add", [y, short], [f"{name}.sum"], name=f"{name}.add"))
@@ -84,7 +93,7 @@ def resnet18_like(path: Path, classes: int = 1000, seed: int = 0) -> Path:
             x, cin = f"{name}.out", cout
     nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"], name="gap"))
     nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"))
-    nodes.append(helper.make_node("Gemm", ["flat", weight("fc.w", (classes, 512)),
+    nodes.append(helper.make_node("Gemm", ["flat", weight("fc.w", (classes, cin)),
                                            bias("fc.b", classes)], ["logits"], transB=1,
                                   name="fc"))
     graph = helper.make_graph(
@@ -120,11 +129,57 @@ def pearson(got: np.ndarray, want: np.ndarray) -> float:
                      zip(got, want, strict=True)))
 
 
+def pathway_against_gradient(model: Path, rounds: int) -> bool:
+    """Issue 21's device line on ResNet-50's shape, one image, target given: pathway /
+    gradient <= 2.3 (medians of interleaved rounds), the pathway in one graph (scoring, TopK
+    threshold and masked pass on the device) against the host route; both routes must keep
+    the same neurons, and the device's map must match the CPU's (Pearson >= 0.999)."""
+    import os
+    import statistics
+
+    x = np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    cuda = Explainer(model, device="cuda", cache=False)
+    t = int(cuda.predict(x).argmax())
+    routes = {"gradient": ("gradient", None), "pathway (one graph)": ("pathway", "1"),
+              "pathway (host selection)": ("pathway", "0")}
+
+    def call(name):
+        method, route = routes[name]
+        if route is not None:
+            os.environ["ONNXPATH_PATHWAY_IN_GRAPH"] = route
+        return cuda.attribute(x, method=method, target=t)
+
+    results = {name: call(name) for name in routes}  # builds every session
+    times = {name: [] for name in routes}
+    for _ in range(rounds):
+        for name in routes:
+            start = time.perf_counter()
+            call(name)
+            times[name].append(time.perf_counter() - start)
+    os.environ.pop("ONNXPATH_PATHWAY_IN_GRAPH", None)
+    gradient = statistics.median(times["gradient"])
+    for name in routes:
+        median = statistics.median(times[name])
+        print(f"  {name:26s} {median * 1000:7.2f} ms  ({median / gradient:4.2f}x the gradient)")
+    one, host = results["pathway (one graph)"], results["pathway (host selection)"]
+    same_kept = one.extras[0]["kept_percent"] == host.extras[0]["kept_percent"]
+    want = Explainer(model, device="cpu", cache=False).attribute(x, "pathway", target=t)
+    r = pearson(one.maps, want.maps)
+    ratio = statistics.median(times["pathway (one graph)"]) / gradient
+    ok = ratio <= 2.3 and r >= PATHWAY_PEARSON
+    kept = [result.extras[0]["kept_percent"] for result in (one, host)]
+    print(f"  pathway / gradient {ratio:.2f} (goal <= 2.3); kept {kept[0]:.3f}% one graph, "
+          f"{kept[1]:.3f}% host ({'same' if same_kept else 'DIFFERENT'}); Pearson against the "
+          f"CPU {r:.6f}  {'OK' if ok else 'NOT MET'}")
+    return ok
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9, help="pathway against gradient")
     args = parser.parse_args()
     import onnxruntime as ort
 
@@ -161,6 +216,9 @@ def main() -> int:
               f"{t_cpu / t_gpu1:5.1f}x)  {t_gpu * 1000:7.1f} ms/image (batch {args.batch}, "
               f"{t_cpu / t_gpu:5.1f}x)")
     print("CUDA results equal CPU results" if not failed else "MISMATCH between CUDA and CPU")
+    print(f"pathway against gradient on CUDA, ResNet-50 shape, 1 image, {args.rounds} rounds:")
+    deep = resnet18_like(model.parent / "resnet50.onnx", bottleneck=True)
+    failed |= not pathway_against_gradient(deep, args.rounds)
     return 1 if failed else 0
 
 

@@ -68,7 +68,7 @@ def pyramid_fill(x: np.ndarray, known: np.ndarray) -> np.ndarray:
 
 
 # Multigrid's settings, measured on 112×112 and 224×224 attribution maps (benchmarks/bench_road.py).
-DAMPING = 0.8  # damped-Jacobi smoothing weight (the stencil's D⁻¹A has eigenvalues up to 4/3)
+DAMPING = 0.9  # damped-Jacobi smoothing weight (the stencil's D⁻¹A has eigenvalues up to 4/3)
 COARSEST_PIXELS = 100  # coarsening stops at this many grid points, solved by a dense inverse
 DEEP_HOLE = 5  # a mask with a pixel farther than this from every known pixel goes to multigrid
 JACOBI_ITERATIONS = 60  # Jacobi-PCG systems still unconverged after this many switch too
@@ -103,27 +103,36 @@ def coarse_size(n: int) -> int:
     return n // 2 + 1
 
 
+def along(axis: int, ndim: int, part: slice) -> tuple:
+    """An index selecting `part` of `axis` (negative) and everything of the other axes."""
+    return (slice(None),) * (ndim + axis) + (part,)
+
+
 def prolong_axis(coarse: np.ndarray, n: int, axis: int) -> np.ndarray:
-    """Linear interpolation along `axis` onto `n` fine pixels."""
-    c = np.moveaxis(coarse, axis, -1)
-    fine = np.empty((*c.shape[:-1], n), dtype=c.dtype)
-    fine[..., 0::2] = c[..., :(n + 1) // 2]
-    fine[..., 1::2] = c[..., :n // 2]
-    fine[..., 1::2] += c[..., 1:n // 2 + 1]
-    fine[..., 1::2] *= 0.5
-    return np.moveaxis(fine, -1, axis)
+    """Linear interpolation along `axis` (negative) onto `n` fine pixels."""
+    shape = list(coarse.shape)
+    shape[axis] = n
+    fine = np.empty(shape, dtype=coarse.dtype)
+    at = lambda part: along(axis, coarse.ndim, part)  # noqa: E731
+    fine[at(slice(0, None, 2))] = coarse[at(slice(0, (n + 1) // 2))]
+    odd = fine[at(slice(1, None, 2))]
+    np.add(coarse[at(slice(0, n // 2))], coarse[at(slice(1, n // 2 + 1))], out=odd)
+    odd *= 0.5
+    return fine
 
 
 def restrict_axis(fine: np.ndarray, axis: int) -> np.ndarray:
     """The transpose of `prolong_axis` (so that the two-grid preconditioner stays symmetric)."""
-    f = np.moveaxis(fine, axis, -1)
-    n = f.shape[-1]
-    coarse = np.zeros((*f.shape[:-1], coarse_size(n)), dtype=f.dtype)
-    coarse[..., :(n + 1) // 2] += f[..., 0::2]
-    half = 0.5 * f[..., 1::2]
-    coarse[..., :n // 2] += half
-    coarse[..., 1:n // 2 + 1] += half
-    return np.moveaxis(coarse, -1, axis)
+    n = fine.shape[axis]
+    shape = list(fine.shape)
+    shape[axis] = coarse_size(n)
+    coarse = np.zeros(shape, dtype=fine.dtype)
+    at = lambda part: along(axis, fine.ndim, part)  # noqa: E731
+    coarse[at(slice(0, (n + 1) // 2))] = fine[at(slice(0, None, 2))]
+    half = 0.5 * fine[at(slice(1, None, 2))]
+    coarse[at(slice(0, n // 2))] += half
+    coarse[at(slice(1, n // 2 + 1))] += half
+    return coarse
 
 
 def prolong(coarse: np.ndarray, shape: tuple[int, int], inside: np.ndarray) -> np.ndarray:
@@ -144,13 +153,23 @@ class ImageLevel:
 
     def __init__(self, inside: np.ndarray):
         self.inside = inside
-        self.diagonal = neighbour_sum(np.ones(inside.shape[-2:], dtype=inside.dtype))
-        self.inverse_diagonal = 1.0 / self.diagonal
+        diagonal = neighbour_sum(np.ones(inside.shape[-2:], dtype=inside.dtype))
+        self.inverse_diagonal = 1.0 / diagonal
+        # neighbour_sum(v) = ([1 2 1] ⊗ [1 2 1] ∗ v − 4 v) / 12: folding its centre and the
+        # division into the diagonal and the mask saves four passes over v per product.
+        self.centre = 12.0 * diagonal + 4.0
+        self.inside_twelfth = inside / 12.0
 
     def apply(self, v: np.ndarray) -> np.ndarray:
-        out = self.diagonal * v
-        out -= neighbour_sum(v)
-        out *= self.inside
+        rows = v + v
+        rows[..., 1:, :] += v[..., :-1, :]
+        rows[..., :-1, :] += v[..., 1:, :]
+        both = rows + rows
+        both[..., :, 1:] += rows[..., :, :-1]
+        both[..., :, :-1] += rows[..., :, 1:]
+        out = self.centre * v
+        out -= both
+        out *= self.inside_twelfth
         return out
 
     def jacobi(self, r: np.ndarray) -> np.ndarray:

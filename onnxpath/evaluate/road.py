@@ -5,11 +5,24 @@ Each removed pixel must equal the weighted mean of its 8 neighbours (1/6 for edg
 1/12 for diagonal ones; neighbours outside the image drop out). Known neighbours move to the
 right-hand side, which leaves one sparse, symmetric, diagonally dominant system per image
 (shared by its channels). ROAD's authors solve it with scipy's `spsolve`; scipy is not a
-runtime dependency, so this module runs Jacobi-preconditioned conjugate gradients in numpy
-(float32 vectors, float64 reductions), vectorised over every image, fraction and channel at
-once, from a push-pull first guess, until each residual is below `tolerance` (default 1e-5)
-times its right-hand side. The tests compare the result with `spsolve`: within 1e-5 at a tight
-tolerance, and within 1e-3 at the default one, far below the imputation noise (std 0.01).
+runtime dependency, so this module runs preconditioned conjugate gradients in numpy (float32
+vectors, float64 reductions), vectorised over every image, fraction and channel at once, from
+a push-pull first guess, until each residual is below `tolerance` (default 1e-5) times its
+right-hand side. Two preconditioners share the work, chosen per mask before any iteration:
+
+- Jacobi (the diagonal) where every removed pixel lies within `DEEP_HOLE` pixels of a known
+  one, as with scattered pixels from a noisy heat map: a few cheap steps suffice there.
+- One multigrid V-cycle where holes are deeper, as with the large blobs a smooth attribution
+  map removes: Jacobi's steps carry information one pixel at a time (a 60-pixel hole took
+  ~300), the V-cycle's coarse grids carry it across the image, and 4-6 steps suffice. Its
+  coarse operators are Galerkin products Pᵀ A P (bilinear P kept on removed pixels), built
+  once per mask and shared by its channels; Jacobi systems not converged after
+  `JACOBI_ITERATIONS` steps switch to it as well.
+
+On 2 images × 7 fractions × 3 channels (benchmarks/bench_road.py) this takes 0.1-0.15 s at
+112×112 for either kind of map, where Jacobi alone took 0.8 s on smooth maps. The tests compare
+the result with `spsolve`: within 1e-5 at a tight tolerance, and within 1e-3 at the default
+one, far below the imputation noise (std 0.01).
 """
 
 from __future__ import annotations

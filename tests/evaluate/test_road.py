@@ -92,3 +92,139 @@ def test_systems_leaving_the_batch_keep_their_solution():
                       for i in range(4) for c in range(3)]).reshape(together.shape)
     print(f"largest difference batched vs alone: {np.abs(together - alone).max():.3g}")
     assert np.array_equal(together, alone)
+
+
+# The solver's two paths (road.solve_counted): Jacobi-PCG for shallow holes, multigrid-PCG for
+# deep ones, and the switch from the first to the second.
+
+def odd_masks(h=37, w=50):
+    """Removed-pixel masks on an odd, non-square grid: one deep blob reaching the border, and
+    scattered pixels (no removed pixel farther than a few pixels from a known one)."""
+    rng = np.random.default_rng(4)
+    rows, cols = np.mgrid[0:h, 0:w]
+    blob = ((rows - 20) / 14) ** 2 + ((cols - 38) / 20) ** 2 < 1
+    return {"blob": blob, "scattered": rng.random((h, w)) < 0.7}
+
+
+def counted(image, removed, tolerance, **routing):
+    from onnxpath.evaluate.road import solve_counted
+    solution, jacobi, multigrid = solve_counted(image[None], removed[None, None], tolerance,
+                                                **routing)
+    return np.where(removed, solution[0], image), jacobi, multigrid
+
+
+ALL_MULTIGRID = {"deep_hole": 0}  # every mask with a removed pixel counts as deep
+ALL_JACOBI = {"deep_hole": 10_000, "jacobi_iterations": 2000}
+
+
+@pytest.mark.parametrize("pattern", ["blob", "scattered"])
+@pytest.mark.parametrize("route", ["multigrid", "jacobi"])
+def test_each_path_matches_spsolve_on_an_odd_grid(pattern, route):
+    rng = np.random.default_rng(5)
+    image = rng.standard_normal((3, 37, 50))
+    removed = odd_masks()[pattern]
+    routing = ALL_MULTIGRID if route == "multigrid" else ALL_JACOBI
+    exact = spsolve_imputation(image, removed)
+    tight, jacobi, multigrid = counted(image, removed, 1e-9, **routing)
+    took = multigrid if route == "multigrid" else jacobi
+    idle = jacobi if route == "multigrid" else multigrid
+    assert (took > 0).all() and (idle == 0).all()
+    np.testing.assert_allclose(tight, exact, atol=1e-5)
+    default, _, _ = counted(image.astype(np.float32), removed, 1e-5, **routing)
+    np.testing.assert_allclose(default, exact, atol=1e-3)
+
+
+def test_default_routing_sends_deep_holes_to_multigrid_and_scattered_ones_to_jacobi():
+    image = np.random.default_rng(6).standard_normal((3, 37, 50)).astype(np.float32)
+    masks = odd_masks()
+    _, jacobi, multigrid = counted(image, masks["blob"], 1e-5)
+    assert (jacobi == 0).all() and (multigrid > 0).all() and (multigrid < 15).all()
+    _, jacobi, multigrid = counted(image, masks["scattered"], 1e-5)
+    assert (jacobi > 0).all() and (multigrid == 0).all()
+
+
+def test_jacobi_systems_not_converged_in_time_switch_to_multigrid():
+    rng = np.random.default_rng(7)
+    image = rng.standard_normal((3, 37, 50))
+    removed = odd_masks()["scattered"]
+    exact = spsolve_imputation(image, removed)
+    values, jacobi, multigrid = counted(image, removed, 1e-9, deep_hole=10_000,
+                                        jacobi_iterations=3)
+    assert (jacobi == -1).all() and (multigrid > 0).all()  # all three switched after 3 steps
+    np.testing.assert_allclose(values, exact, atol=1e-5)
+
+
+def test_fully_known_and_nearly_all_removed_images():
+    rng = np.random.default_rng(8)
+    image = rng.standard_normal((3, 37, 50))
+    nothing = np.zeros((37, 50), dtype=bool)
+    values, jacobi, multigrid = counted(image, nothing, 1e-5)
+    assert np.array_equal(values, image) and (jacobi == 0).all() and (multigrid == 0).all()
+    all_but_one = ~nothing
+    all_but_one[30, 4] = False  # every removed pixel must take this one's value
+    values, jacobi, _ = counted(image, all_but_one, 1e-9)
+    assert (jacobi == 0).all()  # multigrid's (the push-pull guess is exact already)
+    np.testing.assert_allclose(values, np.broadcast_to(image[:, 30:31, 4:5], image.shape),
+                               atol=1e-5)
+    all_but_three = all_but_one.copy()
+    all_but_three[[2, 36], [45, 0]] = False
+    values, _, multigrid = counted(image, all_but_three, 1e-9)
+    assert (multigrid > 0).all()
+    np.testing.assert_allclose(values, spsolve_imputation(image, all_but_three), atol=1e-5)
+
+
+def dense_operator(removed):
+    """The system's matrix over all pixels, rows and columns of known pixels zeroed."""
+    h, w = removed.shape
+    a = np.zeros((h * w, h * w))
+    for p in np.flatnonzero(removed.ravel()):
+        r, col = divmod(p, w)
+        for (dy, dx), weight in NEIGHBOURS:
+            if 0 <= r + dy < h and 0 <= col + dx < w:
+                a[p, p] += weight
+                q = (r + dy) * w + col + dx
+                if removed.ravel()[q]:
+                    a[p, q] -= weight
+    return a
+
+
+def test_coarse_operators_are_galerkin_products_of_the_fine_one():
+    """The probed 9-point stencils equal Pᵀ A P built from dense matrices, two levels down,
+    and restriction is prolongation's transpose on vectors that vanish off the unknowns."""
+    from onnxpath.evaluate.road import (
+        ImageLevel,
+        StencilLevel,
+        coarse_size,
+        galerkin,
+        prolong,
+        restrict,
+    )
+    removed = np.random.default_rng(9).random((9, 12)) < 0.6
+    a = dense_operator(removed)
+    level, shape = ImageLevel(removed[None].astype(np.float64)), removed.shape
+    for _ in range(2):
+        h, w = coarse_size(shape[0]), coarse_size(shape[1])
+        units = np.eye(h * w).reshape(h * w, h, w)
+        p = np.stack([prolong(u[None], shape, level.inside)[0].ravel() for u in units], 1)
+        # (residuals are zero off the unknown points, which is all that restrict relies on)
+        fine = np.random.default_rng(10).standard_normal((1, *shape)) * level.inside
+        np.testing.assert_allclose(restrict(fine).ravel(), p.T @ fine.ravel(), atol=1e-12)
+        a = p.T @ a @ p
+        level = StencilLevel(galerkin(level, shape))
+        probed = np.stack([level.apply(u[None])[0].ravel() for u in units], 1)
+        np.testing.assert_allclose(probed, a, atol=1e-12)
+        shape = (h, w)
+
+
+def test_multigrid_preconditioner_is_symmetric_positive():
+    """Conjugate gradients needs a symmetric positive definite preconditioner: check that the
+    V-cycle M gives ⟨M a, c⟩ = ⟨a, M c⟩ and ⟨M a, a⟩ > 0 on a mask deep enough for 3 levels."""
+    from onnxpath.evaluate.road import Multigrid
+    removed = odd_masks()["blob"]
+    multigrid = Multigrid.build(removed[None].astype(np.float64))
+    assert len(multigrid.levels) >= 2
+    rng = np.random.default_rng(11)
+    a, c = (np.where(removed, rng.standard_normal(removed.shape), 0.0)[None] for _ in range(2))
+    ma, mc = multigrid.precondition(a), multigrid.precondition(c)
+    assert np.vdot(ma, c) == pytest.approx(np.vdot(a, mc), rel=1e-10)
+    assert np.vdot(ma, a) > 0

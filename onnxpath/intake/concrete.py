@@ -52,7 +52,8 @@ class Concrete:
         self.values: dict[str, np.ndarray] = {}
         for init in model.graph.initializer:
             self.types[init.name] = helper.make_tensor_type_proto(init.data_type, list(init.dims))
-            if _numel(init.dims) <= SMALL and init.data_location != onnx.TensorProto.EXTERNAL:
+            if _numel(init.dims) <= SMALL and init.data_location != onnx.TensorProto.EXTERNAL \
+                    and init.data_type != onnx.TensorProto.STRING:
                 self.values[init.name] = numpy_helper.to_array(init)
         for value in model.graph.input:
             if value.name in shapes and value.name not in self.types:
@@ -116,9 +117,9 @@ class Concrete:
         except Exception:  # noqa: BLE001  the reference cannot run it: shapes as inferred
             return
         for name, result in zip(node.output, results, strict=False):
-            if not name:
-                continue
             array = np.asarray(result)
+            if not name or array.dtype.kind not in "biuf":  # strings, sequences: not shapes
+                continue
             self.types[name] = helper.make_tensor_type_proto(
                 helper.np_dtype_to_tensor_dtype(array.dtype), list(array.shape))
             if array.size <= SMALL:

@@ -194,8 +194,8 @@ def probe(model: onnx.ModelProto, tensor: str, shapes: dict[str, tuple[int, ...]
         return {}
     size = next(iter(shapes.values()))[0]
     other = {k: (size + 1, *v[1:]) for k, v in shapes.items()}
-    static = [Concrete(model, shapes)]
-    static.append(Concrete(model, other) if batch is not None else static[0])
+    static = [concrete(model, shapes)]
+    static.append(concrete(model, other) if batch is not None else static[0])
     known = [c.shapes for c in static]
     inferred = [n for n in names if all(n in k for k in known)]
     evaluated = [n for n in folds if all(n in c.values for c in static)]
@@ -215,6 +215,20 @@ def probe(model: onnx.ModelProto, tensor: str, shapes: dict[str, tuple[int, ...]
         return found
     ran = combine((first, second), names, folds, infos, size, batch)
     return {part: {**found[part], **ran[part]} for part in ("shapes", "values")}
+
+
+def concrete(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]):
+    """Node-by-node inference at `shapes`, or nothing known when it fails: the run then
+    answers everything, as it did before."""
+    try:
+        return Concrete(model, shapes)
+    except Exception:  # noqa: BLE001  a graph this pass cannot read is the probe run's
+        return Nothing()
+
+
+class Nothing:
+    shapes: dict = {}
+    values: dict = {}
 
 
 def combine(runs, names: list[str], folds: list[str], infos: dict, size: int,

@@ -66,7 +66,7 @@ def pyramid_fill(x: np.ndarray, known: np.ndarray) -> np.ndarray:
     if h == 1 and w == 1:
         return np.where(known, x, 0.0)
     pad = [(0, 0)] * (x.ndim - 2) + [(0, h % 2), (0, w % 2)]
-    weight = np.pad(known.astype(np.float64), pad)
+    weight = np.pad(known.astype(x.dtype), pad)  # counts up to 4^k: exact in float32
     total = np.pad(np.where(known, x, 0.0), pad)
     shape_w = (*weight.shape[:-2], weight.shape[-2] // 2, 2, weight.shape[-1] // 2, 2)
     shape_x = (*total.shape[:-2], total.shape[-2] // 2, 2, total.shape[-1] // 2, 2)
@@ -160,6 +160,18 @@ def restrict(fine: np.ndarray) -> np.ndarray:
     return restrict_axis(restrict_axis(fine, -2), -1)
 
 
+def add_row_neighbours(out: np.ndarray, v: np.ndarray) -> None:
+    """out[..., i, j] += v[..., i, j - 1] + v[..., i, j + 1] (zero outside), for contiguous
+    (S, H, W) arrays. Shifting each system as one long row makes both adds contiguous (numpy
+    runs short strided rows at half the speed); the values that wrap from the end of one row
+    to the start of the next are then taken back out."""
+    flat_out, flat_v = out.reshape(len(out), -1), v.reshape(len(v), -1)
+    flat_out[:, 1:] += flat_v[:, :-1]
+    flat_out[:, :-1] += flat_v[:, 1:]
+    out[..., 1:, 0] -= v[..., :-1, -1]
+    out[..., :-1, -1] -= v[..., 1:, 0]
+
+
 class ImageLevel:
     """The system itself on the image grid, one per row of `inside` (S, H, W; 1 on unknown
     pixels): A v = inside ⊙ (diagonal ⊙ v − neighbour_sum(v))."""
@@ -178,8 +190,7 @@ class ImageLevel:
         rows[..., 1:, :] += v[..., :-1, :]
         rows[..., :-1, :] += v[..., 1:, :]
         both = rows + rows
-        both[..., :, 1:] += rows[..., :, :-1]
-        both[..., :, :-1] += rows[..., :, 1:]
+        add_row_neighbours(both, rows)
         out = self.centre * v
         out -= both
         out *= self.inside_twelfth

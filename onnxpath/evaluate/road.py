@@ -209,24 +209,41 @@ class StencilLevel:
 
     def __init__(self, coefficients: np.ndarray):
         self.coefficients = coefficients
+        n, _, h, w = coefficients.shape
         centre = coefficients[:, 4]
         self.inside = (centre > 0).astype(coefficients.dtype)
         self.inverse_diagonal = self.inside / np.where(centre > 0, centre, 1)
+        # The product runs on zero-padded grids flattened per system, where each neighbour is
+        # a fixed offset: 8 contiguous multiply-adds instead of 8 strided ones. The padding's
+        # coefficients are zero, so what lands there is zero.
+        padded = np.zeros((n, 9, h + 2, w + 2), dtype=coefficients.dtype)
+        padded[..., 1:-1, 1:-1] = coefficients
+        self.flat_coefficients = padded.reshape(n, 9, -1)
 
     def apply(self, v: np.ndarray) -> np.ndarray:
-        h, w = v.shape[-2:]
-        padded = np.pad(v, ((0, 0), (1, 1), (1, 1)))
-        out = self.coefficients[:, 4] * v
+        n, h, w = v.shape
+        padded = np.zeros((n, h + 2, w + 2), dtype=v.dtype)
+        padded[:, 1:-1, 1:-1] = v
+        flat = padded.reshape(n, -1)
+        out = self.flat_coefficients[:, 4] * flat
+        first, end = w + 3, flat.shape[1] - w - 3  # the span holding every inner point
+        term = np.empty((n, end - first), dtype=v.dtype)
         for k, (dy, dx) in enumerate(STENCIL):
             if k != 4:
-                out += self.coefficients[:, k] * padded[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
-        return out
+                shift = dy * (w + 2) + dx
+                np.multiply(self.flat_coefficients[:, k, first:end],
+                            flat[:, first + shift:end + shift], out=term)
+                out[:, first:end] += term
+        return out.reshape(n, h + 2, w + 2)[:, 1:-1, 1:-1]
 
     def jacobi(self, r: np.ndarray) -> np.ndarray:
         return r * self.inverse_diagonal
 
     def take(self, index: np.ndarray) -> StencilLevel:
-        return StencilLevel(self.coefficients[index])
+        taken = object.__new__(StencilLevel)  # sliced, not rebuilt: this runs on every compaction
+        for name, value in vars(self).items():
+            setattr(taken, name, value[index])
+        return taken
 
 
 def galerkin(level: ImageLevel | StencilLevel, shape: tuple[int, int]) -> np.ndarray:

@@ -179,7 +179,9 @@ class ImageLevel:
     def __init__(self, inside: np.ndarray):
         self.inside = inside
         diagonal = neighbour_sum(np.ones(inside.shape[-2:], dtype=inside.dtype))
-        self.inverse_diagonal = 1.0 / diagonal
+        # (a 1×1 image has no neighbours, so no diagonal: its one system has nothing to solve)
+        self.inverse_diagonal = np.divide(1.0, diagonal, out=np.zeros_like(diagonal),
+                                          where=diagonal > 0)
         # neighbour_sum(v) = ([1 2 1] ⊗ [1 2 1] ∗ v − 4 v) / 12: folding its centre and the
         # division into the diagonal and the mask saves four passes over v per product.
         self.centre = 12.0 * diagonal + 4.0

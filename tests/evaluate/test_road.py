@@ -228,3 +228,20 @@ def test_multigrid_preconditioner_is_symmetric_positive():
     ma, mc = multigrid.precondition(a), multigrid.precondition(c)
     assert np.vdot(ma, c) == pytest.approx(np.vdot(a, mc), rel=1e-10)
     assert np.vdot(ma, a) > 0
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 1), (2, 7), (5, 3), (1, 130), (130, 2)])
+def test_multigrid_on_thin_and_tiny_grids(shape):
+    """Coarsening stops on grids of one or two rows or columns too (they shrink along the
+    other axis only), and a lone removed pixel is solved in one step."""
+    rng = np.random.default_rng(12)
+    image = rng.standard_normal((3, *shape))
+    removed = rng.random(shape) < 0.8
+    removed.flat[0] = shape == (1, 1)  # one known pixel, except on the 1×1 grid
+    if shape == (1, 1):
+        values, _, _ = counted(image, removed, 1e-9, **ALL_MULTIGRID)
+        assert (values == 0).all()  # nothing known: the system is singular, left at zero
+        return
+    values, jacobi, multigrid = counted(image, removed, 1e-9, **ALL_MULTIGRID)
+    assert (jacobi == 0).all() and (multigrid >= 0).all()
+    np.testing.assert_allclose(values, spsolve_imputation(image, removed), atol=1e-5)

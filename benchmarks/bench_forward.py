@@ -81,6 +81,8 @@ def workloads(explainer: Explainer, x: np.ndarray, batch: int, masks: int, windo
                                                                "insertion", step=h * w // 16,
                                                                batch_size=batch),
         "road": lambda f: road.road(f, x, heats, targets, batch_size=batch),
+        "road (Grad-CAM maps)": lambda f: road.road(f, x, smooth_maps(explainer, x, targets),
+                                                    targets, batch_size=batch),
         "sensitivity-n": lambda f: sensitivity.output_drops(f, x, targets, (1, 16, 256),
                                                             samples=16, batch_size=batch),
     }
@@ -103,7 +105,17 @@ def non_forward_work(explainer: Explainer, x: np.ndarray, batch: int) -> dict:
     def instant(rows: np.ndarray) -> np.ndarray:
         return np.zeros((len(rows), classes), np.float32)
 
-    return {"road": lambda: road.road(instant, x, heats, targets, batch_size=batch)}
+    smooth = smooth_maps(explainer, x, targets)
+    return {"road": lambda: road.road(instant, x, heats, targets, batch_size=batch),
+            "road (Grad-CAM maps)": lambda: road.road(instant, x, smooth, targets,
+                                                      batch_size=batch)}
+
+
+def smooth_maps(explainer: Explainer, x: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """The model's own Grad-CAM maps: smooth, so ROAD removes pixels in large holes, its
+    imputation's hard case (random maps remove scattered pixels)."""
+    maps = explainer.attribute(x, "gradcam", target=targets).maps
+    return maps.reshape(len(x), -1, *x.shape[2:]).sum(axis=1)
 
 
 def measure(explainer: Explainer, x: np.ndarray, rounds: int, masks: int,

@@ -98,8 +98,9 @@ STENCIL = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # 9-point offset
 
 
 def dot(a: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Per-system inner products over the last two axes, accumulated in float64."""
-    return np.einsum("...ij,...ij->...", a, c, dtype=np.float64)[..., None, None]
+    """Per-system inner products over the last two axes of (S, H, W) arrays, in float64
+    (see `system_dots`)."""
+    return system_dots(a.reshape(len(a), -1), c.reshape(len(c), -1))[:, None, None]
 
 
 def has_deep_hole(unknown: np.ndarray, depth: int = DEEP_HOLE) -> np.ndarray:
@@ -125,20 +126,20 @@ def coarse_size(n: int) -> int:
     return n // 2 + 1
 
 
-def along(axis: int, ndim: int, part: slice) -> tuple:
-    """An index selecting `part` of `axis` (negative) and everything of the other axes."""
-    return (slice(None),) * (ndim + axis) + (part,)
+def along(axis: int, part: slice) -> tuple:
+    """An index selecting `part` of `axis` (-2 or -1) and everything of the other axes."""
+    return (..., part) if axis == -1 else (..., part, slice(None))
 
 
 def prolong_axis(coarse: np.ndarray, n: int, axis: int) -> np.ndarray:
-    """Linear interpolation along `axis` (negative) onto `n` fine pixels."""
+    """Linear interpolation along `axis` (-2 or -1) onto `n` fine pixels."""
     shape = list(coarse.shape)
     shape[axis] = n
     fine = np.empty(shape, dtype=coarse.dtype)
-    at = lambda part: along(axis, coarse.ndim, part)  # noqa: E731
-    fine[at(slice(0, None, 2))] = coarse[at(slice(0, (n + 1) // 2))]
-    odd = fine[at(slice(1, None, 2))]
-    np.add(coarse[at(slice(0, n // 2))], coarse[at(slice(1, n // 2 + 1))], out=odd)
+    fine[along(axis, slice(0, None, 2))] = coarse[along(axis, slice(0, (n + 1) // 2))]
+    odd = fine[along(axis, slice(1, None, 2))]
+    np.add(coarse[along(axis, slice(0, n // 2))], coarse[along(axis, slice(1, n // 2 + 1))],
+           out=odd)
     odd *= 0.5
     return fine
 
@@ -148,12 +149,13 @@ def restrict_axis(fine: np.ndarray, axis: int) -> np.ndarray:
     n = fine.shape[axis]
     shape = list(fine.shape)
     shape[axis] = coarse_size(n)
-    coarse = np.zeros(shape, dtype=fine.dtype)
-    at = lambda part: along(axis, fine.ndim, part)  # noqa: E731
-    coarse[at(slice(0, (n + 1) // 2))] = fine[at(slice(0, None, 2))]
-    half = 0.5 * fine[at(slice(1, None, 2))]
-    coarse[at(slice(0, n // 2))] += half
-    coarse[at(slice(1, n // 2 + 1))] += half
+    coarse = np.empty(shape, dtype=fine.dtype)
+    coarse[along(axis, slice(0, (n + 1) // 2))] = fine[along(axis, slice(0, None, 2))]
+    if n % 2 == 0:
+        coarse[along(axis, slice(n // 2, None))] = 0
+    half = 0.5 * fine[along(axis, slice(1, None, 2))]
+    coarse[along(axis, slice(0, n // 2))] += half
+    coarse[along(axis, slice(1, n // 2 + 1))] += half
     return coarse
 
 
@@ -265,13 +267,15 @@ def galerkin(level: ImageLevel | StencilLevel, shape: tuple[int, int]) -> np.nda
     each probe Pᵀ A P e yields, at every coarse point, its coupling to the one probed point
     next to it. Bilinear P and a 9-point A give a 9-point Pᵀ A P, so 9 probes give them all."""
     n, dtype = len(level.inside), level.inside.dtype
+    if n > 1:  # the 9 probes of one mask run as one batch: one mask at a time
+        return np.concatenate([galerkin(level.take(np.array([i])), shape) for i in range(n)])
     h, w = coarse_size(shape[0]), coarse_size(shape[1])
-    probes = np.empty((3, 3, n, h, w), dtype=dtype)
+    e = np.zeros((3, 3, h, w), dtype=dtype)
     for cy in range(3):
         for cx in range(3):
-            e = np.zeros((n, h, w), dtype=dtype)
-            e[:, cy::3, cx::3] = 1
-            probes[cy, cx] = restrict(level.apply(prolong(e, shape, level.inside)))
+            e[cy, cx, cy::3, cx::3] = 1
+    e = e.reshape(9, h, w)
+    probes = restrict(level.apply(prolong(e, shape, level.inside))).reshape(3, 3, 1, h, w)
     row, col = np.arange(h)[:, None], np.arange(w)[None, :]
     coefficients = np.empty((n, 9, h, w), dtype=dtype)
     for k, (dy, dx) in enumerate(STENCIL):  # the neighbour at +(dy, dx) has residue I + d

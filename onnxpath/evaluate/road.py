@@ -27,6 +27,7 @@ tight tolerance, and within 1e-3 at the default one, far below the imputation no
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -195,6 +196,7 @@ class ImageLevel:
         # (a 1×1 image has no neighbours, so no diagonal: its one system has nothing to solve)
         self.inverse_diagonal = np.divide(1.0, diagonal, out=np.zeros_like(diagonal),
                                           where=diagonal > 0)
+        self.damped_inverse = DAMPING * self.inverse_diagonal
         # neighbour_sum(v) = ([1 2 1] ⊗ [1 2 1] ∗ v − 4 v) / 12: folding its centre and the
         # division into the diagonal and the mask saves four passes over v per product.
         self.centre = 12.0 * diagonal + 4.0
@@ -228,6 +230,7 @@ class StencilLevel:
         centre = coefficients[:, 4]
         self.inside = (centre > 0).astype(coefficients.dtype)
         self.inverse_diagonal = self.inside / np.where(centre > 0, centre, 1)
+        self.damped_inverse = DAMPING * self.inverse_diagonal
         # The product runs on zero-padded grids flattened per system, where each neighbour is
         # a fixed offset: 8 contiguous multiply-adds instead of 8 strided ones. The padding's
         # coefficients are zero, so what lands there is zero.
@@ -276,12 +279,17 @@ def galerkin(level: ImageLevel | StencilLevel, shape: tuple[int, int]) -> np.nda
             e[cy, cx, cy::3, cx::3] = 1
     e = e.reshape(9, h, w)
     probes = restrict(level.apply(prolong(e, shape, level.inside))).reshape(3, 3, 1, h, w)
+    return probes.reshape(-1)[probe_index(h, w)][None]
+
+
+@functools.lru_cache(maxsize=64)
+def probe_index(h: int, w: int) -> np.ndarray:
+    """Flat indices into `galerkin`'s probes (3, 3, h, w) of each point's 9 couplings (9, h,
+    w): the neighbour at +(dy, dx) of point I has residue I + d. One gather, cached per
+    grid shape."""
     row, col = np.arange(h)[:, None], np.arange(w)[None, :]
-    coefficients = np.empty((n, 9, h, w), dtype=dtype)
-    for k, (dy, dx) in enumerate(STENCIL):  # the neighbour at +(dy, dx) has residue I + d
-        coefficients[:, k] = np.moveaxis(probes[(row + dy) % 3, (col + dx) % 3, :, row, col],
-                                         -1, 0)
-    return coefficients
+    return np.stack([(((row + dy) % 3) * 3 + (col + dx) % 3) * (h * w) + row * w + col
+                     for dy, dx in STENCIL])
 
 
 class CoarsestLevel:
@@ -345,10 +353,15 @@ class Multigrid:
         if depth == len(self.levels):
             return self.coarsest.solve(r)
         level = self.levels[depth]
-        x = DAMPING * level.jacobi(r)
-        correction = self.cycle(depth + 1, restrict(r - level.apply(x)))
-        x += prolong(correction, self.shapes[depth], level.inside)
-        x += DAMPING * level.jacobi(r - level.apply(x))
+        x = r * level.damped_inverse
+        residual = level.apply(x)
+        np.subtract(r, residual, out=residual)
+        x += prolong(self.cycle(depth + 1, restrict(residual)), self.shapes[depth],
+                     level.inside)
+        residual = level.apply(x)
+        np.subtract(r, residual, out=residual)
+        residual *= level.damped_inverse
+        x += residual
         return x
 
     def take(self, index: np.ndarray) -> Multigrid:

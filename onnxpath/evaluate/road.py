@@ -629,14 +629,17 @@ def impute(images: np.ndarray, removed: np.ndarray, noise: float = 0.01,
     The system is singular only when every pixel of an image is removed; such an image is
     filled with noise around zero instead."""
     x = np.asarray(images)
-    x = x if x.dtype == np.float64 else x.astype(np.float32)  # float32 halves the traffic
+    # float32 halves the traffic
+    x = x if x.dtype == np.float64 else x.astype(np.float32, copy=False)
     unknown = np.asarray(removed, dtype=bool)[:, None]  # (B, 1, H, W), shared by channels
     v = solve(x, unknown, tolerance)
     rng = rng or np.random.default_rng(0)
     # float32 draws: half the time of float64 ones, and far finer than the noise's scale
-    v += noise * rng.standard_normal(v.shape, dtype=v.dtype if v.dtype == np.float64
-                                     else np.float32)
-    return np.where(unknown, v, x).astype(np.float32)
+    draws = rng.standard_normal(v.shape, dtype=v.dtype if v.dtype == np.float64
+                                else np.float32)
+    draws *= noise
+    v += draws
+    return np.where(unknown, v, x).astype(np.float32, copy=False)
 
 
 def in_parallel_ahead(fn: Callable, items: list[tuple], group: int,

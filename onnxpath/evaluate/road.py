@@ -28,9 +28,7 @@ tight tolerance, and within 1e-3 at the default one, far below the imputation no
 from __future__ import annotations
 
 import functools
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -642,21 +640,6 @@ def impute(images: np.ndarray, removed: np.ndarray, noise: float = 0.01,
     return np.where(unknown, v, x).astype(np.float32, copy=False)
 
 
-def in_parallel_ahead(fn: Callable, items: list[tuple], group: int,
-                      workers: int = 2) -> Iterator[list]:
-    """fn(*item) for every item on `workers` threads (numpy releases the GIL in the solver's
-    array passes), yielded `group` results at a time in order, with at most two groups in
-    flight, so that memory stays a few images' worth however many images there are."""
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="onnxpath-road") as pool:
-        pending: deque = deque()
-        for start in range(0, len(items), group):
-            pending.append([pool.submit(fn, *item) for item in items[start:start + group]])
-            if len(pending) > 2:
-                yield [f.result() for f in pending.popleft()]
-        while pending:
-            yield [f.result() for f in pending.popleft()]
-
-
 def road(forward: Forward, x: np.ndarray, heats: np.ndarray, targets: np.ndarray,
          fractions: Sequence[float] = ROAD_FRACTIONS, order: str = "morf",
          rank: str = "signed", noise: float = 0.01, batch_size: int = 64,
@@ -680,11 +663,13 @@ def road(forward: Forward, x: np.ndarray, heats: np.ndarray, targets: np.ndarray
         return impute(np.repeat(x[i][None], len(counts), axis=0), removed, noise,
                       np.random.default_rng([seed, i]))
 
-    # Images on both cores, a few ahead of the forward passes: 2 images of 112x112 at ROAD's
-    # 7 fractions, 119 -> 84 ms (random maps) and 176 -> 125 ms (smooth ones).
+    # Imputed on forward_stacks' batch-building thread, ahead of the forward passes. Not on
+    # a second one: the solver's vectors are sized for the core's cache, a few µs per numpy
+    # call, and two threads handing the GIL over at every call ran slower than one (2 images
+    # of 112×112 with Grad-CAM maps: 125 ms on two threads, 97 ms on one).
     def stacks():
-        for (stack,) in in_parallel_ahead(imputed, [(i,) for i in range(n)], 1):
-            yield stack
+        for i in range(n):
+            yield imputed(i)
 
     logits = forward_stacks(forward, stacks(), batch_size, total=n * len(counts))
     probs = np.stack([softmax(lg)[:, targets[i]] for i, lg in enumerate(logits)])

@@ -492,37 +492,42 @@ def jacobi_pcg(b: np.ndarray, v: np.ndarray, inside: np.ndarray, diagonal: np.nd
     r = grid.pack(12.0 * b)
     # (zeroed: what the stencil leaves on the padding must be finite, for 0 × it to be 0)
     pair, product, ap = np.zeros_like(x), np.zeros_like(x), np.zeros_like(x)
-    shaped = lambda a: a.reshape(count, -1)  # noqa: E731
+    z = np.empty_like(x)
+    x2, r2, z2, ap2, product2 = (a.reshape(count, -1) for a in (x, r, z, ap, product))
     grid.stencil(x, pair, product)
-    np.multiply(shaped(x), centre, out=shaped(ap))
+    np.multiply(x2, centre, out=ap2)
     ap -= product
     r -= ap
-    z = np.empty_like(x)
-    np.multiply(shaped(r), inverse, out=shaped(z))
+    np.multiply(r2, inverse, out=z2)
     p = z.copy()
-    rz = system_dots(shaped(r), shaped(z))
+    p2 = p.reshape(count, -1)
+    rz = system_dots(r2, z2)
     iterations = np.full(count, -1)
     for iteration in range(max_iterations + 1):
         active = rz > target2
-        iterations[(iterations < 0) & ~active] = iteration
-        if not active.any() or iteration == max_iterations:
+        if not active.all():
+            iterations[(iterations < 0) & ~active] = iteration
+            if not active.any():
+                break
+        if iteration == max_iterations:
             break
         grid.stencil(p, pair, product)
-        np.multiply(shaped(p), centre, out=shaped(ap))
+        np.multiply(p2, centre, out=ap2)
         ap -= product
-        pap = system_dots(shaped(p), shaped(ap))
-        alpha = np.where(active & (pap > 0), rz / np.where(pap > 0, pap, 1.0), 0.0)
-        alpha = alpha.astype(dtype)[:, None]
-        np.multiply(shaped(p), alpha, out=shaped(product))
+        pap = system_dots(p2, ap2)
+        # Converged systems (and any without positive curvature) take zero steps; then r, z
+        # and rᵀz stay exactly as they were.
+        alpha = (rz / np.where(active & (pap > 0), pap, np.inf)).astype(dtype)[:, None]
+        np.multiply(p2, alpha, out=product2)
         x += product
-        np.multiply(shaped(ap), alpha, out=shaped(product))
+        np.multiply(ap2, alpha, out=product2)
         r -= product
-        np.multiply(shaped(r), inverse, out=shaped(z))
-        rz_new = system_dots(shaped(r), shaped(z))
-        beta = np.where(active & (rz > 0), rz_new / np.where(rz > 0, rz, 1.0), 0.0)
-        np.multiply(shaped(p), beta.astype(dtype)[:, None], out=shaped(p))
+        np.multiply(r2, inverse, out=z2)
+        rz_new = system_dots(r2, z2)
+        beta = (rz_new / np.where(active & (rz > 0), rz, np.inf)).astype(dtype)[:, None]
+        np.multiply(p2, beta, out=p2)
         p += z
-        rz = np.where(active, rz_new, rz)
+        rz = rz_new
     return grid.unpack(x), iterations
 
 

@@ -245,3 +245,24 @@ def test_multigrid_on_thin_and_tiny_grids(shape):
     values, jacobi, multigrid = counted(image, removed, 1e-9, **ALL_MULTIGRID)
     assert (jacobi == 0).all() and (multigrid >= 0).all()
     np.testing.assert_allclose(values, spsolve_imputation(image, removed), atol=1e-5)
+
+
+@pytest.mark.parametrize("route", ["multigrid", "jacobi"])
+def test_nested_masks_on_one_image_match_spsolve(route):
+    """ROAD's fractions remove nested sets of one image: each mask after the first starts from
+    the previous one's solution (road.solve_counted), and each is solved on its bounding box,
+    here one away from the image border."""
+    rng = np.random.default_rng(13)
+    image = rng.standard_normal((3, 30, 34))
+    rows, cols = np.mgrid[0:30, 0:34]
+    distance = np.hypot(rows - 14, (cols - 18) * 0.8) + 3 * rng.random((30, 34))
+    masks = np.stack([distance < radius for radius in (4, 7, 11)])  # nested, interior
+    assert (masks[:-1] <= masks[1:]).all() and not masks[-1][[0, -1]].any()
+    routing = ALL_MULTIGRID if route == "multigrid" else ALL_JACOBI
+    from onnxpath.evaluate.road import solve_counted
+    solution, jacobi, multigrid = solve_counted(np.repeat(image[None], 3, axis=0),
+                                                masks[:, None], 1e-9, **routing)
+    assert ((multigrid if route == "multigrid" else jacobi) > 0).all()
+    for k in range(3):
+        values = np.where(masks[k], solution[k], image)
+        np.testing.assert_allclose(values, spsolve_imputation(image, masks[k]), atol=1e-5)

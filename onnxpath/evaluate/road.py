@@ -368,6 +368,8 @@ class Multigrid:
         return x
 
     def take(self, index: np.ndarray) -> Multigrid:
+        if len(self.levels[0].inside) == 1:  # one mask's, shared by all its systems
+            return self
         return Multigrid([level.take(index) for level in self.levels],
                          self.coarsest.take(index), self.shapes)
 
@@ -623,7 +625,8 @@ def solve_mask(image: np.ndarray, mask: np.ndarray, diagonal: np.ndarray, guess:
         rest = jacobi_counts < 0
     multigrid_counts = np.zeros(count, dtype=int)
     if rest.any():
-        hierarchy = Multigrid.build(inside[None], diagonal).take(np.zeros(rest.sum(), int))
+        # one hierarchy, broadcast over the channels: not a copy per channel
+        hierarchy = Multigrid.build(inside[None], diagonal)
         v = np.ascontiguousarray(v)
         v[rest], multigrid_counts[rest] = conjugate_gradients(
             hierarchy, b[rest], v[rest], target[rest, None, None], max_iterations)

@@ -16,6 +16,11 @@ and no score lies strictly between the two, so `s > t` keeps the same neurons as
 smallest of the n - lo largest scores, or the largest of the lo + 1 smallest: one TopK with
 the smaller k.
 
+One exception, on the CPU only: for a float16 model ONNX Runtime computes the contribution
+product in float32 and, inside one graph, passes it on without the float16 rounding that a graph
+output gets, so a score can differ from the host route's in its last float16 bit and a neuron
+tied at the threshold can flip (1 of 2560 in the tests).
+
 ONNX Runtime's CPU TopK over ResNet-50's 9.6 M scores takes ~130 ms, the host's bracketing
 selection 15-30 ms, so the CPU keeps the host route; CUDA (or ONNXPATH_PATHWAY_IN_GRAPH=1)
 takes this one.

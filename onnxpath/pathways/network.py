@@ -216,10 +216,12 @@ class MaskedNetwork:
 
     def gated(self) -> GradientEngine:
         """An engine over the masked model with its Relu masks as additive gates."""
+        blocked = self.engine.device == "cpu"  # (the blocked layout is the CPU's)
+
         def build() -> GradientEngine:
-            proto = gate_relus(self.engine.info.proto, self.layers)
+            proto = gate_relus(self.engine.info.proto, self.layers, blocked)
             return self.engine.rewritten(replace(self.engine.info, proto=proto),
-                                         tag=("relu-gates",))
+                                         tag=("relu-gates", blocked))
         return self.engine.derived(("relu-gates",), build)
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from onnxpath.autodiff.relu_family import RELU_FAMILY, graph_constants, node_is_relu_family
 from onnxpath.autodiff.walk import grad_name, prune_unused, value_infos
@@ -129,7 +129,12 @@ def gate_name(tensor: str) -> str:
     return GATE_PREFIX + tensor
 
 
-def gate_relus(masked: onnx.ModelProto, layers: Sequence[MaskLayer]) -> onnx.ModelProto:
+# ONNX Runtime's blocked (NCHWc) convolutions work on 8 or 16 channels at a time (AVX2, AVX-512)
+BLOCK_CHANNELS = 16
+
+
+def gate_relus(masked: onnx.ModelProto, layers: Sequence[MaskLayer],
+               blocked: bool = False) -> onnx.ModelProto:
     """The masked model of `insert_masks` with each Relu layer's mask turned into an additive
     gate before the Relu: Relu(z + g), g = 0 keeps a neuron, g = -inf prunes it.
 
@@ -140,8 +145,17 @@ def gate_relus(masked: onnx.ModelProto, layers: Sequence[MaskLayer]) -> onnx.Mod
     layout, and the backward pass needs no mask multiply (ResNet-50's masked input gradient:
     1.30 -> 0.85 x a plain gradient on 2 cores). Other activations keep their Mul masks; the
     gate inputs are named `onnxpath_gate/<tensor>` and replace those layers' mask inputs.
+
+    `blocked` (for ONNX Runtime on the CPU): a gate added to a float32 convolution's output
+    whose channels fill whole NCHWc blocks first goes through a 1x1 depthwise convolution with
+    unit weights, g * 1 = g exactly. A graph input is plain NCHW, so the Add would run
+    unblocked, with the convolution's output reordered out and the Relu's back in; a
+    convolution's output is blocked, and the Add and Relu then fuse into the convolution
+    itself (ResNet-50's gated input gradient, one thread: 180 -> 173 ms, against 167 for a
+    plain gradient).
     """
     gated = {layer.tensor: layer for layer in layers if layer.op_type == "Relu"}
+    producers = {out: node for node in masked.graph.node for out in node.output}
     result = onnx.ModelProto()
     result.CopyFrom(masked)
     graph = result.graph
@@ -154,7 +168,10 @@ def gate_relus(masked: onnx.ModelProto, layers: Sequence[MaskLayer]) -> onnx.Mod
         if node.op_type == "Relu" and node.output[0] in gated:
             tensor = node.output[0]
             shifted = f"{tensor}/onnxpath_gated_input"
-            nodes.append(helper.make_node("Add", [node.input[0], gate_name(tensor)], [shifted],
+            gate = gate_name(tensor)
+            if blocked and _fuses_blocked(producers.get(node.input[0]), gated[tensor]):
+                gate = _blocked_copy(graph, nodes, gate, gated[tensor].shape[0])
+            nodes.append(helper.make_node("Add", [node.input[0], gate], [shifted],
                                           name=f"onnxpath_gate_node/{tensor}"))
             node.input[0] = shifted
         nodes.append(node)
@@ -166,6 +183,24 @@ def gate_relus(masked: onnx.ModelProto, layers: Sequence[MaskLayer]) -> onnx.Mod
     for value in graph.input:
         value.name = masks.get(value.name, value.name)
     return result
+
+
+def _fuses_blocked(producer: onnx.NodeProto | None, layer: MaskLayer) -> bool:
+    """Whether ONNX Runtime can fuse a blocked gate's Add into the convolution before it."""
+    return (producer is not None and producer.op_type == "Conv"
+            and producer.domain in ("", "ai.onnx") and layer.dtype == np.float32
+            and len(layer.shape) == 3 and layer.shape[0] % BLOCK_CHANNELS == 0)
+
+
+def _blocked_copy(graph: onnx.GraphProto, nodes: list, gate: str, channels: int) -> str:
+    """gate * 1 through a 1x1 depthwise convolution: the same values, in the blocked layout."""
+    ones = f"{gate}/onnxpath_unit_weights"
+    graph.initializer.append(numpy_helper.from_array(
+        np.ones((channels, 1, 1, 1), np.float32), ones))
+    copied = f"{gate}/onnxpath_blocked"
+    nodes.append(helper.make_node("Conv", [gate, ones], [copied], group=channels,
+                                  kernel_shape=[1, 1], name=f"{copied}/node"))
+    return copied
 
 
 def bake_pathway(model: onnx.ModelProto, layers: Sequence[MaskLayer],

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from onnxpath.autodiff import SEED
 from onnxpath.explainer import Explainer
 from onnxpath.methods.pathway import critical_pathway, pathway_gradient
-from onnxpath.pathways.network import contributions, integrated_contributions, masked_network
+from onnxpath.pathways.network import (
+    contributions,
+    gate_values,
+    integrated_contributions,
+    masked_network,
+)
+from onnxpath.pathways.surgery import BLOCK_CHANNELS, gate_name, gate_relus
 
 from .conftest import image
 from .reference import (
@@ -91,6 +99,32 @@ def test_relu_gates_give_the_mask_multiply_s_values(case):
     assert any(not m.all() for m in masks) and np.abs(mul).max() > 0
     np.testing.assert_allclose(gated_logits, mul_logits, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(gated, mul, rtol=1e-5, atol=1e-6 * np.abs(mul).max())
+
+
+def test_blocked_gates_give_the_plain_gates_maps_bit_for_bit(case):
+    """The CPU's gates, copied into the blocked layout by a unit depthwise convolution where a
+    convolution's channels fill whole blocks, against plain gates: the same logits and maps."""
+    x = image(23, n=2)
+    net = masked_network(case.engine(x))
+    rng = np.random.default_rng(1)
+    masks = [rng.random((2, *layer.shape)) < 0.6 for layer in net.layers]
+    seed = net.engine.seed([2, 4])
+    results, copies = [], []
+    for blocked in (False, True):
+        proto = gate_relus(net.engine.info.proto, net.layers, blocked)
+        copies.append(sum(n.output[0].endswith("/onnxpath_blocked") for n in proto.graph.node))
+        engine = net.engine.rewritten(replace(net.engine.info, proto=proto))
+        feeds = {gate_name(layer.tensor) if layer.op_type == "Relu" else layer.mask:
+                 gate_values(m) if layer.op_type == "Relu" else m.astype(np.float32)
+                 for layer, m in zip(net.layers, masks, strict=True)}
+        logits, grads, _ = engine.gradients(x, seed, wrt=[net.input_name], feeds=feeds)
+        results.append((logits, grads[net.input_name]))
+    relus = [layer for layer in net.layers if layer.op_type == "Relu"]
+    full_blocks = [layer for layer in relus if layer.shape[0] % BLOCK_CHANNELS == 0]
+    assert copies[0] == 0 and 0 < copies[1] <= len(full_blocks) < len(net.layers)
+    assert np.abs(results[0][1]).max() > 0
+    np.testing.assert_array_equal(results[1][0], results[0][0])
+    np.testing.assert_array_equal(results[1][1], results[0][1])
 
 
 def test_the_scoring_graph_has_no_mask_inputs_and_reports_the_prediction(resnet):

@@ -11,6 +11,7 @@ from onnxpath.evaluate.perturbation import (
     gaussian_blur,
     pixel_order,
     pixel_perturbation,
+    ranking_key,
     softmax,
 )
 
@@ -41,6 +42,20 @@ def test_pixel_order_is_descending_and_ties_are_not_raster_order():
     orders = {tuple(pixel_order(flat, seed=s)[:5]) for s in range(3)}
     assert len(orders) == 3 and (0, 1, 2, 3, 4) not in orders
     np.testing.assert_array_equal(pixel_order(flat, seed=7), pixel_order(flat, seed=7))
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_pixel_order_is_a_lexsort_by_key_then_seeded_tiebreak(seed):
+    """Its definition, written as numpy's lexsort, on a map full of ties, -0.0 and NaN."""
+    rng = np.random.default_rng(seed)
+    heat = rng.integers(-3, 4, (37, 50)).astype(np.float64)
+    heat[rng.random(heat.shape) < 0.05] = np.nan
+    heat[heat == 0] = np.where(rng.random(int((heat == 0).sum())) < 0.5, 0.0, -0.0)
+    for rank in ("signed", "abs"):
+        key = ranking_key(heat, rank).ravel()
+        tiebreak = np.random.default_rng(seed).permutation(key.size)
+        np.testing.assert_array_equal(pixel_order(heat, rank, seed),
+                                      np.lexsort((tiebreak, -key)))
 
 
 def test_lerf_with_the_exact_map_never_touches_the_pixel_that_matters(one_pixel):

@@ -6,26 +6,30 @@ Each removed pixel must equal the weighted mean of its 8 neighbours (1/6 for edg
 right-hand side, which leaves one sparse, symmetric, diagonally dominant system per image
 (shared by its channels). ROAD's authors solve it with scipy's `spsolve`; scipy is not a
 runtime dependency, so this module runs preconditioned conjugate gradients in numpy (float32
-vectors, float64 step sizes), one mask at a time (the channels of an image and fraction
-together: vectors small enough to stay in the core's cache) on the mask's bounding box, from
-a push-pull first guess or, for a mask containing the previous one on the same image (ROAD's
-fractions remove nested sets), from that one's solution, until each residual is below
+vectors, float64 step sizes) on each mask's bounding box, until each residual is below
 `tolerance` (default 1e-5) times its right-hand side. Two preconditioners share the work,
 chosen per mask before any iteration:
 
 - Jacobi (the diagonal) where every removed pixel lies within `DEEP_HOLE` pixels of a known
   one, as with scattered pixels from a noisy heat map: a few cheap steps suffice there. It
-  runs on a padded flat layout with preallocated buffers (`PaddedGrid`, `jacobi_pcg`).
+  runs one mask at a time (the channels of an image and fraction together: vectors small
+  enough to stay in the core's cache), on a padded flat layout with preallocated buffers
+  (`PaddedGrid`, `jacobi_pcg`), from a push-pull first guess or, for a mask containing the
+  previous one on the same image (ROAD's fractions remove nested sets), from that one's
+  solution.
 - One multigrid V-cycle where holes are deeper, as with the large blobs a smooth attribution
   map removes: Jacobi's steps carry information one pixel at a time (a 60-pixel hole took
-  ~300), the V-cycle's coarse grids carry it across the image, and 4-6 steps suffice. Its
-  coarse operators are Galerkin products Pᵀ A P (bilinear P kept on removed pixels), built
-  once per mask and shared by its channels; Jacobi systems not converged after
-  `JACOBI_ITERATIONS` steps switch to it as well.
+  ~300), the V-cycle's coarse grids carry it across the image, and 4-6 steps from zero
+  suffice. Its coarse operators are Galerkin products Pᵀ A P (bilinear P kept on removed
+  pixels), built once per mask and shared by its channels; Jacobi systems not converged
+  after `JACOBI_ITERATIONS` steps switch to it as well. The masks of a call run in step
+  (`solve_deep`): each on its box down to grids of `SHARED_GRID` points, the coarser grids
+  for all of them at once on the image's, so that those grids' numpy calls, mostly
+  overhead, serve 7 masks instead of one.
 
-On 2 images × 7 fractions × 3 channels (benchmarks/bench_road.py, one thread) this takes
-0.034 s on random and 0.098 s on smooth 112×112 maps (Jacobi-PCG alone: 0.074 s and 0.76 s),
-0.17 s and 0.30 s at 224×224 (0.34 s and 5.1 s). The tests compare both paths with
+On 2 images × 7 fractions × 3 channels (benchmarks/bench_road.py, one core) this takes
+0.039 s on random and 0.083 s on smooth 112×112 maps (Jacobi-PCG alone: 0.087 s and 0.73 s),
+0.18 s and 0.31 s at 224×224 (0.36 s and 5.7 s). The tests compare both paths with
 `spsolve`: within 1e-5 at a tight tolerance, and within 1e-3 at the default one, far below the
 imputation noise (std 0.01).
 """
@@ -96,7 +100,7 @@ def pyramid_fill(x: np.ndarray, known: np.ndarray) -> np.ndarray:
 # Multigrid's settings, measured on 112×112 and 224×224 attribution maps (benchmarks/bench_road.py).
 DAMPING = 0.9  # damped-Jacobi smoothing weight (the stencil's D⁻¹A has eigenvalues up to 4/3)
 COARSEST_PIXELS = 100  # coarsening stops at this many grid points, solved by a dense inverse
-DEEP_HOLE = 5  # a mask with a pixel farther than this from every known pixel goes to multigrid
+DEEP_HOLE = 6  # a mask with a pixel farther than this from every known pixel goes to multigrid
 JACOBI_ITERATIONS = 60  # Jacobi-PCG systems still unconverged after this many switch too
 STENCIL = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # 9-point offsets; 4 = centre
 
@@ -216,73 +220,98 @@ class ImageLevel:
         out *= self.inside_twelfth
         return out
 
-    def jacobi(self, r: np.ndarray) -> np.ndarray:
-        return r * self.inverse_diagonal
-
-    def take(self, index: np.ndarray) -> ImageLevel:
-        return ImageLevel(self.inside[index], self.diagonal)
-
 
 class StencilLevel:
-    """A coarse grid's Galerkin operator, a 9-point stencil per point (S, 9, h, w), in
-    `STENCIL` order; points with a zero centre are not unknowns of this level."""
+    """A coarse grid's Galerkin operators, a 9-point stencil per point and mask (M, 9, h, w),
+    in `STENCIL` order, applied to the systems of every mask at once (M, C, h, w: C systems
+    per mask); points with a zero centre are not unknowns of this level."""
 
     def __init__(self, coefficients: np.ndarray):
         self.coefficients = coefficients
-        n, _, h, w = coefficients.shape
-        centre = coefficients[:, 4]
+        m, _, h, w = coefficients.shape
+        centre = coefficients[:, 4, None]
         self.inside = (centre > 0).astype(coefficients.dtype)
         self.inverse_diagonal = self.inside / np.where(centre > 0, centre, 1)
         self.damped_inverse = DAMPING * self.inverse_diagonal
-        # The product runs on zero-padded grids flattened per system, where each neighbour is
-        # a fixed offset: 8 contiguous multiply-adds instead of 8 strided ones. The padding's
-        # coefficients are zero, so what lands there is zero.
-        padded = np.zeros((n, 9, h + 2, w + 2), dtype=coefficients.dtype)
-        padded[..., 1:-1, 1:-1] = coefficients
-        self.flat_coefficients = padded.reshape(n, 9, -1)
+        # The product runs on zero-padded grids, all systems flattened into one array, where
+        # each neighbour is a fixed offset: 8 contiguous multiply-adds over every system at
+        # once. The padding's coefficients are zero, so what lands there is zero.
+        padded = np.zeros((9, m, 1, h + 2, w + 2), dtype=coefficients.dtype)
+        padded[:, :, 0, 1:-1, 1:-1] = coefficients.transpose(1, 0, 2, 3)
+        self.padded_coefficients = padded
+        self.flat: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # per systems per mask
+
+    def buffers(self, c: int) -> tuple[np.ndarray, np.ndarray]:
+        """The coefficients repeated for `c` systems per mask, flat (9, M·c·(h+2)·(w+2)),
+        and the zero-padded input buffer (M, c, h+2, w+2) of the product, built once: a
+        broadcast over the systems made every multiply twice as slow."""
+        if c not in self.flat:
+            coefficients = np.repeat(self.padded_coefficients, c, axis=2)
+            self.flat[c] = (coefficients.reshape(9, -1),
+                            np.zeros(coefficients.shape[1:], dtype=coefficients.dtype))
+        return self.flat[c]
 
     def apply(self, v: np.ndarray) -> np.ndarray:
-        n, h, w = v.shape
-        padded = np.zeros((n, h + 2, w + 2), dtype=v.dtype)
-        padded[:, 1:-1, 1:-1] = v
-        flat = padded.reshape(n, -1)
-        out = self.flat_coefficients[:, 4] * flat
-        first, end = w + 3, flat.shape[1] - w - 3  # the span holding every inner point
-        term = np.empty((n, end - first), dtype=v.dtype)
+        m, c, h, w = v.shape
+        coefficients, padded = self.buffers(c)
+        padded[..., 1:-1, 1:-1] = v  # (the border stays zero)
+        flat = padded.reshape(-1)
+        out = coefficients[4] * flat
+        first, end = w + 3, len(flat) - w - 3  # the span holding every inner point
+        span, term = out[first:end], np.empty(end - first, dtype=v.dtype)
         for k, (dy, dx) in enumerate(STENCIL):
             if k != 4:
                 shift = dy * (w + 2) + dx
-                np.multiply(self.flat_coefficients[:, k, first:end],
-                            flat[:, first + shift:end + shift], out=term)
-                out[:, first:end] += term
-        return out.reshape(n, h + 2, w + 2)[:, 1:-1, 1:-1]
+                np.multiply(coefficients[k, first:end], flat[first + shift:end + shift],
+                            out=term)
+                span += term
+        return out.reshape(m, c, h + 2, w + 2)[..., 1:-1, 1:-1]
 
-    def jacobi(self, r: np.ndarray) -> np.ndarray:
-        return r * self.inverse_diagonal
+    def apply_to_probes(self, v: np.ndarray) -> np.ndarray:
+        """`apply` for `galerkin`'s 9 probes per mask, with the coefficients broadcast over
+        them rather than repeated 9 times (once per level: the copy would cost more)."""
+        m, c, h, w = v.shape
+        padded = np.zeros((m, c, h + 2, w + 2), dtype=v.dtype)
+        padded[..., 1:-1, 1:-1] = v
+        flat = padded.reshape(m, c, -1)
+        coefficients = self.padded_coefficients.reshape(9, m, 1, -1)
+        out = coefficients[4] * flat
+        first, end = w + 3, flat.shape[-1] - w - 3
+        term = np.empty((m, c, end - first), dtype=v.dtype)
+        for k, (dy, dx) in enumerate(STENCIL):
+            if k != 4:
+                shift = dy * (w + 2) + dx
+                np.multiply(coefficients[k, ..., first:end],
+                            flat[..., first + shift:end + shift], out=term)
+                out[..., first:end] += term
+        return out.reshape(m, c, h + 2, w + 2)[..., 1:-1, 1:-1]
 
     def take(self, index: np.ndarray) -> StencilLevel:
         taken = object.__new__(StencilLevel)  # sliced, not rebuilt: this runs on every compaction
-        for name, value in vars(self).items():
-            setattr(taken, name, value[index])
+        taken.coefficients, taken.inside = self.coefficients[index], self.inside[index]
+        taken.inverse_diagonal = self.inverse_diagonal[index]
+        taken.damped_inverse = self.damped_inverse[index]
+        taken.padded_coefficients, taken.flat = self.padded_coefficients[:, index], {}
         return taken
 
 
 def galerkin(level: ImageLevel | StencilLevel, shape: tuple[int, int]) -> np.ndarray:
-    """The 9-point stencils of Pᵀ A P on the next coarser grid, probed: coarse unit vectors on
-    one of 9 residue classes (mod 3 in each direction) never share a 3×3 neighbourhood, so
-    each probe Pᵀ A P e yields, at every coarse point, its coupling to the one probed point
-    next to it. Bilinear P and a 9-point A give a 9-point Pᵀ A P, so 9 probes give them all."""
-    n, dtype = len(level.inside), level.inside.dtype
-    if n > 1:  # the 9 probes of one mask run as one batch: one mask at a time
-        return np.concatenate([galerkin(level.take(np.array([i])), shape) for i in range(n)])
+    """The 9-point stencils (M, 9, h, w) of Pᵀ A P on the next coarser grid, for every mask of
+    `level`, probed: coarse unit vectors on one of 9 residue classes (mod 3 in each direction)
+    never share a 3×3 neighbourhood, so each probe Pᵀ A P e yields, at every coarse point, its
+    coupling to the one probed point next to it. Bilinear P and a 9-point A give a 9-point
+    Pᵀ A P, so 9 probes give them all; they run as 9 systems of each mask."""
     h, w = coarse_size(shape[0]), coarse_size(shape[1])
-    e = np.zeros((3, 3, h, w), dtype=dtype)
+    e = np.zeros((3, 3, h, w), dtype=level.inside.dtype)
     for cy in range(3):
         for cx in range(3):
             e[cy, cx, cy::3, cx::3] = 1
     e = e.reshape(9, h, w)
-    probes = restrict(level.apply(prolong(e, shape, level.inside))).reshape(3, 3, 1, h, w)
-    return probes.reshape(-1)[probe_index(h, w)][None]
+    if level.inside.ndim == 4:  # (a stencil level's masks: the same probes for each)
+        e = np.broadcast_to(e, (len(level.inside), 9, h, w))
+    apply = level.apply_to_probes if isinstance(level, StencilLevel) else level.apply
+    probes = restrict(apply(prolong(e, shape, level.inside)))
+    return probes.reshape(-1, 9 * h * w)[:, probe_index(h, w)]
 
 
 @functools.lru_cache(maxsize=64)
@@ -296,13 +325,14 @@ def probe_index(h: int, w: int) -> np.ndarray:
 
 
 class CoarsestLevel:
-    """The coarsest grid, solved by a dense inverse (float64) of its stencils' matrix."""
+    """The coarsest grid, solved by a dense inverse (float64) of each mask's stencils' matrix."""
 
     def __init__(self, coefficients: np.ndarray | None = None, inverse: np.ndarray | None = None):
         self.inverse = self.dense_inverse(coefficients) if inverse is None else inverse
 
     @staticmethod
     def dense_inverse(coefficients: np.ndarray) -> np.ndarray:
+        """(M, 1, n, n): one call of np.linalg.inv for every mask's matrix."""
         n, _, h, w = coefficients.shape
         index = np.arange(h * w).reshape(h, w)
         dense = np.zeros((n, h * w, h * w))
@@ -317,49 +347,52 @@ class CoarsestLevel:
         # those directions back to zero. Points with no unknown pixel get a unit diagonal.
         diagonal = np.einsum("nii->ni", dense)
         dense[:, index.ravel(), index.ravel()] += np.where(diagonal > 0, 1e-4 * diagonal, 1.0)
-        return np.linalg.inv(dense)
+        return np.linalg.inv(dense)[:, None]
 
     def solve(self, r: np.ndarray) -> np.ndarray:
-        flat = r.reshape(len(r), -1, 1).astype(np.float64)
+        # one matrix-vector product per system (M, C): a system's result does not depend on
+        # how many others share its mask
+        m, c, h, w = r.shape
+        flat = r.reshape(m, c, h * w, 1).astype(np.float64)
         return (self.inverse @ flat).reshape(r.shape).astype(r.dtype)
 
     def take(self, index: np.ndarray) -> CoarsestLevel:
         return CoarsestLevel(inverse=self.inverse[index])
 
 
-class Multigrid:
-    """Systems preconditioned by one symmetric multigrid V-cycle: damped Jacobi before and
-    after each coarse correction, bilinear P, R = Pᵀ, Galerkin coarse operators, an exact
-    solve at the coarsest grid. Symmetric, so conjugate gradients can use it as is."""
+class CoarseGrids:
+    """The coarse levels of the multigrid V-cycle, for every mask at once: the image's coarse
+    grids (every mask's on the same ones, zero stencils where a mask has no unknown), one
+    Galerkin operator per mask, so that each numpy call of a coarse level serves every system
+    (on a 15×15 grid most of a call's time is its overhead), and an exact solve at the
+    coarsest grid."""
 
-    def __init__(self, levels: list, coarsest: CoarsestLevel, shapes: list[tuple[int, int]]):
+    def __init__(self, levels: list[StencilLevel], coarsest: CoarsestLevel,
+                 shapes: list[tuple[int, int]], grid: tuple[int, int]):
         self.levels, self.coarsest, self.shapes = levels, coarsest, shapes
+        self.grid = grid  # the first coarse grid's shape
 
     @classmethod
-    def build(cls, inside: np.ndarray, diagonal: np.ndarray | None = None) -> Multigrid:
-        levels: list = [ImageLevel(inside, diagonal)]
-        shapes = [inside.shape[-2:]]
-        while True:
-            coefficients = galerkin(levels[-1], shapes[-1])
-            shapes.append(coefficients.shape[-2:])
-            if coefficients.shape[-2] * coefficients.shape[-1] <= COARSEST_PIXELS:
-                return cls(levels, CoarsestLevel(coefficients), shapes)
+    def build(cls, coefficients: np.ndarray) -> CoarseGrids:
+        """From the first coarse grid's stencils (M, 9, h, w)."""
+        levels: list[StencilLevel] = []
+        shapes: list[tuple[int, int]] = []
+        grid = coefficients.shape[-2:]
+        while coefficients.shape[-2] * coefficients.shape[-1] > COARSEST_PIXELS:
             levels.append(StencilLevel(coefficients))
+            shapes.append(coefficients.shape[-2:])
+            coefficients = galerkin(levels[-1], shapes[-1])
+        return cls(levels, CoarsestLevel(coefficients), shapes, grid)
 
-    def apply(self, v: np.ndarray) -> np.ndarray:
-        return self.levels[0].apply(v)
-
-    def precondition(self, r: np.ndarray) -> np.ndarray:
-        return self.cycle(0, r)
-
-    def cycle(self, depth: int, r: np.ndarray) -> np.ndarray:
+    def cycle(self, r: np.ndarray, depth: int = 0) -> np.ndarray:
+        """The V-cycle below the fine grid, on restricted residuals (M, C, h, w)."""
         if depth == len(self.levels):
             return self.coarsest.solve(r)
         level = self.levels[depth]
         x = r * level.damped_inverse
         residual = level.apply(x)
         np.subtract(r, residual, out=residual)
-        x += prolong(self.cycle(depth + 1, restrict(residual)), self.shapes[depth],
+        x += prolong(self.cycle(restrict(residual), depth + 1), self.shapes[depth],
                      level.inside)
         residual = level.apply(x)
         np.subtract(r, residual, out=residual)
@@ -367,73 +400,97 @@ class Multigrid:
         x += residual
         return x
 
-    def take(self, index: np.ndarray) -> Multigrid:
-        if len(self.levels[0].inside) == 1:  # one mask's, shared by all its systems
-            return self
-        return Multigrid([level.take(index) for level in self.levels],
-                         self.coarsest.take(index), self.shapes)
+    def take(self, index: np.ndarray) -> CoarseGrids:
+        return CoarseGrids([level.take(index) for level in self.levels],
+                           self.coarsest.take(index), self.shapes, self.grid)
 
 
-class Jacobi:
-    """Systems preconditioned by their diagonal: cheap steps, but each carries information one
-    pixel, so a hole r pixels deep takes about 5 r of them."""
+def mask_cycle(levels: list, r: np.ndarray, depth: int = 0):
+    """The V-cycle's steps on one mask's own grids (its box's, `levels`: the system itself,
+    then Galerkin levels; r: its systems, C × h × w), a generator: at the bottom it yields the
+    restricted residual (C × h × w), receives the correction of the image's coarser grids
+    (`CoarseGrids.cycle`, run for every mask at once) and returns the preconditioned residual.
+    Damped Jacobi before and after each coarse correction, bilinear P, R = Pᵀ: symmetric, so
+    conjugate gradients can use it as is."""
+    if depth == len(levels):
+        correction = yield r.reshape(r.shape[-3:])
+        return correction.reshape(r.shape)
+    level = levels[depth]
+    x = r * level.damped_inverse
+    residual = level.apply(x)
+    np.subtract(r, residual, out=residual)
+    coarse = restrict(residual)
+    correction = yield from mask_cycle(levels, coarse.reshape(1, *coarse.shape[-3:]),
+                                       depth + 1)
+    x += prolong(correction.reshape(coarse.shape), r.shape[-2:], level.inside)
+    residual = level.apply(x)
+    np.subtract(r, residual, out=residual)
+    residual *= level.damped_inverse
+    x += residual
+    return x
 
-    def __init__(self, level: ImageLevel):
-        self.level = level
 
-    def apply(self, v: np.ndarray) -> np.ndarray:
-        return self.level.apply(v)
+def multigrid_pcg(levels: list, b: np.ndarray, v: np.ndarray, target: np.ndarray,
+                  max_iterations: int):
+    """Multigrid-preconditioned CG on one mask's systems (C × h × w) from `v`, until each
+    residual norm is at most its `target`, a generator driven by `drive` (see `mask_cycle`);
+    returns (solutions, iterations each took, or -1 where it did not converge).
 
-    def precondition(self, r: np.ndarray) -> np.ndarray:
-        return self.level.jacobi(r)
-
-    def take(self, index: np.ndarray) -> Jacobi:
-        return Jacobi(self.level.take(index))
-
-
-def conjugate_gradients(systems: Jacobi | Multigrid, b: np.ndarray, v: np.ndarray,
-                        target: np.ndarray, max_iterations: int
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """Preconditioned CG on a batch of systems from `v`, until each residual norm is at most
-    its `target`; (solutions, iterations each took, or -1 where it did not converge).
-
-    A system that has converged leaves the batch (its values are final: conjugate gradients
-    would only add zero steps to it), so the iterations cost what the systems still moving
-    need."""
-    solution = v.copy()
-    live = np.arange(len(v))  # the systems still iterating, by index
+    A system that has converged takes zero steps from then on: its values are final, and do
+    not depend on the other systems of the batch."""
     iterations = np.full(len(v), -1)
+    level = levels[0]
     v = v.copy()
-    r = b - systems.apply(v)
-    z = systems.precondition(r)
+    r = b - level.apply(v) if v.any() else b.copy()
+    z = yield from mask_cycle(levels, r)
     p = z.copy()
     rz = dot(r, z)
     for iteration in range(max_iterations + 1):
-        active = (np.sqrt(dot(r, r)) > target)[:, 0, 0]
-        if not active.all():  # the converged keep their values; the rest go on, compacted
-            solution[live[~active]] = v[~active]
-            iterations[live[~active]] = iteration
-            if not active.any():
-                return solution, iterations
-            live, v, r, p, rz, target = (a[active] for a in (live, v, r, p, rz, target))
-            systems = systems.take(active)
-        if iteration == max_iterations:
+        active = np.sqrt(dot(r, r)) > target
+        iterations[(iterations < 0) & ~active[:, 0, 0]] = iteration
+        if not active.any() or iteration == max_iterations:
             break
-        ap = systems.apply(p)
+        ap = level.apply(p)
         pap = dot(p, ap)
         # Step sizes from float64 reductions, applied in the vectors' own type: a float64
         # product of a float32 vector costs four times a float32 one.
-        alpha = np.where(pap > 0, rz / np.where(pap > 0, pap, 1.0), 0.0).astype(v.dtype)
+        alpha = (rz / np.where(active & (pap > 0), pap, np.inf)).astype(v.dtype)
         v += alpha * p
         r -= alpha * ap
-        z = systems.precondition(r)
+        z = yield from mask_cycle(levels, r)
         rz_new = dot(r, z)
-        beta = np.where(rz > 0, rz_new / np.where(rz > 0, rz, 1.0), 0.0).astype(v.dtype)
+        beta = (rz_new / np.where(active & (rz > 0), rz, np.inf)).astype(v.dtype)
         p *= beta
         p += z
         rz = rz_new
-    solution[live] = v
-    return solution, iterations
+    return v, iterations
+
+
+def drive(solvers: list, coarse: CoarseGrids, origins: list[tuple[int, int]]) -> list:
+    """Runs `multigrid_pcg` generators in step: each round stacks their restricted residuals
+    onto the image's first coarse grid (each at its mask's `origin` there), runs the coarse
+    V-cycle for all of them at once and hands each its part. Returns each one's result."""
+    results: list = [None] * len(solvers)
+    requests = {k: next(solver) for k, solver in enumerate(solvers)}
+    live = np.arange(len(solvers))
+    batch = coarse
+    while requests:
+        if len(requests) < len(live):  # the finished masks leave the coarse batch
+            live = np.array(sorted(requests))
+            batch = coarse.take(live)
+        first = next(iter(requests.values()))
+        stacked = np.zeros((len(live), *first.shape[:-2], *coarse.grid), dtype=first.dtype)
+        parts = [grid_part(origins[k], requests[k].shape) for k in live]
+        for i, k in enumerate(live):
+            stacked[(i, ..., *parts[i])] = requests[k]
+        corrections = batch.cycle(stacked)
+        for i, k in enumerate(live):
+            try:
+                requests[k] = solvers[k].send(corrections[(i, ..., *parts[i])])
+            except StopIteration as finished:
+                results[k] = finished.value
+                del requests[k]
+    return results
 
 
 class PaddedGrid:
@@ -537,17 +594,36 @@ def jacobi_pcg(b: np.ndarray, v: np.ndarray, inside: np.ndarray, diagonal: np.nd
     return grid.unpack(x), iterations
 
 
-def crop_around(mask: np.ndarray) -> tuple[slice, slice]:
+def crop_around(mask: np.ndarray, align: int) -> tuple[slice, slice]:
     """The unknown pixels' bounding box grown by one pixel (their known neighbours): the
-    system of a mask involves nothing outside it."""
+    system of a mask involves nothing outside it. It starts on a row and column that are
+    multiples of `align`, 2 to the power `shared_depth`, so that its coarse grids from that
+    depth on are parts of the image's (`drive` stacks every mask's there)."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     h, w = mask.shape
-    return (slice(max(rows[0] - 1, 0), min(rows[-1] + 2, h)),
-            slice(max(cols[0] - 1, 0), min(cols[-1] + 2, w)))
+    top, left = max(rows[0] - 1, 0), max(cols[0] - 1, 0)
+    return (slice(top - top % align, min(rows[-1] + 2, h)),
+            slice(left - left % align, min(cols[-1] + 2, w)))
 
 
-# Nested masks on one image start from the previous mask's solution: on ROAD's fractions of
-# random maps this saved 3 of 71 Jacobi steps per image (none on multigrid's).
+SHARED_GRID = 1024  # coarse grids of at most this many points run for every mask at once
+
+
+def shared_depth(shape: tuple[int, int]) -> int:
+    """The first coarse level whose image grid has at most `SHARED_GRID` points: finer
+    levels run per mask on its box (smaller, and in the core's cache: 7 masks' vectors on
+    the image's 57×57 grid were not), this one and the coarser ones for all masks at once
+    (on a 15×15 grid most of a numpy call's time is its overhead). It depends on the image
+    size alone, so a system's result does not depend on the other masks of the batch."""
+    depth = 1
+    while coarse_size(shape[0]) * coarse_size(shape[1]) > SHARED_GRID:
+        shape, depth = (coarse_size(shape[0]), coarse_size(shape[1])), depth + 1
+    return depth
+
+
+# Nested masks on one image start from the previous mask's solution where it is already
+# known (solved by Jacobi-PCG): on ROAD's fractions of random maps this saved 3 of 71 Jacobi
+# steps per image.
 WARM_START = True
 
 
@@ -559,6 +635,15 @@ def solve(x: np.ndarray, unknown: np.ndarray, tolerance: float = 1e-5,
     return solve_counted(x, unknown, tolerance, max_iterations)[0]
 
 
+class DeepMask:
+    """One mask's systems waiting for multigrid-PCG, on the mask's box."""
+
+    def __init__(self, systems: np.ndarray, box: tuple, level: ImageLevel, b: np.ndarray,
+                 v: np.ndarray, target: np.ndarray, rest: np.ndarray):
+        self.systems, self.box, self.level = systems, box, level
+        self.b, self.v, self.target, self.rest = b, v, target, rest
+
+
 def solve_counted(x: np.ndarray, unknown: np.ndarray, tolerance: float = 1e-5,
                   max_iterations: int = 2000, deep_hole: int = DEEP_HOLE,
                   jacobi_iterations: int = JACOBI_ITERATIONS
@@ -566,12 +651,13 @@ def solve_counted(x: np.ndarray, unknown: np.ndarray, tolerance: float = 1e-5,
     """`solve`, plus each system's Jacobi-PCG and multigrid-PCG iteration counts (flat over
     the leading axes; -1 where a phase did not converge, 0 where it was not run).
 
-    Systems are solved one mask at a time (the channels of an image and fraction together:
-    their vectors fit the core's cache), on the mask's bounding box. Masks with a hole deeper
-    than `deep_hole` pixels go straight to multigrid-PCG; the others run Jacobi-PCG, and
-    those still unconverged after `jacobi_iterations` continue from there with multigrid.
-    A mask that contains the previous one, on the same image, starts from that one's
-    solution (ROAD's fractions remove nested sets)."""
+    Each mask's systems (its channels) are solved on the mask's bounding box. Masks with a
+    hole deeper than `deep_hole` pixels go to multigrid-PCG; the others run Jacobi-PCG one
+    mask at a time (their vectors fit the core's cache), and those still unconverged after
+    `jacobi_iterations` continue from there with multigrid. Multigrid-PCG then runs every
+    such mask in step: each on its own box for the fine grid, all together on the image's
+    coarse grids (`drive`). A mask that contains the previous one, on the same image, starts
+    from that one's solution where it is known (ROAD's fractions remove nested sets)."""
     shape = np.broadcast_shapes(x.shape, unknown.shape)
     h, w = shape[-2:]
     masks = unknown.reshape(-1, h, w)
@@ -582,55 +668,100 @@ def solve_counted(x: np.ndarray, unknown: np.ndarray, tolerance: float = 1e-5,
     jacobi_counts = np.zeros(len(values), dtype=int)
     multigrid_counts = np.zeros(len(values), dtype=int)
     diagonal = neighbour_sum(np.ones((h, w), dtype=x.dtype))
+    deep: list[DeepMask] = []
+    depth = shared_depth((h, w))
     previous = None
     for m, mask in enumerate(masks):
         systems = np.flatnonzero(mask_of == m)
         if not len(systems) or not mask.any():
             continue
-        box = (slice(None), *crop_around(mask))
+        box = (slice(None), *crop_around(mask, 2 ** depth))
         image, inside = values[systems][box], mask[box[1:]]
-        guess = None
-        if WARM_START and previous is not None:
-            last_systems, last_mask = previous
-            if (len(last_systems) == len(systems) and not (last_mask & ~mask).any()
-                    and np.array_equal(values[last_systems], values[systems])):
-                filled = np.where(last_mask, solution[last_systems], values[systems])[box]
-                guess = pyramid_fill(filled, np.broadcast_to(~inside | last_mask[box[1:]],
-                                                              filled.shape))
-        if guess is None:
-            guess = pyramid_fill(image, np.broadcast_to(~inside, image.shape))
-        v, jacobi_counts[systems], multigrid_counts[systems] = solve_mask(
-            image, inside, diagonal[box[1:]], guess, tolerance, max_iterations, deep_hole,
-            jacobi_iterations)
-        solution[(systems, *box[1:])] = v
-        previous = systems, mask
+        level = ImageLevel(inside[None].astype(x.dtype), diagonal[box[1:]])
+        b = level.inside * neighbour_sum(np.where(inside, 0.0, image).astype(x.dtype))
+        target = tolerance * np.sqrt(dot(b, b))
+        rest = np.ones(len(systems), dtype=bool)
+        # Multigrid starts from zero: a push-pull guess, smooth but with edges along its
+        # blocks, left residuals 2-4 times |b| there, and no fewer iterations.
+        v = np.zeros_like(b)
+        if not has_deep_hole(inside[None], deep_hole)[0]:
+            guess = warm_guess(previous, systems, mask, values, solution, box)
+            if guess is None:
+                guess = pyramid_fill(image, np.broadcast_to(~inside, image.shape))
+            v, jacobi_counts[systems] = jacobi_pcg(
+                b, level.inside * guess.astype(x.dtype), level.inside[0], level.diagonal,
+                target[:, 0, 0], min(jacobi_iterations, max_iterations))
+            rest = jacobi_counts[systems] < 0
+            if not rest.any():
+                solution[(systems, *box[1:])] = v
+                previous = systems, mask
+                continue
+        previous = None
+        deep.append(DeepMask(systems, box, level, b, np.ascontiguousarray(v), target, rest))
+    if deep:
+        for mask, (v, counts) in zip(deep, solve_deep(deep, (h, w), depth, max_iterations),
+                                     strict=True):
+            solution[(mask.systems, *mask.box[1:])] = v
+            multigrid_counts[mask.systems[mask.rest]] = counts[mask.rest]
     return solution.reshape(shape), jacobi_counts, multigrid_counts
 
 
-def solve_mask(image: np.ndarray, mask: np.ndarray, diagonal: np.ndarray, guess: np.ndarray,
-               tolerance: float, max_iterations: int, deep_hole: int, jacobi_iterations: int
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The systems of one mask (its channels, count×h×w on the mask's box): solutions,
-    Jacobi-PCG and multigrid-PCG iteration counts."""
-    inside = mask.astype(image.dtype)
-    b = inside * neighbour_sum(np.where(mask, 0.0, image).astype(image.dtype))
-    v = inside * guess.astype(image.dtype)
-    target = tolerance * np.sqrt(system_dots(b.reshape(len(b), -1), b.reshape(len(b), -1)))
-    count = len(image)
-    jacobi_counts = np.zeros(count, dtype=int)
-    rest = np.ones(count, dtype=bool)
-    if not has_deep_hole(mask[None], deep_hole)[0]:
-        v, jacobi_counts = jacobi_pcg(b, v, inside, diagonal, target,
-                                      min(jacobi_iterations, max_iterations))
-        rest = jacobi_counts < 0
-    multigrid_counts = np.zeros(count, dtype=int)
-    if rest.any():
-        # one hierarchy, broadcast over the channels: not a copy per channel
-        hierarchy = Multigrid.build(inside[None], diagonal)
-        v = np.ascontiguousarray(v)
-        v[rest], multigrid_counts[rest] = conjugate_gradients(
-            hierarchy, b[rest], v[rest], target[rest, None, None], max_iterations)
-    return v, jacobi_counts, multigrid_counts
+def warm_guess(previous: tuple | None, systems: np.ndarray, mask: np.ndarray,
+               values: np.ndarray, solution: np.ndarray, box: tuple) -> np.ndarray | None:
+    """Jacobi-PCG's first guess from the previous mask's solution, where that one was solved
+    already, on the same image, and the new mask contains it (ROAD's fractions remove nested
+    sets); None otherwise."""
+    if not WARM_START or previous is None:
+        return None
+    last_systems, last_mask = previous
+    if (len(last_systems) != len(systems) or (last_mask & ~mask).any()
+            or not np.array_equal(values[last_systems], values[systems])):
+        return None
+    filled = np.where(last_mask, solution[last_systems], values[systems])[box]
+    known = np.broadcast_to(~mask[box[1:]] | last_mask[box[1:]], filled.shape)
+    return pyramid_fill(filled, known)
+
+
+def solve_deep(deep: list[DeepMask], shape: tuple[int, int], depth: int,
+               max_iterations: int) -> list:
+    """Multigrid-PCG for the masks of `deep`, several at a time in step (`solve_in_step`):
+    [(solutions, iterations), ...]. As many as hold `PIXELS_IN_STEP` pixels together: the
+    fine grids of masks in step take turns in the core's cache, and at 224×224 7 masks in
+    step ran slower than one at a time (at 112×112, faster)."""
+    count = max(1, PIXELS_IN_STEP // (shape[0] * shape[1]))
+    return [result for start in range(0, len(deep), count)
+            for result in solve_in_step(deep[start:start + count], shape, depth,
+                                        max_iterations)]
+
+
+PIXELS_IN_STEP = 100_000
+
+
+def solve_in_step(deep: list[DeepMask], shape: tuple[int, int], depth: int,
+                  max_iterations: int) -> list:
+    """Multigrid-PCG for every mask of `deep` in step (`drive`): each one's grids down to
+    `depth` on its box, the coarser ones stacked on the image's (`shape`)."""
+    grid = shape
+    for _ in range(depth):
+        grid = coarse_size(grid[0]), coarse_size(grid[1])
+    coefficients = np.zeros((len(deep), 9, *grid), dtype=deep[0].b.dtype)
+    origins, solvers = [], []
+    for i, mask in enumerate(deep):
+        levels = [mask.level]
+        stencils = galerkin(mask.level, mask.level.inside.shape[-2:])
+        while len(levels) < depth:
+            levels.append(StencilLevel(stencils))
+            stencils = galerkin(levels[-1], stencils.shape[-2:])
+        origin = mask.box[1].start >> depth, mask.box[2].start >> depth
+        coefficients[(i, slice(None), *grid_part(origin, stencils.shape))] = stencils[0]
+        origins.append(origin)
+        solvers.append(multigrid_pcg(levels, mask.b, mask.v, mask.target, max_iterations))
+    return drive(solvers, CoarseGrids.build(coefficients), origins)
+
+
+def grid_part(origin: tuple[int, int], shape: tuple[int, ...]) -> tuple[slice, slice]:
+    """The part of the image's first coarse grid that a box's own coarse grid covers."""
+    return (slice(origin[0], origin[0] + shape[-2]), slice(origin[1], origin[1] + shape[-1]))
 
 
 def impute(images: np.ndarray, removed: np.ndarray, noise: float = 0.01,

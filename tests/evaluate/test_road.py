@@ -8,7 +8,18 @@ from scipy.sparse import lil_matrix
 from scipy.sparse.linalg import spsolve
 
 from onnxpath.evaluate.perturbation import softmax
-from onnxpath.evaluate.road import impute, road
+from onnxpath.evaluate.road import (
+    CoarseGrids,
+    ImageLevel,
+    StencilLevel,
+    coarse_size,
+    galerkin,
+    impute,
+    mask_cycle,
+    prolong,
+    restrict,
+    road,
+)
 
 NEIGHBOURS = [((dy, dx), 1 / 12 if dy and dx else 1 / 6)
               for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
@@ -191,41 +202,45 @@ def dense_operator(removed):
 def test_coarse_operators_are_galerkin_products_of_the_fine_one():
     """The probed 9-point stencils equal Pᵀ A P built from dense matrices, two levels down,
     and restriction is prolongation's transpose on vectors that vanish off the unknowns."""
-    from onnxpath.evaluate.road import (
-        ImageLevel,
-        StencilLevel,
-        coarse_size,
-        galerkin,
-        prolong,
-        restrict,
-    )
     removed = np.random.default_rng(9).random((9, 12)) < 0.6
     a = dense_operator(removed)
     level, shape = ImageLevel(removed[None].astype(np.float64)), removed.shape
     for _ in range(2):
         h, w = coarse_size(shape[0]), coarse_size(shape[1])
         units = np.eye(h * w).reshape(h * w, h, w)
-        p = np.stack([prolong(u[None], shape, level.inside)[0].ravel() for u in units], 1)
+        lead = (None,) * (level.inside.ndim - 2)  # (systems) or (masks, systems)
+        p = np.stack([prolong(u[lead], shape, level.inside).ravel() for u in units], 1)
         # (residuals are zero off the unknown points, which is all that restrict relies on)
-        fine = np.random.default_rng(10).standard_normal((1, *shape)) * level.inside
+        fine = np.random.default_rng(10).standard_normal(shape) * level.inside
         np.testing.assert_allclose(restrict(fine).ravel(), p.T @ fine.ravel(), atol=1e-12)
         a = p.T @ a @ p
         level = StencilLevel(galerkin(level, shape))
-        probed = np.stack([level.apply(u[None])[0].ravel() for u in units], 1)
+        probed = np.stack([level.apply(u[None, None]).ravel() for u in units], 1)
         np.testing.assert_allclose(probed, a, atol=1e-12)
         shape = (h, w)
+
+
+def precondition(fine, coarse, r):
+    """One mask's V-cycle (road.mask_cycle with road.CoarseGrids below it), run alone."""
+    cycle = mask_cycle([fine], r)
+    restricted = next(cycle)
+    try:
+        cycle.send(coarse.cycle(restricted[None])[0])
+    except StopIteration as finished:
+        return finished.value
+    raise AssertionError("the V-cycle asked for a second coarse correction")
 
 
 def test_multigrid_preconditioner_is_symmetric_positive():
     """Conjugate gradients needs a symmetric positive definite preconditioner: check that the
     V-cycle M gives ⟨M a, c⟩ = ⟨a, M c⟩ and ⟨M a, a⟩ > 0 on a mask deep enough for 3 levels."""
-    from onnxpath.evaluate.road import Multigrid
     removed = odd_masks()["blob"]
-    multigrid = Multigrid.build(removed[None].astype(np.float64))
-    assert len(multigrid.levels) >= 2
+    fine = ImageLevel(removed[None].astype(np.float64))
+    coarse = CoarseGrids.build(galerkin(fine, removed.shape))
+    assert len(coarse.levels) >= 1
     rng = np.random.default_rng(11)
     a, c = (np.where(removed, rng.standard_normal(removed.shape), 0.0)[None] for _ in range(2))
-    ma, mc = multigrid.precondition(a), multigrid.precondition(c)
+    ma, mc = precondition(fine, coarse, a), precondition(fine, coarse, c)
     assert np.vdot(ma, c) == pytest.approx(np.vdot(a, mc), rel=1e-10)
     assert np.vdot(ma, a) > 0
 
@@ -263,6 +278,32 @@ def test_nested_masks_on_one_image_match_spsolve(route):
     solution, jacobi, multigrid = solve_counted(np.repeat(image[None], 3, axis=0),
                                                 masks[:, None], 1e-9, **routing)
     assert ((multigrid if route == "multigrid" else jacobi) > 0).all()
+    for k in range(3):
+        values = np.where(masks[k], solution[k], image)
+        np.testing.assert_allclose(values, spsolve_imputation(image, masks[k]), atol=1e-5)
+
+
+@pytest.mark.parametrize("shared_grid, pixels_in_step", [(1024, 100_000), (30, 100_000),
+                                                         (30, 1)])
+def test_per_mask_and_shared_coarse_grids_match_spsolve(monkeypatch, shared_grid,
+                                                        pixels_in_step):
+    """Coarse grids finer than road.SHARED_GRID run per mask on its box, the others for all
+    masks in step on the image's grids: the boxes' grids must sit where the image's are
+    (boxes aligned to 2^depth), here with 1 and 3 levels per mask and 1 or 3 masks in
+    step. Within a few iterations at a tight tolerance (a misplaced grid still converges,
+    slowly)."""
+    from onnxpath.evaluate import road as road_module
+    monkeypatch.setattr(road_module, "SHARED_GRID", shared_grid)
+    monkeypatch.setattr(road_module, "PIXELS_IN_STEP", pixels_in_step)
+    rng = np.random.default_rng(14)
+    image = rng.standard_normal((3, 30, 34))
+    rows, cols = np.mgrid[0:30, 0:34]
+    distance = np.hypot(rows - 17, (cols - 21) * 0.8) + 3 * rng.random((30, 34))
+    masks = np.stack([distance < radius for radius in (4, 7, 11)])  # boxes off the origin
+    solution, _, multigrid = road_module.solve_counted(np.repeat(image[None], 3, axis=0),
+                                                       masks[:, None], 1e-9, **ALL_MULTIGRID)
+    assert road_module.shared_depth((30, 34)) == (1 if shared_grid == 1024 else 3)
+    assert (multigrid > 0).all() and (multigrid <= 9).all()
     for k in range(3):
         values = np.where(masks[k], solution[k], image)
         np.testing.assert_allclose(values, spsolve_imputation(image, masks[k]), atol=1e-5)

@@ -151,14 +151,21 @@ def gate_relus(masked: onnx.ModelProto, layers: Sequence[MaskLayer],
     unit weights, g * 1 = g exactly. A graph input is plain NCHW, so the Add would run
     unblocked, with the convolution's output reordered out and the Relu's back in; a
     convolution's output is blocked, and the Add and Relu then fuse into the convolution
-    itself (ResNet-50's gated input gradient, one thread: 180 -> 173 ms, against 167 for a
-    plain gradient).
+    itself. A Relu after a residual sum, Relu(p + q) with p a convolution's, gets
+    Relu(p + (q + g)) instead: the same sums (q + 0 = q; -inf either way), and they fuse into
+    the convolutions as the model's own residual sum did (`_regroup`); ONNX Runtime's fused
+    kernels may round them differently, within float32 rounding. ResNet-50's pathway, one
+    thread, interleaved rounds: 390 ms with plain gates, 386 blocked, 377 regrouped too.
     """
     gated = {layer.tensor: layer for layer in layers if layer.op_type == "Relu"}
-    producers = {out: node for node in masked.graph.node for out in node.output}
     result = onnx.ModelProto()
     result.CopyFrom(masked)
     graph = result.graph
+    producers = {out: node for node in graph.node for out in node.output}  # the copy's nodes
+    uses: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
     masked_of = {f"{tensor}/onnxpath_masked": tensor for tensor in gated}
     nodes = []
     for node in graph.node:
@@ -169,8 +176,12 @@ def gate_relus(masked: onnx.ModelProto, layers: Sequence[MaskLayer],
             tensor = node.output[0]
             shifted = f"{tensor}/onnxpath_gated_input"
             gate = gate_name(tensor)
-            if blocked and _fuses_blocked(producers.get(node.input[0]), gated[tensor]):
+            producer = producers.get(node.input[0])
+            if blocked and _fuses_blocked(producer, gated[tensor]):
                 gate = _blocked_copy(graph, nodes, gate, gated[tensor].shape[0])
+            elif blocked and _regroup(producer, gated[tensor], producers, uses, nodes, graph):
+                nodes.append(node)
+                continue
             nodes.append(helper.make_node("Add", [node.input[0], gate], [shifted],
                                           name=f"onnxpath_gate_node/{tensor}"))
             node.input[0] = shifted
@@ -190,6 +201,29 @@ def _fuses_blocked(producer: onnx.NodeProto | None, layer: MaskLayer) -> bool:
     return (producer is not None and producer.op_type == "Conv"
             and producer.domain in ("", "ai.onnx") and layer.dtype == np.float32
             and len(layer.shape) == 3 and layer.shape[0] % BLOCK_CHANNELS == 0)
+
+
+def _regroup(add: onnx.NodeProto | None, layer: MaskLayer, producers: dict, uses: dict,
+             nodes: list, graph: onnx.GraphProto) -> bool:
+    """Relu(p + q) -> Relu(p + (q + g)), g blocked, where p is a convolution's output that
+    ONNX Runtime can fuse the outer sum into; False (nothing changed) otherwise."""
+    if (add is None or add.op_type != "Add" or add.domain not in ("", "ai.onnx")
+            or uses.get(add.output[0], 0) != 1):
+        return False
+    convs = [i for i, name in enumerate(add.input)
+             if _fuses_blocked(producers.get(name), layer) and uses.get(name, 0) == 1]
+    if not convs:
+        return False
+    other = add.input[1 - convs[0]]
+    position = next(i for i, node in enumerate(nodes) if node is add)
+    before: list = []
+    gate = _blocked_copy(graph, before, gate_name(layer.tensor), layer.shape[0])
+    gated_other = f"{other}/onnxpath_gated_for/{layer.tensor}"
+    before.append(helper.make_node("Add", [other, gate], [gated_other],
+                                   name=f"onnxpath_gate_node/{layer.tensor}"))
+    add.input[1 - convs[0]] = gated_other
+    nodes[position:position] = before
+    return True
 
 
 def _blocked_copy(graph: onnx.GraphProto, nodes: list, gate: str, channels: int) -> str:

@@ -101,9 +101,11 @@ def test_relu_gates_give_the_mask_multiply_s_values(case):
     np.testing.assert_allclose(gated, mul, rtol=1e-5, atol=1e-6 * np.abs(mul).max())
 
 
-def test_blocked_gates_give_the_plain_gates_maps_bit_for_bit(case):
+def test_blocked_gates_give_the_plain_gates_maps(case, request):
     """The CPU's gates, copied into the blocked layout by a unit depthwise convolution where a
-    convolution's channels fill whole blocks, against plain gates: the same logits and maps."""
+    convolution's channels fill whole blocks (and moved onto the shortcut of a residual sum),
+    against plain gates: the same logits and maps, up to the rounding of ONNX Runtime's fused
+    sums."""
     x = image(23, n=2)
     net = masked_network(case.engine(x))
     rng = np.random.default_rng(1)
@@ -113,18 +115,24 @@ def test_blocked_gates_give_the_plain_gates_maps_bit_for_bit(case):
     for blocked in (False, True):
         proto = gate_relus(net.engine.info.proto, net.layers, blocked)
         copies.append(sum(n.output[0].endswith("/onnxpath_blocked") for n in proto.graph.node))
+        adds = {i for n in proto.graph.node if n.op_type == "Add" for i in n.input}
+        regrouped = sum(n.name.startswith("onnxpath_gate_node/") and n.output[0] in adds
+                        for n in proto.graph.node)
         engine = net.engine.rewritten(replace(net.engine.info, proto=proto))
         feeds = {gate_name(layer.tensor) if layer.op_type == "Relu" else layer.mask:
                  gate_values(m) if layer.op_type == "Relu" else m.astype(np.float32)
                  for layer, m in zip(net.layers, masks, strict=True)}
         logits, grads, _ = engine.gradients(x, seed, wrt=[net.input_name], feeds=feeds)
         results.append((logits, grads[net.input_name]))
+    residual = request.node.callspec.params["case"] == "resnet"  # (the one with residual sums)
+    assert regrouped > 0 if residual else regrouped == 0
     relus = [layer for layer in net.layers if layer.op_type == "Relu"]
     full_blocks = [layer for layer in relus if layer.shape[0] % BLOCK_CHANNELS == 0]
     assert copies[0] == 0 and 0 < copies[1] <= len(full_blocks) < len(net.layers)
-    assert np.abs(results[0][1]).max() > 0
-    np.testing.assert_array_equal(results[1][0], results[0][0])
-    np.testing.assert_array_equal(results[1][1], results[0][1])
+    scale = np.abs(results[0][1]).max()
+    assert scale > 0
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-5, atol=1e-6 * scale)
 
 
 def test_the_scoring_graph_has_no_mask_inputs_and_reports_the_prediction(resnet):

@@ -215,6 +215,10 @@ def _regroup(add: onnx.NodeProto | None, layer: MaskLayer, producers: dict, uses
     if not convs:
         return False
     other = add.input[1 - convs[0]]
+    # A shortcut, computed in the graph: a constant (a bias) would broadcast the gate's sum
+    # and keep ONNX Runtime from folding it into the convolution.
+    if other not in producers or producers[other].op_type == "Constant":
+        return False
     position = next(i for i, node in enumerate(nodes) if node is add)
     before: list = []
     gate = _blocked_copy(graph, before, gate_name(layer.tensor), layer.shape[0])

@@ -677,19 +677,19 @@ def solve_counted(x: np.ndarray, unknown: np.ndarray, tolerance: float = 1e-5,
             continue
         box = (slice(None), *crop_around(mask, 2 ** depth))
         image, inside = values[systems][box], mask[box[1:]]
-        level = ImageLevel(inside[None].astype(x.dtype), diagonal[box[1:]])
-        b = level.inside * neighbour_sum(np.where(inside, 0.0, image).astype(x.dtype))
+        known = inside[None].astype(x.dtype)
+        b = known * neighbour_sum(np.where(inside, 0.0, image).astype(x.dtype))
         target = tolerance * np.sqrt(dot(b, b))
         rest = np.ones(len(systems), dtype=bool)
         # Multigrid starts from zero: a push-pull guess, smooth but with edges along its
         # blocks, left residuals 2-4 times |b| there, and no fewer iterations.
-        v = np.zeros_like(b)
+        v = None
         if not has_deep_hole(inside[None], deep_hole)[0]:
             guess = warm_guess(previous, systems, mask, values, solution, box)
             if guess is None:
                 guess = pyramid_fill(image, np.broadcast_to(~inside, image.shape))
             v, jacobi_counts[systems] = jacobi_pcg(
-                b, level.inside * guess.astype(x.dtype), level.inside[0], level.diagonal,
+                b, known * guess.astype(x.dtype), known[0], diagonal[box[1:]],
                 target[:, 0, 0], min(jacobi_iterations, max_iterations))
             rest = jacobi_counts[systems] < 0
             if not rest.any():
@@ -697,7 +697,9 @@ def solve_counted(x: np.ndarray, unknown: np.ndarray, tolerance: float = 1e-5,
                 previous = systems, mask
                 continue
         previous = None
-        deep.append(DeepMask(systems, box, level, b, np.ascontiguousarray(v), target, rest))
+        level = ImageLevel(known, diagonal[box[1:]])
+        v = np.zeros_like(b) if v is None else np.ascontiguousarray(v)
+        deep.append(DeepMask(systems, box, level, b, v, target, rest))
     if deep:
         for mask, (v, counts) in zip(deep, solve_deep(deep, (h, w), depth, max_iterations),
                                      strict=True):

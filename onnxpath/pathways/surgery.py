@@ -162,6 +162,7 @@ def gate_relus(masked: onnx.ModelProto, layers: Sequence[MaskLayer],
     result.CopyFrom(masked)
     graph = result.graph
     producers = {out: node for node in graph.node for out in node.output}  # the copy's nodes
+    weights = {tensor.name for tensor in graph.initializer}
     uses: dict[str, int] = {}
     for node in graph.node:
         for name in node.input:
@@ -177,9 +178,10 @@ def gate_relus(masked: onnx.ModelProto, layers: Sequence[MaskLayer],
             shifted = f"{tensor}/onnxpath_gated_input"
             gate = gate_name(tensor)
             producer = producers.get(node.input[0])
-            if blocked and _fuses_blocked(producer, gated[tensor]):
+            if blocked and _fuses_blocked(producer, gated[tensor], weights):
                 gate = _blocked_copy(graph, nodes, gate, gated[tensor].shape[0])
-            elif blocked and _regroup(producer, gated[tensor], producers, uses, nodes, graph):
+            elif blocked and _regroup(producer, gated[tensor], producers, uses, weights, nodes,
+                                      graph):
                 nodes.append(node)
                 continue
             nodes.append(helper.make_node("Add", [node.input[0], gate], [shifted],
@@ -196,22 +198,24 @@ def gate_relus(masked: onnx.ModelProto, layers: Sequence[MaskLayer],
     return result
 
 
-def _fuses_blocked(producer: onnx.NodeProto | None, layer: MaskLayer) -> bool:
-    """Whether ONNX Runtime can fuse a blocked gate's Add into the convolution before it."""
+def _fuses_blocked(producer: onnx.NodeProto | None, layer: MaskLayer, weights: set) -> bool:
+    """Whether ONNX Runtime can fuse a blocked gate's Add into the convolution before it: a
+    float32 convolution with constant weights (a dequantized one's stay unblocked)."""
     return (producer is not None and producer.op_type == "Conv"
-            and producer.domain in ("", "ai.onnx") and layer.dtype == np.float32
+            and producer.domain in ("", "ai.onnx") and producer.input[1] in weights
+            and layer.dtype == np.float32
             and len(layer.shape) == 3 and layer.shape[0] % BLOCK_CHANNELS == 0)
 
 
 def _regroup(add: onnx.NodeProto | None, layer: MaskLayer, producers: dict, uses: dict,
-             nodes: list, graph: onnx.GraphProto) -> bool:
+             weights: set, nodes: list, graph: onnx.GraphProto) -> bool:
     """Relu(p + q) -> Relu(p + (q + g)), g blocked, where p is a convolution's output that
     ONNX Runtime can fuse the outer sum into; False (nothing changed) otherwise."""
     if (add is None or add.op_type != "Add" or add.domain not in ("", "ai.onnx")
             or uses.get(add.output[0], 0) != 1):
         return False
     convs = [i for i, name in enumerate(add.input)
-             if _fuses_blocked(producers.get(name), layer) and uses.get(name, 0) == 1]
+             if _fuses_blocked(producers.get(name), layer, weights) and uses.get(name, 0) == 1]
     if not convs:
         return False
     other = add.input[1 - convs[0]]

@@ -677,19 +677,17 @@ def solve_counted(x: np.ndarray, unknown: np.ndarray, tolerance: float = 1e-5,
             continue
         box = (slice(None), *crop_around(mask, 2 ** depth))
         image, inside = values[systems][box], mask[box[1:]]
-        known = inside[None].astype(x.dtype)
-        b = known * neighbour_sum(np.where(inside, 0.0, image).astype(x.dtype))
+        in_mask = inside[None].astype(x.dtype)  # 1 on its unknown pixels
+        b = in_mask * neighbour_sum(np.where(inside, 0.0, image).astype(x.dtype))
         target = tolerance * np.sqrt(dot(b, b))
         rest = np.ones(len(systems), dtype=bool)
-        # Multigrid starts from zero: a push-pull guess, smooth but with edges along its
-        # blocks, left residuals 2-4 times |b| there, and no fewer iterations.
         v = None
         if not has_deep_hole(inside[None], deep_hole)[0]:
             guess = warm_guess(previous, systems, mask, values, solution, box)
             if guess is None:
                 guess = pyramid_fill(image, np.broadcast_to(~inside, image.shape))
             v, jacobi_counts[systems] = jacobi_pcg(
-                b, known * guess.astype(x.dtype), known[0], diagonal[box[1:]],
+                b, in_mask * guess.astype(x.dtype), in_mask[0], diagonal[box[1:]],
                 target[:, 0, 0], min(jacobi_iterations, max_iterations))
             rest = jacobi_counts[systems] < 0
             if not rest.any():
@@ -697,7 +695,10 @@ def solve_counted(x: np.ndarray, unknown: np.ndarray, tolerance: float = 1e-5,
                 previous = systems, mask
                 continue
         previous = None
-        level = ImageLevel(known, diagonal[box[1:]])
+        level = ImageLevel(in_mask, diagonal[box[1:]])
+        # Multigrid starts from zero (or where Jacobi-PCG left off): a push-pull guess,
+        # smooth but with edges along its blocks, left residuals 2-4 times |b| there, and no
+        # fewer iterations.
         v = np.zeros_like(b) if v is None else np.ascontiguousarray(v)
         deep.append(DeepMask(systems, box, level, b, v, target, rest))
     if deep:

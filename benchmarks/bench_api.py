@@ -29,6 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _models import export, randomise_batchnorm, resnet50, vgg16  # noqa: E402
 
 from onnxpath.explainer import Explainer  # noqa: E402
+from onnxpath.pathways.network import (  # noqa: E402
+    DEFAULT_PRUNE_PERCENT,
+    contributions,
+    masked_network,
+)
+from onnxpath.pathways.selection import in_parallel, select  # noqa: E402
 
 MODELS = {"resnet50": resnet50, "vgg16": vgg16}
 
@@ -60,6 +66,30 @@ def bench(name: str, folder: Path, rounds: int, threads: int) -> None:
     print(f"{name:9s} forward {med['forward']:7.1f} ms  gradient {med['gradient']:7.1f} ms  "
           f"pathway {med['pathway']:7.1f} ms  gradient/forward {grad:.2f} (<= 3.0)  "
           f"pathway/gradient {path_:.2f} (<= 2.3)  load {os.getloadavg()[0]:.1f}")
+    parts = pathway_parts(engine, x, t, rounds)
+    print(f"{'':9s} one pathway call: " + ", ".join(f"{k} {v:.1f} ms" for k, v in parts.items()))
+
+
+def pathway_parts(engine, x: np.ndarray, target: int, rounds: int) -> dict[str, float]:
+    """Medians of the pieces of one pathway call, each timed alone (the same steps as
+    `methods.pathway` on the CPU): the tap run, the scores' magnitude and selection, and the
+    gated input gradient."""
+    net = masked_network(engine)
+    seed = engine.seed([target])
+    times: dict[str, list[float]] = {"tap run": [], "selection": [], "gated gradient": []}
+    for _ in range(rounds + 1):  # the first round warms up
+        start = time.perf_counter()
+        _, signed, _ = contributions(net, x, [target])
+        tapped = time.perf_counter()
+        scores = in_parallel(lambda s: np.abs(s, out=s), signed)
+        masks, _ = select(scores, DEFAULT_PRUNE_PERCENT)
+        selected = time.perf_counter()
+        net.input_gradient(x, seed, masks)
+        done = time.perf_counter()
+        for key, took in zip(times, (tapped - start, selected - tapped, done - selected),
+                             strict=True):
+            times[key].append(took)
+    return {k: statistics.median(v[1:]) * 1000 for k, v in times.items()}
 
 
 def main() -> None:

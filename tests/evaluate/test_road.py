@@ -75,6 +75,21 @@ def test_noise_is_added_to_removed_pixels_only():
     assert diff[removed].std() == pytest.approx(0.01, rel=0.05)
 
 
+@pytest.mark.parametrize("finite", [True, False])
+def test_keep_known_is_np_where(finite):
+    """impute's last step (road.keep_known) takes known pixels from the image and removed
+    ones from the solution exactly as np.where does, non-finite values included."""
+    from onnxpath.evaluate.road import keep_known
+    rng = np.random.default_rng(15)
+    v, x = (rng.standard_normal((4, 3, 9, 11)).astype(np.float32) for _ in range(2))
+    unknown = rng.random((4, 1, 9, 11)) < 0.5
+    if not finite:
+        x[0, 1, :3] = np.inf  # on known and removed pixels alike
+        x[2, 0, 5:] = np.nan
+    expected = np.where(unknown, v, x)
+    assert np.array_equal(keep_known(v.copy(), x, unknown), expected, equal_nan=True)
+
+
 def test_road_lerf_keeps_the_only_pixel_that_matters():
     x = np.random.default_rng(2).uniform(0.5, 1.5, (3, 3, 8, 8)).astype(np.float32)
     heat = np.zeros((3, 8, 8))

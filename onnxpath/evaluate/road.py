@@ -445,14 +445,14 @@ def multigrid_pcg(levels: list, b: np.ndarray, v: np.ndarray, target: np.ndarray
     level = levels[0]
     v = v.copy()
     r = b - level.apply(v) if v.any() else b.copy()
+    active = np.sqrt(dot(r, r)) > target
+    iterations[~active[:, 0, 0]] = 0
+    if not active.any():
+        return v, iterations
     z = yield from mask_cycle(levels, r)
     p = z.copy()
     rz = dot(r, z)
-    for iteration in range(max_iterations + 1):
-        active = np.sqrt(dot(r, r)) > target
-        iterations[(iterations < 0) & ~active[:, 0, 0]] = iteration
-        if not active.any() or iteration == max_iterations:
-            break
+    for iteration in range(1, max_iterations + 1):
         ap = level.apply(p)
         pap = dot(p, ap)
         # Step sizes from float64 reductions, applied in the vectors' own type: a float64
@@ -460,6 +460,11 @@ def multigrid_pcg(levels: list, b: np.ndarray, v: np.ndarray, target: np.ndarray
         alpha = (rz / np.where(active & (pap > 0), pap, np.inf)).astype(v.dtype)
         v += alpha * p
         r -= alpha * ap
+        # tested before the V-cycle, not after: the last one would go unused
+        active = np.sqrt(dot(r, r)) > target
+        iterations[(iterations < 0) & ~active[:, 0, 0]] = iteration
+        if not active.any():
+            break
         z = yield from mask_cycle(levels, r)
         rz_new = dot(r, z)
         beta = (rz_new / np.where(active & (rz > 0), rz, np.inf)).astype(v.dtype)
@@ -474,7 +479,12 @@ def drive(solvers: list, coarse: CoarseGrids, origins: list[tuple[int, int]]) ->
     onto the image's first coarse grid (each at its mask's `origin` there), runs the coarse
     V-cycle for all of them at once and hands each its part. Returns each one's result."""
     results: list = [None] * len(solvers)
-    requests = {k: next(solver) for k, solver in enumerate(solvers)}
+    requests = {}
+    for k, solver in enumerate(solvers):
+        try:
+            requests[k] = next(solver)
+        except StopIteration as finished:  # converged from the start
+            results[k] = finished.value
     live = np.arange(len(solvers))
     batch = coarse
     while requests:

@@ -28,8 +28,9 @@ chosen per mask before any iteration:
   overhead, serve 7 masks instead of one.
 
 On 2 images × 7 fractions × 3 channels (benchmarks/bench_road.py, one core) this takes
-0.039 s on random and 0.083 s on smooth 112×112 maps (Jacobi-PCG alone: 0.087 s and 0.73 s),
-0.18 s and 0.31 s at 224×224 (0.36 s and 5.7 s). The tests compare both paths with
+0.042 s on random and 0.078 s on smooth 112×112 maps (Jacobi-PCG alone: 0.092 s and 0.77 s),
+0.19 s and 0.28 s at 224×224 (0.38 s and 5.7 s); ROAD on the Grad-CAM maps of
+benchmarks/bench_forward.py, ~40 ms per 112×112 image. The tests compare both paths with
 `spsolve`: within 1e-5 at a tight tolerance, and within 1e-3 at the default one, far below the
 imputation noise (std 0.01).
 """

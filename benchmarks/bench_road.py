@@ -1,4 +1,4 @@
-"""ROAD's imputation solver (road.solve) against the Jacobi-PCG solver it replaced.
+"""ROAD's imputation solver (neighbour_mean.solve) against the Jacobi-PCG solver it replaced.
 
     python benchmarks/bench_road.py [--sizes 112 224] [--rounds 3]
 
@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from onnxpath.evaluate import road  # noqa: E402
+from onnxpath.evaluate import multigrid, neighbour_mean, road  # noqa: E402
 from onnxpath.evaluate.perturbation import pixel_order, removal_positions  # noqa: E402
 
 
@@ -34,26 +34,26 @@ def jacobi_solve(x: np.ndarray, unknown: np.ndarray, tolerance: float = 1e-5,
     shape = np.broadcast_shapes(x.shape, unknown.shape)
     h, w = shape[-2:]
     inside = np.broadcast_to(unknown, shape).reshape(-1, h, w).astype(x.dtype)
-    diagonal = road.neighbour_sum(np.ones((h, w), dtype=x.dtype))
-    b = inside * road.neighbour_sum(np.where(known, x, 0.0).astype(x.dtype)).reshape(-1, h, w)
+    diagonal = multigrid.neighbour_sum(np.ones((h, w), dtype=x.dtype))
+    b = inside * multigrid.neighbour_sum(np.where(known, x, 0.0).astype(x.dtype)).reshape(-1, h, w)
 
     def apply(v, inside):
         out = diagonal * v
-        out -= road.neighbour_sum(v)
+        out -= multigrid.neighbour_sum(v)
         out *= inside
         return out
 
-    solution = inside * road.pyramid_fill(x, known).astype(x.dtype).reshape(-1, h, w)
+    solution = inside * neighbour_mean.pyramid_fill(x, known).astype(x.dtype).reshape(-1, h, w)
     iterations = np.full(len(solution), max_iterations)
     live = np.arange(len(solution))
     v = solution
     r = b - apply(v, inside)
     z = r / diagonal
     p = z.copy()
-    rz = road.dot(r, z)
-    target = tolerance * np.sqrt(road.dot(b, b))
+    rz = multigrid.dot(r, z)
+    target = tolerance * np.sqrt(multigrid.dot(b, b))
     for iteration in range(max_iterations):
-        active = (np.sqrt(road.dot(r, r)) > target)[:, 0, 0]
+        active = (np.sqrt(multigrid.dot(r, r)) > target)[:, 0, 0]
         if not active.all():
             solution[live[~active]] = v[~active]
             iterations[live[~active]] = iteration
@@ -62,12 +62,12 @@ def jacobi_solve(x: np.ndarray, unknown: np.ndarray, tolerance: float = 1e-5,
             live, v, r, p, rz, target, inside = (a[active] for a in (live, v, r, p, rz, target,
                                                                      inside))
         ap = apply(p, inside)
-        pap = road.dot(p, ap)
+        pap = multigrid.dot(p, ap)
         alpha = np.where(pap > 0, rz / np.where(pap > 0, pap, 1.0), 0.0).astype(x.dtype)
         v += alpha * p
         r -= alpha * ap
         z = r / diagonal
-        rz_new = road.dot(r, z)
+        rz_new = multigrid.dot(r, z)
         beta = np.where(rz > 0, rz_new / np.where(rz > 0, rz, 1.0), 0.0).astype(x.dtype)
         p *= beta
         p += z
@@ -112,14 +112,14 @@ def per_fraction(counts: np.ndarray) -> str:
 
 def bench(size: int, kind: str, rounds: int) -> None:
     x, removed = workload(size, kind, np.random.default_rng(size))
-    reference = road.solve(x.astype(np.float64), removed, tolerance=1e-11)
+    reference = neighbour_mean.solve(x.astype(np.float64), removed, tolerance=1e-11)
     old_times, new_times = [], []
     for _ in range(rounds + 1):  # the first round warms up and is not counted
         start = time.perf_counter()
         old, old_counts = jacobi_solve(x, removed)
         old_times.append(time.perf_counter() - start)
         start = time.perf_counter()
-        new, jacobi_counts, multigrid_counts = road.solve_counted(x, removed)
+        new, jacobi_counts, multigrid_counts = neighbour_mean.solve_counted(x, removed)
         new_times.append(time.perf_counter() - start)
     old_ms, new_ms = (1e3 * statistics.median(t[1:]) for t in (old_times, new_times))
     print(f"{size:4d} {kind:6s}  old {old_ms:6.0f} ms  new {new_ms:5.0f} ms  "

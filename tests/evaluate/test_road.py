@@ -7,19 +7,18 @@ from eval_models import model_forward, one_pixel_model
 from scipy.sparse import lil_matrix
 from scipy.sparse.linalg import spsolve
 
-from onnxpath.evaluate.perturbation import softmax
-from onnxpath.evaluate.road import (
+from onnxpath.evaluate.multigrid import (
     CoarseGrids,
     ImageLevel,
     StencilLevel,
     coarse_size,
     galerkin,
-    impute,
     mask_cycle,
     prolong,
     restrict,
-    road,
 )
+from onnxpath.evaluate.perturbation import softmax
+from onnxpath.evaluate.road import impute, road
 
 NEIGHBOURS = [((dy, dx), 1 / 12 if dy and dx else 1 / 6)
               for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
@@ -105,9 +104,9 @@ def test_road_lerf_keeps_the_only_pixel_that_matters():
 
 
 def test_systems_leaving_the_batch_keep_their_solution():
-    """Converged systems leave the conjugate-gradient batch (road.solve): each system of a
+    """Converged systems leave the conjugate-gradient batch (neighbour_mean.solve): each system of a
     batch of fractions and channels must come out exactly as it does when solved alone."""
-    from onnxpath.evaluate.road import solve
+    from onnxpath.evaluate.neighbour_mean import solve
     rng = np.random.default_rng(3)
     images = rng.standard_normal((4, 3, 24, 20)).astype(np.float32)
     rows, cols = np.mgrid[0:24, 0:20]
@@ -120,8 +119,8 @@ def test_systems_leaving_the_batch_keep_their_solution():
     assert np.array_equal(together, alone)
 
 
-# The solver's two paths (road.solve_counted): Jacobi-PCG for shallow holes, multigrid-PCG for
-# deep ones, and the switch from the first to the second.
+# The solver's two paths (neighbour_mean.solve_counted): Jacobi-PCG for shallow holes,
+# multigrid-PCG for deep ones, and the switch from the first to the second.
 
 def odd_masks(h=37, w=50):
     """Removed-pixel masks on an odd, non-square grid: one deep blob reaching the border, and
@@ -133,7 +132,7 @@ def odd_masks(h=37, w=50):
 
 
 def counted(image, removed, tolerance, **routing):
-    from onnxpath.evaluate.road import solve_counted
+    from onnxpath.evaluate.neighbour_mean import solve_counted
     solution, jacobi, multigrid = solve_counted(image[None], removed[None, None], tolerance,
                                                 **routing)
     return np.where(removed, solution[0], image), jacobi, multigrid
@@ -236,7 +235,7 @@ def test_coarse_operators_are_galerkin_products_of_the_fine_one():
 
 
 def precondition(fine, coarse, r):
-    """One mask's V-cycle (road.mask_cycle with road.CoarseGrids below it), run alone."""
+    """One mask's V-cycle (multigrid.mask_cycle with multigrid.CoarseGrids below it), run alone."""
     cycle = mask_cycle([fine], r)
     restricted = next(cycle)
     try:
@@ -280,8 +279,8 @@ def test_multigrid_on_thin_and_tiny_grids(shape):
 @pytest.mark.parametrize("route", ["multigrid", "jacobi"])
 def test_nested_masks_on_one_image_match_spsolve(route):
     """ROAD's fractions remove nested sets of one image: each mask after the first starts from
-    the previous one's solution (road.solve_counted), and each is solved on its bounding box,
-    here one away from the image border."""
+    the previous one's solution (neighbour_mean.solve_counted), and each is solved on its
+    bounding box, here one away from the image border."""
     rng = np.random.default_rng(13)
     image = rng.standard_normal((3, 30, 34))
     rows, cols = np.mgrid[0:30, 0:34]
@@ -289,7 +288,7 @@ def test_nested_masks_on_one_image_match_spsolve(route):
     masks = np.stack([distance < radius for radius in (4, 7, 11)])  # nested, interior
     assert (masks[:-1] <= masks[1:]).all() and not masks[-1][[0, -1]].any()
     routing = ALL_MULTIGRID if route == "multigrid" else ALL_JACOBI
-    from onnxpath.evaluate.road import solve_counted
+    from onnxpath.evaluate.neighbour_mean import solve_counted
     solution, jacobi, multigrid = solve_counted(np.repeat(image[None], 3, axis=0),
                                                 masks[:, None], 1e-9, **routing)
     assert ((multigrid if route == "multigrid" else jacobi) > 0).all()
@@ -302,22 +301,22 @@ def test_nested_masks_on_one_image_match_spsolve(route):
                                                          (30, 1)])
 def test_per_mask_and_shared_coarse_grids_match_spsolve(monkeypatch, shared_grid,
                                                         pixels_in_step):
-    """Coarse grids finer than road.SHARED_GRID run per mask on its box, the others for all
-    masks in step on the image's grids: the boxes' grids must sit where the image's are
+    """Coarse grids finer than neighbour_mean.SHARED_GRID run per mask on its box, the others
+    for all masks in step on the image's grids: the boxes' grids must sit where the image's are
     (boxes aligned to 2^depth), here with 1 and 3 levels per mask and 1 or 3 masks in
     step. Within a few iterations at a tight tolerance (a misplaced grid still converges,
     slowly)."""
-    from onnxpath.evaluate import road as road_module
-    monkeypatch.setattr(road_module, "SHARED_GRID", shared_grid)
-    monkeypatch.setattr(road_module, "PIXELS_IN_STEP", pixels_in_step)
+    from onnxpath.evaluate import neighbour_mean as solver
+    monkeypatch.setattr(solver, "SHARED_GRID", shared_grid)
+    monkeypatch.setattr(solver, "PIXELS_IN_STEP", pixels_in_step)
     rng = np.random.default_rng(14)
     image = rng.standard_normal((3, 30, 34))
     rows, cols = np.mgrid[0:30, 0:34]
     distance = np.hypot(rows - 17, (cols - 21) * 0.8) + 3 * rng.random((30, 34))
     masks = np.stack([distance < radius for radius in (4, 7, 11)])  # boxes off the origin
-    solution, _, multigrid = road_module.solve_counted(np.repeat(image[None], 3, axis=0),
+    solution, _, multigrid = solver.solve_counted(np.repeat(image[None], 3, axis=0),
                                                        masks[:, None], 1e-9, **ALL_MULTIGRID)
-    assert road_module.shared_depth((30, 34)) == (1 if shared_grid == 1024 else 3)
+    assert solver.shared_depth((30, 34)) == (1 if shared_grid == 1024 else 3)
     assert (multigrid > 0).all() and (multigrid <= 9).all()
     for k in range(3):
         values = np.where(masks[k], solution[k], image)

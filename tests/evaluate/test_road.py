@@ -234,6 +234,25 @@ def test_coarse_operators_are_galerkin_products_of_the_fine_one():
         shape = (h, w)
 
 
+@pytest.mark.parametrize("shape", [(9, 12), (8, 13), (70, 65)])
+def test_matrix_and_strided_transfers_agree(monkeypatch, shape):
+    """Grids up to multigrid.MATRIX_TRANSFER points transfer by matrix products, larger ones
+    by strided adds: both are the same P and Pᵀ, on even and odd sides."""
+    from onnxpath.evaluate import multigrid
+    rng = np.random.default_rng(15)
+    inside = (rng.random(shape) < 0.7).astype(np.float32)[None]
+    fine = rng.standard_normal((2, 3, *shape)).astype(np.float32) * inside
+    coarse = rng.standard_normal((2, 3, coarse_size(shape[0]), coarse_size(shape[1])))
+    coarse = coarse.astype(np.float32)
+    results = []
+    for limit in (0, 10**9):  # strided, then matrices
+        monkeypatch.setattr(multigrid, "MATRIX_TRANSFER", limit)
+        results.append((restrict(fine), prolong(coarse, shape, inside)))
+    for strided, matrices in zip(*results, strict=True):
+        assert strided.dtype == matrices.dtype == np.float32
+        np.testing.assert_allclose(matrices, strided, rtol=1e-6, atol=1e-6)
+
+
 def precondition(fine, coarse, r):
     """One mask's V-cycle (multigrid.mask_cycle with multigrid.CoarseGrids below it), run alone."""
     cycle = mask_cycle([fine], r)

@@ -18,7 +18,7 @@ from onnxpath.autodiff.relu_family import RELU_FAMILY
 from onnxpath.engine.gradient import GradientEngine
 from onnxpath.errors import UsageError
 from onnxpath.methods import Attribution, method
-from onnxpath.pathways import in_graph
+from onnxpath.pathways import host_route, in_graph
 from onnxpath.pathways.auto_prune import largest_faithful_prune
 from onnxpath.pathways.learned_gates import learned_gates
 from onnxpath.pathways.network import (
@@ -76,7 +76,7 @@ def critical_pathway(engine: GradientEngine, x: np.ndarray, targets: Sequence[in
         scores = learned_gates(net, x, logits, iterations=iterations, init=gate_init, rng=rng)
     else:
         # the arrays are ours: no copy; the layers on every core
-        scores = in_parallel(lambda s: np.abs(s, out=s), signed)
+        scores = in_parallel(lambda s: np.abs(s, out=s), signed, [s.size for s in signed])
     if max_change is not None:
         prune, masks = largest_faithful_prune(net, x, scores, logits, targets, max_change,
                                               per_layer)
@@ -108,6 +108,12 @@ def pathway(engine: GradientEngine, x: np.ndarray, targets: np.ndarray | None, *
     if in_graph.wanted(engine.device) and in_graph.fits(net, x, selection, prune, per_layer):
         # One run: scoring, selection and the masked gradient never leave the device.
         maps, logits, masked_logits, kept = in_graph.run_in_one_graph(net, x, targets, prune)
+        found = Pathway(net, [], prune, selection, logits,
+                        targets=logits.argmax(axis=1) if targets is None else targets)
+        kept_percent = 100.0 * (kept / net.neurons)
+    elif host_route.fits(selection, prune, per_layer):
+        # Tap run, selection into prune marks, gated gradient: no keep masks in between.
+        maps, logits, masked_logits, kept = host_route.run_on_host(net, x, targets, prune)
         found = Pathway(net, [], prune, selection, logits,
                         targets=logits.argmax(axis=1) if targets is None else targets)
         kept_percent = 100.0 * (kept / net.neurons)

@@ -30,7 +30,7 @@ from onnxpath.engine.gradient import GradientEngine
 from onnxpath.engine.seeds import seed_from_argmax
 from onnxpath.errors import UsageError
 from onnxpath.ort.sessions import run_session
-from onnxpath.pathways.selection import in_parallel
+from onnxpath.pathways.selection import gate_bits, in_parallel
 from onnxpath.pathways.surgery import (
     MaskLayer,
     contribution_name,
@@ -42,7 +42,6 @@ from onnxpath.pathways.surgery import (
 
 DEFAULT_PRUNE_PERCENT = 85.0
 DEFAULT_MAX_CHANGE_PERCENT = 15.0  # --prune auto: the authors' ~15% output change
-NEG_INF_BITS = np.uint32(0xFF800000)  # float32 -inf; 0 is +0.0
 
 
 @dataclass
@@ -53,8 +52,9 @@ class MaskedNetwork:
     layers: list[MaskLayer]
     base: GradientEngine | None = None  # the unmodified model's engine (scoring taps)
     _ones: dict[int, list[np.ndarray]] = field(default_factory=dict, repr=False)
-    _gates: dict[tuple, np.ndarray] = field(default_factory=dict, repr=False)
+    _gates: dict[int, list] = field(default_factory=dict, repr=False)
     _scores: dict[tuple, list[np.ndarray]] = field(default_factory=dict, repr=False)
+    _marks: dict[int, list] = field(default_factory=dict, repr=False)
 
     @property
     def mask_names(self) -> list[str]:
@@ -183,36 +183,52 @@ class MaskedNetwork:
             logits, grads, _ = self.engine.gradients(x, seed, wrt=[self.input_name],
                                                      feeds=self.feeds(masks))
             return grads[self.input_name], logits
-        gated = self.gated()
-        names = {layer.mask: gate_name(layer.tensor) for layer in self.layers
-                 if layer.op_type == "Relu"}
-        feeds = {}
-        for layer, mask in zip(self.layers, masks, strict=True):
-            if layer.mask not in names:
-                feeds[layer.mask] = np.asarray(mask, layer.dtype)
-        gated_layers = [(layer, mask) for layer, mask in zip(self.layers, masks, strict=True)
-                        if layer.mask in names]
-
-        def gates_of(pair: tuple[MaskLayer, np.ndarray]) -> np.ndarray:
-            layer, mask = pair
-            return gate_values(np.asarray(mask), self.gate_buffer(layer, len(x))).astype(
-                layer.dtype, copy=False)
-
+        masks = [np.asarray(m) for m in masks]
+        buffers = self.gate_buffers(len(x))
         # ResNet-50's 9.6 M gates: one pass per layer, the layers on every core (~10 -> ~5 ms)
-        for (layer, _), gates in zip(gated_layers, in_parallel(gates_of, gated_layers),
-                                     strict=True):
-            feeds[names[layer.mask]] = gates
-        logits, grads, _ = gated.gradients(x, seed, wrt=[self.input_name], feeds=feeds)
+        gates = in_parallel(lambda k: None if buffers[k] is None
+                            else gate_bits(~masks[k], buffers[k]), range(len(masks)),
+                            [m.size for m in masks])
+        return self.gated_gradient(x, seed, gates, masks)
+
+    def gated_gradient(self, x: np.ndarray, seed: np.ndarray,
+                       gates: Sequence[np.ndarray | None],
+                       keep: Sequence[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
+        """`input_gradient` on the gated graph: per layer, the bit patterns of its float32
+        gates (`gate_bits`, for the layers with a buffer in `gate_buffers`) or, for the
+        others, its keep mask."""
+        feeds = {}
+        for layer, gate, mask in zip(self.layers, gates, keep, strict=True):
+            if gate is None:
+                feeds[layer.mask] = np.asarray(mask, layer.dtype)
+            else:
+                feeds[gate_name(layer.tensor)] = gate.view(np.float32).astype(layer.dtype,
+                                                                              copy=False)
+        logits, grads, _ = self.gated().gradients(x, seed, wrt=[self.input_name], feeds=feeds)
         return grads[self.input_name], logits
 
-    def gate_buffer(self, layer: MaskLayer, n: int) -> np.ndarray:
-        """A gate buffer per layer and batch size, reused by every call: fresh 40 MB of gates
-        per ResNet-50 call cost page faults (a run reads its feeds before it returns, so the
-        next call may overwrite them)."""
-        key = (layer.mask, n)
-        if key not in self._gates:
-            self._gates[key] = np.empty((n, *layer.shape), np.uint32)
-        return self._gates[key]
+    def gate_buffers(self, n: int) -> list[np.ndarray | None]:
+        """Per layer, a uint32 gate buffer for a batch of n where the gated graph gates it (a
+        Relu), else None. Reused by every call: fresh 40 MB of gates per ResNet-50 call cost
+        page faults (a run reads its feeds before it returns, so the next call may overwrite
+        them)."""
+        if n not in self._gates:
+            self._gates[n] = [np.empty((n, *layer.shape), np.uint32)
+                              if layer.op_type == "Relu" else None for layer in self.layers]
+        return self._gates[n]
+
+    def claim_marks(self, n: int) -> list[np.ndarray | None]:
+        """Bool buffers for a batch of n for the layers without gates (None for the others),
+        reused across calls like the gates: taken from the network until `release_marks`
+        puts them back, so that two threads never share them."""
+        marks = self._marks.pop(n, None)
+        if marks is None:
+            marks = [None if gate is not None else np.empty((n, *layer.shape), bool)
+                     for layer, gate in zip(self.layers, self.gate_buffers(n), strict=True)]
+        return marks
+
+    def release_marks(self, n: int, marks: list[np.ndarray | None]) -> None:
+        self._marks[n] = marks
 
     def gated(self) -> GradientEngine:
         """An engine over the masked model with its Relu masks as additive gates."""
@@ -225,13 +241,9 @@ class MaskedNetwork:
         return self.engine.derived(("relu-gates",), build)
 
 
-def gate_values(keep: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """float32 gates for a keep mask: 0 where kept, -inf where pruned. Written as bit patterns
-    in one pass (a lookup table or np.where takes about four times as long), into `out` (a
-    uint32 buffer shaped like `keep`) when given."""
-    bits = np.empty(keep.shape, np.uint32) if out is None else out
-    np.multiply(~keep, NEG_INF_BITS, out=bits, dtype=np.uint32)
-    return bits.view(np.float32)
+def gate_values(keep: np.ndarray) -> np.ndarray:
+    """float32 gates for a keep mask: 0 where kept, -inf where pruned."""
+    return gate_bits(~keep, np.empty(keep.shape, np.uint32)).view(np.float32)
 
 
 def masked_network(engine: GradientEngine, layers: Sequence[str] = RELU_FAMILY,

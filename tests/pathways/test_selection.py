@@ -8,7 +8,13 @@ import pytest
 from onnxpath.errors import UsageError
 from onnxpath.methods.pathway import critical_pathway
 from onnxpath.pathways.network import dead_selected_fraction, jaccard, resolve_prune_percent
-from onnxpath.pathways.selection import kth_and_next, percentile_threshold, random_selection, select
+from onnxpath.pathways.selection import (
+    kth_and_next,
+    percentile_threshold,
+    prune_marks,
+    random_selection,
+    select,
+)
 
 from .conftest import image
 
@@ -121,3 +127,48 @@ def test_pathway_statistics():
     assert jaccard(a, b) == pytest.approx(2 / 4)
     activations = [np.array([[0.0, 1.0, 2.0, 0.0]]), np.array([[0.0, 3.0]])]
     assert dead_selected_fraction(a, activations) == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("layout", ["runs", "shuffled", "interpolated", "small"])
+def test_prune_marks_are_the_complement_of_the_keep_mask(layout):
+    """The marks and gates written by the bracketing passes equal |scores| <= t, compared in
+    float64 (t interpolates between two float32 scores), across pieces; NaN scores are kept.
+    Signed scores with `magnitude` give the same as their magnitudes, and stay as they were."""
+    rng = np.random.default_rng(11)
+    if layout == "interpolated":  # neighbouring float32 values: t falls between them
+        one = np.float32(1.0)
+        values = np.array([one, np.nextafter(one, np.float32(2))], np.float32)
+        scores = rng.choice(values, 200_000)
+    elif layout == "small":
+        scores = rng.random(999).astype(np.float32)
+    else:
+        scores = np.repeat(rng.random(3000), rng.integers(1, 120, 3000)).astype(np.float32)
+        scores[rng.random(scores.size) < 0.3] = 0.0
+        if layout == "shuffled":
+            rng.shuffle(scores)
+    scores[rng.integers(0, scores.size, 5)] = np.nan
+    signed = scores * rng.choice(np.array([-1, 1], np.float32), scores.size)
+    bounds = [7, scores.size // 3, scores.size // 2]
+    pieces, signed_pieces = np.array_split(scores, bounds), np.array_split(signed, bounds)
+    before = signed.copy()
+    for prune in [0, 30, 85, 99.9, 100]:
+        marks = [np.ones(p.shape, bool) for p in pieces]
+        t, pruned = prune_marks(pieces, prune, marks)
+        np.testing.assert_equal(t, percentile_threshold(pieces, prune))  # NaN at P = 100
+        expected = scores <= np.float64(t)
+        assert (np.concatenate(marks) == expected).all()
+        assert pruned == int(expected.sum())
+        (keep,), _ = select([scores[None]], prune)
+        assert (keep[0] == ~expected).all()
+        # signed, marks on two pieces and gates on the others
+        marks = [np.ones(p.shape, bool) if k % 2 else None for k, p in enumerate(pieces)]
+        gates = [np.ones(p.shape, np.uint32) if k % 2 == 0 else None
+                 for k, p in enumerate(pieces)]
+        np.testing.assert_equal(prune_marks(signed_pieces, prune, marks, gates, magnitude=True),
+                                (t, pruned))
+        for k, part in enumerate(np.array_split(expected, bounds)):
+            if k % 2:
+                assert (marks[k] == part).all()
+            else:
+                assert (gates[k].view(np.float32) == np.where(part, -np.inf, 0.0)).all()
+    np.testing.assert_array_equal(signed, before)

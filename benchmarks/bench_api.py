@@ -29,12 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _models import export, randomise_batchnorm, resnet50, vgg16  # noqa: E402
 
 from onnxpath.explainer import Explainer  # noqa: E402
-from onnxpath.pathways.network import (  # noqa: E402
-    DEFAULT_PRUNE_PERCENT,
-    contributions,
-    masked_network,
-)
-from onnxpath.pathways.selection import in_parallel, select  # noqa: E402
+from onnxpath.pathways import host_route  # noqa: E402
+from onnxpath.pathways.network import MaskedNetwork  # noqa: E402
 
 MODELS = {"resnet50": resnet50, "vgg16": vgg16}
 
@@ -66,29 +62,35 @@ def bench(name: str, folder: Path, rounds: int, threads: int) -> None:
     print(f"{name:9s} forward {med['forward']:7.1f} ms  gradient {med['gradient']:7.1f} ms  "
           f"pathway {med['pathway']:7.1f} ms  gradient/forward {grad:.2f} (<= 3.0)  "
           f"pathway/gradient {path_:.2f} (<= 2.3)  load {os.getloadavg()[0]:.1f}")
-    parts = pathway_parts(engine, x, t, rounds)
+    parts = pathway_parts(explainer, x, t, rounds)
     print(f"{'':9s} one pathway call: " + ", ".join(f"{k} {v:.1f} ms" for k, v in parts.items()))
 
 
-def pathway_parts(engine, x: np.ndarray, target: int, rounds: int) -> dict[str, float]:
-    """Medians of the pieces of one pathway call, each timed alone (the same steps as
-    `methods.pathway` on the CPU): the tap run, the scores' magnitude and selection, and the
-    gated input gradient."""
-    net = masked_network(engine)
-    seed = engine.seed([target])
+def pathway_parts(explainer: Explainer, x: np.ndarray, target: int,
+                  rounds: int) -> dict[str, float]:
+    """Medians of the pieces of the method's pathway calls (the CPU's host route,
+    `pathways/host_route.py`): the tap run, the selection with the gates, and the gated
+    gradient, each timed inside the call."""
     times: dict[str, list[float]] = {"tap run": [], "selection": [], "gated gradient": []}
-    for _ in range(rounds + 1):  # the first round warms up
-        start = time.perf_counter()
-        _, signed, _ = contributions(net, x, [target])
-        tapped = time.perf_counter()
-        scores = in_parallel(lambda s: np.abs(s, out=s), signed)
-        masks, _ = select(scores, DEFAULT_PRUNE_PERCENT)
-        selected = time.perf_counter()
-        net.input_gradient(x, seed, masks)
-        done = time.perf_counter()
-        for key, took in zip(times, (tapped - start, selected - tapped, done - selected),
-                             strict=True):
-            times[key].append(took)
+
+    def timed(key: str, fn):
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            times[key].append(time.perf_counter() - start)
+            return out
+        return run
+
+    saved = host_route.contributions, host_route.prune_marks, MaskedNetwork.gated_gradient
+    host_route.contributions = timed("tap run", saved[0])
+    host_route.prune_marks = timed("selection", saved[1])
+    MaskedNetwork.gated_gradient = timed("gated gradient", saved[2])
+    try:
+        for _ in range(rounds + 1):
+            explainer.attribute(x, "pathway", target=target)
+    finally:
+        host_route.contributions, host_route.prune_marks, MaskedNetwork.gated_gradient = saved
+    # (the first call warms up; one selection per image)
     return {k: statistics.median(v[1:]) * 1000 for k, v in times.items()}
 
 

@@ -444,6 +444,7 @@ def drive(solvers: list, coarse: CoarseGrids, origins: list[tuple[int, int]]) ->
             results[k] = finished.value
     live = np.arange(len(solvers))
     batch = coarse
+    backwards = False
     while requests:
         if len(requests) < len(live):  # the finished masks leave the coarse batch
             live = np.array(sorted(requests))
@@ -454,7 +455,11 @@ def drive(solvers: list, coarse: CoarseGrids, origins: list[tuple[int, int]]) ->
         for i, k in enumerate(live):
             stacked[(i, ..., *parts[i])] = requests[k]
         corrections = batch.cycle(stacked)
-        for i, k in enumerate(live):
+        # The masks take turns in the opposite order each round: the last ones of a round
+        # start the next while their vectors are still in the core's cache.
+        order = list(enumerate(live))
+        backwards = not backwards
+        for i, k in reversed(order) if backwards else order:
             try:
                 requests[k] = solvers[k].send(corrections[(i, ..., *parts[i])])
             except StopIteration as finished:

@@ -2,12 +2,14 @@
 conjugate gradients where a mask's holes are deep.
 
 Jacobi's steps carry information one pixel at a time (a 60-pixel hole took ~300); one
-symmetric V-cycle carries it across the image, and 4-6 conjugate-gradient steps from zero
-suffice. The coarse operators are Galerkin products Pᵀ A P (bilinear P kept on removed
-pixels) as 9-point stencils, built once per mask and shared by its channels. The masks of a
-call run in step (`drive`): each on its box down to grids of `neighbour_mean.SHARED_GRID`
-points, the coarser grids for all of them at once on the image's, so that those grids'
-numpy calls, mostly overhead, serve 7 masks instead of one.
+symmetric V-cycle carries it across the image, and 4-5 conjugate-gradient steps from zero
+suffice (4 on every Grad-CAM mask of benchmarks/bench_forward.py, with two coarse corrections
+on the first shared grid). The coarse operators are Galerkin products Pᵀ A P (bilinear P
+kept on removed pixels) as 9-point stencils, probed once per mask and shared by its
+channels. The masks of a call run in step (`drive`): each on its box down to grids of
+`neighbour_mean.SHARED_GRID` points, the coarser grids for all of them at once on the
+image's, so that those grids' numpy calls, mostly overhead, serve 7 masks instead of one.
+Small grids transfer by matrix products, larger ones by strided adds.
 """
 
 from __future__ import annotations
@@ -344,7 +346,8 @@ class CoarseGrids:
         return cls(levels, CoarsestLevel(coefficients), shapes, grid)
 
     def cycle(self, r: np.ndarray, depth: int = 0) -> np.ndarray:
-        """The V-cycle below the fine grid, on restricted residuals (M, C, h, w)."""
+        """The cycle below the fine grid, on restricted residuals (M, C, h, w): a V, but for
+        `FIRST_COARSE_CORRECTIONS` at the first shared grid."""
         if depth == len(self.levels):
             return self.coarsest.solve(r)
         level = self.levels[depth]

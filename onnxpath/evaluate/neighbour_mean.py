@@ -19,9 +19,10 @@ right-hand side. Two preconditioners share the work, chosen per mask before any 
   steps switch to it as well.
 
 On 2 images × 7 fractions × 3 channels (benchmarks/bench_road.py, one core) this takes
-0.042 s on random and 0.078 s on smooth 112×112 maps (Jacobi-PCG alone: 0.092 s and 0.77 s),
-0.19 s and 0.28 s at 224×224 (0.38 s and 5.7 s); ROAD on the Grad-CAM maps of
-benchmarks/bench_forward.py, ~40 ms per 112×112 image. The tests compare both paths with
+0.034 s on random and 0.055 s on smooth 112×112 maps (Jacobi-PCG alone: 0.074 s and 0.58 s),
+0.15 s and 0.21 s at 224×224 (0.33 s and 5.4 s); on the Grad-CAM maps of
+benchmarks/bench_forward.py, 24-27 ms per 112×112 image (ROAD's whole imputation, ranking
+and noise included, ~30 ms). The tests compare both paths with
 `spsolve`: within 1e-5 at a tight tolerance, and within 1e-3 at the default one, far below the
 imputation noise (std 0.01).
 """

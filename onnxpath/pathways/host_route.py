@@ -1,11 +1,13 @@
 """The contribution pathway on the host, with nothing between its three steps that the map
-does not need: the tap run, the selection written straight into reused prune marks (no keep
-masks, no second pass over the scores), and the gated gradient, whose gates come from the
-marks in one pass. `methods.pathway` takes it for a fixed P with one threshold per example
-on the CPU; `critical_pathway` builds a full `Pathway` (keep masks, activations) for the rest.
+does not need: the tap run; the selection, whose bracketing pass writes each Relu layer's
+gate bits (and the prune marks of the other layers) as it finds t; and the gated gradient
+from those buffers. No keep masks, no pass over the scores for their magnitude, no mask
+arrays allocated per call. `methods.pathway` takes it for a fixed P with one threshold per
+example on the CPU; `critical_pathway` builds a full `Pathway` (keep masks, activations) for
+the rest, and the maps are the same bit for bit.
 
-On ResNet-50 (2 threads) the selection and gates take ~15 ms here against ~30 ms through keep
-masks: the marks come out of the bracketing pass, and no mask array is allocated per call.
+On ResNet-50 (2 threads, inside the call) the selection with its gates takes ~16 ms here,
+against ~30 ms through keep masks (selection 23 ms, then gates 6 ms).
 """
 
 from __future__ import annotations

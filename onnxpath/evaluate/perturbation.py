@@ -108,6 +108,18 @@ def fill_values(fill: float | Sequence[float] | np.ndarray, channels: int) -> np
     return value.reshape(channels, 1, 1)
 
 
+def blend(mask: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """np.where(mask, a, b) in float32, as a ⊙ mask + b ⊙ ¬mask where a and b are finite (a
+    times 0 is then a zero): under half np.where's time on a protocol's stacks (LeRF's 9
+    fractions of a 112×112 image: 0.75 -> 0.34 ms). A zero may change sign (-0.0 + 0.0 is
+    0.0), which no comparison or sum tells apart."""
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return np.where(mask, a, b).astype(np.float32, copy=False)
+    out = np.multiply(a, mask, dtype=np.float32)
+    out += b * ~mask
+    return out
+
+
 def counts_for(fractions: Sequence[float], pixels: int) -> np.ndarray:
     return np.rint(np.asarray(fractions, dtype=np.float64) * pixels).astype(np.int64)
 
@@ -135,7 +147,7 @@ def pixel_perturbation(forward: Forward, x: np.ndarray, heats: np.ndarray,
                 ranked = ranked[::-1]
             position = removal_positions(ranked).reshape(h, w)
             removed = position[None] < counts[:, None, None]  # (F, H, W)
-            yield np.where(removed[:, None], value[None], x[i][None])
+            yield blend(removed[:, None], value[None], x[i][None])
 
     logits = forward_stacks(forward, stacks(), batch_size, total=n + n * len(counts))
     rows = np.arange(n)
@@ -192,9 +204,9 @@ def deletion_insertion(forward: Forward, x: np.ndarray, heats: np.ndarray,
             position = removal_positions(pixel_order(heats[i], rank, seed + i)).reshape(h, w)
             changed = (position[None] < counts[:, None, None])[:, None]  # (S+1, 1, H, W)
             if mode == "deletion":
-                yield np.where(changed, value[None], x[i][None])
+                yield blend(changed, value[None], x[i][None])
             else:
-                yield np.where(changed, x[i][None], start[i][None])
+                yield blend(changed, x[i][None], start[i][None])
 
     logits = forward_stacks(forward, stacks(), batch_size, total=n * len(counts))
     return np.stack([softmax(lg)[:, targets[i]] for i, lg in enumerate(logits)])

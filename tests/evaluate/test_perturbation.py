@@ -6,6 +6,7 @@ from eval_models import model_forward, one_pixel_model
 
 from onnxpath.evaluate.perturbation import (
     auc,
+    blend,
     deletion_insertion,
     forward_stacks,
     gaussian_blur,
@@ -196,3 +197,18 @@ def test_known_totals_run_in_even_batches_with_the_same_logits(one_pixel):
                              batch_size=40)  # one run: no batching at all
     print(f"LeRF, even batches vs one run: largest difference {np.abs(new - old).max():.3g}")
     np.testing.assert_allclose(new, old, rtol=0, atol=1e-7)
+
+
+def test_blend_is_np_where_with_or_without_non_finite_values():
+    """The protocols' stacks: the same values as np.where, NaN and inf taking np.where's path
+    (a times 0 would give NaN)."""
+    rng = np.random.default_rng(4)
+    mask = rng.random((5, 1, 6, 7)) < 0.4
+    value = np.array([0.5, -1.0, 0.0], np.float32).reshape(1, 3, 1, 1)
+    image = rng.standard_normal((1, 3, 6, 7)).astype(np.float32)
+    for a, b in [(value, image), (image, value), (image, image[:, ::-1])]:
+        assert np.array_equal(blend(mask, a, b), np.where(mask, a, b))
+    image[0, 1, 2, 3], image[0, 2, 0, 0] = np.nan, np.inf
+    out = blend(mask, value, image)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, np.where(mask, value, image))

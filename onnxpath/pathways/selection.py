@@ -1,6 +1,7 @@
 """Selecting a critical pathway from contribution scores (methods.md section 3): the P-th
 percentile of one example's scores over all its layers, found by selection rather than a sort,
-and the keep masks s > t; plus section 7's random baseline.
+and the keep masks s > t, or their complement and the Relu gates written by the same passes
+(`prune_marks`); plus section 7's random baseline.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from onnxpath.pathways.surgery import MaskLayer
 
 NEG_INF_BITS = np.uint32(0xFF800000)  # float32 -inf; 0 is +0.0
 ORDERED_BITS = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
+SAMPLE = 1 << 16  # scores drawn to bracket t, at most: ~1.7% of them fall inside at P = 85
 
 
 _POOL: ThreadPoolExecutor | None = None
+POOL_NAME = "onnxpath-select"
 
 
 def in_parallel(fn: Callable, items, weights: Sequence[float] | None = None) -> list:
@@ -30,10 +33,13 @@ def in_parallel(fn: Callable, items, weights: Sequence[float] | None = None) -> 
     global _POOL
     items = list(items)
     cores = min(4, os.cpu_count() or 1)
-    if cores == 1 or len(items) <= 1:
+    # (a call from one of the pool's own threads runs alone: waiting on the pool from inside
+    # it could wait forever)
+    nested = threading.current_thread().name.startswith(POOL_NAME)
+    if cores == 1 or len(items) <= 1 or nested:
         return [fn(item) for item in items]
     if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=cores - 1, thread_name_prefix="onnxpath-select")
+        _POOL = ThreadPoolExecutor(max_workers=cores - 1, thread_name_prefix=POOL_NAME)
     results: list = [None] * len(items)
 
     def run(group: list[int]) -> None:
@@ -156,13 +162,6 @@ def kth_and_next(values: np.ndarray | Sequence[np.ndarray], k: int,
     return low, high
 
 
-SAMPLE = 1 << 16  # scores drawn to bracket t, at most: ~1.7% of them fall inside at P = 85
-
-
-def sample_size(n: int, most: int = SAMPLE) -> int:
-    """How many of n scores bracket t: up to `most`, fewer for fewer scores (a gather of
-    random positions costs a cache miss each), never under 2^14."""
-    return min(most, max(1 << 14, n // 64))
 _SCRATCH = threading.local()
 
 
@@ -176,6 +175,12 @@ def scratch(size: int, dtype, which: int) -> np.ndarray:
     if key not in buffers or buffers[key].size < size:
         buffers[key] = np.empty(size, dtype)
     return buffers[key][:size]
+
+
+def sample_size(n: int, most: int = SAMPLE) -> int:
+    """How many of n scores bracket t: up to `most`, fewer for fewer scores (a gather of
+    random positions costs a cache miss each), never under 2^14."""
+    return min(most, max(1 << 14, n // 64))
 
 
 @functools.lru_cache(maxsize=8)
@@ -235,7 +240,7 @@ def bracketed_kth(pieces: list[np.ndarray], k: int, outs: list[np.ndarray] | Non
             return below, positions, keys[positions]
 
         inside = in_parallel(split, range(len(pieces)), sizes)
-        values = np.concatenate([v for _, _, v in inside])  # ~3% of the values
+        values = np.concatenate([v for _, _, v in inside])  # ~1.7% of the values
         j = k - sum(b for b, _, _ in inside)
         if 0 <= j < values.size - 1:
             values.partition(j)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,8 @@ from onnxpath.errors import UsageError
 from onnxpath.methods.pathway import critical_pathway
 from onnxpath.pathways.network import dead_selected_fraction, jaccard, resolve_prune_percent
 from onnxpath.pathways.selection import (
+    balanced_groups,
+    in_parallel,
     kth_and_next,
     percentile_threshold,
     prune_marks,
@@ -172,3 +176,26 @@ def test_prune_marks_are_the_complement_of_the_keep_mask(layout):
             else:
                 assert (gates[k].view(np.float32) == np.where(part, -np.inf, 0.0)).all()
     np.testing.assert_array_equal(signed, before)
+
+
+def test_in_parallel_keeps_order_balances_groups_and_runs_nested_calls():
+    """Results in the items' order; groups of near-equal weight; a call made from inside
+    one of the pool's tasks runs there instead of waiting on the pool (it would wait
+    forever)."""
+    assert in_parallel(lambda k: k * k, range(9), [9, 1, 1, 1, 1, 1, 1, 1, 1]) == \
+        [k * k for k in range(9)]
+    groups = balanced_groups([9, 1, 1, 1, 1, 1, 1, 1, 1], 2)
+    assert sorted(sum(groups, [])) == list(range(9)) and [0] in groups
+    done = threading.Event()
+
+    def outer(k):
+        return sum(in_parallel(lambda j: j + k, range(3)))
+
+    def call():
+        assert in_parallel(outer, range(4)) == [3 + 3 * k for k in range(4)]
+        done.set()
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert done.is_set()

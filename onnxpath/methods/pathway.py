@@ -105,15 +105,13 @@ def pathway(engine: GradientEngine, x: np.ndarray, targets: np.ndarray | None, *
     a network that no longer predicts what the model predicts (try --prune auto)."""
     net = masked_network(engine, tuple(layers), layer_regex)
     prune = resolve_prune_percent(prune_percent, keep)
-    if in_graph.wanted(engine.device) and in_graph.fits(net, x, selection, prune, per_layer):
-        # One run: scoring, selection and the masked gradient never leave the device.
-        maps, logits, masked_logits, kept = in_graph.run_in_one_graph(net, x, targets, prune)
-        found = Pathway(net, [], prune, selection, logits,
-                        targets=logits.argmax(axis=1) if targets is None else targets)
-        kept_percent = 100.0 * (kept / net.neurons)
-    elif host_route.fits(selection, prune, per_layer):
-        # Tap run, selection into prune marks, gated gradient: no keep masks in between.
-        maps, logits, masked_logits, kept = host_route.run_on_host(net, x, targets, prune)
+    one_graph = in_graph.wanted(engine.device) and \
+        in_graph.fits(net, x, selection, prune, per_layer)
+    if one_graph or host_route.fits(selection, prune, per_layer):
+        # One run where scoring, selection and the masked gradient never leave the device, or
+        # the host route: no keep masks between the passes either way.
+        run = in_graph.run_in_one_graph if one_graph else host_route.run_on_host
+        maps, logits, masked_logits, kept = run(net, x, targets, prune)
         found = Pathway(net, [], prune, selection, logits,
                         targets=logits.argmax(axis=1) if targets is None else targets)
         kept_percent = 100.0 * (kept / net.neurons)

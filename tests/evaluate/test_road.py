@@ -76,9 +76,10 @@ def test_noise_is_added_to_removed_pixels_only():
 
 @pytest.mark.parametrize("finite", [True, False])
 def test_keep_known_is_np_where(finite):
-    """impute's last step (road.keep_known) takes known pixels from the image and removed
-    ones from the solution exactly as np.where does, non-finite values included."""
-    from onnxpath.evaluate.road import keep_known
+    """impute's last step (perturbation.blend, in place) takes known pixels from the image
+    and removed ones from the solution exactly as np.where does, non-finite values
+    included."""
+    from onnxpath.evaluate.perturbation import blend
     rng = np.random.default_rng(15)
     v, x = (rng.standard_normal((4, 3, 9, 11)).astype(np.float32) for _ in range(2))
     unknown = rng.random((4, 1, 9, 11)) < 0.5
@@ -86,7 +87,8 @@ def test_keep_known_is_np_where(finite):
         x[0, 1, :3] = np.inf  # on known and removed pixels alike
         x[2, 0, 5:] = np.nan
     expected = np.where(unknown, v, x)
-    assert np.array_equal(keep_known(v.copy(), x, unknown), expected, equal_nan=True)
+    solution = v.copy()
+    assert np.array_equal(blend(unknown, solution, x, out=solution), expected, equal_nan=True)
 
 
 def test_road_lerf_keeps_the_only_pixel_that_matters():

@@ -182,7 +182,7 @@ def report(batch: int, per_row: float, rows: dict, out=print) -> None:
             f"{own_text:>11s}{'' if best <= TARGET else '  over'}")
         if extra is not None:
             notes.append(f"{name}: its non-forward work alone (the same run with a forward that "
-                         f"answers at once) takes {extra:.2f}s, {extra / (count * per_row):.1f}x "
+                         f"answers at once) takes {extra:.2f}s, {extra / (count * per_row):.2f}x "
                          f"the forward limit; against forward limit + that work the ratio is "
                          f"{with_extra:.2f}")
     for note in notes:

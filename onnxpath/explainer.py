@@ -76,15 +76,19 @@ class Explainer:
         stage(f"loading the model {model if not isinstance(model, onnx.ModelProto) else ''}")
         # A folder (a Hugging Face Optimum export) names its model.onnx (intake/folder.py).
         self.path = None if isinstance(model, onnx.ModelProto) else model_file(model)
-        self.proto = model if isinstance(model, onnx.ModelProto) else load_model(self.path)
+        self.cache = (cache if isinstance(cache, SessionCache) else None if cache is False
+                      else SessionCache() if cache is True else SessionCache(cache))
+        # The weights file lies beside the cache's entries; without a cache it is this
+        # process's own, removed at exit (nothing read from or left in the cache folder).
+        self.proto = model if isinstance(model, onnx.ModelProto) else load_model(
+            self.path, None if self.cache is None else self.cache.folder / "weights",
+            private=self.cache is None)
         self.proto = bfloat16_as_float32(self.proto)  # ORT's CPU provider has no bfloat16 math
         # A model without a batch dim gets a fixed batch of 1 (intake/batchless.py)
         self.proto, self.batchless = with_batch_axis(self.proto)
         self.device = device
         self.threads = threads
         self.keep_probabilities = keep_probabilities
-        self.cache = (cache if isinstance(cache, SessionCache) else None if cache is False
-                      else SessionCache() if cache is True else SessionCache(cache))
         self._digest: str | None = None
         self.target_index = None if target_index is None else tuple(int(i) for i in
                                                                       target_index)

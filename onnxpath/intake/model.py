@@ -83,9 +83,12 @@ class ModelInfo:
         return None if self.raw_input in (None, self.input_name) else self.input_name
 
 
-def load_model(path: str | os.PathLike) -> onnx.ModelProto:
+def load_model(path: str | os.PathLike, weights_folder: Path | None = None,
+               private: bool = False) -> onnx.ModelProto:
     """Read a model from disk with one-line errors for bad files. Weights kept in external data
-    files stay there (only small shape constants are read); their locations are checked."""
+    files stay there (only small shape constants are read); their locations are checked.
+    Inline weights move to a weights file in `weights_folder` (default: the cache folder's),
+    the process's own and removed at exit where `private` (see ort/weights.py: detach)."""
     path = Path(path)
     if not path.exists():
         raise ModelError(f"model file not found: {path}")
@@ -109,7 +112,8 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     # The weights leave the protobuf once, here: every graph derived from it shares them.
     stat = path.stat()
     with timed("moving the weights to their file"):
-        return detach(model, path.parent, (str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+        return detach(model, path.parent, (str(path.resolve()), stat.st_size, stat.st_mtime_ns),
+                      weights_folder, private)
 
 
 def data_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:

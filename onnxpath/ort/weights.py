@@ -18,6 +18,7 @@ np.memmap of the same file.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import os
@@ -198,6 +199,13 @@ def _page_aligned(tensors: list[TensorProto]) -> bool:
     return True
 
 
+def _remove(path: Path) -> None:
+    """A private weights file at exit, and its folder if that is then empty."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+        path.parent.rmdir()
+
+
 def _writable(folder: Path) -> Path:
     """`folder`, or a temporary folder (removed at exit) when it cannot be written."""
     try:
@@ -205,16 +213,17 @@ def _writable(folder: Path) -> Path:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe."):
             return folder
     except OSError:
-        import atexit
         import shutil
         made = Path(tempfile.mkdtemp(prefix="onnxpath-weights-"))
         atexit.register(shutil.rmtree, made, True)
         return made
 
 
-def _write(store: WeightStore, tensors: list[TensorProto], folder: Path | None) -> None:
+def _write(store: WeightStore, tensors: list[TensorProto], folder: Path | None,
+           reuse: bool = True) -> None:
     """Write the weights file (atomically: a temporary file renamed), recording the spans.
-    An existing file of the right size for the same stamp is reused (a warm start)."""
+    An existing file of the right size for the same stamp is reused (a warm start) unless
+    `reuse` is false."""
     offset, spans = 0, {}
     for tensor in tensors:
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
@@ -223,7 +232,7 @@ def _write(store: WeightStore, tensors: list[TensorProto], folder: Path | None) 
         offset += -(-nbytes // ALIGN) * ALIGN
     store.spans = spans
     with contextlib.suppress(OSError):
-        if store.path.stat().st_size == offset:
+        if reuse and store.path.stat().st_size == offset:
             os.utime(store.path)  # recently used: the cache trims it last
             return
     fd, tmp = tempfile.mkstemp(prefix=f".{store.file}.", suffix=".part", dir=store.folder)
@@ -240,11 +249,17 @@ def _write(store: WeightStore, tensors: list[TensorProto], folder: Path | None) 
 
 
 def detach(model: onnx.ModelProto, folder: Path | None, stamp: tuple,
-           weights_folder: Path | None = None) -> onnx.ModelProto:
+           weights_folder: Path | None = None, private: bool = False) -> onnx.ModelProto:
     """`model` with its big top-level initializers moved to one weights file per model (named
     by `stamp`, e.g. the file's path, size and mtime; in `weights_folder`, default the cache
     folder), placeholders in their place. Returns a new, light ModelProto; the caller drops
-    `model` so its bytes are freed. Models with little weight are returned as they are."""
+    `model` so its bytes are freed. Models with little weight are returned as they are.
+
+    A `private` file (a run without the cache) is this process's own: written afresh under a
+    name no other process uses, never an earlier run's, and removed when the process exits.
+    It still lies in the cache folder, on disk: a temporary folder may be memory."""
+    if private:
+        stamp = (*stamp, "private", os.getpid())
     graph = model.graph
     big = [t for t in graph.initializer if _big(t) and not is_placeholder(t)]
     external = any(t.data_location == TensorProto.EXTERNAL for t in big)
@@ -267,7 +282,9 @@ def detach(model: onnx.ModelProto, folder: Path | None, stamp: tuple,
         _STORES[store.key] = store
     if store is None or not (store.files or store.path.is_file()):
         store = WeightStore(stamp, _writable(weights_folder or default_folder() / "weights"))
-        _write(store, big, folder)
+        _write(store, big, folder, reuse=not private)
+        if private:
+            atexit.register(_remove, store.path)
         _STORES[store.key] = store
         trim(store.folder)
     kept = [placeholder(t, store.location, store.spans[t.name][1])

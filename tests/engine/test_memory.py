@@ -119,6 +119,41 @@ def test_the_cache_holds_the_weights_once(wide, tmp_path):
         assert rest < 0.05 * weights  # graphs only: no entry embeds the weights again
 
 
+def test_a_run_without_the_cache_neither_reads_nor_leaves_a_weights_file(wide, tmp_path):
+    """--no-cache writes the weights file it memory-maps under its own name, never reuses
+    the cache's (whose modification time a reuse would touch), and removes it at exit."""
+    path, x, _ = wide
+    cache = tmp_path / "cache"
+    env = {"ONNXPATH_CACHE_DIR": str(cache)}
+    peak(attribute(path, x, "gradient", tmp_path / "out0", "--no-cache"), env, tmp_path)
+    left = [p for p in cache.rglob("*") if p.is_file()]
+    assert left == []
+    peak(attribute(path, x, "gradient", tmp_path / "out1"), env, tmp_path)  # cached
+    (held,) = (cache / "weights").glob("*.weights")
+    stamp = held.stat().st_mtime_ns
+    peak(attribute(path, x, "gradient,pathway", tmp_path / "out2", "--no-cache"), env,
+         tmp_path)
+    assert list((cache / "weights").glob("*.weights")) == [held]
+    assert held.stat().st_mtime_ns == stamp
+    maps = [np.load(tmp_path / f"out{run}" / "x.gradient.npy") for run in range(3)]
+    assert np.array_equal(maps[0], maps[1]) and np.array_equal(maps[0], maps[2])
+
+
+def test_an_explainer_with_its_own_cache_folder_keeps_the_weights_there(wide, tmp_path,
+                                                                        monkeypatch):
+    import shutil
+
+    from onnxpath import Explainer
+    path, _, _ = wide
+    copy = tmp_path / "model" / "wide.onnx"  # a file this process has not read yet
+    copy.parent.mkdir()
+    shutil.copy(path, copy)
+    monkeypatch.setenv("ONNXPATH_CACHE_DIR", str(tmp_path / "default"))
+    Explainer(copy, cache=tmp_path / "own")
+    assert len(list((tmp_path / "own" / "weights").glob("*.weights"))) == 1
+    assert not (tmp_path / "default").exists()
+
+
 def test_an_export_past_the_protobuf_limit_writes_external_data(wide, tmp_path, monkeypatch):
     """`onnxpath export` of a model whose weights are held in the shared file: inline when the
     graph fits one protobuf, else (the limit lowered here) beside it as external data; both

@@ -18,6 +18,8 @@ import functools
 
 import numpy as np
 
+from onnxpath.evaluate import jit_kernels
+
 # The stencil is separable: [1, 2, 1] ⊗ [1, 2, 1] / 12 has the 1/12 corners and 1/6 edges,
 # plus a centre of 4/12 that `neighbour_sum` takes back out.
 
@@ -164,6 +166,9 @@ class ImageLevel:
         self.inside_twelfth = inside / 12.0
 
     def apply(self, v: np.ndarray) -> np.ndarray:
+        compiled = jit_kernels.image_product(v, self.centre, self.inside_twelfth)
+        if compiled is not None:
+            return compiled
         rows = v + v
         rows[..., 1:, :] += v[..., :-1, :]
         rows[..., :-1, :] += v[..., 1:, :]
@@ -211,6 +216,9 @@ class StencilLevel:
         return made
 
     def apply(self, v: np.ndarray, keep: bool = True) -> np.ndarray:
+        compiled = jit_kernels.stencil_product(self.coefficients, v)
+        if compiled is not None:
+            return compiled
         m, c, h, w = v.shape
         coefficients, padded = self.buffers(c, keep)
         padded[..., 1:-1, 1:-1] = v  # (the border stays zero)

@@ -144,9 +144,20 @@ ALL_MULTIGRID = {"deep_hole": 0}  # every mask with a removed pixel counts as de
 ALL_JACOBI = {"deep_hole": 10_000, "jacobi_iterations": 2000}
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def products(request, monkeypatch):
+    """The solver's operator products: compiled (numba, a test dependency) or numpy's."""
+    from onnxpath.evaluate import jit_kernels
+    if request.param == "numpy":
+        monkeypatch.setattr(jit_kernels, "_compiled", {})
+    else:
+        assert jit_kernels.kernels(), "numba is missing: the compiled products go untested"
+    return request.param
+
+
 @pytest.mark.parametrize("pattern", ["blob", "scattered"])
 @pytest.mark.parametrize("route", ["multigrid", "jacobi"])
-def test_each_path_matches_spsolve_on_an_odd_grid(pattern, route):
+def test_each_path_matches_spsolve_on_an_odd_grid(pattern, route, products):
     rng = np.random.default_rng(5)
     image = rng.standard_normal((3, 37, 50))
     removed = odd_masks()[pattern]
@@ -253,6 +264,58 @@ def test_matrix_and_strided_transfers_agree(monkeypatch, shape):
     for strided, matrices in zip(*results, strict=True):
         assert strided.dtype == matrices.dtype == np.float32
         np.testing.assert_allclose(matrices, strided, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (6, 1), (2, 2), (37, 50)])
+def test_compiled_products_equal_numpys(monkeypatch, shape, dtype):
+    """jit_kernels' products against multigrid's numpy ones: the image's stencil (one mask
+    for every system, or one per system) and a coarse grid's 9-point stencils, edges and
+    one-pixel grids included. Only the order of the sums differs."""
+    from onnxpath.evaluate import jit_kernels
+    assert jit_kernels.kernels(), "numba is missing: the compiled products go untested"
+    rng = np.random.default_rng(16)
+    v = rng.standard_normal((3, *shape)).astype(dtype)
+    cases = [(ImageLevel((rng.random((1, *shape)) < 0.6).astype(dtype)), v),
+             (ImageLevel((rng.random((3, *shape)) < 0.6).astype(dtype)), v),
+             (StencilLevel(rng.standard_normal((2, 9, *shape)).astype(dtype)),
+              rng.standard_normal((2, 3, *shape)).astype(dtype))]
+    tolerance = 1e-13 if dtype == np.float64 else 2e-6
+    for level, vector in cases:
+        compiled = level.apply(vector)
+        with monkeypatch.context() as numpy_only:
+            numpy_only.setattr(jit_kernels, "_compiled", {})
+            expected = level.apply(vector)
+        assert compiled.dtype == expected.dtype == dtype
+        scale = np.abs(expected).max() + 1.0
+        np.testing.assert_allclose(compiled, expected, rtol=0, atol=tolerance * scale)
+
+
+def test_a_failing_kernel_leaves_numpys_products_with_one_warning(monkeypatch):
+    from onnxpath.evaluate import jit_kernels
+
+    def broken(*arrays):
+        raise RuntimeError("no such instruction\nsecond line")
+
+    monkeypatch.setattr(jit_kernels, "_compiled", {"image": broken, "stencil": broken})
+    image = np.random.default_rng(17).standard_normal((3, 20, 24))
+    removed = odd_masks()["blob"][:20, :24]
+    with pytest.warns(RuntimeWarning, match="compiled solver kernels are off.*no such "
+                      "instruction$"):
+        values, _, multigrid = counted(image, removed, 1e-9, **ALL_MULTIGRID)
+    assert (multigrid > 0).all() and jit_kernels.kernels() == {}
+    np.testing.assert_allclose(values, spsolve_imputation(image, removed), atol=1e-5)
+
+
+def test_no_jit_environment_variable_turns_the_kernels_off(monkeypatch):
+    from onnxpath.evaluate import jit_kernels
+    monkeypatch.setattr(jit_kernels, "_compiled", None)
+    monkeypatch.setenv("ONNXPATH_NO_JIT", "1")
+    assert jit_kernels.kernels() == {}
+    assert jit_kernels.stencil_product(np.ones((1, 9, 2, 2)), np.ones((1, 1, 2, 2))) is None
+    monkeypatch.setattr(jit_kernels, "_compiled", None)
+    monkeypatch.delenv("ONNXPATH_NO_JIT")
+    assert set(jit_kernels.kernels()) == {"image", "stencil"}
 
 
 def precondition(fine, coarse, r):

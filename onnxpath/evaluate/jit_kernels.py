@@ -29,14 +29,14 @@ _compiled: dict | None = None  # name -> kernel once built; empty without numba
 _lock = threading.Lock()
 
 
-def _image_product(v, centre, inside_twelfth):
-    """out[k] = inside_twelfth[k or 0] ⊙ (centre ⊙ v[k] − [1 2 1] ⊗ [1 2 1] ∗ v[k]) with zero
-    outside the grid: `multigrid.ImageLevel.apply` on (S, h, w) systems."""
+def _image_product(v, centre, inside_twelfth, per):
+    """out[k] = inside_twelfth[k // per] ⊙ (centre ⊙ v[k] − [1 2 1] ⊗ [1 2 1] ∗ v[k]) with
+    zero outside the grid: `multigrid.ImageLevel.apply` on (S, h, w) systems."""
     count, h, w = v.shape
     out = np.empty_like(v)  # allocated here: numba then knows it aliases nothing, and vectorises
     rows = np.empty((h, w), dtype=v.dtype)
     for k in range(count):
-        t = k if inside_twelfth.shape[0] > 1 else 0
+        t = k // per
         for i in range(h):  # [1 2 1] down the columns
             for j in range(w):
                 rows[i, j] = 2.0 * v[k, i, j]
@@ -82,11 +82,66 @@ def _stencil_product(coefficients, v):
     return out
 
 
+def _restriction(fine):
+    """Pᵀ of bilinear P, full weighting: each coarse point I takes fine[2I] and half of
+    fine[2I ± 1] along each axis (`multigrid.restrict` on (S, h, w) systems)."""
+    count, h, w = fine.shape
+    ch, cw = h // 2 + 1, w // 2 + 1
+    rows = np.zeros((ch, w), dtype=fine.dtype)
+    out = np.empty((count, ch, cw), dtype=fine.dtype)
+    for k in range(count):
+        for i in range(ch):  # down the columns
+            for j in range(w):
+                rows[i, j] = fine[k, 2 * i, j] if 2 * i < h else 0.0
+            if 2 * i - 1 >= 0:
+                for j in range(w):
+                    rows[i, j] += 0.5 * fine[k, 2 * i - 1, j]
+            if 2 * i + 1 < h:
+                for j in range(w):
+                    rows[i, j] += 0.5 * fine[k, 2 * i + 1, j]
+        for i in range(ch):  # along the rows
+            for j in range(cw):
+                total = rows[i, 2 * j] if 2 * j < w else 0.0
+                if 2 * j - 1 >= 0:
+                    total += 0.5 * rows[i, 2 * j - 1]
+                if 2 * j + 1 < w:
+                    total += 0.5 * rows[i, 2 * j + 1]
+                out[k, i, j] = total
+    return out
+
+
+def _prolongation(coarse, h, w, inside, per):
+    """Bilinear P onto an h × w grid, times inside[k // per]: `multigrid.prolong` on
+    (S, ch, cw) systems."""
+    count, ch, cw = coarse.shape
+    rows = np.empty((h, cw), dtype=coarse.dtype)
+    out = np.empty((count, h, w), dtype=coarse.dtype)
+    for k in range(count):
+        t = k // per
+        for i in range(h):  # down the columns
+            if i % 2 == 0:
+                for j in range(cw):
+                    rows[i, j] = coarse[k, i // 2, j]
+            else:
+                for j in range(cw):
+                    rows[i, j] = 0.5 * (coarse[k, i // 2, j] + coarse[k, i // 2 + 1, j])
+        for i in range(h):  # along the rows
+            for j in range(w // 2):
+                out[k, i, 2 * j] = rows[i, j] * inside[t, i, 2 * j]
+                out[k, i, 2 * j + 1] = (0.5 * (rows[i, j] + rows[i, j + 1])
+                                        * inside[t, i, 2 * j + 1])
+            if w % 2:
+                out[k, i, w - 1] = rows[i, w // 2] * inside[t, i, w - 1]
+    return out
+
+
 def kernels() -> dict:
     """The compiled kernels by name, built at the first call: importing numba takes about a
     second, which only a solver that uses them should pay. Empty without numba, with a
     broken install (numba refuses a numpy it was not built for), or with `ONNXPATH_NO_JIT`."""
     global _compiled
+    if _compiled is not None:  # (read without the lock once built)
+        return _compiled
     with _lock:
         if _compiled is None:
             _compiled = {}
@@ -97,8 +152,9 @@ def kernels() -> dict:
                 except Exception:  # ImportError, or numba's own error about its numpy
                     numba = None
             if numba is not None:
-                _compiled = {"image": _compile(numba, _image_product),
-                             "stencil": _compile(numba, _stencil_product)}
+                _compiled = {name: _compile(numba, function) for name, function in (
+                    ("image", _image_product), ("stencil", _stencil_product),
+                    ("restriction", _restriction), ("prolongation", _prolongation))}
         return _compiled
 
 
@@ -128,19 +184,32 @@ def _run(name: str, *arrays: np.ndarray) -> np.ndarray | None:
 
 def image_product(v: np.ndarray, centre: np.ndarray,
                   inside_twelfth: np.ndarray) -> np.ndarray | None:
-    """`_image_product` for systems of any leading shape (…, h, w), `inside_twelfth` one grid
-    for all or one per system; None without the kernels."""
+    """`_image_product` for systems (…, h, w), with `inside_twelfth` broadcast to them; None
+    without the kernels."""
     if not kernels():
         return None
     h, w = v.shape[-2:]
     systems = np.ascontiguousarray(v).reshape(-1, h, w)
-    inside = inside_twelfth.astype(v.dtype, copy=False)
-    if inside.size != h * w:
-        inside = np.broadcast_to(inside, v.shape)
-    inside = np.ascontiguousarray(inside).reshape(-1, h, w)
-    centre = np.ascontiguousarray(np.broadcast_to(centre, (h, w)), dtype=v.dtype)
-    out = _run("image", systems, centre, inside)
+    if centre.shape != (h, w):
+        centre = np.broadcast_to(centre, (h, w))
+    out = _run("image", systems, np.ascontiguousarray(centre, dtype=v.dtype),
+               *_grids(inside_twelfth, v.dtype, v.shape[:-2], h, w))
     return None if out is None else out.reshape(v.shape)
+
+
+def _grids(a: np.ndarray, dtype, lead: tuple, h: int, w: int) -> tuple:
+    """`a` (…, h, w), which broadcasts to systems `lead` × (h, w), as (grids (G, h, w), per):
+    system k (flat) takes grids[k // per]. One grid for all, one per system, or one per
+    leading index (a mask's grid for its C systems) need no copy."""
+    own = (1,) * (len(lead) + 2 - a.ndim) + a.shape[:-2]
+    shared = len(lead)
+    while shared and own[shared - 1] == 1:
+        shared -= 1
+    if own[:shared] == tuple(lead[:shared]):
+        grids, per = a.reshape(-1, h, w), int(np.prod(lead[shared:], dtype=np.int64))
+    else:
+        grids, per = np.broadcast_to(a, (*lead, h, w)).reshape(-1, h, w), 1
+    return np.ascontiguousarray(grids, dtype=dtype), per
 
 
 def stencil_product(coefficients: np.ndarray, v: np.ndarray) -> np.ndarray | None:
@@ -150,3 +219,25 @@ def stencil_product(coefficients: np.ndarray, v: np.ndarray) -> np.ndarray | Non
         return None
     v = np.ascontiguousarray(v)
     return _run("stencil", np.ascontiguousarray(coefficients, dtype=v.dtype), v)
+
+
+def restriction(fine: np.ndarray) -> np.ndarray | None:
+    """`_restriction` for systems (…, h, w); None without the kernels."""
+    if not kernels():
+        return None
+    h, w = fine.shape[-2:]
+    out = _run("restriction", np.ascontiguousarray(fine).reshape(-1, h, w))
+    return None if out is None else out.reshape(*fine.shape[:-2], *out.shape[-2:])
+
+
+def prolongation(coarse: np.ndarray, shape: tuple[int, int],
+                 inside: np.ndarray) -> np.ndarray | None:
+    """`_prolongation` for systems (…, ch, cw) onto `shape`, times `inside` broadcast to
+    them; None without the kernels."""
+    if not kernels():
+        return None
+    h, w = shape
+    systems = np.ascontiguousarray(coarse).reshape(-1, *coarse.shape[-2:])
+    out = _run("prolongation", systems, h, w,
+               *_grids(inside, coarse.dtype, coarse.shape[:-2], h, w))
+    return None if out is None else out.reshape(*coarse.shape[:-2], h, w)

@@ -115,6 +115,9 @@ def interpolation(n: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
 
 def prolong(coarse: np.ndarray, shape: tuple[int, int], inside: np.ndarray) -> np.ndarray:
     """Bilinear interpolation, kept on the unknown points (`inside`) of the finer grid."""
+    compiled = jit_kernels.prolongation(coarse, shape, inside)
+    if compiled is not None:
+        return compiled
     if shape[0] * shape[1] <= MATRIX_TRANSFER:
         rows, _ = interpolation(shape[0], coarse.dtype)
         _, cols_t = interpolation(shape[1], coarse.dtype)
@@ -127,6 +130,9 @@ def prolong(coarse: np.ndarray, shape: tuple[int, int], inside: np.ndarray) -> n
 
 def restrict(fine: np.ndarray) -> np.ndarray:
     """Pᵀ: full weighting of a residual that is already zero off the unknown points."""
+    compiled = jit_kernels.restriction(fine)
+    if compiled is not None:
+        return compiled
     h, w = fine.shape[-2:]
     if h * w <= MATRIX_TRANSFER:
         _, rows_t = interpolation(h, fine.dtype)

@@ -250,8 +250,10 @@ def test_coarse_operators_are_galerkin_products_of_the_fine_one():
 @pytest.mark.parametrize("shape", [(9, 12), (8, 13), (70, 65)])
 def test_matrix_and_strided_transfers_agree(monkeypatch, shape):
     """Grids up to multigrid.MATRIX_TRANSFER points transfer by matrix products, larger ones
-    by strided adds: both are the same P and Pᵀ, on even and odd sides."""
-    from onnxpath.evaluate import multigrid
+    by strided adds: both are the same P and Pᵀ, on even and odd sides (numpy's transfers;
+    the compiled ones are checked against them in test_compiled_products_equal_numpys)."""
+    from onnxpath.evaluate import jit_kernels, multigrid
+    monkeypatch.setattr(jit_kernels, "_compiled", {})
     rng = np.random.default_rng(15)
     inside = (rng.random(shape) < 0.7).astype(np.float32)[None]
     fine = rng.standard_normal((2, 3, *shape)).astype(np.float32) * inside
@@ -269,9 +271,10 @@ def test_matrix_and_strided_transfers_agree(monkeypatch, shape):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(1, 1), (1, 7), (6, 1), (2, 2), (37, 50)])
 def test_compiled_products_equal_numpys(monkeypatch, shape, dtype):
-    """jit_kernels' products against multigrid's numpy ones: the image's stencil (one mask
-    for every system, or one per system) and a coarse grid's 9-point stencils, edges and
-    one-pixel grids included. Only the order of the sums differs."""
+    """jit_kernels' products and transfers against multigrid's numpy ones: the image's
+    stencil (one mask for every system, or one per system), a coarse grid's 9-point stencils,
+    restriction, and prolongation kept on one mask, one per system or one per mask of several
+    systems; edges and one-pixel grids included. Only the order of the sums differs."""
     from onnxpath.evaluate import jit_kernels
     assert jit_kernels.kernels(), "numba is missing: the compiled products go untested"
     rng = np.random.default_rng(16)
@@ -280,12 +283,19 @@ def test_compiled_products_equal_numpys(monkeypatch, shape, dtype):
              (ImageLevel((rng.random((3, *shape)) < 0.6).astype(dtype)), v),
              (StencilLevel(rng.standard_normal((2, 9, *shape)).astype(dtype)),
               rng.standard_normal((2, 3, *shape)).astype(dtype))]
+    coarse_shape = (coarse_size(shape[0]), coarse_size(shape[1]))
+    coarse = rng.standard_normal((2, 3, *coarse_shape)).astype(dtype)
+    masks = [(rng.random(s) < 0.6).astype(dtype) for s in ((1, *shape), (2, 3, *shape),
+                                                              (2, 1, *shape))]
+    runs = [(level.apply, (vector,)) for level, vector in cases]
+    runs += [(restrict, (v,)), (restrict, (coarse,))]
+    runs += [(prolong, (coarse, shape, mask)) for mask in masks]
     tolerance = 1e-13 if dtype == np.float64 else 2e-6
-    for level, vector in cases:
-        compiled = level.apply(vector)
+    for run, arguments in runs:
+        compiled = run(*arguments)
         with monkeypatch.context() as numpy_only:
             numpy_only.setattr(jit_kernels, "_compiled", {})
-            expected = level.apply(vector)
+            expected = run(*arguments)
         assert compiled.dtype == expected.dtype == dtype
         scale = np.abs(expected).max() + 1.0
         np.testing.assert_allclose(compiled, expected, rtol=0, atol=tolerance * scale)
@@ -315,7 +325,7 @@ def test_no_jit_environment_variable_turns_the_kernels_off(monkeypatch):
     assert jit_kernels.stencil_product(np.ones((1, 9, 2, 2)), np.ones((1, 1, 2, 2))) is None
     monkeypatch.setattr(jit_kernels, "_compiled", None)
     monkeypatch.delenv("ONNXPATH_NO_JIT")
-    assert set(jit_kernels.kernels()) == {"image", "stencil"}
+    assert set(jit_kernels.kernels()) == {"image", "stencil", "restriction", "prolongation"}
 
 
 def precondition(fine, coarse, r):

@@ -1,16 +1,18 @@
-"""Compiled operator products for ROAD's multigrid solver (`multigrid.py`), used when numba is
-installed (`pip install 'onnxpath[jit]'`); without it the solver runs its numpy products.
+"""Compiled kernels for ROAD's imputation solver (`neighbour_mean.py`, `multigrid.py`), used
+when numba is installed (`pip install 'onnxpath[jit]'`); without it the solver runs in numpy.
 
-A product of the solver is 11 (the image's stencil) or 17 (a coarse grid's) numpy passes over
-a few hundred KB, each paying numpy's per-call cost and a trip through the core's cache. One
-compiled loop reads the vector once. On the Grad-CAM maps of benchmarks/bench_forward.py
-(112×112, 7 fractions) an image's imputation takes 28 -> 21 ms with the two products
-compiled; scattered pixels (Jacobi-PCG, which does not use them) are unchanged.
+Each step of the solver is a dozen or more numpy passes over a few hundred KB, each paying
+numpy's per-call cost and a trip through the core's cache; a compiled loop reads its vectors
+once. Compiled here: multigrid's four operations (the image's stencil, a coarse grid's
+9-point stencils, restriction and prolongation) and the whole Jacobi-PCG iteration. ROAD's 7
+fractions of a 112×112 image, one process, alternated (benchmarks/bench_forward.py's maps):
+random maps 21.2 -> 16.6 ms, the model's Grad-CAM maps 26.3 -> 18.1 ms.
 
-Results equal the numpy products up to float32 rounding (their sums run in another order),
-which moves the imputations by ~1e-6, far inside the solver's tolerance and ROAD's noise.
-`ONNXPATH_NO_JIT=1` turns the kernels off. Compiled code is cached beside this file (numba's
-cache), so a later process loads it in ~0.3 s instead of compiling for ~3 s.
+Results equal numpy's up to float32 rounding (sums run in another order), which moves the
+imputations by ~1e-6, far inside the solver's tolerance and ROAD's noise (a Jacobi system
+may take one step more or less). `ONNXPATH_NO_JIT=1` turns the kernels off. numba caches the
+compiled code beside this file: a later process loads it in ~0.3 s instead of compiling for
+~3 s (importing numba takes ~1 s, paid at the first imputation only).
 """
 
 from __future__ import annotations
@@ -135,6 +137,87 @@ def _prolongation(coarse, h, w, inside, per):
     return out
 
 
+def _masked_product(p, centre, inside, rows, out):
+    """out = inside ⊙ (centre ⊙ p − [1 2 1] ⊗ [1 2 1] ∗ p) on one h × w grid: 12 A p."""
+    h, w = p.shape
+    for i in range(h):
+        for j in range(w):
+            rows[i, j] = 2.0 * p[i, j]
+        if i > 0:
+            for j in range(w):
+                rows[i, j] += p[i - 1, j]
+        if i < h - 1:
+            for j in range(w):
+                rows[i, j] += p[i + 1, j]
+    for i in range(h):
+        for j in range(1, w - 1):
+            both = 2.0 * rows[i, j] + rows[i, j - 1] + rows[i, j + 1]
+            out[i, j] = (centre[i, j] * p[i, j] - both) * inside[i, j]
+        for j in range(0, w, max(w - 1, 1)):
+            both = 2.0 * rows[i, j]
+            if j > 0:
+                both += rows[i, j - 1]
+            if j < w - 1:
+                both += rows[i, j + 1]
+            out[i, j] = (centre[i, j] * p[i, j] - both) * inside[i, j]
+
+
+def _jacobi_pcg(b, v, inside, diagonal, target, max_iterations):
+    """`neighbour_mean.jacobi_pcg`, one system after another, each in the core's cache: the
+    same iteration (on 12 A, stopping on rᵀD⁻¹r), float64 step sizes and sums."""
+    count, h, w = v.shape
+    x = v.copy()
+    iterations = np.full(count, -1)
+    centre = 12.0 * diagonal + 4.0
+    inverse = np.zeros((h, w), dtype=v.dtype)
+    for i in range(h):
+        for j in range(w):
+            if inside[i, j] > 0:
+                inverse[i, j] = inside[i, j] / (12.0 * diagonal[i, j])
+    rows = np.empty((h, w), dtype=v.dtype)
+    r = np.empty((h, w), dtype=v.dtype)
+    z = np.empty((h, w), dtype=v.dtype)
+    p = np.empty((h, w), dtype=v.dtype)
+    ap = np.empty((h, w), dtype=v.dtype)
+    for k in range(count):
+        target2 = 12.0 * target[k] * target[k]  # 12 rᵀ(12 D)⁻¹r ≥ |r|²
+        _masked_product(x[k], centre, inside, rows, ap)
+        rz = 0.0
+        for i in range(h):
+            for j in range(w):
+                r[i, j] = (12.0 * b[k, i, j] - ap[i, j]) * inside[i, j]
+                z[i, j] = r[i, j] * inverse[i, j]
+                p[i, j] = z[i, j]
+                rz += float(r[i, j]) * float(z[i, j])
+        for iteration in range(max_iterations + 1):
+            if rz <= target2:
+                iterations[k] = iteration
+                break
+            if iteration == max_iterations:
+                break
+            _masked_product(p, centre, inside, rows, ap)
+            pap = 0.0
+            for i in range(h):
+                for j in range(w):
+                    pap += float(p[i, j]) * float(ap[i, j])
+            if not pap > 0:  # no positive curvature: leave it unconverged
+                break
+            alpha = rz / pap
+            rz_new = 0.0
+            for i in range(h):
+                for j in range(w):
+                    x[k, i, j] += alpha * p[i, j]
+                    r[i, j] -= alpha * ap[i, j]
+                    z[i, j] = r[i, j] * inverse[i, j]
+                    rz_new += float(r[i, j]) * float(z[i, j])
+            beta = rz_new / rz
+            for i in range(h):
+                for j in range(w):
+                    p[i, j] = z[i, j] + beta * p[i, j]
+            rz = rz_new
+    return x, iterations
+
+
 def kernels() -> dict:
     """The compiled kernels by name, built at the first call: importing numba takes about a
     second, which only a solver that uses them should pay. Empty without numba, with a
@@ -144,18 +227,30 @@ def kernels() -> dict:
         return _compiled
     with _lock:
         if _compiled is None:
-            _compiled = {}
             numba = None
             if not os.environ.get("ONNXPATH_NO_JIT"):
                 try:
                     import numba
                 except Exception:  # ImportError, or numba's own error about its numpy
                     numba = None
-            if numba is not None:
-                _compiled = {name: _compile(numba, function) for name, function in (
-                    ("image", _image_product), ("stencil", _stencil_product),
-                    ("restriction", _restriction), ("prolongation", _prolongation))}
+            _compiled = {} if numba is None else _build(numba)
         return _compiled
+
+
+def _build(numba) -> dict:
+    try:
+        # _jacobi_pcg calls _masked_product: numba resolves it as a global when it compiles
+        # the caller, so the global must be the compiled function by then
+        python = getattr(_masked_product, "py_func", _masked_product)
+        globals()["_masked_product"] = _compile(numba, python)
+        return {name: _compile(numba, function) for name, function in (
+            ("image", _image_product), ("stencil", _stencil_product),
+            ("restriction", _restriction), ("prolongation", _prolongation),
+            ("jacobi", _jacobi_pcg))}
+    except Exception as err:  # a numba that refuses these functions: numpy's code remains
+        warnings.warn(f"ROAD's compiled solver kernels are off for this run: {err}"
+                      .splitlines()[0], RuntimeWarning, stacklevel=4)
+        return {}
 
 
 def _compile(numba, function):
@@ -241,3 +336,16 @@ def prolongation(coarse: np.ndarray, shape: tuple[int, int],
     out = _run("prolongation", systems, h, w,
                *_grids(inside, coarse.dtype, coarse.shape[:-2], h, w))
     return None if out is None else out.reshape(*coarse.shape[:-2], h, w)
+
+
+def jacobi_pcg(b: np.ndarray, v: np.ndarray, inside: np.ndarray, diagonal: np.ndarray,
+               target: np.ndarray, max_iterations: int) -> tuple | None:
+    """`_jacobi_pcg` (see `neighbour_mean.jacobi_pcg` for the arguments); None without the
+    kernels."""
+    if not kernels():
+        return None
+    dtype = v.dtype
+    return _run("jacobi", np.ascontiguousarray(b, dtype=dtype), np.ascontiguousarray(v),
+                np.ascontiguousarray(inside, dtype=dtype),
+                np.ascontiguousarray(diagonal, dtype=dtype),
+                np.ascontiguousarray(target, dtype=np.float64), int(max_iterations))

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxpath.evaluate import jit_kernels
 from onnxpath.evaluate.multigrid import (
     CoarseGrids,
     ImageLevel,
@@ -142,7 +143,11 @@ def jacobi_pcg(b: np.ndarray, v: np.ndarray, inside: np.ndarray, diagonal: np.nd
     preconditioner masks what it passes on), and the stopping test reuses rᵀD⁻¹r, an upper
     bound of |r|² (every diagonal is at most 1), so no further reduction is needed. A system
     that has converged takes zero steps from then on: its values are final, and do not depend
-    on the other systems of the batch."""
+    on the other systems of the batch. With numba, `jit_kernels.jacobi_pcg` runs the same
+    iteration compiled."""
+    compiled = jit_kernels.jacobi_pcg(b, v, inside, diagonal, target, max_iterations)
+    if compiled is not None:
+        return compiled
     count, h, w = v.shape
     grid = PaddedGrid(count, h, w)
     dtype = v.dtype

@@ -14,6 +14,7 @@ from onnxpath.evaluate.multigrid import (
     coarse_size,
     galerkin,
     mask_cycle,
+    neighbour_sum,
     prolong,
     restrict,
 )
@@ -301,6 +302,35 @@ def test_compiled_products_equal_numpys(monkeypatch, shape, dtype):
         np.testing.assert_allclose(compiled, expected, rtol=0, atol=tolerance * scale)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_jacobi_pcg_follows_numpys(monkeypatch, dtype):
+    """jit_kernels.jacobi_pcg runs neighbour_mean.jacobi_pcg's iteration: per system the same
+    step count (±1 where float32 sums in another order cross the stopping test) and values
+    within the stopping test's reach; an unconverged system says -1 on both."""
+    from onnxpath.evaluate import jit_kernels
+    from onnxpath.evaluate.neighbour_mean import jacobi_pcg
+    assert jit_kernels.kernels(), "numba is missing: the compiled products go untested"
+    rng = np.random.default_rng(18)
+    inside = (rng.random((30, 41)) < 0.5).astype(dtype)
+    diagonal = neighbour_sum(np.ones((30, 41), dtype=dtype))
+    b = (rng.standard_normal((3, 30, 41)) * inside).astype(dtype)
+    v = (rng.standard_normal((3, 30, 41)) * inside).astype(dtype)
+    b_norm = np.sqrt((b.astype(np.float64) ** 2).sum(axis=(1, 2)))
+    for tolerance, steps in ((1e-5, 200), (1e-5, 3)):
+        target = tolerance * b_norm
+        compiled, compiled_steps = jacobi_pcg(b, v, inside, diagonal, target, steps)
+        with monkeypatch.context() as numpy_only:
+            numpy_only.setattr(jit_kernels, "_compiled", {})
+            expected, expected_steps = jacobi_pcg(b, v, inside, diagonal, target, steps)
+        assert compiled.dtype == expected.dtype == dtype
+        assert np.abs(compiled_steps - expected_steps).max() <= 1
+        if steps == 3:
+            assert (compiled_steps == -1).all() and (expected_steps == -1).all()
+        else:
+            assert (compiled_steps > 3).all()
+            np.testing.assert_allclose(compiled, expected, atol=1e-4 * np.abs(expected).max())
+
+
 def test_a_failing_kernel_leaves_numpys_products_with_one_warning(monkeypatch):
     from onnxpath.evaluate import jit_kernels
 
@@ -325,7 +355,8 @@ def test_no_jit_environment_variable_turns_the_kernels_off(monkeypatch):
     assert jit_kernels.stencil_product(np.ones((1, 9, 2, 2)), np.ones((1, 1, 2, 2))) is None
     monkeypatch.setattr(jit_kernels, "_compiled", None)
     monkeypatch.delenv("ONNXPATH_NO_JIT")
-    assert set(jit_kernels.kernels()) == {"image", "stencil", "restriction", "prolongation"}
+    assert set(jit_kernels.kernels()) == {"image", "stencil", "restriction", "prolongation",
+                                          "jacobi"}
 
 
 def precondition(fine, coarse, r):

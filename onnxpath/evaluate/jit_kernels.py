@@ -17,6 +17,7 @@ compiled code beside this file: a later process loads it in ~0.3 s instead of co
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import warnings
@@ -301,7 +302,7 @@ def _grids(a: np.ndarray, dtype, lead: tuple, h: int, w: int) -> tuple:
     while shared and own[shared - 1] == 1:
         shared -= 1
     if own[:shared] == tuple(lead[:shared]):
-        grids, per = a.reshape(-1, h, w), int(np.prod(lead[shared:], dtype=np.int64))
+        grids, per = a.reshape(-1, h, w), math.prod(lead[shared:])
     else:
         grids, per = np.broadcast_to(a, (*lead, h, w)).reshape(-1, h, w), 1
     return np.ascontiguousarray(grids, dtype=dtype), per

@@ -215,7 +215,7 @@ def bench(name: str, folder: Path, steps: int, rounds: int) -> list[str]:
         cached = 0.0
         for _ in range(rounds):
             runs["forward"].append(measure([str(script), str(model), str(x)]))
-            scratch = folder / "no-cache"  # where even --no-cache keeps the weights file
+            scratch = folder / "no-cache"  # where --no-cache writes (and removes) its weights file
             shutil.rmtree(scratch, ignore_errors=True)
             runs["no cache"].append(measure(attribute(model, x, method, out, None, steps),
                                             {"ONNXPATH_CACHE_DIR": str(scratch)}))

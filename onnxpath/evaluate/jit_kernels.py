@@ -32,34 +32,41 @@ _compiled: dict | None = None  # name -> kernel once built; empty without numba
 _lock = threading.Lock()
 
 
+def _masked_product(p, centre, inside, rows, out):
+    """out = inside ⊙ (centre ⊙ p − [1 2 1] ⊗ [1 2 1] ∗ p) on one h × w grid, zero outside it
+    (`rows`: scratch): the system's product, scaled as `inside` and `centre` say (12 A for
+    Jacobi-PCG; A itself with inside / 12, as `ImageLevel` keeps it)."""
+    h, w = p.shape
+    for i in range(h):
+        for j in range(w):
+            rows[i, j] = 2.0 * p[i, j]
+        if i > 0:
+            for j in range(w):
+                rows[i, j] += p[i - 1, j]
+        if i < h - 1:
+            for j in range(w):
+                rows[i, j] += p[i + 1, j]
+    for i in range(h):  # the edges apart, so the inner loop has no branch
+        for j in range(1, w - 1):
+            both = 2.0 * rows[i, j] + rows[i, j - 1] + rows[i, j + 1]
+            out[i, j] = (centre[i, j] * p[i, j] - both) * inside[i, j]
+        for j in range(0, w, max(w - 1, 1)):  # the first and last column
+            both = 2.0 * rows[i, j]
+            if j > 0:
+                both += rows[i, j - 1]
+            if j < w - 1:
+                both += rows[i, j + 1]
+            out[i, j] = (centre[i, j] * p[i, j] - both) * inside[i, j]
+
+
 def _image_product(v, centre, inside_twelfth, per):
     """out[k] = inside_twelfth[k // per] ⊙ (centre ⊙ v[k] − [1 2 1] ⊗ [1 2 1] ∗ v[k]) with
     zero outside the grid: `multigrid.ImageLevel.apply` on (S, h, w) systems."""
     count, h, w = v.shape
-    out = np.empty_like(v)  # allocated here: numba then knows it aliases nothing, and vectorises
+    out = np.empty_like(v)
     rows = np.empty((h, w), dtype=v.dtype)
     for k in range(count):
-        t = k // per
-        for i in range(h):  # [1 2 1] down the columns
-            for j in range(w):
-                rows[i, j] = 2.0 * v[k, i, j]
-            if i > 0:
-                for j in range(w):
-                    rows[i, j] += v[k, i - 1, j]
-            if i < h - 1:
-                for j in range(w):
-                    rows[i, j] += v[k, i + 1, j]
-        for i in range(h):  # and along the rows: the edges apart, so the inner loop has no branch
-            for j in range(1, w - 1):
-                both = 2.0 * rows[i, j] + rows[i, j - 1] + rows[i, j + 1]
-                out[k, i, j] = (centre[i, j] * v[k, i, j] - both) * inside_twelfth[t, i, j]
-            for j in range(0, w, max(w - 1, 1)):  # the first and last column
-                both = 2.0 * rows[i, j]
-                if j > 0:
-                    both += rows[i, j - 1]
-                if j < w - 1:
-                    both += rows[i, j + 1]
-                out[k, i, j] = (centre[i, j] * v[k, i, j] - both) * inside_twelfth[t, i, j]
+        _masked_product(v[k], centre, inside_twelfth[k // per], rows, out[k])
     return out
 
 
@@ -136,31 +143,6 @@ def _prolongation(coarse, h, w, inside, per):
             if w % 2:
                 out[k, i, w - 1] = rows[i, w // 2] * inside[t, i, w - 1]
     return out
-
-
-def _masked_product(p, centre, inside, rows, out):
-    """out = inside ⊙ (centre ⊙ p − [1 2 1] ⊗ [1 2 1] ∗ p) on one h × w grid: 12 A p."""
-    h, w = p.shape
-    for i in range(h):
-        for j in range(w):
-            rows[i, j] = 2.0 * p[i, j]
-        if i > 0:
-            for j in range(w):
-                rows[i, j] += p[i - 1, j]
-        if i < h - 1:
-            for j in range(w):
-                rows[i, j] += p[i + 1, j]
-    for i in range(h):
-        for j in range(1, w - 1):
-            both = 2.0 * rows[i, j] + rows[i, j - 1] + rows[i, j + 1]
-            out[i, j] = (centre[i, j] * p[i, j] - both) * inside[i, j]
-        for j in range(0, w, max(w - 1, 1)):
-            both = 2.0 * rows[i, j]
-            if j > 0:
-                both += rows[i, j - 1]
-            if j < w - 1:
-                both += rows[i, j + 1]
-            out[i, j] = (centre[i, j] * p[i, j] - both) * inside[i, j]
 
 
 def _jacobi_pcg(b, v, inside, diagonal, target, max_iterations):
@@ -240,8 +222,8 @@ def kernels() -> dict:
 
 def _build(numba) -> dict:
     try:
-        # _jacobi_pcg calls _masked_product: numba resolves it as a global when it compiles
-        # the caller, so the global must be the compiled function by then
+        # _image_product and _jacobi_pcg call _masked_product: numba resolves it as a global
+        # when it compiles a caller, so the global must be the compiled function by then
         python = getattr(_masked_product, "py_func", _masked_product)
         globals()["_masked_product"] = _compile(numba, python)
         return {name: _compile(numba, function) for name, function in (

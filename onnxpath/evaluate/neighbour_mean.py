@@ -3,8 +3,8 @@ its 8 neighbours (1/6 for edge neighbours, 1/12 for diagonal ones; neighbours ou
 image drop out). Known neighbours move to the right-hand side, which leaves one sparse,
 symmetric, diagonally dominant system per image and mask (shared by its channels). ROAD's
 authors solve it with scipy's `spsolve`; scipy is not a runtime dependency, so this module
-runs preconditioned conjugate gradients in numpy (float32 vectors, float64 step sizes; the
-multigrid's operator products compiled where numba is installed, `jit_kernels.py`) on
+runs preconditioned conjugate gradients in numpy (float32 vectors, float64 step sizes;
+compiled where numba is installed: Jacobi-PCG and multigrid's operations, `jit_kernels.py`) on
 each mask's bounding box, until each residual is below `tolerance` (default 1e-5) times its
 right-hand side. Two preconditioners share the work, chosen per mask before any iteration:
 

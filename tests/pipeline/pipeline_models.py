@@ -77,3 +77,19 @@ def default_sigint() -> None:
     ignored, and Python then never raises KeyboardInterrupt in the child."""
     import signal
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def read_rest(process, timeout: float) -> tuple[str, str]:
+    """(stdout, stderr) of a text-mode child after the test has read some stdout lines with
+    readline, to the child's exit. Through the same file objects: readline may have read
+    ahead into its buffer, which communicate() (reading the descriptors) would never see,
+    losing lines or splitting one. A timer kills a child that hangs, so the reads end."""
+    import threading
+    watchdog = threading.Timer(timeout, process.kill)
+    watchdog.start()
+    try:
+        out, err = process.stdout.read(), process.stderr.read()
+        process.wait()
+    finally:
+        watchdog.cancel()
+    return out, err

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from pipeline_models import default_sigint, run_cli, save_png
+from pipeline_models import default_sigint, read_rest, run_cli, save_png
 
 from onnxpath import Explainer
 from onnxpath.io.inputs import expand_inputs, output_stems
@@ -153,7 +153,7 @@ def test_sigint_in_a_real_process(tmp_path, model):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     first = process.stdout.readline()
     process.send_signal(signal.SIGINT)
-    rest, err = process.communicate(timeout=60)
+    rest, err = read_rest(process, timeout=60)
     assert process.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "onnxpath: interrupted"
     lines = [json.loads(line) for line in (first + rest).splitlines()]

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from pipeline_models import default_sigint, run_cli, save_png
+from pipeline_models import default_sigint, read_rest, run_cli, save_png
 
 from onnxpath import Explainer
 from onnxpath.run.resume import STATE
@@ -168,7 +168,7 @@ def test_ctrl_c_then_resume_equals_one_uninterrupted_run(tmp_path, model):
                                stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     first = [process.stdout.readline() for _ in range(3)]
     process.send_signal(signal.SIGINT)
-    rest, _ = process.communicate(timeout=120)
+    rest, _ = read_rest(process, timeout=120)
     assert process.returncode == 130
     interrupted = [json.loads(line) for line in (*first, *rest.splitlines()) if line.strip()]
     assert 3 <= len(interrupted) < 40

@@ -9,10 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
+from pipeline_models import read_rest
 
 from onnxpath.cli import main
 from onnxpath.run.resume import STATE
@@ -35,16 +35,7 @@ def test_sigterm_mid_batch_keeps_every_finished_result(tmp_path, model):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = [process.stdout.readline() for _ in range(3)]
     process.send_signal(signal.SIGTERM)
-    # Read on through the same file object: readline may have read lines ahead into its
-    # buffer, which communicate() (reading the descriptor itself) would never see. The timer
-    # ends a run that hangs, so the reads still end.
-    watchdog = threading.Timer(120, process.kill)
-    watchdog.start()
-    try:
-        rest, err = process.stdout.read(), process.stderr.read()
-        process.wait()
-    finally:
-        watchdog.cancel()
+    rest, err = read_rest(process, timeout=120)
     assert process.returncode == 143, err
     assert err.splitlines().count(LINE) == 1 and err.strip().splitlines()[-1] == LINE, err
     assert "Traceback" not in err

@@ -231,8 +231,7 @@ def _build(numba) -> dict:
             ("restriction", _restriction), ("prolongation", _prolongation),
             ("jacobi", _jacobi_pcg))}
     except Exception as err:  # a numba that refuses these functions: numpy's code remains
-        warnings.warn(f"ROAD's compiled solver kernels are off for this run: {err}"
-                      .splitlines()[0], RuntimeWarning, stacklevel=4)
+        _switched_off(err)
         return {}
 
 
@@ -254,10 +253,14 @@ def _run(name: str, *arrays: np.ndarray) -> np.ndarray | None:
     try:
         return kernel(*arrays)
     except Exception as err:  # a numba that cannot compile it here: numpy's products remain
-        warnings.warn(f"ROAD's compiled solver kernels are off for this run: {err}"
-                      .splitlines()[0], RuntimeWarning, stacklevel=3)
+        _switched_off(err)
         _compiled = {}
         return None
+
+
+def _switched_off(err: Exception) -> None:
+    warnings.warn(f"ROAD's compiled solver kernels are off for this run: {err}".splitlines()[0],
+                  RuntimeWarning, stacklevel=2)
 
 
 def image_product(v: np.ndarray, centre: np.ndarray,

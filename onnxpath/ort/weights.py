@@ -199,8 +199,11 @@ def _page_aligned(tensors: list[TensorProto]) -> bool:
     return True
 
 
-def _remove(path: Path) -> None:
-    """A private weights file at exit, and its folder if that is then empty."""
+def _remove(path: Path, owner: int) -> None:
+    """A private weights file at exit, and its folder if that is then empty; only by the
+    process that wrote it (a forked child runs its parent's exit handlers too)."""
+    if os.getpid() != owner:
+        return
     with contextlib.suppress(OSError):
         path.unlink(missing_ok=True)
         path.parent.rmdir()
@@ -284,7 +287,7 @@ def detach(model: onnx.ModelProto, folder: Path | None, stamp: tuple,
         store = WeightStore(stamp, _writable(weights_folder or default_folder() / "weights"))
         _write(store, big, folder, reuse=not private)
         if private:
-            atexit.register(_remove, store.path)
+            atexit.register(_remove, store.path, os.getpid())
         _STORES[store.key] = store
         trim(store.folder)
     kept = [placeholder(t, store.location, store.spans[t.name][1])

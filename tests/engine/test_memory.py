@@ -139,6 +139,21 @@ def test_a_run_without_the_cache_neither_reads_nor_leaves_a_weights_file(wide, t
     assert np.array_equal(maps[0], maps[1]) and np.array_equal(maps[0], maps[2])
 
 
+def test_a_private_weights_file_is_removed_by_its_writer_only(tmp_path):
+    """A forked child runs its parent's exit handlers: it must not delete the weights file
+    the parent is still reading."""
+    import os
+
+    from onnxpath.ort.weights import _remove
+    path = tmp_path / "weights" / "x.weights"
+    path.parent.mkdir()
+    path.write_bytes(b"w")
+    _remove(path, os.getpid() + 1)  # another process's handler
+    assert path.exists()
+    _remove(path, os.getpid())
+    assert not path.exists() and not path.parent.exists()
+
+
 def test_an_explainer_with_its_own_cache_folder_keeps_the_weights_there(wide, tmp_path,
                                                                         monkeypatch):
     import shutil

@@ -5,8 +5,10 @@
 For each model (224x224, random weights, benchmarks/_models.py): ONNX Runtime's own forward
 (session.run of the forward graph), `Explainer.attribute(x, "gradient", target=t)` and
 `Explainer.attribute(x, "pathway", target=t)` (85% pruned, contribution selection), timed in
-interleaved rounds; prints the medians and the medians of the rounds' ratios gradient/forward
-(target <= 3.0) and pathway/gradient (target <= 2.3). Sessions are built before timing.
+interleaved rounds (the selection's compiled pass built first, as a long run gets it, where
+numba is installed; ONNXPATH_NO_JIT=1 times numpy's passes); prints the medians and the
+medians of the rounds' ratios gradient/forward (target <= 3.0) and pathway/gradient (target
+<= 2.3). Sessions are built before timing.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _models import export, randomise_batchnorm, resnet50, vgg16  # noqa: E402
 
 from onnxpath.explainer import Explainer  # noqa: E402
-from onnxpath.pathways import host_route  # noqa: E402
+from onnxpath.pathways import host_route, selection_kernels  # noqa: E402
 from onnxpath.pathways.network import MaskedNetwork  # noqa: E402
 
 MODELS = {"resnet50": resnet50, "vgg16": vgg16}
@@ -101,8 +103,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    compiled = "compiled" if selection_kernels.KERNELS.kernels() else "numpy's"
     print(f"{args.threads} ORT threads, {os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.1f}; medians of {args.rounds} interleaved rounds")
+          f"{os.getloadavg()[0]:.1f}; medians of {args.rounds} interleaved rounds; "
+          f"the selection's pass: {compiled}")
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models.split(","):
             bench(name, Path(folder), args.rounds, args.threads)

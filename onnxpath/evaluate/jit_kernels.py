@@ -18,18 +18,10 @@ compiled code beside this file: a later process loads it in ~0.3 s instead of co
 from __future__ import annotations
 
 import math
-import os
-import threading
-import warnings
 
 import numpy as np
 
-# Sums may be reordered and multiply-adds fused (what lets LLVM vectorise the stencil's
-# loops), but NaN and inf keep their meaning.
-FAST_MATH = {"reassoc", "contract"}
-
-_compiled: dict | None = None  # name -> kernel once built; empty without numba
-_lock = threading.Lock()
+from onnxpath.compiled import KernelSet, compile_function
 
 
 def _masked_product(p, centre, inside, rows, out):
@@ -201,66 +193,23 @@ def _jacobi_pcg(b, v, inside, diagonal, target, max_iterations):
     return x, iterations
 
 
-def kernels() -> dict:
-    """The compiled kernels by name, built at the first call: importing numba takes about a
-    second, which only a solver that uses them should pay. Empty without numba, with a
-    broken install (numba refuses a numpy it was not built for), or with `ONNXPATH_NO_JIT`."""
-    global _compiled
-    if _compiled is not None:  # (read without the lock once built)
-        return _compiled
-    with _lock:
-        if _compiled is None:
-            numba = None
-            if not os.environ.get("ONNXPATH_NO_JIT"):
-                try:
-                    import numba
-                except Exception:  # ImportError, or numba's own error about its numpy
-                    numba = None
-            _compiled = {} if numba is None else _build(numba)
-        return _compiled
-
-
 def _build(numba) -> dict:
-    try:
-        # _image_product and _jacobi_pcg call _masked_product: numba resolves it as a global
-        # when it compiles a caller, so the global must be the compiled function by then
-        python = getattr(_masked_product, "py_func", _masked_product)
-        globals()["_masked_product"] = _compile(numba, python)
-        return {name: _compile(numba, function) for name, function in (
-            ("image", _image_product), ("stencil", _stencil_product),
-            ("restriction", _restriction), ("prolongation", _prolongation),
-            ("jacobi", _jacobi_pcg))}
-    except Exception as err:  # a numba that refuses these functions: numpy's code remains
-        _switched_off(err)
-        return {}
+    # _image_product and _jacobi_pcg call _masked_product: numba resolves it as a global when
+    # it compiles a caller, so the global must be the compiled function by then
+    python = getattr(_masked_product, "py_func", _masked_product)
+    globals()["_masked_product"] = compile_function(numba, python)
+    return {name: compile_function(numba, function) for name, function in (
+        ("image", _image_product), ("stencil", _stencil_product),
+        ("restriction", _restriction), ("prolongation", _prolongation),
+        ("jacobi", _jacobi_pcg))}
 
 
-def _compile(numba, function):
-    """njit, cached on disk where numba can write its cache (else compiled per process)."""
-    try:
-        return numba.njit(cache=True, nogil=True, fastmath=FAST_MATH)(function)
-    except Exception:  # numba finds no writable cache location
-        return numba.njit(nogil=True, fastmath=FAST_MATH)(function)
+KERNELS = KernelSet("ROAD's compiled solver kernels", _build)
 
 
-def _run(name: str, *arrays: np.ndarray) -> np.ndarray | None:
-    """kernels()[name](*arrays), or None where there is no kernel or where it fails (then
-    never again in this process, with one warning): the caller's numpy product takes over."""
-    global _compiled
-    kernel = kernels().get(name)
-    if kernel is None:
-        return None
-    try:
-        return kernel(*arrays)
-    except Exception as err:  # a numba that cannot compile it here: numpy's products remain
-        _switched_off(err)
-        _compiled = {}
-        return None
-
-
-def _switched_off(err: Exception) -> None:
-    warnings.warn(f"ROAD's compiled solver kernels are off for this run: {err}".splitlines()[0],
-                  RuntimeWarning, stacklevel=2)
+def kernels() -> dict:
+    """The compiled kernels by name (empty without numba): `compiled.KernelSet`."""
+    return KERNELS.kernels()
 
 
 def image_product(v: np.ndarray, centre: np.ndarray,
@@ -273,7 +222,7 @@ def image_product(v: np.ndarray, centre: np.ndarray,
     systems = np.ascontiguousarray(v).reshape(-1, h, w)
     if centre.shape != (h, w):
         centre = np.broadcast_to(centre, (h, w))
-    out = _run("image", systems, np.ascontiguousarray(centre, dtype=v.dtype),
+    out = KERNELS.run("image", systems, np.ascontiguousarray(centre, dtype=v.dtype),
                *_grids(inside_twelfth, v.dtype, v.shape[:-2], h, w))
     return None if out is None else out.reshape(v.shape)
 
@@ -299,7 +248,7 @@ def stencil_product(coefficients: np.ndarray, v: np.ndarray) -> np.ndarray | Non
     if not kernels():
         return None
     v = np.ascontiguousarray(v)
-    return _run("stencil", np.ascontiguousarray(coefficients, dtype=v.dtype), v)
+    return KERNELS.run("stencil", np.ascontiguousarray(coefficients, dtype=v.dtype), v)
 
 
 def restriction(fine: np.ndarray) -> np.ndarray | None:
@@ -307,7 +256,7 @@ def restriction(fine: np.ndarray) -> np.ndarray | None:
     if not kernels():
         return None
     h, w = fine.shape[-2:]
-    out = _run("restriction", np.ascontiguousarray(fine).reshape(-1, h, w))
+    out = KERNELS.run("restriction", np.ascontiguousarray(fine).reshape(-1, h, w))
     return None if out is None else out.reshape(*fine.shape[:-2], *out.shape[-2:])
 
 
@@ -319,7 +268,7 @@ def prolongation(coarse: np.ndarray, shape: tuple[int, int],
         return None
     h, w = shape
     systems = np.ascontiguousarray(coarse).reshape(-1, *coarse.shape[-2:])
-    out = _run("prolongation", systems, h, w,
+    out = KERNELS.run("prolongation", systems, h, w,
                *_grids(inside, coarse.dtype, coarse.shape[:-2], h, w))
     return None if out is None else out.reshape(*coarse.shape[:-2], h, w)
 
@@ -331,7 +280,7 @@ def jacobi_pcg(b: np.ndarray, v: np.ndarray, inside: np.ndarray, diagonal: np.nd
     if not kernels():
         return None
     dtype = v.dtype
-    return _run("jacobi", np.ascontiguousarray(b, dtype=dtype), np.ascontiguousarray(v),
+    return KERNELS.run("jacobi", np.ascontiguousarray(b, dtype=dtype), np.ascontiguousarray(v),
                 np.ascontiguousarray(inside, dtype=dtype),
                 np.ascontiguousarray(diagonal, dtype=dtype),
                 np.ascontiguousarray(target, dtype=np.float64), int(max_iterations))

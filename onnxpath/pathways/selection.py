@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from onnxpath.pathways import selection_kernels
 from onnxpath.pathways.surgery import MaskLayer
 
 NEG_INF_BITS = np.uint32(0xFF800000)  # float32 -inf; 0 is +0.0
@@ -227,14 +228,22 @@ def bracketed_kth(pieces: list[np.ndarray], k: int, outs: list[np.ndarray] | Non
 
         def split(i: int) -> tuple[int, np.ndarray, np.ndarray]:
             keys, size = pieces[i], pieces[i].size
+            out = outs[i] if outs else None
+            gate_out = gate_outs[i] if gate_outs else None
+            compiled = selection_kernels.split(
+                keys, magnitude, bottom, top, out, gate_out, scratch(size, np.int64, 3),
+                scratch(size, keys.dtype, 4), scratch(size, bool, 2)) \
+                if keys.dtype.kind == "i" else None
+            if compiled is not None:
+                return compiled
             if magnitude:
                 keys = np.bitwise_and(keys, sign_off, out=scratch(size, keys.dtype, 0))
             under = np.less(keys, bottom, out=scratch(size, bool, 1))
             below = int(np.count_nonzero(under))
-            upto = np.less_equal(keys, top, out=outs[i] if outs and outs[i] is not None
+            upto = np.less_equal(keys, top, out=out if out is not None
                                  else scratch(size, bool, 2))
-            if gate_outs and gate_outs[i] is not None:
-                gate_bits(upto, gate_outs[i])
+            if gate_out is not None:
+                gate_bits(upto, gate_out)
             np.greater(upto, under, out=under)  # inside: <= top and not < bottom
             positions = np.flatnonzero(under)
             return below, positions, keys[positions]

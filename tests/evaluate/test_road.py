@@ -150,7 +150,7 @@ def products(request, monkeypatch):
     """The solver's operator products: compiled (numba, a test dependency) or numpy's."""
     from onnxpath.evaluate import jit_kernels
     if request.param == "numpy":
-        monkeypatch.setattr(jit_kernels, "_compiled", {})
+        monkeypatch.setattr(jit_kernels.KERNELS, "compiled", {})
     else:
         assert jit_kernels.kernels(), "numba is missing: the compiled products go untested"
     return request.param
@@ -254,7 +254,7 @@ def test_matrix_and_strided_transfers_agree(monkeypatch, shape):
     by strided adds: both are the same P and Pᵀ, on even and odd sides (numpy's transfers;
     the compiled ones are checked against them in test_compiled_products_equal_numpys)."""
     from onnxpath.evaluate import jit_kernels, multigrid
-    monkeypatch.setattr(jit_kernels, "_compiled", {})
+    monkeypatch.setattr(jit_kernels.KERNELS, "compiled", {})
     rng = np.random.default_rng(15)
     inside = (rng.random(shape) < 0.7).astype(np.float32)[None]
     fine = rng.standard_normal((2, 3, *shape)).astype(np.float32) * inside
@@ -295,7 +295,7 @@ def test_compiled_products_equal_numpys(monkeypatch, shape, dtype):
     for run, arguments in runs:
         compiled = run(*arguments)
         with monkeypatch.context() as numpy_only:
-            numpy_only.setattr(jit_kernels, "_compiled", {})
+            numpy_only.setattr(jit_kernels.KERNELS, "compiled", {})
             expected = run(*arguments)
         assert compiled.dtype == expected.dtype == dtype
         scale = np.abs(expected).max() + 1.0
@@ -320,7 +320,7 @@ def test_compiled_jacobi_pcg_follows_numpys(monkeypatch, dtype):
         target = tolerance * b_norm
         compiled, compiled_steps = jacobi_pcg(b, v, inside, diagonal, target, steps)
         with monkeypatch.context() as numpy_only:
-            numpy_only.setattr(jit_kernels, "_compiled", {})
+            numpy_only.setattr(jit_kernels.KERNELS, "compiled", {})
             expected, expected_steps = jacobi_pcg(b, v, inside, diagonal, target, steps)
         assert compiled.dtype == expected.dtype == dtype
         assert np.abs(compiled_steps - expected_steps).max() <= 1
@@ -337,7 +337,7 @@ def test_a_failing_kernel_leaves_numpys_products_with_one_warning(monkeypatch):
     def broken(*arrays):
         raise RuntimeError("no such instruction\nsecond line")
 
-    monkeypatch.setattr(jit_kernels, "_compiled", {"image": broken, "stencil": broken})
+    monkeypatch.setattr(jit_kernels.KERNELS, "compiled", {"image": broken, "stencil": broken})
     image = np.random.default_rng(17).standard_normal((3, 20, 24))
     removed = odd_masks()["blob"][:20, :24]
     with pytest.warns(RuntimeWarning, match="compiled solver kernels are off.*no such "
@@ -349,11 +349,11 @@ def test_a_failing_kernel_leaves_numpys_products_with_one_warning(monkeypatch):
 
 def test_no_jit_environment_variable_turns_the_kernels_off(monkeypatch):
     from onnxpath.evaluate import jit_kernels
-    monkeypatch.setattr(jit_kernels, "_compiled", None)
+    monkeypatch.setattr(jit_kernels.KERNELS, "compiled", None)
     monkeypatch.setenv("ONNXPATH_NO_JIT", "1")
     assert jit_kernels.kernels() == {}
     assert jit_kernels.stencil_product(np.ones((1, 9, 2, 2)), np.ones((1, 1, 2, 2))) is None
-    monkeypatch.setattr(jit_kernels, "_compiled", None)
+    monkeypatch.setattr(jit_kernels.KERNELS, "compiled", None)
     monkeypatch.delenv("ONNXPATH_NO_JIT")
     assert set(jit_kernels.kernels()) == {"image", "stencil", "restriction", "prolongation",
                                           "jacobi"}

@@ -23,6 +23,17 @@ from onnxpath.pathways.selection import (
 from .conftest import image
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def passes(request, monkeypatch):
+    """The bracketing pass compiled (numba, a test dependency) or as numpy's passes."""
+    from onnxpath.pathways import selection_kernels
+    if request.param == "numpy":
+        monkeypatch.setattr(selection_kernels.KERNELS, "compiled", {})
+    else:
+        assert selection_kernels.KERNELS.kernels(), "numba is missing: the pass goes untested"
+    return request.param
+
+
 @pytest.mark.parametrize("prune", [0, 12.5, 50, 70, 85, 90, 99, 100])
 def test_threshold_is_numpys_percentile(prune):
     scores = np.random.default_rng(3).random(1001).astype(np.float32)
@@ -31,7 +42,7 @@ def test_threshold_is_numpys_percentile(prune):
 
 
 @pytest.mark.parametrize("layout", ["runs", "sorted", "shuffled", "constant"])
-def test_bracketed_selection_is_exact(layout):
+def test_bracketed_selection_is_exact(layout, passes):
     rng = np.random.default_rng(7)
     values = np.repeat(rng.integers(0, 500, 300), rng.integers(1, 200, 300)).astype(np.int32)
     if layout == "sorted":
@@ -134,10 +145,11 @@ def test_pathway_statistics():
 
 
 @pytest.mark.parametrize("layout", ["runs", "shuffled", "interpolated", "small"])
-def test_prune_marks_are_the_complement_of_the_keep_mask(layout):
+def test_prune_marks_are_the_complement_of_the_keep_mask(layout, passes):
     """The marks and gates written by the bracketing passes equal |scores| <= t, compared in
     float64 (t interpolates between two float32 scores), across pieces; NaN scores are kept.
-    Signed scores with `magnitude` give the same as their magnitudes, and stay as they were."""
+    Signed scores with `magnitude` give the same as their magnitudes, and stay as they were.
+    Pieces end inside and at the compiled pass's blocks, and span several."""
     rng = np.random.default_rng(11)
     if layout == "interpolated":  # neighbouring float32 values: t falls between them
         one = np.float32(1.0)
@@ -152,7 +164,8 @@ def test_prune_marks_are_the_complement_of_the_keep_mask(layout):
             rng.shuffle(scores)
     scores[rng.integers(0, scores.size, 5)] = np.nan
     signed = scores * rng.choice(np.array([-1, 1], np.float32), scores.size)
-    bounds = [7, scores.size // 3, scores.size // 2]
+    bounds = [b for b in (7, 2048, 4096 + 13, scores.size // 3, scores.size // 2)
+              if b < scores.size // 3] + [scores.size // 3, scores.size // 2]
     pieces, signed_pieces = np.array_split(scores, bounds), np.array_split(signed, bounds)
     before = signed.copy()
     for prune in [0, 30, 85, 99.9, 100]:
@@ -199,3 +212,67 @@ def test_in_parallel_keeps_order_balances_groups_and_runs_nested_calls():
     worker.start()
     worker.join(timeout=30)
     assert done.is_set()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_pass_equals_numpys(monkeypatch, dtype):
+    """selection_kernels.split against the numpy passes on the same pieces: thresholds,
+    counts, marks, gates, and both written together; float32 and float64 keys, signed
+    scores by magnitude, ties, zeros, -0.0, NaN and inf, pieces of 1 to ~3 blocks."""
+    from onnxpath.pathways import selection_kernels
+    assert selection_kernels.KERNELS.kernels(), "numba is missing: the pass goes untested"
+    rng = np.random.default_rng(19)
+    scores = np.repeat(rng.standard_normal(4000), rng.integers(1, 40, 4000)).astype(dtype)
+    scores[rng.random(scores.size) < 0.2] = 0.0
+    scores[rng.integers(0, scores.size, 9)] = -0.0
+    scores[rng.integers(0, scores.size, 3)] = np.nan
+    scores[rng.integers(0, scores.size, 3)] = -np.inf
+    pieces = np.array_split(scores, [1, 2049, 2050, 9000, 15000])
+
+    def run():
+        marks = [np.zeros(p.shape, bool) for p in pieces]
+        gates = [np.zeros(p.shape, np.uint32) if dtype == np.float32 else None
+                 for p in pieces]
+        both = [m if k % 2 else None for k, m in enumerate(marks)]
+        found = [prune_marks(pieces, prune, marks, None, magnitude=True)
+                 for prune in (0, 50, 85, 99)]
+        found.append(prune_marks(pieces, 85, both, gates, magnitude=True))
+        found.append(prune_marks([np.abs(p) for p in pieces], 85))
+        return found, marks, gates
+
+    compiled = run()
+    with monkeypatch.context() as numpy_only:
+        numpy_only.setattr(selection_kernels.KERNELS, "compiled", {})
+        expected = run()
+    np.testing.assert_equal(compiled[0], expected[0])
+    for got, want in zip(compiled[1] + compiled[2], expected[1] + expected[2], strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_failing_compiled_pass_leaves_numpys_with_one_warning(monkeypatch):
+    from onnxpath.pathways import selection_kernels
+
+    def broken(*arguments):
+        raise RuntimeError("no such instruction\nsecond line")
+
+    monkeypatch.setattr(selection_kernels.KERNELS, "compiled", {"split": broken})
+    scores = np.random.default_rng(20).random(100_000).astype(np.float32)
+    marks = np.zeros(scores.size, bool)
+    with pytest.warns(RuntimeWarning, match="selection's compiled kernels are off.*instruction$"):
+        t, pruned = prune_marks(scores, 85, [marks])
+    assert selection_kernels.KERNELS.kernels() == {}
+    assert t == pytest.approx(np.percentile(scores, 85), rel=1e-6)
+    assert (marks == (scores <= np.float64(t))).all() and pruned == marks.sum()
+
+
+def test_no_jit_environment_variable_turns_the_compiled_pass_off(monkeypatch):
+    from onnxpath.pathways import selection_kernels
+    monkeypatch.setattr(selection_kernels.KERNELS, "compiled", None)
+    monkeypatch.setenv("ONNXPATH_NO_JIT", "1")
+    assert selection_kernels.KERNELS.kernels() == {}
+    keys = np.arange(10, dtype=np.int32)
+    assert selection_kernels.split(keys, False, 2, 5, None, None, np.empty(10, np.int64),
+                                   np.empty(10, np.int32), np.empty(10, bool)) is None
+    monkeypatch.setattr(selection_kernels.KERNELS, "compiled", None)
+    monkeypatch.delenv("ONNXPATH_NO_JIT")
+    assert set(selection_kernels.KERNELS.kernels()) == {"split"}

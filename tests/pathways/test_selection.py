@@ -276,3 +276,24 @@ def test_no_jit_environment_variable_turns_the_compiled_pass_off(monkeypatch):
     monkeypatch.setattr(selection_kernels.KERNELS, "compiled", None)
     monkeypatch.delenv("ONNXPATH_NO_JIT")
     assert set(selection_kernels.KERNELS.kernels()) == {"split"}
+
+
+def test_the_compiled_pass_is_built_after_its_warm_up(monkeypatch):
+    """A process ranks WARM_UP scores with numpy's passes before it pays for numba; then
+    the kernel's results are those of numpy's passes."""
+    from onnxpath.pathways import selection_kernels
+    monkeypatch.setattr(selection_kernels.KERNELS, "compiled", None)
+    monkeypatch.setattr(selection_kernels, "_ranked", 0)
+    monkeypatch.setattr(selection_kernels, "WARM_UP", 25)
+    keys = np.array([5, 1, 9, 3, 3, 7, 0, 2, 8, 6], np.int32)
+    marks = np.zeros(10, bool)
+
+    def split():
+        return selection_kernels.split(keys, False, 3, 6, marks, None, np.empty(10, np.int64),
+                                       np.empty(10, np.int32), np.empty(10, bool))
+
+    assert [split() for _ in range(3)] == [None] * 3
+    assert selection_kernels.KERNELS.compiled is None  # 30 scores ranked: numba not imported
+    below, where, values = split()
+    assert below == 4 and where.tolist() == [0, 3, 4, 9] and values.tolist() == [5, 3, 3, 6]
+    assert marks.tolist() == (keys <= 6).tolist()

@@ -51,6 +51,8 @@ def _split(keys, sign_off, bottom, top, out, on, off, where, values):
 
 KERNELS = KernelSet("The pathway selection's compiled kernels",
                     lambda numba: {"split": compile_function(numba, _split)})
+_ranked = 0  # scores ranked by numpy's passes so far (threads may race on it: a count is enough)
+
 
 def split(keys: np.ndarray, magnitude: bool, bottom, top, marks: np.ndarray | None,
           gates: np.ndarray | None, where: np.ndarray, values: np.ndarray,

@@ -295,5 +295,5 @@ def test_the_compiled_pass_is_built_after_its_warm_up(monkeypatch):
     assert [split() for _ in range(3)] == [None] * 3
     assert selection_kernels.KERNELS.compiled is None  # 30 scores ranked: numba not imported
     below, where, values = split()
-    assert below == 4 and where.tolist() == [0, 3, 4, 9] and values.tolist() == [5, 3, 3, 6]
+    assert below == 3 and where.tolist() == [0, 3, 4, 9] and values.tolist() == [5, 3, 3, 6]
     assert marks.tolist() == (keys <= 6).tolist()

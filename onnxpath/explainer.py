@@ -329,8 +329,8 @@ class Explainer:
                           if all(r.logits is not None for r in results) else self._per_batch(
                               x, context, engine, lambda part: engine.logits(x[part])))
         # float32 maps, float64 for a float64 input (a float64 model runs in float64)
-        maps = np.concatenate([r.maps for r in results]).astype(
-            np.float64 if x.dtype == np.float64 else np.float32, copy=False)
+        maps = results[0].maps if len(results) == 1 else np.concatenate([r.maps for r in results])
+        maps = maps.astype(np.float64 if x.dtype == np.float64 else np.float32, copy=False)
         extras = [{**e, **note} for r in results for e in r.extras]
         # A layer method's maps have an inner tensor's shape: extras' `wrt` names it.
         wrt = next((w for w in [e.pop("wrt", None) for e in extras] if w), info.wrt)

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from onnxpath.compiled import KernelSet, compile_function
+from onnxpath.compiled.kernel_set import KernelSet, compile_function
 
 
 def _masked_product(p, centre, inside, rows, out):

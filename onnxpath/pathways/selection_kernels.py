@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxpath.compiled import KernelSet, compile_function
+from onnxpath.compiled.kernel_set import KernelSet, compile_function
 
 WARM_UP = 2_500_000_000  # scores ranked by numpy's passes before the kernel is built
 BLOCK = 2048  # scores per block: the second loop reads them again from the core's cache

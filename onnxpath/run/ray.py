@@ -41,6 +41,7 @@ from onnxpath.io.text import pad_id
 from onnxpath.run.job import Job
 from onnxpath.run.loop import RunLoop, Unit
 from onnxpath.run.ray_connect import (
+    KILLED_AT_TEARDOWN,
     POOL_ACTOR_ARGS,
     TIMEOUT,
     check_reachable,
@@ -344,7 +345,8 @@ def on_ray(cluster: Cluster, debug: bool):
     called (the CLI binds its stream beforehand). SIGTERM stops it at any stage, the
     connection included, with exit status 143 (`ray_connect.Terminated`)."""
     ray = import_ray()
-    with stopping_on_sigterm() as arm, contextlib.redirect_stdout(sys.stderr):
+    with stopping_on_sigterm() as arm, contextlib.redirect_stdout(sys.stderr), \
+            dropping_stderr(None if debug else KILLED_AT_TEARDOWN):
         connection = connect(ray, cluster.address, debug, cluster.timeout)
         arm()  # again: Ray's core worker has installed its own handler
         try:

@@ -35,6 +35,10 @@ RAY_CORE_WARNING = re.compile(rb"^\[[\d\- :,.]+ [WEF] \d+ \d+\] ")
 # Ray core reports that at error level for any actor that may restart: not actionable here.
 POOL_ACTOR_ARGS = re.compile(rb"has constructor arguments in the object store and "
                              rb"max_restarts > 0")
+# When a run stops early (SIGTERM, an error), Ray Data kills its actors, and the raylet reports
+# each task still queued on them as failed, a line forwarded to the driver's stderr before
+# onnxpath's own one-line message. Not actionable: the run is stopping.
+KILLED_AT_TEARDOWN = re.compile(rb"The actor is dead because it was killed by `ray\.kill`")
 
 
 class Terminated(SystemExit):

@@ -184,3 +184,22 @@ def test_sigterm_mid_run_stops_it_promptly_in_one_line(ray_tmpdir, tmp_path, mod
                                 "reported is complete"]
     assert seconds < 20
     assert len(list(out.glob("*.npy"))) < 300  # it did stop
+
+
+def test_the_stderr_filter_drops_ray_teardown_noise_and_keeps_the_rest():
+    """What `dropping_stderr` lets through while a run is connected: the raylet's report of
+    tasks failed because a stopping run killed their actors goes; other lines, colour codes
+    and all, and a partial last line stay."""
+    from onnxpath.run.ray_connect import KILLED_AT_TEARDOWN, forward
+    killed = (b"\x1b[33m(raylet)\x1b[0m Task MapWorker(MapBatches(ExplainBatch)).submit failed."
+              b" There are 2 retries remaining, so the task will be retried. Error: The actor "
+              b"is dead because it was killed by `ray.kill`.\n")
+    died = b"\x1b[33m(raylet)\x1b[0m A worker died or was killed while executing a task.\n"
+    read, write = os.pipe()
+    out_read, out_write = os.pipe()
+    os.write(write, died + killed + b"onnxpath: terminated (SIGTERM)\n" + b"partial")
+    os.close(write)
+    forward(read, out_write, KILLED_AT_TEARDOWN)
+    os.close(out_write)
+    with os.fdopen(out_read, "rb") as kept:
+        assert kept.read() == died + b"onnxpath: terminated (SIGTERM)\npartial"

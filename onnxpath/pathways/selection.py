@@ -231,10 +231,12 @@ def bracketed_kth(pieces: list[np.ndarray], k: int, outs: list[np.ndarray] | Non
             out = outs[i] if outs else None
             gate_out = gate_outs[i] if gate_outs else None
             compiled = selection_kernels.split(
-                keys, magnitude, bottom, top, out, gate_out, scratch(size, np.int64, 3),
-                scratch(size, keys.dtype, 4), scratch(size, bool, 2)) \
-                if keys.dtype.kind == "i" else None
+                keys, magnitude, bottom, top, gate_out if out is None else out,
+                scratch(size, np.int64, 3), scratch(size, keys.dtype, 4),
+                scratch(size, bool, 2)) if keys.dtype.kind == "i" else None
             if compiled is not None:
+                if out is not None and gate_out is not None:
+                    gate_bits(out, gate_out)
                 return compiled
             if magnitude:
                 keys = np.bitwise_and(keys, sign_off, out=scratch(size, keys.dtype, 0))

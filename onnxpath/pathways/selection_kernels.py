@@ -54,13 +54,14 @@ KERNELS = KernelSet("The pathway selection's compiled kernels",
 _ranked = 0  # scores ranked by numpy's passes so far (threads may race on it: a count is enough)
 
 
-def split(keys: np.ndarray, magnitude: bool, bottom, top, marks: np.ndarray | None,
-          gates: np.ndarray | None, where: np.ndarray, values: np.ndarray,
+def split(keys: np.ndarray, magnitude: bool, bottom, top, out: np.ndarray | None,
+          where: np.ndarray, values: np.ndarray,
           scratch_marks: np.ndarray) -> tuple[int, np.ndarray, np.ndarray] | None:
     """(count below the bracket, positions inside it, their keys) of 1-D integer `keys`
-    (`magnitude`: without their sign bit), writing `marks` (key <= top) and `gates` where
-    given; `where` / `values` / `scratch_marks` are scratch of at least the keys' size. None
-    without the kernel (or before `WARM_UP`): the caller's numpy passes take over."""
+    (`magnitude`: without their sign bit), writing `out` where given: key <= top into a bool
+    array, or those keys' gate bits into a uint32 one. `where` / `values` / `scratch_marks`
+    are scratch of at least the keys' size. None without the kernel (or before `WARM_UP`):
+    the caller's numpy passes take over."""
     global _ranked
     if KERNELS.compiled is None and _ranked < WARM_UP:
         _ranked += keys.size
@@ -69,15 +70,13 @@ def split(keys: np.ndarray, magnitude: bool, bottom, top, marks: np.ndarray | No
         return None
     kind = keys.dtype.type
     sign_off = kind(np.iinfo(kind).max if magnitude else -1)
-    if marks is None and gates is not None:
-        out, on, off = gates, np.uint32(NEG_INF_BITS), np.uint32(0)
+    if out is not None and out.dtype == np.uint32:
+        on, off = np.uint32(NEG_INF_BITS), np.uint32(0)
     else:
-        out, on, off = (scratch_marks if marks is None else marks), True, False
+        out, on, off = (scratch_marks if out is None else out), True, False
     found = KERNELS.run("split", keys, sign_off, kind(bottom), kind(top), out, on, off,
                         where, values)
     if found is None:
         return None
-    if marks is not None and gates is not None:
-        np.multiply(marks, np.uint32(NEG_INF_BITS), out=gates, dtype=np.uint32)
     below, count = found
     return int(below), where[:count].copy(), values[:count].copy()

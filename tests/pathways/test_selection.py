@@ -271,7 +271,7 @@ def test_no_jit_environment_variable_turns_the_compiled_pass_off(monkeypatch):
     monkeypatch.setenv("ONNXPATH_NO_JIT", "1")
     assert selection_kernels.KERNELS.kernels() == {}
     keys = np.arange(10, dtype=np.int32)
-    assert selection_kernels.split(keys, False, 2, 5, None, None, np.empty(10, np.int64),
+    assert selection_kernels.split(keys, False, 2, 5, None, np.empty(10, np.int64),
                                    np.empty(10, np.int32), np.empty(10, bool)) is None
     monkeypatch.setattr(selection_kernels.KERNELS, "compiled", None)
     monkeypatch.delenv("ONNXPATH_NO_JIT")
@@ -289,7 +289,7 @@ def test_the_compiled_pass_is_built_after_its_warm_up(monkeypatch):
     marks = np.zeros(10, bool)
 
     def split():
-        return selection_kernels.split(keys, False, 3, 6, marks, None, np.empty(10, np.int64),
+        return selection_kernels.split(keys, False, 3, 6, marks, np.empty(10, np.int64),
                                        np.empty(10, np.int32), np.empty(10, bool))
 
     assert [split() for _ in range(3)] == [None] * 3

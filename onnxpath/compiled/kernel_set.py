@@ -3,9 +3,10 @@ imputation solver (`evaluate/jit_kernels.py`) and the pathway selection's bracke
 (`pathways/selection_kernels.py`). Without numba, with a broken install, or with
 `ONNXPATH_NO_JIT=1`, their numpy code runs instead.
 
-A `KernelSet` builds its kernels at the first call that wants them: importing numba takes about
-a second, which only a process that uses them should pay. numba caches the compiled code beside
-the module that defines it, so a later process loads it in ~0.3 s instead of compiling it.
+A `KernelSet` builds its kernels at the first call that wants them: importing numba and loading
+a set's cached code took 1.2-1.5 s here (measured in fresh processes), which only a process that
+uses them should pay. numba caches the compiled code beside the module that defines it, so a
+later process skips the compile (seconds per kernel).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ every target class and every batch element.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from functools import partial
 from typing import TypeVar
 
 import numpy as np
@@ -39,6 +40,10 @@ from onnxpath.ort.timing import timed, timed_call
 from onnxpath.ort.weights import stores_of
 
 T = TypeVar("T")
+
+# The recipes whose graphs run a backward pass: many short kernels a run, so their sessions
+# spin briefly between kernels (`spin_entries` in ort/sessions.py).
+BACKWARD_RECIPES = frozenset({"gradients", "contribution-taps", "pathway-in-one-graph"})
 
 
 def cut_at(model: onnx.ModelProto, outputs: Sequence[str]) -> onnx.ModelProto:
@@ -159,37 +164,39 @@ class GradientEngine:
             return None
         return self.cache
 
-    def _make(self, model: onnx.ModelProto, save_optimised=None):
+    def _make(self, model: onnx.ModelProto, save_optimised=None, brief_spin: bool = False):
         with timed(f"creating an ONNX Runtime session ({len(model.graph.node)} nodes)"):
             return make_session(model, self.device, self.threads, self.info.folder,
                                 save_optimised=save_optimised,
-                                provider_options=self.provider_options)
+                                provider_options=self.provider_options, brief_spin=brief_spin)
 
     def _session(self, recipe: tuple, build: Callable[[], onnx.ModelProto]):
         """The session for `recipe`, from the disk cache when it holds one; `build` makes the
         model only when the session has to be created from scratch."""
         build = timed_call(f"building the {recipe[0]} graph", build)
+        spin = recipe[0] in BACKWARD_RECIPES
+        make = partial(self._make, brief_spin=spin)
         cache = self._cache_for(recipe)
         if cache is None:
-            return self._make(build())
+            return make(build())
         rules = rules_key()
         if not nameable(rules):
-            return self._make(build())
+            return make(build())
         key = entry_key((type(self).__qualname__, *self.identity), (*recipe, rules),
                         self.device, providers_for(self.device, self.provider_options))
         stores = stores_of(self.info.proto)
         if stores:  # weights in the shared store (ort/weights.py): the entry is the graph alone
-            return cache.graph_session(key, build, self._make, stores[0])
+            return cache.graph_session(key, build, make, stores[0])
         session = cache.load(key, lambda path: open_optimised(path, self.device, self.threads,
-                                                              self.provider_options))
+                                                              self.provider_options, spin))
         if session is not None:
             return session
         model = build()
         if model.ByteSize() > PROTOBUF_LIMIT:
-            return self._make(model)
+            return make(model)
         tmp = cache.temporary(key)
         try:
-            session = self._make(model, save_optimised=tmp)
+            session = make(model, save_optimised=tmp)
         except OnnxPathError:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)

@@ -86,9 +86,11 @@ def check_providers(session: ort.InferenceSession, device: str) -> None:
 
 
 def session_options(threads: int | None, optimise: bool = True,
-                    once: bool = False) -> ort.SessionOptions:
+                    once: bool = False, brief_spin: bool = False) -> ort.SessionOptions:
     """`once`: a session that runs once or twice (the intake probe): basic optimisation and no
-    pre-packed weights, which would copy every MatMul and Conv weight for two runs."""
+    pre-packed weights, which would copy every MatMul and Conv weight for two runs.
+    `brief_spin`: a graph of many short kernels (a gradient graph), whose idle workers wait
+    `BRIEF_SPIN_US` for the next kernel's work before they sleep (see `spin_entries`)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if once
                                         else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -101,13 +103,40 @@ def session_options(threads: int | None, optimise: bool = True,
         # activation alive until then: 0.48 -> 0.27 GB for a 0.1 GB ViT's probe.
         options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     options.log_severity_level = 3
-    # Idle worker threads sleep instead of spinning. On a small, shared CPU, spinning threads
-    # steal the cores the busy ones need: ResNet-50 forward 66 -> 36 ms, gradient 168 -> 89 ms
-    # measured on 2 cores with another process running.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    for key, value in spin_entries(brief_spin and not once).items():
+        options.add_session_config_entry(key, value)
     if threads:
         options.intra_op_num_threads = threads
     return options
+
+
+# How long an idle worker of a gradient graph's session spins before it sleeps.
+BRIEF_SPIN_US = 20
+
+
+def spin_entries(brief: bool) -> dict[str, str]:
+    """The thread pool's waiting policy.
+
+    By default idle worker threads sleep instead of spinning. On a small, shared CPU, ORT's
+    default spinning (long, and on after a run returns) steals the cores the busy threads
+    need: ResNet-50 forward 66 -> 36 ms, gradient 168 -> 89 ms measured on 2 cores with
+    another process running.
+
+    A gradient graph has ~7x a forward's kernels (ResNet-50: ~450), most of them short
+    reorders, masks and sums; waking a sleeping worker for each costs ~10% of the run. Its
+    sessions spin briefly (`BRIEF_SPIN_US`, and never after a run returns, so the host work
+    between runs keeps its cores). 2 threads, 2 cores, ResNet-50 gradient: 84 -> 77 ms alone;
+    two or four processes sharing the cores: unchanged; beside a single-threaded CPU hog:
+    +3-8%. A forward graph gains little from it and loses ~40% beside that hog, so it sleeps.
+    ONNX Runtime bounds a spin only from 1.26 on; an older one keeps its workers asleep."""
+    if brief and BOUNDED_SPIN:
+        return {"session.intra_op.allow_spinning": "1",
+                "session.intra_op.spin_duration_us": str(BRIEF_SPIN_US),
+                "session.force_spinning_stop": "1"}
+    return {"session.intra_op.allow_spinning": "0"}
+
+
+BOUNDED_SPIN = tuple(int(p) for p in re.findall(r"\d+", ort.__version__)[:2]) >= (1, 26)
 
 
 IR_TOO_NEW = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
@@ -134,9 +163,11 @@ def new_session(source: bytes | str, options: ort.SessionOptions,
 
 
 def open_optimised(path: str, device: str = "cpu", threads: int | None = None,
-                   provider_options: dict[str, str] | None = None) -> ort.InferenceSession:
+                   provider_options: dict[str, str] | None = None,
+                   brief_spin: bool = False) -> ort.InferenceSession:
     """A session over a model ORT already optimised (a cache entry): no optimisation again."""
-    session = new_session(path, session_options(threads, optimise=False),
+    session = new_session(path, session_options(threads, optimise=False,
+                                                brief_spin=brief_spin),
                           providers_for(device, provider_options))
     check_providers(session, device)
     return session
@@ -213,12 +244,13 @@ def make_session(model: onnx.ModelProto | bytes | str, device: str = "cpu",
                  folder: str | Path | None = None,
                  save_optimised: str | Path | None = None,
                  provider_options: dict[str, str] | None = None,
-                 once: bool = False) -> ort.InferenceSession:
+                 once: bool = False, brief_spin: bool = False) -> ort.InferenceSession:
     """A session for `model`. `folder` is where the model's external data files live; a
     rewritten graph keeps referring to them, so the weights are never copied.
     `save_optimised` asks ORT to write the optimised graph there (the session cache);
-    `once`: a session for one or two runs (see `session_options`)."""
-    options = session_options(threads, once=once)
+    `once`: a session for one or two runs, `brief_spin` one over a gradient graph (see
+    `session_options`)."""
+    options = session_options(threads, once=once, brief_spin=brief_spin)
     if save_optimised is not None:
         options.optimized_model_filepath = str(save_optimised)
     source, keep_alive, disabled = model, [], None

@@ -110,8 +110,10 @@ def session_options(threads: int | None, optimise: bool = True,
     return options
 
 
-# How long an idle worker of a gradient graph's session spins before it sleeps.
+# How long an idle worker of a gradient graph's session spins before it sleeps; ONNX Runtime
+# bounds a spin only from 1.26 on.
 BRIEF_SPIN_US = 20
+BOUNDED_SPIN = tuple(int(p) for p in re.findall(r"\d+", ort.__version__)[:2]) >= (1, 26)
 
 
 def spin_entries(brief: bool) -> dict[str, str]:
@@ -134,9 +136,6 @@ def spin_entries(brief: bool) -> dict[str, str]:
                 "session.intra_op.spin_duration_us": str(BRIEF_SPIN_US),
                 "session.force_spinning_stop": "1"}
     return {"session.intra_op.allow_spinning": "0"}
-
-
-BOUNDED_SPIN = tuple(int(p) for p in re.findall(r"\d+", ort.__version__)[:2]) >= (1, 26)
 
 
 IR_TOO_NEW = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
